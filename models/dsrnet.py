@@ -1,0 +1,101 @@
+"""DSRNet (Tian et al., CAAI TIT 2023): image super-resolution via a dynamic network.
+
+REB (residual enhancement block): four 3×3 + ReLU layers with a residual from the second to the fourth;
+WEB (wide enhancement block): a 3×3 + ReLU trunk plus a gated pair of branches fed from its second layer,
+either four 3×3 layers (gate index 1) or 3×3/1×1/3×3/1×1 (gate index 0), added to the trunk;
+FRB (feature refinement block): five 3×3 + ReLU layers, a long residual from the REB, one more 3×3 + ReLU;
+CB (construction block): sub-pixel upsampling and a 3×3 to RGB.
+
+Faithful to the reference forward pass: the trunk applies its fourth layer (``conv8``) three times; the
+checkpoint's ``conv9``/``conv10`` weights are never used (they are dropped on load).
+
+The gate: the reference samples ``gumbel_softmax(logits, hard=True)``, a different branch on each run,
+and takes branch 1 only if *every* image in the batch picks it. srdeploy is deterministic and
+batch-invariant: each image takes the argmax of its own gate logits (``gate="argmax"``, the default), or
+a forced branch (``gate="branch0"``/``"branch1"``). With the official ×2 checkpoint the argmax is always
+branch 1, which scores 36.83 dB on Set5; forcing branch 0 scores 37.48 dB (see the registry).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from models.blocks import MEAN_SHIFT_KEYS, MeanShift, Upsampler, conv, conv_relu, upsampler_key_map
+
+FEATURES = 64
+GATE_MODES = ("argmax", "branch0", "branch1")
+
+
+class Gate(nn.Module):
+    """Squeeze-and-excitation style gate: global average → FC 64→16 → ReLU → FC 16→2 logits."""
+
+    def __init__(self, channels: int = FEATURES, reduction: int = 4):
+        super().__init__()
+        self.fc1 = nn.Linear(channels, channels // reduction)
+        self.fc2 = nn.Linear(channels // reduction, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1).flatten(1))))
+
+
+class DSRNet(nn.Module):
+    def __init__(self, scale: int, gate: str = "argmax"):
+        super().__init__()
+        if gate not in GATE_MODES:
+            raise ValueError(f"gate must be one of {GATE_MODES}, not {gate!r}")
+        self.scale = scale
+        self.gate_mode = gate
+        self.sub_mean = MeanShift(-1)
+        self.reb = nn.ModuleList([conv_relu(3 if i == 0 else FEATURES, FEATURES) for i in range(4)])
+        self.web = nn.ModuleList([conv_relu(FEATURES, FEATURES) for _ in range(4)])
+        self.gate = Gate()
+        self.branch1 = nn.Sequential(*[conv_relu(FEATURES, FEATURES, 3) for _ in range(4)])
+        self.branch0 = nn.Sequential(*[conv_relu(FEATURES, FEATURES, k) for k in (3, 1, 3, 1)])
+        self.frb = nn.ModuleList([conv_relu(FEATURES, FEATURES) for _ in range(6)])
+        self.upsample = Upsampler(FEATURES, scale)
+        self.tail = conv(FEATURES, 3)
+        self.add_mean = MeanShift(+1)
+
+    def choose_branch1(self, features: torch.Tensor) -> torch.Tensor:
+        """Per-image gate decision (bool, shape N): True → branch 1. Ties go to index 0, like argmax."""
+        logits = self.gate(features)
+        return logits[:, 1] > logits[:, 0]
+
+    def gated_branch(self, features: torch.Tensor) -> torch.Tensor:
+        if self.gate_mode == "branch0":
+            return self.branch0(features)
+        if self.gate_mode == "branch1":
+            return self.branch1(features)
+        pick1 = self.choose_branch1(features).view(-1, 1, 1, 1)
+        return torch.where(pick1, self.branch1(features), self.branch0(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = self.reb[0](self.sub_mean(x))
+        x2 = self.reb[1](x1)
+        x4 = self.reb[3](self.reb[2](x2))
+        x6 = self.web[1](self.web[0](x2 + x4))
+        trunk = self.web[3](self.web[3](self.web[3](self.web[2](x6))))
+        y = trunk + self.gated_branch(x6)
+        for layer in self.frb[:5]:
+            y = layer(y)
+        y = self.frb[5](y + x4 + x1)
+        return self.add_mean(self.tail(self.upsample(y)))
+
+
+def official_key_map(scale: int, multi_scale: bool = False) -> dict[str, str]:
+    """hellloxiaotian/DSRNet layout: conv1…conv17, conv7_1…conv10_1, conv7_2…conv10_2, gate.fc1/fc2."""
+    mapping = {**MEAN_SHIFT_KEYS, "conv17.0.": "tail.", "gate.": "gate."}
+    for i in range(4):
+        mapping[f"conv{1 + i}.0."] = f"reb.{i}.0."
+        mapping[f"conv{5 + i}.0."] = f"web.{i}.0."
+        mapping[f"conv{7 + i}_1.0."] = f"branch1.{i}.0."
+        mapping[f"conv{7 + i}_2.0."] = f"branch0.{i}.0."
+    for i in range(6):
+        mapping[f"conv{11 + i}.0."] = f"frb.{i}.0."
+    mapping.update(upsampler_key_map(scale, multi_scale))
+    return mapping
+
+
+# Present in every official-layout checkpoint, unused by the reference forward pass.
+UNUSED_OFFICIAL_KEYS = ("conv9.0.weight", "conv10.0.weight")

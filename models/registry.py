@@ -1,0 +1,185 @@
+"""The zoo: architectures and their official checkpoints, in the style of torchvision's weights API.
+
+Each ``Checkpoint`` is a value carrying where it comes from (repository, commit, path → URL), its
+sha256, the key layout it uses and the metrics srdeploy measured with it, so this file *is* the zoo's
+documentation (``python cli.py models`` prints it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable, Mapping
+
+from torch import nn
+
+from models import cfsrcnn, dsrnet, esrgcnn, fsrcnn, lesrcnn
+from runtime.errors import SrDeployError
+
+KeyMap = Callable[[int], Mapping[str, str]]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One network of the zoo: how to build it for a scale and how to read its public checkpoints."""
+
+    name: str
+    title: str
+    paper: str
+    scales: tuple[int, ...]
+    colour: str  # "rgb" or "y": what the network's channels hold
+    build: Callable[..., nn.Module]  # build(scale, **options)
+    layouts: Mapping[str, KeyMap]  # layout name → official-key-prefix → module-key-prefix
+    multi_scale: bool = False
+    unused_keys: tuple[str, ...] = ()
+    options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # option → allowed values
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.colour == "y" else 3
+
+
+@dataclass(frozen=True)
+class Metric:
+    psnr: float
+    ssim: float
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """An official pretrained checkpoint."""
+
+    model: str
+    scale: int
+    repository: str
+    commit: str
+    path: str
+    sha256: str
+    layout: str
+    metrics: Mapping[str, Metric]  # dataset → measured by srdeploy (Y, shave=scale, uint8)
+    reference_psnr: Mapping[str, float]  # dataset → measured with the public reference code
+    notes: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"https://github.com/{self.repository}/raw/{self.commit}/{self.path}"
+
+    @property
+    def filename(self) -> str:
+        """Name in the cache and in a local checkpoint directory (``SRDEPLOY_WEIGHTS_DIR``)."""
+        return f"{self.model}_x{self.scale}.pth"
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    a.name: a
+    for a in (
+        Architecture(
+            "fsrcnn", "FSRCNN (d=56, s=12, m=4), Y channel", "Dong et al., ECCV 2016", (2, 3, 4), "y",
+            build=fsrcnn.FSRCNN,
+            layouts={"yjn870": fsrcnn.yjn870_key_map, "paper": fsrcnn.paper_key_map},
+        ),
+        Architecture(
+            "lesrcnn", "LESRCNN", "Tian et al., Knowledge-Based Systems 2020", (2, 3, 4), "rgb",
+            build=lesrcnn.LESRCNN,
+            layouts={"official": lesrcnn.official_key_map},
+        ),
+        Architecture(
+            "lesrcnn_b", "LESRCNN multi-scale (blind)", "Tian et al., Knowledge-Based Systems 2020",
+            (2, 3, 4), "rgb",
+            build=partial(lesrcnn.LESRCNN, branch_scales=(2, 3, 4)),
+            layouts={"official": partial(lesrcnn.official_key_map, multi_scale=True)},
+            multi_scale=True,
+        ),
+        Architecture(
+            "cfsrcnn", "CFSRCNN", "Tian et al., IEEE TMM 2020", (2, 3, 4), "rgb",
+            build=cfsrcnn.CFSRCNN,
+            layouts={"official": cfsrcnn.official_key_map},
+        ),
+        Architecture(
+            "esrgcnn", "ESRGCNN (multi-scale)", "Tian et al., IEEE TNNLS 2022", (2, 3, 4), "rgb",
+            build=esrgcnn.ESRGCNN,
+            layouts={"official": esrgcnn.official_key_map},
+            multi_scale=True,
+        ),
+        Architecture(
+            "dsrnet", "DSRNet", "Tian et al., CAAI TIT 2023", (2, 3, 4), "rgb",
+            build=dsrnet.DSRNet,
+            layouts={"official": dsrnet.official_key_map},
+            unused_keys=dsrnet.UNUSED_OFFICIAL_KEYS,
+            options={"gate": dsrnet.GATE_MODES},
+        ),
+    )
+}
+
+_LESRCNN_REPO = ("hellloxiaotian/LESRCNN", "e3729ed3884cbaa67c1534a1ac9626c71d670d27")
+_FSRCNN_REPO = ("yjn870/FSRCNN-pytorch", "ecd36324887023ea95e7224353d6836773207551")
+_DSRNET_REPO = ("hellloxiaotian/DSRNet", "c0ec2f0120b8ba5a4d0169f2139118d7519751ba")
+
+CHECKPOINTS: tuple[Checkpoint, ...] = (
+    Checkpoint("lesrcnn", 2, *_LESRCNN_REPO, "x2/lesrcnn_x2.pth",
+               "66b4b2ddb268486f78a3d49758a016417e64f602ef963667b5ce34039200bcde", "official",
+               metrics={}, reference_psnr={"Set5": 37.65, "Set14": 33.31}),
+    Checkpoint("lesrcnn", 3, *_LESRCNN_REPO, "x3/lesrcnn_x3.pth",
+               "95cbabcbd243e5582118d3bba44fd751a80dd19a291d5f3b1ebd7c9b3b61346a", "official",
+               metrics={}, reference_psnr={"Set5": 33.93, "Set14": 30.12}),
+    Checkpoint("lesrcnn", 4, *_LESRCNN_REPO, "x4/lesrcnn_x4.pth",
+               "1de9d0e1b1817de43fba3ce9c4b966fd8cde81e160d7432a844d6a2296f90cbc", "official",
+               metrics={}, reference_psnr={"Set5": 31.88, "Set14": 28.44}),
+    Checkpoint("fsrcnn", 2, *_FSRCNN_REPO, "weights/fsrcnn_x2.pth",
+               "1af70e2cbf0d11b942008d6c425e469e9fe275a68f3ac8b6c21e8672d6e67b69", "yjn870",
+               metrics={}, reference_psnr={"Set5": 37.06, "Set14": 32.70}),
+    Checkpoint("fsrcnn", 3, *_FSRCNN_REPO, "weights/fsrcnn_x3.pth",
+               "f65b55819c1258048bc8c1ca96f9e24bd4339f779951d7f928144c08e3868d75", "yjn870",
+               metrics={}, reference_psnr={"Set5": 32.57, "Set14": 29.20}),
+    Checkpoint("fsrcnn", 4, *_FSRCNN_REPO, "weights/fsrcnn_x4.pth",
+               "c15150d6787d487f38a68e66be5ec8a964182403af494e6a935fa03eeb56a630", "yjn870",
+               metrics={}, reference_psnr={"Set5": 30.49, "Set14": 27.55}),
+    Checkpoint("dsrnet", 2, *_DSRNET_REPO, "checkpoint/DSRNet/DSRNet_x2_600000.pth",
+               "a3ecaa491d8200676d6ae80295786c60724d1f2504d64cb7fff35d38745b7bc3", "official",
+               metrics={}, reference_psnr={"Set5": 36.83, "Set14": 32.67},
+               notes="gate=argmax always picks branch 1 with this checkpoint; gate=branch0 scores 37.48 dB "
+                     "on Set5 (reference code)"),
+)
+
+
+def architecture(name: str) -> Architecture:
+    """The architecture called ``name``, or a one-line error listing the zoo."""
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise SrDeployError(
+            f"unknown model {name!r}: choose one of {', '.join(ARCHITECTURES)} (python cli.py models)"
+        ) from None
+
+
+def check_scale(arch: Architecture, scale: int) -> None:
+    if scale not in arch.scales:
+        raise SrDeployError(
+            f"{arch.name} has no ×{scale} model: choose --scale from {', '.join(map(str, arch.scales))}"
+        )
+
+
+def default_checkpoint(name: str, scale: int) -> Checkpoint | None:
+    """The official checkpoint for ``name`` at ``scale``, if one is public."""
+    return next((c for c in CHECKPOINTS if c.model == name and c.scale == scale), None)
+
+
+def checkpoint_by_sha256(sha256: str) -> Checkpoint | None:
+    return next((c for c in CHECKPOINTS if c.sha256 == sha256), None)
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One (model, scale) of the zoo, with its official checkpoint if there is one."""
+
+    architecture: Architecture
+    scale: int
+    checkpoint: Checkpoint | None
+
+
+def list_models() -> list[ZooEntry]:
+    """Every (model, scale) the zoo builds, in registry order."""
+    return [
+        ZooEntry(arch, scale, default_checkpoint(arch.name, scale))
+        for arch in ARCHITECTURES.values()
+        for scale in arch.scales
+    ]
