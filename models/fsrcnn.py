@@ -43,4 +43,4 @@ def yjn870_key_map(scale: int) -> dict[str, str]:
 
 def paper_key_map(scale: int) -> dict[str, str]:
     """Lornatang/FSRCNN-PyTorch (the FSRCNN seed): already the paper's names."""
-    return {}
+    return {f"{name}.": f"{name}." for name in ("feature_extraction", "shrink", "map", "expand", "deconv")}

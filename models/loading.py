@@ -39,36 +39,52 @@ class ModelInfo:
     options: dict[str, Any]
 
 
-def rename_keys(state: dict[str, torch.Tensor], key_map: dict[str, str], unused: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """Apply a prefix map (longest prefix wins); drop the layout's known-unused keys."""
+def rename_keys(
+    state: dict[str, torch.Tensor], key_map: dict[str, str], unused: tuple[str, ...]
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Apply a layout's prefix map (longest prefix wins), dropping its known-unused keys.
+
+    Returns the renamed tensors and the keys no prefix of the layout covers (kept unrenamed).
+    """
     prefixes = sorted(key_map, key=len, reverse=True)
-    renamed = {}
+    renamed, uncovered = {}, []
     for key, value in state.items():
         if key in unused:
             continue
         prefix = next((p for p in prefixes if key.startswith(p)), None)
-        renamed[key_map[prefix] + key[len(prefix):] if prefix is not None else key] = value
-    return renamed
+        if prefix is None:
+            uncovered.append(key)
+            renamed[key] = value
+        else:
+            renamed[key_map[prefix] + key[len(prefix):]] = value
+    return renamed, uncovered
 
 
-def _match_layout(arch: Architecture, scale: int, state: dict, expected: set[str]) -> tuple[str, dict] | None:
+def _match_layout(arch: Architecture, scale: int, state: dict) -> tuple[str, dict] | None:
+    """The first layout that covers every key of ``state`` and yields exactly the model's keys."""
+    expected = set(arch.build(scale).state_dict())
     for layout, key_map in arch.layouts.items():
-        renamed = rename_keys(state, dict(key_map(scale)), arch.unused_keys)
-        if set(renamed) == expected:
+        renamed, uncovered = rename_keys(state, dict(key_map(scale)), arch.unused_keys)
+        if not uncovered and set(renamed) == expected:
             return layout, renamed
     return None
 
 
+def _fits(arch: Architecture, scale: int, state: dict) -> bool:
+    matched = _match_layout(arch, scale, state)
+    if matched is None:
+        return False
+    own = arch.build(scale).state_dict()
+    return all(tensor.shape == own[key].shape for key, tensor in matched[1].items())
+
+
 def _describe_mismatch(arch: Architecture, scale: int, state: dict, expected: set[str], path: Path) -> str:
     for other in ARCHITECTURES.values():
-        if other.name == arch.name:
-            continue
-        probe = other.build(other.scales[0])
-        if _match_layout(other, other.scales[0], state, set(probe.state_dict())):
+        if other.name != arch.name and any(_fits(other, s, state) for s in other.scales):
             return f"checkpoint {path} is a {other.name} checkpoint, not {arch.name}: pass --model {other.name}"
     layout = next(iter(arch.layouts))
-    renamed = set(rename_keys(state, dict(arch.layouts[layout](scale)), arch.unused_keys))
-    missing, unexpected = sorted(expected - renamed), sorted(renamed - expected)
+    renamed, _ = rename_keys(state, dict(arch.layouts[layout](scale)), arch.unused_keys)
+    missing, unexpected = sorted(expected - set(renamed)), sorted(set(renamed) - expected)
     return (
         f"checkpoint {path} does not fit {arch.name} ×{scale}: "
         f"missing {len(missing)} tensors (e.g. {missing[:2]}), unexpected {len(unexpected)} (e.g. {unexpected[:2]}); "
@@ -76,17 +92,15 @@ def _describe_mismatch(arch: Architecture, scale: int, state: dict, expected: se
     )
 
 
-def _scale_hint(arch: Architecture, key: str, found: torch.Size) -> str:
-    for s in arch.scales:
-        if arch.build(s).state_dict()[key].shape == found:
-            return f" (it looks like a ×{s} checkpoint: pass --scale {s})"
-    return ""
+def _scale_hint(arch: Architecture, state: dict) -> str:
+    fitting = [s for s in arch.scales if _fits(arch, s, state)]
+    return f" (it looks like a ×{fitting[0]} checkpoint: pass --scale {fitting[0]})" if fitting else ""
 
 
 def apply_checkpoint(model: nn.Module, arch: Architecture, scale: int, state: dict, path: Path) -> str:
     """Load ``state`` into ``model`` exactly (strict, same shapes, fp16 tensors cast to fp32); return the layout."""
     own = model.state_dict()
-    matched = _match_layout(arch, scale, state, set(own))
+    matched = _match_layout(arch, scale, state)
     if matched is None:
         raise SrDeployError(_describe_mismatch(arch, scale, state, set(own), path))
     layout, renamed = matched
@@ -94,7 +108,7 @@ def apply_checkpoint(model: nn.Module, arch: Architecture, scale: int, state: di
         if tensor.shape != own[key].shape:
             raise SrDeployError(
                 f"checkpoint {path} does not fit {arch.name} ×{scale}: {key} has shape {tuple(tensor.shape)}, "
-                f"expected {tuple(own[key].shape)}{_scale_hint(arch, key, tensor.shape)}"
+                f"expected {tuple(own[key].shape)}{_scale_hint(arch, state)}"
             )
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in renamed.items()}, strict=True)
     return layout

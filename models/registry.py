@@ -32,6 +32,9 @@ class Architecture:
     multi_scale: bool = False
     unused_keys: tuple[str, ...] = ()
     options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # option → allowed values
+    # How the reference evaluation turns the [0, 1] output into 8 bits: the LESRCNN family's
+    # ``tensor.mul(255).clamp(0, 255).byte()`` truncates; yjn870's FSRCNN numbers need rounding.
+    eval_rounding: str = "truncate"
 
     @property
     def channels(self) -> int:
@@ -76,6 +79,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             "fsrcnn", "FSRCNN (d=56, s=12, m=4), Y channel", "Dong et al., ECCV 2016", (2, 3, 4), "y",
             build=fsrcnn.FSRCNN,
             layouts={"yjn870": fsrcnn.yjn870_key_map, "paper": fsrcnn.paper_key_map},
+            eval_rounding="round",
         ),
         Architecture(
             "lesrcnn", "LESRCNN", "Tian et al., Knowledge-Based Systems 2020", (2, 3, 4), "rgb",

@@ -1,0 +1,121 @@
+"""srdeploy command line: ``python cli.py {models,eval} …`` (``--help`` on each)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+from runtime.errors import SrDeployError
+
+
+def _format_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def _model_options(args: argparse.Namespace) -> dict:
+    return {"gate": args.gate} if getattr(args, "gate", None) else {}
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from models import list_models
+
+    entries = list_models()
+    if args.json:
+        print(json.dumps([
+            {
+                "model": e.architecture.name, "scale": e.scale, "channels": e.architecture.channels,
+                "colour": e.architecture.colour, "multi_scale": e.architecture.multi_scale,
+                "checkpoint": None if e.checkpoint is None else {
+                    "url": e.checkpoint.url, "sha256": e.checkpoint.sha256, "layout": e.checkpoint.layout,
+                    "metrics": {d: vars(m) for d, m in e.checkpoint.metrics.items()},
+                    "reference_psnr": dict(e.checkpoint.reference_psnr),
+                },
+            }
+            for e in entries
+        ], indent=2))
+        return 0
+    rows = []
+    for e in entries:
+        c = e.checkpoint
+        quality = "  ".join(f"{d} {m.psnr:.2f}/{m.ssim:.4f}" for d, m in c.metrics.items()) if c else ""
+        source = f"{c.repository}/{c.path}" if c else "no public checkpoint: --weights PATH"
+        rows.append([e.architecture.name, f"×{e.scale}", e.architecture.colour.upper(), source, quality])
+    print(_format_table(["model", "scale", "in/out", "official checkpoint", "PSNR/SSIM (Y)"], rows))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import models
+    from benchmarks.quality import dataset_pairs, evaluate
+    from models.registry import architecture, check_scale
+    from runtime.torch_runner import TorchRunner
+
+    arch = architecture(args.model)
+    check_scale(arch, args.scale)
+    pairs = dataset_pairs(args.dataset, args.scale)
+    model = models.load(args.model, args.scale, args.weights, **_model_options(args))
+    report = evaluate(
+        TorchRunner(model).infer, pairs, model=args.model, scale=args.scale, colour=arch.colour,
+        rounding=arch.eval_rounding, dataset=Path(args.dataset).name, progress=not args.no_progress,
+    )
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return 0
+    rows = [[name, f"{v['psnr']:.2f}", f"{v['ssim']:.4f}"] for name, v in report.images.items()]
+    rows.append(["mean", f"{report.psnr:.2f}", f"{report.ssim:.4f}"])
+    print(f"{args.model} ×{args.scale} on {report.dataset} (Y, shave {args.scale}, checkpoint {model.srdeploy.checkpoint})")
+    print(_format_table(["image", "PSNR (dB)", "SSIM"], rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cli.py", description="srdeploy: super-resolution CNNs from PyTorch to edge devices, verified."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("models", help="list the model zoo: scales, checkpoints, measured quality")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=cmd_models)
+
+    p = sub.add_parser("eval", help="PSNR/SSIM of a model on a BasicSR-layout dataset")
+    _add_model_arguments(p)
+    p.add_argument("--dataset", required=True, help="folder with HR/ and LR_bicubic/X{scale}/")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(run=cmd_eval)
+    return parser
+
+
+def _add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="zoo name (python cli.py models)")
+    p.add_argument("--scale", required=True, type=int, help="upscaling factor: 2, 3 or 4")
+    p.add_argument("--weights", help="checkpoint path (default: the official checkpoint, downloaded and verified)")
+    p.add_argument("--gate", choices=("argmax", "branch0", "branch1"),
+                   help="DSRNet only: per-image argmax of the gate (default) or a forced branch")
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.showwarning = _one_line_warning
+    try:
+        return args.run(args)
+    except SrDeployError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Image I/O and colour conversion, with numpy and Pillow only (no torch: this runs on devices).
+
+Every image is read into RGB uint8 H×W×3, whatever its mode; a warning says when information is dropped
+(alpha, 16-bit precision). Writes are atomic: a temporary file in the target folder, then a rename.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from runtime.errors import SrDeployError
+
+DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: above this, decoding is refused (decompression-bomb guard)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+# ITU-R BT.601 "studio swing", as MATLAB's rgb2ycbcr and the seed repositories' evaluation code.
+_RGB_TO_YCBCR = np.array(
+    [[65.481, -37.797, 112.0], [128.553, -74.203, -93.786], [24.966, 112.0, -18.214]], dtype=np.float64
+)
+_YCBCR_OFFSET = np.array([16.0, 128.0, 128.0])
+_YCBCR_TO_RGB = np.linalg.inv(_RGB_TO_YCBCR)
+
+
+class ImageWarning(UserWarning):
+    """Information was dropped while reading an image (alpha channel, 16-bit precision)."""
+
+
+def _to_rgb_uint8(image: Image.Image, name: str) -> np.ndarray:
+    mode = image.mode
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        warnings.warn(f"{name}: alpha channel dropped (image mode {mode})", ImageWarning, stacklevel=3)
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        if peak > 255:
+            warnings.warn(f"{name}: 16-bit samples reduced to 8 bits (image mode {mode})", ImageWarning, stacklevel=3)
+        gray = np.clip(np.rint(values * (255.0 / peak)), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        scale = 255.0 if values.max(initial=0) <= 1.0 else 1.0
+        gray = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+
+
+def read_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image file as RGB uint8 H×W×3; a one-line ``SrDeployError`` for anything unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise SrDeployError(f"image {path} does not exist: check the path")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width == 0 or height == 0:
+                raise SrDeployError(f"image {path} is empty ({width}×{height}): pass a non-empty image")
+            if width * height > max_pixels:
+                raise SrDeployError(
+                    f"image {path} has {width}×{height} = {width * height / 1e6:.0f} MP, above the "
+                    f"{max_pixels / 1e6:.0f} MP limit: downscale it or raise --max-pixels"
+                )
+            image.load()
+            return _to_rgb_uint8(image, path.name)
+    except UnidentifiedImageError:
+        raise SrDeployError(f"{path} is not an image Pillow can read: pass a PNG, JPEG, BMP, TIFF or WebP file") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise SrDeployError(f"image {path} cannot be decoded ({exc}): the file is truncated or corrupt") from None
+
+
+def write_image(path: str | Path, rgb: np.ndarray) -> Path:
+    """Write RGB uint8 H×W×3 atomically; the format follows the file extension."""
+    path = Path(path)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"write_image expects RGB uint8 H×W×3, got {rgb.dtype} {rgb.shape}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        Image.fromarray(rgb).save(tmp, format=Image.registered_extensions().get(path.suffix.lower()))
+        os.replace(tmp, path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise SrDeployError(f"cannot write {path} ({exc}): check the folder and the extension") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
+    """RGB in [0, 1] (float) → YCbCr in [0, 1] units (Y in [16/255, 235/255]), BT.601 as MATLAB."""
+    return (np.asarray(rgb, dtype=np.float64) @ _RGB_TO_YCBCR + _YCBCR_OFFSET) / 255.0
+
+
+def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`rgb_to_ycbcr` (no clipping)."""
+    return (np.asarray(ycbcr, dtype=np.float64) * 255.0 - _YCBCR_OFFSET) @ _YCBCR_TO_RGB
+
+
+def luma_uint8(rgb: np.ndarray) -> np.ndarray:
+    """Y of an RGB uint8 image, rounded to uint8, exactly as the seed repositories' ``rgb2ycbcr``."""
+    y = np.dot(rgb.astype(np.float64), _RGB_TO_YCBCR[:, 0]) / 255.0 + 16.0
+    return np.rint(y).astype(np.uint8)
+
+
+def to_unit_float(rgb: np.ndarray) -> np.ndarray:
+    """RGB uint8 H×W×3 → float32 1×3×H×W in [0, 1] (as torchvision's ``ToTensor``)."""
+    return (rgb.astype(np.float32) / np.float32(255.0)).transpose(2, 0, 1)[None].copy()
+
+
+def to_uint8(x: np.ndarray, rounding: str = "round") -> np.ndarray:
+    """Float in [0, 1] → uint8, clamped; ``rounding="truncate"`` reproduces the seed evaluation's ``.byte()``."""
+    scaled = np.clip(np.asarray(x, dtype=np.float32) * np.float32(255.0), 0, 255)
+    return (np.rint(scaled) if rounding == "round" else np.floor(scaled)).astype(np.uint8)
+
+
+def bicubic_resize(channel: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Bicubic resize of one float channel (Pillow, mode F)."""
+    resized = Image.fromarray(np.asarray(channel, dtype=np.float32), mode="F").resize((width, height), Image.BICUBIC)
+    return np.asarray(resized, dtype=np.float64)

@@ -1,0 +1,38 @@
+"""Shared test fixtures. Tests that need ../shared (official weights, Set5/Set14, golden outputs) skip
+with a clear reason when it is absent; everything else runs on files the tests make themselves."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+NO_SHARED = "../shared (official weights, datasets, golden fixtures) is not present beside the repository"
+
+# Official checkpoints come from ../shared/weights, never from the network, and the cache is private.
+if SHARED.is_dir():
+    os.environ.setdefault("SRDEPLOY_WEIGHTS_DIR", str(SHARED / "weights"))
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("SRDEPLOY_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "checkpoint-cache"))
+
+
+def need_shared(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{NO_SHARED}: needs {path}")
+    return path
+
+
+def weights(name: str) -> Path:
+    return need_shared("weights", name)
+
+
+def fixture_index() -> list[dict]:
+    index = SHARED / "fixtures" / "reference" / "index.json"
+    return json.loads(index.read_text())["fixtures"] if index.is_file() else []

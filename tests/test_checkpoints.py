@@ -1,0 +1,150 @@
+"""Checkpoint resolution, download and every way a checkpoint can be wrong."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import models
+from models import checkpoints
+from models.registry import default_checkpoint
+from runtime.errors import SrDeployError
+from tests.conftest import need_shared, weights
+
+
+def test_official_checkpoint_resolved_from_local_dir():
+    model = models.load("lesrcnn", 2)  # conftest points SRDEPLOY_WEIGHTS_DIR at ../shared/weights
+    assert model.srdeploy.checkpoint_sha256 == default_checkpoint("lesrcnn", 2).sha256
+    assert model.srdeploy.layout == "official" and not model.training
+
+
+def test_both_fsrcnn_layouts_load():
+    assert models.load("fsrcnn", 2, weights("fsrcnn_x2.pth")).srdeploy.layout == "yjn870"
+    alt = need_shared("fixtures", "reference", "fsrcnn_x2_altlayout_random.pth")
+    assert models.load("fsrcnn", 2, alt).srdeploy.layout == "paper"
+
+
+def test_corrupt_checkpoint(tmp_path):
+    path = tmp_path / "corrupt.pth"
+    path.write_bytes(os.urandom(4096))
+    with pytest.raises(SrDeployError, match="cannot be read as a PyTorch state_dict"):
+        models.load("lesrcnn", 2, path)
+
+
+def test_truncated_checkpoint(tmp_path):
+    data = weights("dsrnet_x2.pth").read_bytes()
+    path = tmp_path / "truncated.pth"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SrDeployError, match="truncated, corrupt"):
+        models.load("dsrnet", 2, path)
+
+
+def test_checkpoint_of_another_official_model():
+    with pytest.raises(SrDeployError, match=r"official dsrnet ×2 checkpoint, not lesrcnn ×2"):
+        models.load("lesrcnn", 2, weights("dsrnet_x2.pth"))
+
+
+def test_checkpoint_of_another_official_scale():
+    with pytest.raises(SrDeployError, match=r"official fsrcnn ×3 checkpoint, not fsrcnn ×2"):
+        models.load("fsrcnn", 2, weights("fsrcnn_x3.pth"))
+
+
+def test_unknown_checkpoint_of_another_model():
+    path = need_shared("fixtures", "reference", "cfsrcnn_x2_random.pth")
+    with pytest.raises(SrDeployError, match="is a cfsrcnn checkpoint, not lesrcnn"):
+        models.load("lesrcnn", 2, path)
+
+
+def test_unknown_checkpoint_of_another_scale():
+    path = need_shared("fixtures", "reference", "cfsrcnn_x3_random.pth")
+    with pytest.raises(SrDeployError, match=r"expected \(256, 64, 3, 3\) \(it looks like a ×3 checkpoint"):
+        models.load("cfsrcnn", 2, path)
+
+
+def test_single_scale_checkpoint_for_multi_scale_model():
+    with pytest.raises(SrDeployError, match="official lesrcnn ×2 checkpoint, not lesrcnn_b ×2"):
+        models.load("lesrcnn_b", 2, weights("lesrcnn_x2.pth"))
+
+
+def test_multi_scale_checkpoint_for_single_scale_model():
+    path = need_shared("fixtures", "reference", "lesrcnn_multiscale_random.pth")
+    with pytest.raises(SrDeployError, match="is a lesrcnn_b checkpoint, not lesrcnn: pass --model lesrcnn_b"):
+        models.load("lesrcnn", 3, path)
+
+
+def test_missing_tensors_are_named(tmp_path):
+    state = torch.load(weights("lesrcnn_x2.pth"), map_location="cpu", weights_only=True)
+    del state["conv18.0.weight"]
+    torch.save(state, tmp_path / "partial.pth")
+    with pytest.raises(SrDeployError, match=r"missing 1 tensors \(e.g. \['tail.weight'\]\)"):
+        models.load("lesrcnn", 2, tmp_path / "partial.pth")
+
+
+def test_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "code.pth"
+    torch.save({"weight": torch.zeros(1), "hook": Path("/")}, path)  # any non-tensor object
+    with pytest.raises(SrDeployError, match="cannot be read"):
+        models.load("lesrcnn", 2, path)
+
+
+@pytest.mark.parametrize("name,scale,match", [
+    ("srcnn", 2, r"unknown model 'srcnn': choose one of fsrcnn, lesrcnn"),
+    ("lesrcnn", 5, r"lesrcnn has no ×5 model: choose --scale from 2, 3, 4"),
+    ("cfsrcnn", 2, r"no public checkpoint of cfsrcnn ×2 exists: pass --weights PATH"),
+])
+def test_bad_requests(name, scale, match):
+    with pytest.raises(SrDeployError, match=match):
+        models.load(name, scale)
+
+
+def test_bad_option():
+    with pytest.raises(SrDeployError, match="option gate='first' is invalid"):
+        models.load("dsrnet", 2, gate="first")
+    with pytest.raises(SrDeployError, match="lesrcnn has no option 'gate'"):
+        models.load("lesrcnn", 2, gate="branch0")
+
+
+def test_missing_weights_path(tmp_path):
+    with pytest.raises(SrDeployError, match="does not exist"):
+        models.load("lesrcnn", 2, tmp_path / "nope.pth")
+
+
+def _served(name: str) -> models.Checkpoint:
+    """The registry entry, served from a local file:// URL instead of its public host."""
+    return dataclasses.replace(default_checkpoint(*name.rsplit("_x", 1)[:1], int(name[-1])), path=name)
+
+
+def test_download_verifies_and_renames(tmp_path, monkeypatch):
+    source = weights("fsrcnn_x2.pth")
+    monkeypatch.delenv("SRDEPLOY_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv("SRDEPLOY_CACHE_DIR", str(tmp_path / "cache"))
+    entry = default_checkpoint("fsrcnn", 2)
+    monkeypatch.setattr(type(entry), "url", property(lambda self: source.as_uri()))
+    path = checkpoints.resolve(entry)
+    assert path == tmp_path / "cache" / "fsrcnn_x2.pth" and path.read_bytes() == source.read_bytes()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["fsrcnn_x2.pth"]  # no temporary left
+
+
+def test_download_with_wrong_hash_leaves_nothing(tmp_path):
+    source = weights("fsrcnn_x2.pth")
+    with pytest.raises(SrDeployError, match="the server sent a different file"):
+        checkpoints.download(source.as_uri(), tmp_path / "x.pth", "0" * 64)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_offline_error_says_where_to_put_the_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("SRDEPLOY_WEIGHTS_DIR", raising=False)
+    entry = default_checkpoint("lesrcnn", 3)
+    monkeypatch.setattr(type(entry), "url", property(lambda self: "http://127.0.0.1:9/lesrcnn_x3.pth"))
+    with pytest.raises(SrDeployError, match=r"cannot download lesrcnn_x3.pth .* put the file at .* or pass --weights"):
+        checkpoints.resolve(entry)
+
+
+def test_corrupt_file_in_local_dir(tmp_path, monkeypatch):
+    (tmp_path / "lesrcnn_x2.pth").write_bytes(b"not a checkpoint")
+    monkeypatch.setenv("SRDEPLOY_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(SrDeployError, match=r"has sha256 .* expected 66b4b2ddb268486f"):
+        models.load("lesrcnn", 2)

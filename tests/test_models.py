@@ -1,0 +1,81 @@
+"""Shapes, batch invariance, DSRNet's per-image gate, and exportability of every zoo network."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import models
+from models.registry import ARCHITECTURES, list_models
+from tests.conftest import weights
+
+ENTRIES = [(e.architecture.name, e.scale) for e in list_models()]
+
+
+def random_model(name: str, scale: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return ARCHITECTURES[name].build(scale).eval()
+
+
+@pytest.mark.parametrize("name,scale", ENTRIES)
+def test_output_shape(name, scale):
+    channels = ARCHITECTURES[name].channels
+    with torch.no_grad():
+        out = random_model(name, scale)(torch.rand(2, channels, 7, 9))
+    assert out.shape == (2, channels, 7 * scale, 9 * scale)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_batch_invariance(name):
+    """Each image of a batch gets the output it gets alone (up to float rounding: oneDNN picks other
+    convolution kernels for other batch sizes, ~1e-6 relative)."""
+    model = random_model(name, 2)
+    torch.manual_seed(1)
+    batch = torch.rand(3, ARCHITECTURES[name].channels, 12, 15) * torch.tensor([0.2, 1.0, 0.6]).view(3, 1, 1, 1)
+    with torch.no_grad():
+        together = model(batch)
+        alone = torch.cat([model(batch[i : i + 1]) for i in range(3)])
+    assert (together - alone).abs().max() <= 1e-5 * alone.abs().max()
+
+
+def test_dsrnet_gate_is_per_image(tmp_path):
+    """A batch whose images pick different branches: each gets its own branch's output (the reference
+    would have run branch 0 for all of them)."""
+    state = torch.load(weights("dsrnet_x2.pth"), map_location="cpu", weights_only=True)
+    model = models.load("dsrnet", 2, weights("dsrnet_x2.pth"))
+    torch.manual_seed(2)
+    batch = torch.rand(4, 3, 16, 16) * torch.tensor([0.05, 0.3, 0.7, 1.0]).view(4, 1, 1, 1)
+    with torch.no_grad():
+        features = model.web[1](model.web[0](_reb_output(model, batch)))
+        logits = model.gate(features)
+    margin = (logits[:, 1] - logits[:, 0]).sort().values
+    state["gate.fc2.bias"][0] += float(margin[1] + margin[2]) / 2  # threshold between the 2nd and 3rd image
+    torch.save(state, tmp_path / "split_gate.pth")
+    split = models.load("dsrnet", 2, tmp_path / "split_gate.pth")
+    with torch.no_grad():
+        decisions = split.choose_branch1(split.web[1](split.web[0](_reb_output(split, batch))))
+        assert 0 < int(decisions.sum()) < 4
+        together = split(batch)
+        forced = {b: models.load("dsrnet", 2, tmp_path / "split_gate.pth", gate=f"branch{b}") for b in (0, 1)}
+        for i, pick1 in enumerate(decisions.tolist()):
+            alone = split(batch[i : i + 1])
+            expected = forced[int(pick1)](batch[i : i + 1])
+            assert (together[i] - alone[0]).abs().max() <= 1e-5 * alone.abs().max()
+            assert (alone - expected).abs().max() <= 1e-5 * alone.abs().max()
+
+
+def _reb_output(model, x):
+    x1 = model.reb[0](model.sub_mean(x))
+    x2 = model.reb[1](x1)
+    return x2 + model.reb[3](model.reb[2](x2))
+
+
+def test_dsrnet_argmax_gate_exports_without_python_branching():
+    """No Python ``if`` on tensor values: torch.export traces the gate with symbolic batch and size."""
+    model = random_model("dsrnet", 2)
+    batch, height, width = (torch.export.Dim(n, min=1, max=64) for n in ("batch", "height", "width"))
+    exported = torch.export.export(
+        model, (torch.rand(2, 3, 16, 16),), dynamic_shapes=({0: batch, 2: height, 3: width},)
+    )
+    x = torch.rand(3, 3, 10, 12)
+    with torch.no_grad():
+        assert torch.allclose(exported.module()(x), model(x), atol=1e-6)
