@@ -57,8 +57,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     arch = architecture(args.model)
     check_scale(arch, args.scale)
-    pairs = dataset_pairs(args.dataset, args.scale)
     model = models.load(args.model, args.scale, args.weights, **_model_options(args))
+    pairs = dataset_pairs(args.dataset, args.scale)
     report = evaluate(
         TorchRunner(model).infer, pairs, model=args.model, scale=args.scale, colour=arch.colour,
         rounding=arch.eval_rounding, dataset=Path(args.dataset).name, progress=not args.no_progress,

@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from runtime import images, metrics
+from runtime.pipeline import network_input
 from runtime.errors import SrDeployError
 
 Infer = Callable[[np.ndarray], np.ndarray]
@@ -60,13 +61,6 @@ def dataset_pairs(root: str | Path, scale: int) -> list[ImagePair]:
     if not pairs:
         raise SrDeployError(f"{hr_dir} holds no images")
     return pairs
-
-
-def network_input(lr_rgb: np.ndarray, colour: str) -> np.ndarray:
-    """RGB uint8 → the network's float32 1×C×H×W input in [0, 1] (C = 3 RGB, or 1 = BT.601 Y)."""
-    if colour == "y":
-        return images.rgb_to_ycbcr(lr_rgb / 255.0)[..., 0].astype(np.float32)[None, None]
-    return images.to_unit_float(lr_rgb)
 
 
 def output_luma(output: np.ndarray, colour: str, rounding: str) -> np.ndarray:

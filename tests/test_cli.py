@@ -1,0 +1,64 @@
+"""The command line as a user runs it: output, exit codes, one-line errors."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, need_shared
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "cli.py", *args], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=300)
+
+
+def test_help_lists_commands():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "models" in result.stdout and "eval" in result.stdout
+
+
+def test_models_table_and_json():
+    table = run_cli("models")
+    assert table.returncode == 0
+    assert "| lesrcnn   | ×2    | RGB" in table.stdout and "Set5 37.65/0.9586" in table.stdout
+    entries = json.loads(run_cli("models", "--json").stdout)
+    assert len(entries) == 18
+    dsrnet = next(e for e in entries if e["model"] == "dsrnet" and e["scale"] == 2)
+    assert dsrnet["checkpoint"]["url"].endswith("checkpoint/DSRNet/DSRNet_x2_600000.pth")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "lesrcnn", "--scale", "5"], "error: lesrcnn has no ×5 model"),
+    (["--model", "edsr", "--scale", "2"], "error: unknown model 'edsr'"),
+    (["--model", "cfsrcnn", "--scale", "2"], "error: no public checkpoint of cfsrcnn ×2"),
+])
+def test_eval_errors_are_one_line(tmp_path, args, message):
+    result = run_cli("eval", *args, "--dataset", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1
+    assert result.stdout == ""
+
+
+def test_corrupt_checkpoint_is_one_line(tmp_path):
+    dataset = need_shared("datasets", "Set5")
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"\x00" * 100)
+    result = run_cli("eval", "--model", "lesrcnn", "--scale", "2", "--weights", str(bad), "--dataset", str(dataset))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: checkpoint") and result.stderr.count("\n") == 1
+
+
+def test_eval_json():
+    dataset = need_shared("datasets", "Set5")
+    result = run_cli("eval", "--model", "fsrcnn", "--scale", "3", "--dataset", str(dataset), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report) == {"model", "scale", "dataset", "psnr", "ssim", "images"}
+    assert (report["model"], report["scale"], report["dataset"]) == ("fsrcnn", 3, "Set5")
+    assert set(report["images"]) == {"baby", "bird", "butterfly", "head", "woman"}
+    assert abs(report["psnr"] - 32.57) <= 0.01 and 0.90 < report["ssim"] < 0.91

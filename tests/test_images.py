@@ -1,0 +1,123 @@
+"""Image reading in every mode, atomic writes, colour conversion and the RGB path of Y-channel networks."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import models
+from runtime import images, metrics
+from runtime.errors import SrDeployError
+from runtime.pipeline import upscale_rgb
+from runtime.torch_runner import TorchRunner
+from tests.conftest import need_shared
+
+RNG = np.random.default_rng(0)
+RGB = RNG.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+
+
+def _save(tmp_path, image: Image.Image, name: str):
+    path = tmp_path / name
+    image.save(path)
+    return path
+
+
+def _read_quietly(path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return images.read_rgb(path)
+
+
+def test_rgb_png_round_trip(tmp_path):
+    path = images.write_image(tmp_path / "out.png", RGB)
+    assert np.array_equal(_read_quietly(path), RGB)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]  # no temporary file left
+
+
+def test_grayscale_becomes_rgb_without_warning(tmp_path):
+    gray = RGB[..., 0]
+    out = _read_quietly(_save(tmp_path, Image.fromarray(gray, "L"), "g.png"))
+    assert out.shape == (20, 30, 3) and all(np.array_equal(out[..., c], gray) for c in range(3))
+
+
+def test_palette_without_transparency(tmp_path):
+    palette = Image.fromarray(RGB).quantize(16)
+    out = _read_quietly(_save(tmp_path, palette, "p.png"))
+    assert np.array_equal(out, np.asarray(palette.convert("RGB")))
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_alpha_is_dropped_with_a_warning(tmp_path, mode):
+    rgba = np.dstack([RGB, np.full((20, 30), 128, np.uint8)])
+    image = Image.fromarray(rgba, "RGBA").convert(mode)
+    with pytest.warns(images.ImageWarning, match="alpha channel dropped"):
+        out = images.read_rgb(_save(tmp_path, image, "a.png"))
+    expected = RGB if mode == "RGBA" else np.asarray(image.convert("RGB"))
+    assert np.array_equal(out, expected)
+
+
+def test_sixteen_bit_is_scaled_with_a_warning(tmp_path):
+    values = np.array([[0, 257, 65535, 32896]], dtype=np.uint16)
+    image = Image.fromarray(values)
+    assert image.mode.startswith("I;16")
+    with pytest.warns(images.ImageWarning, match="16-bit samples reduced to 8 bits"):
+        out = images.read_rgb(_save(tmp_path, image, "d.png"))
+    assert out[0, :, 0].tolist() == [0, 1, 255, 128]
+
+
+def test_cmyk_jpeg(tmp_path):
+    image = Image.fromarray(RGB).convert("CMYK")
+    out = _read_quietly(_save(tmp_path, image, "c.jpg"))
+    assert out.shape == (20, 30, 3) and metrics.psnr(out, RGB) > 20
+
+
+@pytest.mark.parametrize("content,match", [
+    (b"", "not an image"),
+    (b"hello, not an image", "not an image"),
+])
+def test_unreadable_files(tmp_path, content, match):
+    path = tmp_path / "bad.png"
+    path.write_bytes(content)
+    with pytest.raises(SrDeployError, match=match):
+        images.read_rgb(path)
+
+
+def test_truncated_png(tmp_path):
+    data = (images.write_image(tmp_path / "full.png", RGB)).read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(SrDeployError, match="truncated or corrupt"):
+        images.read_rgb(tmp_path / "cut.png")
+
+
+def test_huge_image_is_refused_before_decoding(tmp_path):
+    path = images.write_image(tmp_path / "big.png", RGB)
+    with pytest.raises(SrDeployError, match=r"above the 0 MP limit: downscale it or raise --max-pixels"):
+        images.read_rgb(path, max_pixels=100)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SrDeployError, match="does not exist"):
+        images.read_rgb(tmp_path / "nope.png")
+
+
+def test_ycbcr_matches_matlab_and_round_trips():
+    # MATLAB rgb2ycbcr(uint8([255 255 255; 0 0 0])) = [235 128 128; 16 128 128]
+    ycbcr = images.rgb_to_ycbcr(np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])) * 255
+    assert np.allclose(ycbcr, [[235, 128, 128], [16, 128, 128]], atol=1e-9)
+    rgb = RNG.random((8, 8, 3))
+    assert np.allclose(images.ycbcr_to_rgb(images.rgb_to_ycbcr(rgb)), rgb, atol=1e-12)
+    assert images.luma_uint8(np.array([[[255, 0, 0]]], np.uint8))[0, 0] == round(16 + 65.481)
+
+
+def test_fsrcnn_rgb_path_beats_bicubic():
+    """Y through FSRCNN, Cb/Cr bicubic: a real RGB image comes out sharper than plain bicubic."""
+    root = need_shared("datasets", "Set5")
+    lr = images.read_rgb(root / "LR_bicubic" / "X2" / "babyx2.png")
+    hr = images.read_rgb(root / "HR" / "baby.png")[: lr.shape[0] * 2, : lr.shape[1] * 2]
+    model = models.load("fsrcnn", 2)
+    sr = upscale_rgb(lr, TorchRunner(model).infer, "y")
+    bicubic = np.asarray(Image.fromarray(lr).resize((hr.shape[1], hr.shape[0]), Image.BICUBIC))
+    assert sr.shape == hr.shape and sr.dtype == np.uint8
+    assert metrics.psnr(sr, hr) > metrics.psnr(bicubic, hr) + 1.0
