@@ -16,6 +16,7 @@ from tests.conftest import need_shared, weights
 
 
 def test_official_checkpoint_resolved_from_local_dir():
+    weights("lesrcnn_x2.pth")
     model = models.load("lesrcnn", 2)  # conftest points SRDEPLOY_WEIGHTS_DIR at ../shared/weights
     assert model.srdeploy.checkpoint_sha256 == default_checkpoint("lesrcnn", 2).sha256
     assert model.srdeploy.layout == "official" and not model.training
