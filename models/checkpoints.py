@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import tempfile
 import urllib.error
 import urllib.request
@@ -103,9 +102,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise SrDeployError(f"checkpoint {path} does not exist: check the --weights path")
+    _check_zip_integrity(path)
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: the unpickler raises many types (IndexError, …)
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise SrDeployError(
             f"checkpoint {path} cannot be read as a PyTorch state_dict ({reason}): the file is truncated, "
@@ -116,4 +116,23 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             loaded = loaded[wrapper]
     if not isinstance(loaded, dict) or not loaded or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise SrDeployError(f"checkpoint {path} holds no state_dict of tensors: pass a model checkpoint (.pth)")
+    for key, tensor in loaded.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise SrDeployError(f"checkpoint {path} holds NaN or Inf in {key}: the checkpoint is broken; use another")
     return {k.removeprefix("module."): v for k, v in loaded.items()}
+
+
+def _check_zip_integrity(path: Path) -> None:
+    """Checkpoints in PyTorch's zip format carry CRC-32s that ``torch.load`` does not check: check them."""
+    if not zipfile.is_zipfile(path):
+        return  # legacy (pre-1.6) serialization: no checksums to check
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        damaged = f"unreadable archive: {exc}"
+    if damaged is not None:
+        raise SrDeployError(
+            f"checkpoint {path} cannot be read as a PyTorch state_dict (CRC mismatch in {damaged}): "
+            "the file is truncated, corrupt or not a checkpoint; re-download it or pass the right --weights"
+        )

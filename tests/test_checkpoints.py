@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -28,11 +28,21 @@ def test_both_fsrcnn_layouts_load():
     assert models.load("fsrcnn", 2, alt).srdeploy.layout == "paper"
 
 
-def test_corrupt_checkpoint(tmp_path):
+@pytest.mark.parametrize("seed", range(25))
+def test_corrupt_checkpoint(tmp_path, seed):
+    """Random bytes, and a zip-format checkpoint with random bytes overwritten: always the one-line error
+    (zip CRCs catch damaged tensor data; legacy-format files have no checksum, only the registry's sha256)."""
+    rng = np.random.default_rng(seed)
     path = tmp_path / "corrupt.pth"
-    path.write_bytes(os.urandom(4096))
-    with pytest.raises(SrDeployError, match="cannot be read as a PyTorch state_dict"):
-        models.load("lesrcnn", 2, path)
+    if seed % 2:
+        path.write_bytes(rng.bytes(4096))
+    else:
+        data = bytearray(need_shared("fixtures", "reference", "fsrcnn_x2_altlayout_random.pth").read_bytes())
+        start = int(rng.integers(0, len(data) - 64))
+        data[start : start + 64] = rng.bytes(64)
+        path.write_bytes(bytes(data))
+    with pytest.raises(SrDeployError, match=r"cannot be read as a PyTorch state_dict|holds no"):
+        models.load("fsrcnn", 2, path)
 
 
 def test_truncated_checkpoint(tmp_path):
@@ -149,3 +159,11 @@ def test_corrupt_file_in_local_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("SRDEPLOY_WEIGHTS_DIR", str(tmp_path))
     with pytest.raises(SrDeployError, match=r"has sha256 .* expected 66b4b2ddb268486f"):
         models.load("lesrcnn", 2)
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    state = torch.load(weights("fsrcnn_x2.pth"), map_location="cpu", weights_only=True)
+    state["mid_part.4.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pth")
+    with pytest.raises(SrDeployError, match=r"holds NaN or Inf in mid_part.4.weight"):
+        models.load("fsrcnn", 2, tmp_path / "nan.pth")
