@@ -73,6 +73,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import models
+    from export.onnx_export import export_onnx
+
+    model = models.load(args.model, args.scale, args.weights, **_model_options(args))
+    path = export_onnx(model, Path(args.out) / f"{args.model}_x{args.scale}_fp32.onnx")
+    if args.json:
+        print(json.dumps({"artifacts": [str(path)], "model": args.model, "scale": args.scale,
+                          "target": args.target, "precision": "fp32"}))
+    else:
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cli.py", description="srdeploy: super-resolution CNNs from PyTorch to edge devices, verified."
@@ -89,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(run=cmd_eval)
+
+    p = sub.add_parser("export", help="export a model to a deployable artifact (ONNX FP32, symbolic N/H/W)")
+    _add_model_arguments(p)
+    p.add_argument("--target", choices=("onnx",), default="onnx", help="artifact kind")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--json", action="store_true", help='print {"artifacts": [...], ...} on stdout')
+    p.set_defaults(run=cmd_export)
     return parser
 
 

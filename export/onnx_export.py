@@ -1,0 +1,119 @@
+"""PyTorch → ONNX: torch.export-based tracing with symbolic batch/height/width, onnxsim simplification
+checked on ONNX Runtime, ``onnx.checker``, provenance in ``metadata_props``, atomic write.
+
+Why the torch.export (dynamo) exporter: it captures the whole program with symbolic shapes and checks
+the bounds it is given (a data-dependent Python branch fails loudly instead of being frozen), and it is
+the exporter PyTorch maintains. The legacy TorchScript exporter traces one concrete run: control flow
+on tensor values would be baked in for the example input, and dynamic axes are only declared after the
+fact (``dynamic_axes``), not checked.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from export.config import OnnxExportConfig, export_config
+from runtime.errors import SrDeployError
+
+SRDEPLOY_VERSION = "0.1.0"
+
+
+def _trace(model: nn.Module, config: OnnxExportConfig) -> onnx.ModelProto:
+    info = model.srdeploy
+    example = torch.rand(2, info.channels, config.trace_size, config.trace_size, generator=torch.Generator().manual_seed(0))
+    batch = torch.export.Dim("batch", min=config.min_batch, max=config.max_batch)
+    height = torch.export.Dim("height", min=config.min_size, max=config.max_size)
+    width = torch.export.Dim("width", min=config.min_size, max=config.max_size)
+    # The exporter logs a line per torchvision op it cannot register; none of them is used here.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model, (example,), dynamo=True, dynamic_shapes=({0: batch, 2: height, 3: width},),
+            input_names=[config.input_name], output_names=[config.output_name], opset_version=config.opset,
+            verbose=False,
+        )
+    return program.model_proto
+
+
+def _run(proto: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def simplify(proto: onnx.ModelProto, probe: np.ndarray, rtol: float) -> tuple[onnx.ModelProto, bool]:
+    """onnxsim, kept only if ONNX Runtime gives the same output before and after; else the original."""
+    import onnxsim
+
+    try:
+        simplified, ok = onnxsim.simplify(proto)
+    except Exception as exc:  # noqa: BLE001 - onnxsim raises anything from its C++ core
+        warnings.warn(f"onnxsim failed ({exc}); keeping the unsimplified graph", stacklevel=2)
+        return proto, False
+    before, after = _run(proto, probe), _run(simplified, probe)
+    if not ok or np.abs(before - after).max() > rtol * np.abs(before).max():
+        warnings.warn("onnxsim changed the outputs; keeping the unsimplified graph", stacklevel=2)
+        return proto, False
+    return simplified, True
+
+
+def metadata(model: nn.Module, config: OnnxExportConfig, simplified: bool) -> dict[str, str]:
+    info = model.srdeploy
+    return {
+        "srdeploy.model": info.name,
+        "srdeploy.scale": str(info.scale),
+        "srdeploy.channels": str(info.channels),
+        "srdeploy.colour": info.colour,
+        "srdeploy.value_range": "0,1",
+        "srdeploy.precision": "fp32",
+        "srdeploy.checkpoint_sha256": info.checkpoint_sha256,
+        "srdeploy.layout": info.layout,
+        "srdeploy.options": json.dumps(info.options, sort_keys=True),
+        "srdeploy.shape_bounds": json.dumps(config.shape_bounds(info.channels)),
+        "srdeploy.export_config": json.dumps(asdict(config), sort_keys=True),
+        "srdeploy.simplified": str(simplified).lower(),
+        "srdeploy.version": SRDEPLOY_VERSION,
+        "srdeploy.torch_version": torch.__version__,
+    }
+
+
+def save_atomic(proto: onnx.ModelProto, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=path.parent)
+    os.close(fd)
+    try:
+        onnx.save(proto, tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def export_onnx(model: nn.Module, path: str | Path) -> Path:
+    """Export a zoo model (``models.load``) to an FP32 ONNX file with symbolic N, H, W."""
+    info = model.srdeploy
+    config = export_config(info.name)
+    proto = _trace(model, config)
+    probe = np.random.default_rng(0).random((1, info.channels, 19, 23), dtype=np.float32)
+    proto, simplified = simplify(proto, probe, config.fp32_rtol)
+    onnx.checker.check_model(proto, full_check=True)
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(probe)).numpy()
+    error = np.abs(_run(proto, probe) - expected).max()
+    if error > config.fp32_rtol * np.abs(expected).max():
+        raise SrDeployError(f"ONNX export of {info.name} ×{info.scale} differs from PyTorch by {error:.3g}: not written")
+    existing = {p.key: p.value for p in proto.metadata_props}
+    onnx.helper.set_model_props(proto, {**existing, **metadata(model, config, simplified)})
+    return save_atomic(proto, Path(path))
