@@ -89,6 +89,62 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _upscaler(args: argparse.Namespace):
+    """(infer, scale, colour, receptive radius, minimum LR size) from --artifact or --model/--scale."""
+    if args.artifact:
+        from runtime.onnx_backend import OnnxSession
+
+        session = OnnxSession(args.artifact)
+        return session.infer, session.scale, session.colour, session.receptive_radius, session.shape_bounds["min"][2]
+    if not (args.model and args.scale):
+        raise SrDeployError("upscale needs --artifact FILE, or --model NAME and --scale S")
+    import models
+    from export.config import export_config
+    from runtime.torch_runner import TorchRunner
+
+    model = models.load(args.model, args.scale, args.weights, **_model_options(args))
+    return TorchRunner(model).infer, args.scale, model.srdeploy.colour, export_config(args.model).receptive_radius, 1
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    from functools import partial
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from runtime import images
+    from runtime.pipeline import upscale_rgb
+    from runtime.tiling import tiled_infer
+
+    source, target = Path(args.input), Path(args.output)
+    if source.is_dir():
+        jobs = [(p, target / f"{p.stem}_x{{scale}}.png") for p in sorted(source.iterdir())
+                if p.suffix.lower() in images.IMAGE_SUFFIXES]
+        if not jobs:
+            raise SrDeployError(f"{source} holds no images ({', '.join(images.IMAGE_SUFFIXES)})")
+    elif source.is_file():
+        to_folder = target.is_dir() or target.suffix.lower() not in images.IMAGE_SUFFIXES
+        jobs = [(source, target / f"{source.stem}_x{{scale}}.png" if to_folder else target)]
+    else:
+        raise SrDeployError(f"input {source} does not exist: pass an image or a folder of images")
+    infer, scale, colour, radius, min_size = _upscaler(args)
+    overlap = radius if args.tile_overlap is None else args.tile_overlap
+    tiled = partial(tiled_infer, infer=infer, scale=scale, tile=args.tile, overlap=overlap, min_size=min_size)
+    failed = 0
+    for image_path, out_path in tqdm(jobs, desc="upscale", unit="img", disable=len(jobs) == 1, leave=False):
+        out_path = Path(str(out_path).format(scale=scale))
+        try:
+            written = images.write_image(out_path, upscale_rgb(images.read_rgb(image_path), tiled, colour))
+            print(written)
+        except SrDeployError as exc:
+            failed += 1
+            print(f"skipped {image_path}: {exc}", file=sys.stderr)
+    if failed:
+        print(f"error: {failed} of {len(jobs)} images failed (see above)", file=sys.stderr)
+        return 2 if failed == len(jobs) else 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cli.py", description="srdeploy: super-resolution CNNs from PyTorch to edge devices, verified."
@@ -112,6 +168,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--json", action="store_true", help='print {"artifacts": [...], ...} on stdout')
     p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser("upscale", help="upscale an image or a folder of images (tiled, bounded memory)")
+    p.add_argument("input", help="image file or folder")
+    p.add_argument("output", help="output file, or folder (created) for NAME_x{scale}.png")
+    p.add_argument("--artifact", help="an exported .onnx (runs on ONNX Runtime, no torch needed)")
+    p.add_argument("--model", help="zoo name, to run the PyTorch model instead of an artifact")
+    p.add_argument("--scale", type=int, help="with --model: upscaling factor")
+    p.add_argument("--weights", help="with --model: checkpoint path")
+    p.add_argument("--gate", choices=("argmax", "branch0", "branch1"), help="with --model dsrnet: gate mode")
+    p.add_argument("--tile", type=int, default=256, help="LR tile size in pixels (0: whole image); default 256")
+    p.add_argument("--tile-overlap", type=int, help="context margin per tile (default: the model's receptive radius)")
+    p.set_defaults(run=cmd_upscale)
     return parser
 
 

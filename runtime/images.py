@@ -75,13 +75,16 @@ def read_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
 def write_image(path: str | Path, rgb: np.ndarray) -> Path:
     """Write RGB uint8 H×W×3 atomically; the format follows the file extension."""
     path = Path(path)
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    if image_format is None:
+        raise SrDeployError(f"cannot write {path}: unknown image extension {path.suffix!r}; use .png or .jpg")
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"write_image expects RGB uint8 H×W×3, got {rgb.dtype} {rgb.shape}")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
-        Image.fromarray(rgb).save(tmp, format=Image.registered_extensions().get(path.suffix.lower()))
+        Image.fromarray(rgb).save(tmp, format=image_format)
         os.replace(tmp, path)
     except (OSError, ValueError, KeyError) as exc:
         raise SrDeployError(f"cannot write {path} ({exc}): check the folder and the extension") from None

@@ -11,6 +11,7 @@ import numpy as np
 
 from runtime.errors import SrDeployError
 
+REQUIRED_METADATA = ("model", "scale", "colour", "shape_bounds", "export_config")
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -35,6 +36,12 @@ class OnnxSession:
             raise SrDeployError(f"artifact {self.path} cannot be loaded by ONNX Runtime ({reason}): re-export it") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         self.metadata = {k.removeprefix("srdeploy."): v for k, v in meta.items() if k.startswith("srdeploy.")}
+        missing = [k for k in REQUIRED_METADATA if k not in self.metadata]
+        if missing or "receptive_radius" not in self.metadata.get("export_config", ""):
+            raise SrDeployError(
+                f"artifact {self.path} lacks srdeploy metadata ({', '.join(missing) or 'receptive_radius'}): "
+                "it was not exported by this srdeploy version; re-export it with `python cli.py export`"
+            )
         self.input = self.session.get_inputs()[0]
         self.output_name = self.session.get_outputs()[0].name
 
@@ -49,6 +56,14 @@ class OnnxSession:
     @property
     def shape_bounds(self) -> dict[str, list[int]]:
         return json.loads(self.metadata["shape_bounds"])
+
+    @property
+    def colour(self) -> str:
+        return self.metadata["colour"]
+
+    @property
+    def receptive_radius(self) -> int:
+        return int(json.loads(self.metadata["export_config"])["receptive_radius"])
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """float32 N×C×H×W in [0, 1] → N×C×(s·H)×(s·W)."""

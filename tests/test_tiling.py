@@ -1,0 +1,81 @@
+"""Tiled inference equals whole-image inference, and the recorded receptive radii are safe bounds."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import models
+from export.config import export_config
+from export.onnx_export import export_onnx
+from models.registry import ARCHITECTURES, list_models
+from runtime import images, metrics
+from runtime.onnx_backend import OnnxSession
+from runtime.pipeline import upscale_rgb
+from runtime.tiling import tiled_infer
+from tests.conftest import REPO, need_shared, weights
+
+
+def _random(name: str, scale: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    options = {"gate": "branch1"} if name == "dsrnet" else {}  # the gate's global average is not local
+    return ARCHITECTURES[name].build(scale, **options).eval()
+
+
+@pytest.mark.parametrize("name,scale", [(e.architecture.name, e.scale) for e in list_models()])
+def test_receptive_radius_bounds_the_impulse_response(name, scale):
+    """Changing one LR pixel changes no output pixel farther than the recorded radius."""
+    radius = export_config(name).receptive_radius
+    size = 2 * radius + 9
+    model = _random(name, scale)
+    torch.manual_seed(1)
+    x = torch.rand(1, ARCHITECTURES[name].channels, size, size)
+    poked = x.clone()
+    poked[..., size // 2, size // 2] += 0.5
+    with torch.no_grad():
+        changed = (model(poked) - model(x)).abs().amax(dim=(0, 1)) > 0
+    rows, cols = np.nonzero(changed.numpy())
+    reach = max(np.abs(rows // scale - size // 2).max(), np.abs(cols // scale - size // 2).max())
+    assert 0 < reach <= radius, f"{name} ×{scale}: an LR pixel reaches {reach} px, recorded radius {radius}"
+
+
+@pytest.mark.parametrize("name", ["fsrcnn", "lesrcnn", "dsrnet"])
+def test_tiled_equals_whole(name):
+    model = _random(name, 2)
+    runner = lambda a: model(torch.from_numpy(a)).detach().numpy()  # noqa: E731
+    x = np.random.default_rng(0).random((1, ARCHITECTURES[name].channels, 61, 70), dtype=np.float32)
+    whole = runner(x)
+    tiled = tiled_infer(x, runner, 2, tile=24, overlap=export_config(name).receptive_radius, min_size=8)
+    assert np.abs(tiled - whole).max() <= 1e-5 * np.abs(whole).max()
+
+
+@pytest.fixture(scope="module")
+def lesrcnn_artifact(tmp_path_factory):
+    return export_onnx(models.load("lesrcnn", 2, weights("lesrcnn_x2.pth")),
+                       tmp_path_factory.mktemp("tiling") / "lesrcnn_x2.onnx")
+
+
+def test_tiled_artifact_on_a_real_image(lesrcnn_artifact):
+    lr = images.read_rgb(need_shared("datasets", "Set5", "LR_bicubic", "X2", "babyx2.png"))
+    session = OnnxSession(lesrcnn_artifact)
+    whole = upscale_rgb(lr, session.infer, "rgb")
+    tiled = upscale_rgb(lr, lambda a: tiled_infer(a, session.infer, 2, 64, session.receptive_radius, 8), "rgb")
+    assert metrics.psnr(tiled, whole) >= 60
+
+
+def test_upscale_cli_skips_bad_files_and_writes_the_rest(lesrcnn_artifact, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    images.write_image(folder / "good.png", np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8))
+    (folder / "broken.png").write_bytes(b"not a png")
+    result = subprocess.run(
+        [sys.executable, "cli.py", "upscale", str(folder), str(tmp_path / "out"), "--artifact", str(lesrcnn_artifact)],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert result.returncode == 1
+    assert "skipped" in result.stderr and "broken.png" in result.stderr
+    assert images.read_rgb(tmp_path / "out" / "good_x2.png").shape == (40, 48, 3)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good_x2.png"]
