@@ -63,12 +63,24 @@ class DSRNet(nn.Module):
         return logits[:, 1] > logits[:, 0]
 
     def gated_branch(self, features: torch.Tensor) -> torch.Tensor:
+        """The chosen branch's output, per image, as a data-dependent conditional (ONNX ``If``).
+
+        All images pick branch 1 → only branch 1 runs; none does → only branch 0 runs; a mixed batch runs
+        both and selects per image. Uniform batches (batch 1 included) compute one branch only.
+        """
         if self.gate_mode == "branch0":
             return self.branch0(features)
         if self.gate_mode == "branch1":
             return self.branch1(features)
-        pick1 = self.choose_branch1(features).view(-1, 1, 1, 1)
-        return torch.where(pick1, self.branch1(features), self.branch0(features))
+        pick1 = self.choose_branch1(features)
+
+        def per_image(f: torch.Tensor) -> torch.Tensor:
+            return torch.where(pick1.view(-1, 1, 1, 1), self.branch1(f), self.branch0(f))
+
+        def not_all_branch1(f: torch.Tensor) -> torch.Tensor:
+            return torch.cond(pick1.any(), per_image, self.branch0, (f,))
+
+        return torch.cond(pick1.all(), self.branch1, not_all_branch1, (features,))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.reb[0](self.sub_mean(x))

@@ -37,25 +37,31 @@ def test_batch_invariance(name):
     assert (together - alone).abs().max() <= 1e-5 * alone.abs().max()
 
 
-def test_dsrnet_gate_is_per_image(tmp_path):
-    """A batch whose images pick different branches: each gets its own branch's output (the reference
-    would have run branch 0 for all of them)."""
+def split_gate_checkpoint(tmp_path) -> tuple[torch.Tensor, object]:
+    """A batch of 4 images and the official DSRNet ×2 weights with the gate bias moved so that two
+    images pick branch 0 and two pick branch 1; returns (batch, checkpoint path)."""
     state = torch.load(weights("dsrnet_x2.pth"), map_location="cpu", weights_only=True)
     model = models.load("dsrnet", 2, weights("dsrnet_x2.pth"))
     torch.manual_seed(2)
     batch = torch.rand(4, 3, 16, 16) * torch.tensor([0.05, 0.3, 0.7, 1.0]).view(4, 1, 1, 1)
     with torch.no_grad():
-        features = model.web[1](model.web[0](_reb_output(model, batch)))
-        logits = model.gate(features)
+        logits = model.gate(model.web[1](model.web[0](_reb_output(model, batch))))
     margin = (logits[:, 1] - logits[:, 0]).sort().values
     state["gate.fc2.bias"][0] += float(margin[1] + margin[2]) / 2  # threshold between the 2nd and 3rd image
     torch.save(state, tmp_path / "split_gate.pth")
-    split = models.load("dsrnet", 2, tmp_path / "split_gate.pth")
+    return batch, tmp_path / "split_gate.pth"
+
+
+def test_dsrnet_gate_is_per_image(tmp_path):
+    """A batch whose images pick different branches: each gets its own branch's output (the reference
+    would have run branch 0 for all of them)."""
+    batch, path = split_gate_checkpoint(tmp_path)
+    split = models.load("dsrnet", 2, path)
     with torch.no_grad():
         decisions = split.choose_branch1(split.web[1](split.web[0](_reb_output(split, batch))))
         assert 0 < int(decisions.sum()) < 4
         together = split(batch)
-        forced = {b: models.load("dsrnet", 2, tmp_path / "split_gate.pth", gate=f"branch{b}") for b in (0, 1)}
+        forced = {b: models.load("dsrnet", 2, path, gate=f"branch{b}") for b in (0, 1)}
         for i, pick1 in enumerate(decisions.tolist()):
             alone = split(batch[i : i + 1])
             expected = forced[int(pick1)](batch[i : i + 1])
