@@ -145,6 +145,89 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reference_model(session, weights: str | None):
+    """The PyTorch model an artifact came from, found through its metadata (checkpoint sha256 checked)."""
+    import models
+    from models.registry import checkpoint_by_sha256
+
+    meta = session.metadata
+    official = checkpoint_by_sha256(meta["checkpoint_sha256"])
+    if weights is None and official is None:
+        raise SrDeployError(
+            f"{session.path.name} was exported from a non-official checkpoint (sha256 {meta['checkpoint_sha256'][:16]}…): "
+            "pass it with --weights PATH, or check against golden files with --golden DIR"
+        )
+    model = models.load(meta["model"], int(meta["scale"]), weights, **json.loads(meta["options"]))
+    if model.srdeploy.checkpoint_sha256 != meta["checkpoint_sha256"]:
+        raise SrDeployError(f"--weights {weights} is not the checkpoint {session.path.name} was exported from")
+    return model
+
+
+def _print_parity(report) -> None:
+    rows = [[name, "×".join(map(str, c.shape)), f"{c.max_abs:.2e}", f"{c.max_rel:.2e}", f"{c.mean_abs:.2e}",
+             f"{c.psnr:.1f}", f"{c.off_by_level_pct:.3f}", str(c.nonfinite),
+             "ok" if not c.violations(report.tolerance) else "FAIL"] for name, c in report.cases.items()]
+    print(f"parity of {report.artifact} ({report.precision}) against PyTorch FP32")
+    print(_format_table(["case", "output", "max abs", "max rel", "mean abs", "PSNR dB", "% >1 level", "NaN/Inf",
+                         "status"], rows))
+    if report.dataset:
+        d = report.dataset
+        print(f"dataset {d['name']}: PSNR vs ground truth {d['psnr_artifact']:.3f} dB (artifact) vs "
+              f"{d['psnr_reference']:.3f} dB (PyTorch): Δ {d['delta_db']:+.4f} dB")
+    for name, problems in report.violations.items():
+        print(f"FAIL {name}: {'; '.join(problems)}")
+    print("PASS" if report.passed else "FAIL")
+
+
+def cmd_parity(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from runtime.compare import TOLERANCES
+    from runtime.golden import load_golden, save_golden
+    from runtime.onnx_backend import OnnxSession
+    from runtime.parity import ParityReport, check_cases, probe_inputs
+    from runtime.pipeline import network_input
+
+    session = OnnxSession(args.artifact)
+    precision = session.metadata.get("precision", "fp32")
+    report = ParityReport(str(args.artifact), precision, TOLERANCES[precision])
+    progress = not args.json
+    if args.golden:
+        cases, manifest = load_golden(args.golden)
+        if manifest["checkpoint_sha256"] != session.metadata["checkpoint_sha256"]:
+            raise SrDeployError(f"golden files in {args.golden} belong to another checkpoint than {args.artifact}")
+    else:
+        from benchmarks.quality import dataset_pairs, evaluate
+        from models.registry import architecture
+        from runtime import images
+        from runtime.torch_runner import TorchRunner
+
+        model = _reference_model(session, args.weights)
+        reference = TorchRunner(model).infer
+        inputs = probe_inputs(session.channels, session.shape_bounds)
+        if args.dataset:
+            pairs = dataset_pairs(args.dataset, session.scale)
+            inputs.update({f"image_{p.name}": network_input(images.read_rgb(p.lr), session.colour) for p in pairs})
+            kwargs = dict(model=session.metadata["model"], scale=session.scale, colour=session.colour,
+                          rounding=architecture(session.metadata["model"]).eval_rounding,
+                          dataset=Path(args.dataset).name, progress=progress)
+            ours, theirs = evaluate(session.infer, pairs, **kwargs), evaluate(reference, pairs, **kwargs)
+            report.dataset = {"name": Path(args.dataset).name, "psnr_artifact": ours.psnr,
+                              "psnr_reference": theirs.psnr, "delta_db": ours.psnr - theirs.psnr}
+        cases = {name: (x, reference(x)) for name, x in inputs.items()}
+        if args.save_golden:
+            save_golden(args.save_golden, cases, {
+                "model": session.metadata["model"], "scale": session.scale,
+                "checkpoint_sha256": session.metadata["checkpoint_sha256"], "reference": "pytorch fp32",
+            })
+    check_cases(session.infer, cases, report)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        _print_parity(report)
+    return 0 if report.passed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cli.py", description="srdeploy: super-resolution CNNs from PyTorch to edge devices, verified."
@@ -180,6 +263,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=256, help="LR tile size in pixels (0: whole image); default 256")
     p.add_argument("--tile-overlap", type=int, help="context margin per tile (default: the model's receptive radius)")
     p.set_defaults(run=cmd_upscale)
+
+    p = sub.add_parser("parity", help="check an artifact against the PyTorch model it came from (or golden files)")
+    p.add_argument("artifact", help="an exported .onnx")
+    p.add_argument("--weights", help="checkpoint the artifact was exported from, if not an official one")
+    p.add_argument("--dataset", help="BasicSR-layout dataset: real images and the PSNR-vs-ground-truth delta")
+    p.add_argument("--save-golden", metavar="DIR", help="also write the inputs and PyTorch outputs to DIR")
+    p.add_argument("--golden", metavar="DIR", help="compare with golden files instead of PyTorch (no torch needed)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(run=cmd_parity)
     return parser
 
 

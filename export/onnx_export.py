@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -23,6 +21,7 @@ import torch
 from torch import nn
 
 from export.config import OnnxExportConfig, export_config
+from runtime.atomic import atomic_path
 from runtime.errors import SrDeployError
 
 SRDEPLOY_VERSION = "0.1.0"
@@ -89,18 +88,6 @@ def metadata(model: nn.Module, config: OnnxExportConfig, simplified: bool) -> di
     }
 
 
-def save_atomic(proto: onnx.ModelProto, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=path.parent)
-    os.close(fd)
-    try:
-        onnx.save(proto, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
-
-
 def export_onnx(model: nn.Module, path: str | Path) -> Path:
     """Export a zoo model (``models.load``) to an FP32 ONNX file with symbolic N, H, W."""
     info = model.srdeploy
@@ -116,4 +103,6 @@ def export_onnx(model: nn.Module, path: str | Path) -> Path:
         raise SrDeployError(f"ONNX export of {info.name} ×{info.scale} differs from PyTorch by {error:.3g}: not written")
     existing = {p.key: p.value for p in proto.metadata_props}
     onnx.helper.set_model_props(proto, {**existing, **metadata(model, config, simplified)})
-    return save_atomic(proto, Path(path))
+    with atomic_path(path) as tmp:
+        onnx.save(proto, tmp)
+    return Path(path)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -21,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from models.registry import Checkpoint
+from runtime.atomic import atomic_path
 from runtime.errors import SrDeployError
 
 WEIGHTS_DIR_ENV = "SRDEPLOY_WEIGHTS_DIR"
@@ -52,12 +52,9 @@ def verify(path: Path, expected_sha256: str) -> None:
 
 def download(url: str, destination: Path, expected_sha256: str, timeout: float = 60.0) -> Path:
     """Download ``url`` to ``destination`` atomically, verifying its sha256 before the rename."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(destination) as tmp:
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {destination.name}",
                       disable=None, leave=False) as bar:
@@ -70,10 +67,7 @@ def download(url: str, destination: Path, expected_sha256: str, timeout: float =
                 f"download of {url} has sha256 {digest.hexdigest()[:16]}…, expected {expected_sha256[:16]}…: "
                 "the server sent a different file; download it by hand and pass --weights PATH"
             )
-        os.replace(tmp, destination)
-        return destination
-    finally:
-        tmp.unlink(missing_ok=True)
+    return destination
 
 
 def resolve(checkpoint: Checkpoint) -> Path:

@@ -5,14 +5,13 @@ Every image is read into RGB uint8 H×W×3, whatever its mode; a warning says wh
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from runtime.atomic import atomic_path
 from runtime.errors import SrDeployError
 
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: above this, decoding is refused (decompression-bomb guard)
@@ -80,16 +79,11 @@ def write_image(path: str | Path, rgb: np.ndarray) -> Path:
         raise SrDeployError(f"cannot write {path}: unknown image extension {path.suffix!r}; use .png or .jpg")
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"write_image expects RGB uint8 H×W×3, got {rgb.dtype} {rgb.shape}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
     try:
-        Image.fromarray(rgb).save(tmp, format=image_format)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            Image.fromarray(rgb).save(tmp, format=image_format)
     except (OSError, ValueError, KeyError) as exc:
         raise SrDeployError(f"cannot write {path} ({exc}): check the folder and the extension") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return path
 
 

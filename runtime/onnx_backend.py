@@ -74,10 +74,15 @@ class OnnxSession:
             )
         low, high = self.shape_bounds["min"], self.shape_bounds["max"]
         for axis, label in ((0, "batch"), (2, "height"), (3, "width")):
-            if not low[axis] <= x.shape[axis] <= high[axis]:
+            if x.shape[axis] < low[axis]:
                 raise SrDeployError(
-                    f"input {label} {x.shape[axis]} is outside the artifact's bounds {low[axis]}…{high[axis]}: "
-                    "tile the image (upscale --tile) or re-export with other bounds"
+                    f"input {label} {x.shape[axis]} is below the artifact's minimum {low[axis]} "
+                    f"(bounds {low[axis]}…{high[axis]}): the image is too small for this artifact"
+                )
+            if x.shape[axis] > high[axis]:
+                raise SrDeployError(
+                    f"input {label} {x.shape[axis]} is above the artifact's maximum {high[axis]} "
+                    f"(bounds {low[axis]}…{high[axis]}): tile the image (upscale --tile) or split the batch"
                 )
         return self.session.run([self.output_name], {self.input.name: x})[0]
 

@@ -83,7 +83,7 @@ def test_runtime_errors(lesrcnn_onnx, tmp_path):
     session = OnnxSession(lesrcnn_onnx)
     with pytest.raises(SrDeployError, match=r"expects N×3×H×W"):
         session.infer(np.zeros((1, 1, 16, 16), np.float32))
-    with pytest.raises(SrDeployError, match=r"height 4 is outside the artifact's bounds 8…4096"):
+    with pytest.raises(SrDeployError, match=r"height 4 is below the artifact's minimum 8 \(bounds 8…4096\): the image is too small"):
         session.infer(np.zeros((1, 3, 4, 16), np.float32))
     with pytest.raises(SrDeployError, match="does not exist"):
         OnnxSession(tmp_path / "missing.onnx")

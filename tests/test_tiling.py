@@ -79,3 +79,14 @@ def test_upscale_cli_skips_bad_files_and_writes_the_rest(lesrcnn_artifact, tmp_p
     assert "skipped" in result.stderr and "broken.png" in result.stderr
     assert images.read_rgb(tmp_path / "out" / "good_x2.png").shape == (40, 48, 3)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good_x2.png"]
+
+
+def test_upscale_cli_refuses_an_image_too_small_for_the_artifact(lesrcnn_artifact, tmp_path):
+    images.write_image(tmp_path / "tiny.png", np.zeros((5, 30, 3), np.uint8))
+    result = subprocess.run(
+        [sys.executable, "cli.py", "upscale", str(tmp_path / "tiny.png"), str(tmp_path / "out.png"),
+         "--artifact", str(lesrcnn_artifact)], cwd=REPO, capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert "height 5 is below the artifact's minimum 8" in result.stderr
+    assert not (tmp_path / "out.png").exists()

@@ -1,0 +1,69 @@
+"""Output comparison with per-output error statistics, in the spirit of Polygraphy's comparator.
+
+numpy only, so a device can check an artifact against golden outputs without PyTorch.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """What an artifact of a given precision must meet against the PyTorch FP32 reference."""
+
+    max_rel: float  # max|a − r| / max|r|
+    min_psnr: float  # dB, peak 1.0 (outputs are images in [0, 1])
+    max_off_by_level: float  # % of values differing by more than one 8-bit level after rounding
+
+
+TOLERANCES = {
+    "fp32": Tolerance(max_rel=1e-4, min_psnr=80.0, max_off_by_level=0.0),
+}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    shape: tuple[int, ...]
+    max_abs: float
+    max_rel: float
+    mean_abs: float
+    psnr: float  # artifact output vs reference output, peak 1.0
+    off_by_level_pct: float
+    nonfinite: int
+
+    def violations(self, tolerance: Tolerance) -> list[str]:
+        problems = []
+        if self.nonfinite:
+            problems.append(f"{self.nonfinite} NaN/Inf values")
+        if self.max_rel > tolerance.max_rel:
+            problems.append(f"max rel {self.max_rel:.2e} > {tolerance.max_rel:.0e}")
+        if self.psnr < tolerance.min_psnr:
+            problems.append(f"PSNR {self.psnr:.1f} dB < {tolerance.min_psnr:.0f} dB")
+        if self.off_by_level_pct > tolerance.max_off_by_level:
+            problems.append(f"{self.off_by_level_pct:.3f}% off by >1 level > {tolerance.max_off_by_level}%")
+        return problems
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare(actual: np.ndarray, reference: np.ndarray) -> Comparison:
+    """Error statistics of ``actual`` against ``reference`` (same shape)."""
+    if actual.shape != reference.shape:
+        raise ValueError(f"output shape {actual.shape} differs from the reference {reference.shape}")
+    a, r = actual.astype(np.float64), reference.astype(np.float64)
+    finite = np.isfinite(a)
+    diff = np.abs(np.where(finite, a, 0.0) - r)
+    mse = float(np.mean(diff**2))
+    levels = np.abs(np.rint(np.clip(a, 0, 1) * 255) - np.rint(np.clip(r, 0, 1) * 255))
+    return Comparison(
+        shape=tuple(actual.shape),
+        max_abs=float(diff.max()),
+        max_rel=float(diff.max() / max(np.abs(r).max(), 1e-12)),
+        mean_abs=float(diff.mean()),
+        psnr=float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse)),
+        off_by_level_pct=float(100.0 * np.mean(levels > 1)),
+        nonfinite=int((~finite).sum()),
+    )

@@ -1,0 +1,59 @@
+"""The parity suite's torch-free half: probe inputs and the per-case comparison report."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from runtime.compare import Comparison, Tolerance, compare
+
+Infer = Callable[[np.ndarray], np.ndarray]
+
+
+def probe_inputs(channels: int, bounds: dict[str, list[int]], seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs in [0, 1]: odd sizes, a batch, and each bound (the largest spatial bound on one axis
+    at a time, the other at its minimum, so the bounds are exercised at a bearable cost)."""
+    (n_min, _, h_min, w_min), (n_max, _, h_max, w_max) = bounds["min"], bounds["max"]
+    shapes = {
+        "odd_17x23": (1, 17, 23),
+        "batch3_32x40": (min(3, n_max), 32, 40),
+        "min_bound": (n_min, h_min, w_min),
+        "max_batch": (n_max, h_min, w_min),
+        "max_height": (1, h_max, w_min),
+        "max_width": (1, h_min, w_max),
+    }
+    rng = np.random.default_rng(seed)
+    return {name: rng.random((n, channels, h, w), dtype=np.float32) for name, (n, h, w) in shapes.items()}
+
+
+@dataclass
+class ParityReport:
+    artifact: str
+    precision: str
+    tolerance: Tolerance
+    cases: dict[str, Comparison] = field(default_factory=dict)
+    dataset: dict[str, float] = field(default_factory=dict)  # psnr_artifact, psnr_reference, delta_db
+
+    @property
+    def violations(self) -> dict[str, list[str]]:
+        found = {name: c.violations(self.tolerance) for name, c in self.cases.items()}
+        return {name: v for name, v in found.items() if v}
+
+    @property
+    def passed(self) -> bool:
+        return not self.violations
+
+    def as_dict(self) -> dict:
+        return {
+            "artifact": self.artifact, "precision": self.precision, "passed": self.passed,
+            "tolerance": vars(self.tolerance), "violations": self.violations,
+            "cases": {name: c.as_dict() for name, c in self.cases.items()}, "dataset": self.dataset,
+        }
+
+
+def check_cases(infer: Infer, cases: dict[str, tuple[np.ndarray, np.ndarray]], report: ParityReport) -> ParityReport:
+    """Run ``infer`` on every case input and compare with its reference output."""
+    for name, (x, reference) in cases.items():
+        report.cases[name] = compare(infer(x), reference)
+    return report
