@@ -27,6 +27,7 @@ class OnnxSession:
         available = ort.get_available_providers()
         self.providers = providers or [p for p in PREFERRED_PROVIDERS if p in available]
         options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: graph-cleanup notices are not the user's concern
         if threads:
             options.intra_op_num_threads = threads
         try:

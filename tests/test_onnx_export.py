@@ -132,3 +132,25 @@ def test_onnx_gate_is_per_image(tmp_path):
     used = {b for i in range(len(x)) for b in (0, 1)
             if np.abs(together[i] - outputs[b][i]).max() <= 1e-4 * np.abs(outputs[b][i]).max()}
     assert used == {0, 1}
+
+
+def test_simplification_that_changes_outputs_is_rejected(monkeypatch, tmp_path):
+    """If onnxsim returned a graph that computes something else, the unsimplified graph is kept."""
+    import onnxsim
+    from onnx import numpy_helper
+
+    def wrong_simplify(proto):
+        broken = onnx.ModelProto()
+        broken.CopyFrom(proto)
+        bias = next(t for t in broken.graph.initializer if numpy_helper.to_array(t).ndim == 1)
+        bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + 0.5, bias.name))
+        return broken, True
+
+    monkeypatch.setattr(onnxsim, "simplify", wrong_simplify)
+    model = models.load("fsrcnn", 2, weights("fsrcnn_x2.pth"))
+    with pytest.warns(UserWarning, match="onnxsim changed the outputs; keeping the unsimplified graph"):
+        path = export_onnx(model, tmp_path / "kept.onnx")
+    assert OnnxSession(path).metadata["simplified"] == "false"
+    data = np.load(need_shared("fixtures", "reference", "fsrcnn_x2_official.npz"))
+    reference = data["output_0"]
+    assert np.abs(OnnxSession(path).infer(data["input_0"]) - reference).max() <= ORT_RTOL * np.abs(reference).max()
