@@ -14,7 +14,7 @@ class Tolerance:
     """What an artifact of a given precision must meet against the PyTorch FP32 reference."""
 
     max_rel: float  # max|a − r| / max|r|
-    min_psnr: float  # dB, peak 1.0 (outputs are images in [0, 1])
+    min_psnr: float  # dB, peak max(1, max|ref|) (1.0 for images; random-weight outputs can be far larger)
     max_off_by_level: float  # % of values differing by more than one 8-bit level after rounding
 
 
@@ -29,7 +29,7 @@ class Comparison:
     max_abs: float
     max_rel: float
     mean_abs: float
-    psnr: float  # artifact output vs reference output, peak 1.0
+    psnr: float  # artifact vs reference output, peak max(1, max|ref|): 1.0 for images in [0, 1]
     off_by_level_pct: float
     nonfinite: int
 
@@ -57,13 +57,14 @@ def compare(actual: np.ndarray, reference: np.ndarray) -> Comparison:
     finite = np.isfinite(a)
     diff = np.abs(np.where(finite, a, 0.0) - r)
     mse = float(np.mean(diff**2))
+    peak = max(1.0, float(np.abs(r).max()))
     levels = np.abs(np.rint(np.clip(a, 0, 1) * 255) - np.rint(np.clip(r, 0, 1) * 255))
     return Comparison(
         shape=tuple(actual.shape),
         max_abs=float(diff.max()),
-        max_rel=float(diff.max() / max(np.abs(r).max(), 1e-12)),
+        max_rel=float(diff.max() / max(float(np.abs(r).max()), 1e-12)),
         mean_abs=float(diff.mean()),
-        psnr=float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse)),
+        psnr=float("inf") if mse == 0 else float(10 * np.log10(peak * peak / mse)),
         off_by_level_pct=float(100.0 * np.mean(levels > 1)),
         nonfinite=int((~finite).sum()),
     )

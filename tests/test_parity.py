@@ -76,6 +76,8 @@ def test_comparison_statistics():
     result = compare(shifted, reference)
     assert result.max_abs == pytest.approx(3 / 255, rel=1e-5) and result.nonfinite == 0
     assert result.off_by_level_pct > 90 and result.psnr == pytest.approx(20 * np.log10(255 / 3), abs=0.01)
+    large = compare(shifted * 1000, reference * 1000)  # random-weight outputs: PSNR relative to their range
+    assert large.psnr == pytest.approx(result.psnr, abs=0.01)
     broken = reference.copy()
     broken[0, 0, 0, 0] = np.nan
     assert compare(broken, reference).violations(TOLERANCES["fp32"]) == ["1 NaN/Inf values"]
