@@ -50,25 +50,35 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import models
     from benchmarks.quality import dataset_pairs, evaluate
     from models.registry import architecture, check_scale
-    from runtime.torch_runner import TorchRunner
 
-    arch = architecture(args.model)
-    check_scale(arch, args.scale)
-    model = models.load(args.model, args.scale, args.weights, **_model_options(args))
-    pairs = dataset_pairs(args.dataset, args.scale)
+    if args.artifact:
+        from runtime.onnx_backend import OnnxSession
+
+        session = OnnxSession(args.artifact)
+        name, scale, infer, source = session.metadata["model"], session.scale, session.infer, str(args.artifact)
+    else:
+        if not (args.model and args.scale):
+            raise SrDeployError("eval needs --model NAME and --scale S, or --artifact FILE")
+        import models
+        from runtime.torch_runner import TorchRunner
+
+        check_scale(architecture(args.model), args.scale)
+        model = models.load(args.model, args.scale, args.weights, **_model_options(args))
+        name, scale, infer, source = args.model, args.scale, TorchRunner(model).infer, model.srdeploy.checkpoint
+    arch = architecture(name)
+    pairs = dataset_pairs(args.dataset, scale)
     report = evaluate(
-        TorchRunner(model).infer, pairs, model=args.model, scale=args.scale, colour=arch.colour,
+        infer, pairs, model=name, scale=scale, colour=arch.colour,
         rounding=arch.eval_rounding, dataset=Path(args.dataset).name, progress=not args.no_progress,
     )
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
         return 0
-    rows = [[name, f"{v['psnr']:.2f}", f"{v['ssim']:.4f}"] for name, v in report.images.items()]
+    rows = [[image, f"{v['psnr']:.2f}", f"{v['ssim']:.4f}"] for image, v in report.images.items()]
     rows.append(["mean", f"{report.psnr:.2f}", f"{report.ssim:.4f}"])
-    print(f"{args.model} ×{args.scale} on {report.dataset} (Y, shave {args.scale}, checkpoint {model.srdeploy.checkpoint})")
+    print(f"{name} ×{scale} on {report.dataset} (Y, shave {scale}, {source})")
     print(_format_table(["image", "PSNR (dB)", "SSIM"], rows))
     return 0
 
@@ -77,14 +87,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import models
-    from export.onnx_export import export_onnx
+    from export.onnx_export import save
+    from export.precision import export_precision
 
     model = models.load(args.model, args.scale, args.weights, **_model_options(args))
-    path = export_onnx(model, Path(args.out) / f"{args.model}_x{args.scale}_fp32.onnx")
+    proto, report = export_precision(model, args.precision, args.calib, args.max_psnr_drop, args.fp16_io,
+                                     progress=not args.json)
+    path = save(proto, Path(args.out) / f"{args.model}_x{args.scale}_{args.precision}.onnx")
     if args.json:
         print(json.dumps({"artifacts": [str(path)], "model": args.model, "scale": args.scale,
-                          "target": args.target, "precision": "fp32"}))
+                          "target": args.target, "precision": args.precision, "report": vars(report)}))
     else:
+        if args.precision != "fp32":
+            print(f"{args.precision}: {len(report.kept_float)} nodes kept in FP32, held-out PSNR "
+                  f"{report.validation_psnr:.3f} dB vs {report.validation_psnr_fp32:.3f} dB FP32 "
+                  f"(drop {report.drop_db:+.4f} dB)", file=sys.stderr)
         print(path)
     return 0
 
@@ -238,8 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=cmd_models)
 
-    p = sub.add_parser("eval", help="PSNR/SSIM of a model on a BasicSR-layout dataset")
-    _add_model_arguments(p)
+    p = sub.add_parser("eval", help="PSNR/SSIM of a model or an artifact on a BasicSR-layout dataset")
+    _add_model_arguments(p, required=False)
+    p.add_argument("--artifact", help="evaluate an exported .onnx instead of the PyTorch model")
     p.add_argument("--dataset", required=True, help="folder with HR/ and LR_bicubic/X{scale}/")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -248,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a model to a deployable artifact (ONNX FP32, symbolic N/H/W)")
     _add_model_arguments(p)
     p.add_argument("--target", choices=("onnx",), default="onnx", help="artifact kind")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="numeric precision of the artifact")
+    p.add_argument("--calib", metavar="DIR", help="calibration/validation photos (default: scikit-image's bundled photos)")
+    p.add_argument("--max-psnr-drop", type=float, metavar="DB",
+                   help="largest PSNR loss vs FP32 on the held-out photos (default: fp16 0.01)")
+    p.add_argument("--fp16-io", action="store_true", help="fp16: FP16 input and output tensors (default FP32 I/O)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--json", action="store_true", help='print {"artifacts": [...], ...} on stdout')
     p.set_defaults(run=cmd_export)
@@ -275,9 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_model_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="zoo name (python cli.py models)")
-    p.add_argument("--scale", required=True, type=int, help="upscaling factor: 2, 3 or 4")
+def _add_model_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--model", required=required, help="zoo name (python cli.py models)")
+    p.add_argument("--scale", required=required, type=int, help="upscaling factor: 2, 3 or 4")
     p.add_argument("--weights", help="checkpoint path (default: the official checkpoint, downloaded and verified)")
     p.add_argument("--gate", choices=("argmax", "branch0", "branch1"),
                    help="DSRNet only: per-image argmax of the gate (default) or a forced branch")

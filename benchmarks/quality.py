@@ -94,3 +94,12 @@ def evaluate(
     report.psnr = float(np.mean([v["psnr"] for v in report.images.values()]))
     report.ssim = float(np.mean([v["ssim"] for v in report.images.values()]))
     return report
+
+
+def crop_psnr(infer: Infer, pairs: list[tuple[np.ndarray, np.ndarray]], scale: int, colour: str, rounding: str) -> float:
+    """Mean PSNR (protocol above) of ``infer`` on (LR, HR) RGB crop pairs, e.g. held-out calibration photos."""
+    values = []
+    for lr, hr in pairs:
+        sr = output_luma(infer(network_input(lr, colour)), colour, rounding)
+        values.append(metrics.psnr(metrics.shave(sr, scale), metrics.shave(images.luma_uint8(hr), scale)))
+    return float(np.mean(values))

@@ -90,8 +90,8 @@ def metadata(model: nn.Module, config: OnnxExportConfig, simplified: bool) -> di
     }
 
 
-def export_onnx(model: nn.Module, path: str | Path) -> Path:
-    """Export a zoo model (``models.load``) to an FP32 ONNX file with symbolic N, H, W."""
+def to_onnx(model: nn.Module) -> onnx.ModelProto:
+    """A zoo model (``models.load``) as a checked FP32 ONNX graph with symbolic N, H, W and metadata."""
     info = model.srdeploy
     config = export_config(info.name)
     proto = _trace(model, config)
@@ -103,8 +103,23 @@ def export_onnx(model: nn.Module, path: str | Path) -> Path:
     error = np.abs(_run(proto, probe) - expected).max()
     if error > config.fp32_rtol * np.abs(expected).max():
         raise SrDeployError(f"ONNX export of {info.name} ×{info.scale} differs from PyTorch by {error:.3g}: not written")
+    set_metadata(proto, metadata(model, config, simplified))
+    return proto
+
+
+def set_metadata(proto: onnx.ModelProto, entries: dict[str, str]) -> None:
+    """Add or replace ``metadata_props`` entries."""
     existing = {p.key: p.value for p in proto.metadata_props}
-    onnx.helper.set_model_props(proto, {**existing, **metadata(model, config, simplified)})
+    onnx.helper.set_model_props(proto, {**existing, **entries})
+
+
+def save(proto: onnx.ModelProto, path: str | Path) -> Path:
+    """Write atomically (temporary file + rename)."""
     with atomic_path(path) as tmp:
         onnx.save(proto, tmp)
     return Path(path)
+
+
+def export_onnx(model: nn.Module, path: str | Path) -> Path:
+    """Export a zoo model to an FP32 ONNX file (see ``to_onnx``)."""
+    return save(to_onnx(model), path)

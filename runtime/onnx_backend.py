@@ -44,6 +44,7 @@ class OnnxSession:
                 "it was not exported by this srdeploy version; re-export it with `python cli.py export`"
             )
         self.input = self.session.get_inputs()[0]
+        self.input_dtype = np.float16 if self.input.type == "tensor(float16)" else np.float32
         self.output_name = self.session.get_outputs()[0].name
 
     @property
@@ -67,8 +68,8 @@ class OnnxSession:
         return int(json.loads(self.metadata["export_config"])["receptive_radius"])
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        """float32 N×C×H×W in [0, 1] → N×C×(s·H)×(s·W)."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        """N×C×H×W in [0, 1] → float32 N×C×(s·H)×(s·W) (cast to and from FP16 I/O where the artifact has it)."""
+        x = np.ascontiguousarray(x, dtype=self.input_dtype)
         if x.ndim != 4 or x.shape[1] != self.channels:
             raise SrDeployError(
                 f"input of shape {x.shape} does not fit {self.path.name}: it expects N×{self.channels}×H×W"
@@ -85,6 +86,6 @@ class OnnxSession:
                     f"input {label} {x.shape[axis]} is above the artifact's maximum {high[axis]} "
                     f"(bounds {low[axis]}…{high[axis]}): tile the image (upscale --tile) or split the batch"
                 )
-        return self.session.run([self.output_name], {self.input.name: x})[0]
+        return self.session.run([self.output_name], {self.input.name: x})[0].astype(np.float32, copy=False)
 
     __call__ = infer
