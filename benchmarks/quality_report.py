@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import tempfile
 from pathlib import Path
 
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precisions", default="fp32,fp16")
     parser.add_argument("--models", default="lesrcnn,fsrcnn,dsrnet", help="models with official checkpoints")
     parser.add_argument("--out", required=True)
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     datasets = [Path(d) for d in args.datasets.split(",")]
     rows = measure(datasets, args.precisions.split(","), args.models.split(","))
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     table = markdown(rows, [d.name for d in datasets])
     with atomic_path(out / "quality.json") as tmp:
-        tmp.write_text(json.dumps({"machine": machine, "command": " ".join(["python -m benchmarks.quality_report", *(argv or [])]),
+        tmp.write_text(json.dumps({"machine": machine, "command": " ".join(["python -m benchmarks.quality_report", *argv]),
                                    "rows": rows}, indent=2))
     with atomic_path(out / "quality.md") as tmp:
         tmp.write_text(f"Measured on ONNX Runtime {onnxruntime.__version__} CPU.\n\n{table}\n")
