@@ -148,7 +148,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     overlap = radius if args.tile_overlap is None else args.tile_overlap
     tiled = partial(tiled_infer, infer=infer, scale=scale, tile=args.tile, overlap=overlap, min_size=min_size)
     failed = 0
-    for image_path, out_path in tqdm(jobs, desc="upscale", unit="img", disable=len(jobs) == 1, leave=False):
+    for image_path, out_path in tqdm(jobs, desc="upscale", unit="img", disable=True if len(jobs) == 1 else None, leave=False):
         out_path = Path(str(out_path).format(scale=scale))
         try:
             written = images.write_image(out_path, upscale_rgb(images.read_rgb(image_path), tiled, colour))

@@ -83,7 +83,8 @@ def evaluate(
 ) -> QualityReport:
     """Mean PSNR/SSIM (Y, shaved) of ``infer`` over ``pairs``, with per-image values."""
     report = QualityReport(model, scale, dataset)
-    for pair in tqdm(pairs, desc=f"{model} ×{scale} {dataset}", unit="img", disable=not progress, leave=False):
+    bar = tqdm(pairs, desc=f"{model} ×{scale} {dataset}", unit="img", disable=None if progress else True, leave=False)
+    for pair in bar:
         lr = images.read_rgb(pair.lr)
         hr = images.read_rgb(pair.hr)[: lr.shape[0] * scale, : lr.shape[1] * scale]
         sr = output_luma(infer(network_input(lr, colour)), colour, rounding)

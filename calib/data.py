@@ -58,7 +58,7 @@ def lr_hr_crops(paths: list[Path], scale: int, spec: CropSpec, progress: bool = 
     rng = np.random.default_rng(spec.seed)
     hr_size = spec.size * scale
     pairs = []
-    for _ in tqdm(range(spec.count), desc="crops", disable=not progress, leave=False):
+    for _ in tqdm(range(spec.count), desc="crops", disable=None if progress else True, leave=False):
         photo = photos[int(rng.integers(len(photos)))]
         if min(photo.shape[:2]) < hr_size:
             raise SrDeployError(f"a calibration photo is smaller than {hr_size}px: use a smaller crop size")

@@ -1,0 +1,109 @@
+"""Calibration data, FP16 export (overflow pre-flight, accuracy gate, parity) and the stats cache."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import models
+from calib.cache import cached_stats
+from calib.data import CropSpec, lr_hr_crops, network_batch, source_images
+from export import fp16
+from export.onnx_export import save, to_onnx
+from export.precision import export_precision
+from runtime import images
+from runtime.compare import TOLERANCES, compare
+from runtime.onnx_backend import OnnxSession
+from tests.conftest import REPO, SHARED, need_shared, weights
+
+
+def test_calibration_crops_are_deterministic():
+    paths = source_images()
+    first = lr_hr_crops(paths, 3, CropSpec(size=32, count=6, seed=7))
+    again = lr_hr_crops(paths, 3, CropSpec(size=32, count=6, seed=7))
+    other = lr_hr_crops(paths, 3, CropSpec(size=32, count=6, seed=8))
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(first, again))
+    assert not all(np.array_equal(a[0], b[0]) for a, b in zip(first, other))
+    assert first[0][0].shape == (32, 32, 3) and first[0][1].shape == (96, 96, 3)
+    batch = network_batch(first, "y")
+    assert batch.shape == (6, 1, 32, 32) and batch.dtype == np.float32 and 0 <= batch.min() and batch.max() <= 1
+
+
+def test_validation_split_is_held_out(tmp_path):
+    assert not {p.name for p in source_images()} & {p.name for p in source_images(split="validation")}
+    for i in range(8):
+        images.write_image(tmp_path / f"img{i}.png", np.full((8, 8, 3), i, np.uint8))
+    calibration, validation = source_images(tmp_path), source_images(tmp_path, "validation")
+    assert [p.name for p in validation] == ["img3.png", "img7.png"] and len(calibration) == 6
+
+
+def test_stats_cache_computes_once():
+    calls = []
+    compute = lambda: calls.append(1) or {"peak": 1.5}  # noqa: E731
+    key = {"stat": "test", "nonce": str(np.random.default_rng().integers(1 << 62))}
+    assert cached_stats(key, compute) == {"peak": 1.5} == cached_stats(key, compute)
+    assert len(calls) == 1
+
+
+@pytest.fixture(scope="module")
+def lesrcnn_fp16():
+    return export_precision(models.load("lesrcnn", 2, weights("lesrcnn_x2.pth")), "fp16", progress=False)
+
+
+def test_fp16_artifact_meets_gate_and_parity(lesrcnn_fp16, tmp_path):
+    proto, report = lesrcnn_fp16
+    assert report.drop_db <= 0.01 and report.kept_float == []
+    session = OnnxSession(save(proto, tmp_path / "lesrcnn_fp16.onnx"))
+    assert session.metadata["precision"] == "fp16" and float(session.metadata["validation_drop_db"]) <= 0.01
+    weights16 = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+    assert len(weights16) >= 26  # every convolution's weights are stored in FP16
+    data = np.load(need_shared("fixtures", "reference", "lesrcnn_x2_official.npz"))
+    comparison = compare(session.infer(data["input_0"]), data["output_0"])
+    assert comparison.violations(TOLERANCES["fp16"]) == [] and comparison.psnr > 70
+
+
+def test_fp16_io(tmp_path):
+    model = models.load("fsrcnn", 2, weights("fsrcnn_x2.pth"))
+    proto, _ = export_precision(model, "fp16", fp16_io=True, progress=False)
+    session = OnnxSession(save(proto, tmp_path / "io16.onnx"))
+    assert session.input.type == "tensor(float16)"
+    out = session.infer(np.random.default_rng(0).random((1, 1, 16, 16), dtype=np.float32))
+    assert out.dtype == np.float32 and out.shape == (1, 1, 32, 32)
+
+
+def test_overflow_preflight_keeps_large_activations_in_fp32(tmp_path):
+    """The same function with its first layer scaled ×1e5 (and the next one ÷1e5; PReLU is homogeneous):
+    activations pass 65504, the pre-flight keeps those nodes in FP32 and the output stays right;
+    converting everything overflows."""
+    state = torch.load(weights("fsrcnn_x2.pth"), map_location="cpu", weights_only=True)
+    state["first_part.0.weight"] *= 1e5
+    state["first_part.0.bias"] *= 1e5
+    state["mid_part.0.weight"] /= 1e5
+    torch.save(state, tmp_path / "loud.pth")
+    proto = to_onnx(models.load("fsrcnn", 2, tmp_path / "loud.pth"))
+    batch = network_batch(lr_hr_crops(source_images(), 2, CropSpec(size=32, count=4)), "y")
+    peaks = fp16.activation_peaks(proto, batch)
+    kept = fp16.overflow_risks(proto, peaks)
+    assert max(peaks.values()) > fp16.FP16_MAX and kept
+    reference = fp16._session(proto).run(None, {"lr": batch})[0]
+    guarded = fp16._session(fp16.to_fp16(proto, kept)).run(None, {"lr": batch})[0]
+    naive = fp16._session(fp16.to_fp16(proto, [])).run(None, {"lr": batch})[0]
+    assert np.isfinite(guarded).all() and compare(guarded, reference).psnr > 60
+    assert not np.isfinite(naive).all() or compare(naive, reference).psnr < 30
+
+
+def test_gate_failure_writes_nothing(tmp_path):
+    need_shared("weights", "fsrcnn_x2.pth")
+    result = subprocess.run(
+        [sys.executable, "cli.py", "export", "--model", "fsrcnn", "--scale", "2", "--precision", "fp16",
+         "--max-psnr-drop", "-1", "--out", str(tmp_path / "out")],
+        cwd=REPO, capture_output=True, text=True, env={"SRDEPLOY_WEIGHTS_DIR": str(SHARED / "weights"),
+                                                       "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 2
+    assert "over the -1.0 dB limit: nothing written" in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
