@@ -60,6 +60,8 @@ def to_fp16(proto: onnx.ModelProto, keep_fp32: list[str], fp16_io: bool = False)
         raise ValueError(f"{len(unnamed)} nodes have no name: the block list needs names")
     converted = onnx.ModelProto()
     converted.CopyFrom(proto)  # the converter edits the graph it is given
+    # The converter's default clips constants above 1e4; FP16 itself holds up to 65504.
     return float16.convert_float_to_float16(
-        converted, keep_io_types=not fp16_io, node_block_list=keep_fp32, disable_shape_infer=True
+        converted, keep_io_types=not fp16_io, node_block_list=keep_fp32, disable_shape_infer=True,
+        max_finite_val=FP16_MAX,
     )
