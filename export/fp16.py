@@ -13,16 +13,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from export.onnx_export import cpu_session
+
 FP16_MAX = 65504.0
 DEFAULT_HEADROOM = 16.0
-
-
-def _session(proto: onnx.ModelProto):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def activation_peaks(proto: onnx.ModelProto, batch: np.ndarray, chunk: int = 8) -> dict[str, float]:
@@ -34,7 +28,7 @@ def activation_peaks(proto: onnx.ModelProto, batch: np.ndarray, chunk: int = 8) 
         for name in node.output:
             if name and name not in graph_outputs and types.get(name) == TensorProto.FLOAT:
                 probe.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    session = _session(probe)
+    session = cpu_session(probe)
     float_names = [o.name for o in session.get_outputs() if o.type == "tensor(float)"]
     peaks = dict.fromkeys(float_names, 0.0)
     input_name = session.get_inputs()[0].name

@@ -45,13 +45,19 @@ def _trace(model: nn.Module, config: OnnxExportConfig) -> onnx.ModelProto:
     return program.model_proto
 
 
-def _run(proto: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+def cpu_session(proto: onnx.ModelProto):
+    """An ONNX Runtime CPU session of an in-memory graph, quiet below errors."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def run_proto(proto: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    """The first output of ``proto`` for input ``x`` (ONNX Runtime CPU), as float32."""
+    session = cpu_session(proto)
+    return session.run(None, {session.get_inputs()[0].name: x})[0].astype(np.float32, copy=False)
 
 
 def simplify(proto: onnx.ModelProto, probe: np.ndarray, rtol: float) -> tuple[onnx.ModelProto, bool]:
@@ -63,7 +69,7 @@ def simplify(proto: onnx.ModelProto, probe: np.ndarray, rtol: float) -> tuple[on
     except Exception as exc:  # noqa: BLE001 - onnxsim raises anything from its C++ core
         warnings.warn(f"onnxsim failed ({exc}); keeping the unsimplified graph", stacklevel=2)
         return proto, False
-    before, after = _run(proto, probe), _run(simplified, probe)
+    before, after = run_proto(proto, probe), run_proto(simplified, probe)
     if not ok or np.abs(before - after).max() > rtol * np.abs(before).max():
         warnings.warn("onnxsim changed the outputs; keeping the unsimplified graph", stacklevel=2)
         return proto, False
@@ -100,7 +106,7 @@ def to_onnx(model: nn.Module) -> onnx.ModelProto:
     onnx.checker.check_model(proto, full_check=True)
     with torch.inference_mode():
         expected = model(torch.from_numpy(probe)).numpy()
-    error = np.abs(_run(proto, probe) - expected).max()
+    error = np.abs(run_proto(proto, probe) - expected).max()
     if error > config.fp32_rtol * np.abs(expected).max():
         raise SrDeployError(f"ONNX export of {info.name} ×{info.scale} differs from PyTorch by {error:.3g}: not written")
     set_metadata(proto, metadata(model, config, simplified))

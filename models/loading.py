@@ -60,9 +60,11 @@ def rename_keys(
     return renamed, uncovered
 
 
-def _match_layout(arch: Architecture, scale: int, state: dict) -> tuple[str, dict] | None:
+def _match_layout(
+    arch: Architecture, scale: int, state: dict, expected: set[str] | None = None
+) -> tuple[str, dict] | None:
     """The first layout that covers every key of ``state`` and yields exactly the model's keys."""
-    expected = set(arch.build(scale).state_dict())
+    expected = expected if expected is not None else set(arch.build(scale).state_dict())
     for layout, key_map in arch.layouts.items():
         renamed, uncovered = rename_keys(state, dict(key_map(scale)), arch.unused_keys)
         if not uncovered and set(renamed) == expected:
@@ -100,7 +102,7 @@ def _scale_hint(arch: Architecture, state: dict) -> str:
 def apply_checkpoint(model: nn.Module, arch: Architecture, scale: int, state: dict, path: Path) -> str:
     """Load ``state`` into ``model`` exactly (strict, same shapes, fp16 tensors cast to fp32); return the layout."""
     own = model.state_dict()
-    matched = _match_layout(arch, scale, state)
+    matched = _match_layout(arch, scale, state, set(own))
     if matched is None:
         raise SrDeployError(_describe_mismatch(arch, scale, state, set(own), path))
     layout, renamed = matched

@@ -13,7 +13,7 @@ import models
 from calib.cache import cached_stats
 from calib.data import CropSpec, lr_hr_crops, network_batch, source_images
 from export import fp16
-from export.onnx_export import save, to_onnx
+from export.onnx_export import run_proto, save, to_onnx
 from export.precision import export_precision
 from runtime import images
 from runtime.compare import TOLERANCES, compare
@@ -90,9 +90,9 @@ def test_overflow_preflight_keeps_large_activations_in_fp32(tmp_path):
     peaks = fp16.activation_peaks(proto, batch)
     kept = fp16.overflow_risks(proto, peaks)
     assert max(peaks.values()) > fp16.FP16_MAX and kept
-    reference = fp16._session(proto).run(None, {"lr": batch})[0]
-    guarded = fp16._session(fp16.to_fp16(proto, kept)).run(None, {"lr": batch})[0]
-    naive = fp16._session(fp16.to_fp16(proto, [])).run(None, {"lr": batch})[0]
+    reference = run_proto(proto, batch)
+    guarded = run_proto(fp16.to_fp16(proto, kept), batch)
+    naive = run_proto(fp16.to_fp16(proto, []), batch)
     assert np.isfinite(guarded).all() and compare(guarded, reference).psnr > 60
     assert not np.isfinite(naive).all() or compare(naive, reference).psnr < 30
 
