@@ -1,10 +1,11 @@
-"""srdeploy command line: ``python cli.py {models,eval} …`` (``--help`` on each)."""
+"""srdeploy command line: ``python cli.py {models,eval,export,upscale,parity} …`` (``--help`` on each)."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 import warnings
+from typing import Callable, NamedTuple
 
 from runtime.errors import SrDeployError
 
@@ -47,26 +48,44 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from pathlib import Path
+class Runner(NamedTuple):
+    """What ``eval`` and ``upscale`` run: an exported artifact or the PyTorch model."""
 
-    from benchmarks.quality import dataset_pairs, evaluate
-    from models.registry import architecture, check_scale
+    infer: Callable
+    name: str
+    scale: int
+    colour: str
+    receptive_radius: int
+    min_size: int
+    source: str
 
+
+def _runner(args: argparse.Namespace) -> Runner:
+    """The runner ``--artifact FILE`` or ``--model NAME --scale S [--weights] [--gate]`` asks for."""
     if args.artifact:
         from runtime.onnx_backend import OnnxSession
 
         session = OnnxSession(args.artifact)
-        name, scale, infer, source = session.metadata["model"], session.scale, session.infer, str(args.artifact)
-    else:
-        if not (args.model and args.scale):
-            raise SrDeployError("eval needs --model NAME and --scale S, or --artifact FILE")
-        import models
-        from runtime.torch_runner import TorchRunner
+        return Runner(session.infer, session.metadata["model"], session.scale, session.colour,
+                      session.receptive_radius, session.shape_bounds["min"][2], str(args.artifact))
+    if not (args.model and args.scale):
+        raise SrDeployError(f"{args.command} needs --artifact FILE, or --model NAME and --scale S")
+    import models
+    from export.config import export_config
+    from runtime.torch_runner import TorchRunner
 
-        check_scale(architecture(args.model), args.scale)
-        model = models.load(args.model, args.scale, args.weights, **_model_options(args))
-        name, scale, infer, source = args.model, args.scale, TorchRunner(model).infer, model.srdeploy.checkpoint
+    model = models.load(args.model, args.scale, args.weights, **_model_options(args))
+    return Runner(TorchRunner(model).infer, args.model, args.scale, model.srdeploy.colour,
+                  export_config(args.model).receptive_radius, 1, model.srdeploy.checkpoint)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from benchmarks.quality import dataset_pairs, evaluate
+    from models.registry import architecture
+
+    infer, name, scale, _, _, _, source = _runner(args)
     arch = architecture(name)
     pairs = dataset_pairs(args.dataset, scale)
     report = evaluate(
@@ -106,23 +125,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _upscaler(args: argparse.Namespace):
-    """(infer, scale, colour, receptive radius, minimum LR size) from --artifact or --model/--scale."""
-    if args.artifact:
-        from runtime.onnx_backend import OnnxSession
-
-        session = OnnxSession(args.artifact)
-        return session.infer, session.scale, session.colour, session.receptive_radius, session.shape_bounds["min"][2]
-    if not (args.model and args.scale):
-        raise SrDeployError("upscale needs --artifact FILE, or --model NAME and --scale S")
-    import models
-    from export.config import export_config
-    from runtime.torch_runner import TorchRunner
-
-    model = models.load(args.model, args.scale, args.weights, **_model_options(args))
-    return TorchRunner(model).infer, args.scale, model.srdeploy.colour, export_config(args.model).receptive_radius, 1
-
-
 def cmd_upscale(args: argparse.Namespace) -> int:
     from functools import partial
     from pathlib import Path
@@ -144,14 +146,16 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         jobs = [(source, target / f"{source.stem}_x{{scale}}.png" if to_folder else target)]
     else:
         raise SrDeployError(f"input {source} does not exist: pass an image or a folder of images")
-    infer, scale, colour, radius, min_size = _upscaler(args)
-    overlap = radius if args.tile_overlap is None else args.tile_overlap
-    tiled = partial(tiled_infer, infer=infer, scale=scale, tile=args.tile, overlap=overlap, min_size=min_size)
+    runner = _runner(args)
+    scale = runner.scale
+    overlap = runner.receptive_radius if args.tile_overlap is None else args.tile_overlap
+    tiled = partial(tiled_infer, infer=runner.infer, scale=scale, tile=args.tile, overlap=overlap,
+                    min_size=runner.min_size)
     failed = 0
     for image_path, out_path in tqdm(jobs, desc="upscale", unit="img", disable=True if len(jobs) == 1 else None, leave=False):
         out_path = Path(str(out_path).format(scale=scale))
         try:
-            written = images.write_image(out_path, upscale_rgb(images.read_rgb(image_path), tiled, colour))
+            written = images.write_image(out_path, upscale_rgb(images.read_rgb(image_path), tiled, runner.colour))
             print(written)
         except SrDeployError as exc:
             failed += 1
@@ -279,10 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="image file or folder")
     p.add_argument("output", help="output file, or folder (created) for NAME_x{scale}.png")
     p.add_argument("--artifact", help="an exported .onnx (runs on ONNX Runtime, no torch needed)")
-    p.add_argument("--model", help="zoo name, to run the PyTorch model instead of an artifact")
-    p.add_argument("--scale", type=int, help="with --model: upscaling factor")
-    p.add_argument("--weights", help="with --model: checkpoint path")
-    p.add_argument("--gate", choices=("argmax", "branch0", "branch1"), help="with --model dsrnet: gate mode")
+    _add_model_arguments(p, required=False)
     p.add_argument("--tile", type=int, default=256, help="LR tile size in pixels (0: whole image); default 256")
     p.add_argument("--tile-overlap", type=int, help="context margin per tile (default: the model's receptive radius)")
     p.set_defaults(run=cmd_upscale)

@@ -12,17 +12,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
 
 from runtime import images, metrics
-from runtime.pipeline import network_input
+from runtime.pipeline import Infer, network_input
 from runtime.errors import SrDeployError
-
-Infer = Callable[[np.ndarray], np.ndarray]
-
 
 @dataclass(frozen=True)
 class ImagePair:
@@ -70,6 +66,16 @@ def output_luma(output: np.ndarray, colour: str, rounding: str) -> np.ndarray:
     return images.luma_uint8(images.to_uint8(output[0].transpose(1, 2, 0), rounding))
 
 
+def scored_luma(
+    infer: Infer, lr: np.ndarray, hr: np.ndarray, scale: int, colour: str, rounding: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Upscale ``lr`` and return (output luminance, HR luminance), 8-bit and shaved, ready to score."""
+    sr = output_luma(infer(network_input(lr, colour)), colour, rounding)
+    if sr.shape != hr.shape[:2]:
+        raise SrDeployError(f"output {sr.shape} does not match HR {hr.shape[:2]}: wrong --scale?")
+    return metrics.shave(sr, scale), metrics.shave(images.luma_uint8(hr), scale)
+
+
 def evaluate(
     infer: Infer,
     pairs: list[ImagePair],
@@ -87,10 +93,7 @@ def evaluate(
     for pair in bar:
         lr = images.read_rgb(pair.lr)
         hr = images.read_rgb(pair.hr)[: lr.shape[0] * scale, : lr.shape[1] * scale]
-        sr = output_luma(infer(network_input(lr, colour)), colour, rounding)
-        if sr.shape != hr.shape[:2]:
-            raise SrDeployError(f"{pair.name}: output {sr.shape} does not match HR {hr.shape[:2]}: wrong --scale?")
-        a, b = metrics.shave(sr, scale), metrics.shave(images.luma_uint8(hr), scale)
+        a, b = scored_luma(infer, lr, hr, scale, colour, rounding)
         report.images[pair.name] = {"psnr": metrics.psnr(a, b), "ssim": metrics.ssim(a, b)}
     report.psnr = float(np.mean([v["psnr"] for v in report.images.values()]))
     report.ssim = float(np.mean([v["ssim"] for v in report.images.values()]))
@@ -99,8 +102,4 @@ def evaluate(
 
 def crop_psnr(infer: Infer, pairs: list[tuple[np.ndarray, np.ndarray]], scale: int, colour: str, rounding: str) -> float:
     """Mean PSNR (protocol above) of ``infer`` on (LR, HR) RGB crop pairs, e.g. held-out calibration photos."""
-    values = []
-    for lr, hr in pairs:
-        sr = output_luma(infer(network_input(lr, colour)), colour, rounding)
-        values.append(metrics.psnr(metrics.shave(sr, scale), metrics.shave(images.luma_uint8(hr), scale)))
-    return float(np.mean(values))
+    return float(np.mean([metrics.psnr(*scored_luma(infer, lr, hr, scale, colour, rounding)) for lr, hr in pairs]))

@@ -14,6 +14,7 @@ import logging
 import warnings
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -54,10 +55,16 @@ def cpu_session(proto: onnx.ModelProto):
     return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def run_proto(proto: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    """The first output of ``proto`` for input ``x`` (ONNX Runtime CPU), as float32."""
+def proto_infer(proto: onnx.ModelProto) -> Callable[[np.ndarray], np.ndarray]:
+    """``infer(x)`` over one ONNX Runtime CPU session of ``proto``: its first output, as float32."""
     session = cpu_session(proto)
-    return session.run(None, {session.get_inputs()[0].name: x})[0].astype(np.float32, copy=False)
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0].astype(np.float32, copy=False)
+
+
+def run_proto(proto: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    """One run of ``proto`` on ``x`` (a fresh session; use ``proto_infer`` for repeated runs)."""
+    return proto_infer(proto)(x)
 
 
 def simplify(proto: onnx.ModelProto, probe: np.ndarray, rtol: float) -> tuple[onnx.ModelProto, bool]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from functools import partial
 
 import onnx
 from torch import nn
@@ -18,7 +17,7 @@ from benchmarks.quality import crop_psnr
 from calib.cache import cached_stats
 from calib.data import CropSpec, fingerprint, lr_hr_crops, network_batch, source_images
 from export import fp16
-from export.onnx_export import run_proto, set_metadata, to_onnx
+from export.onnx_export import proto_infer, set_metadata, to_onnx
 from models.registry import architecture
 from runtime.errors import SrDeployError
 
@@ -74,10 +73,9 @@ def export_precision(
     converted = fp16.to_fp16(proto, report.kept_float, fp16_io)
     pairs = lr_hr_crops(source_images(calib_dir, "validation"), info.scale, VALIDATION_SPEC)
     rounding = architecture(info.name).eval_rounding
-    report.validation_psnr_fp32 = crop_psnr(partial(run_proto, proto), pairs, info.scale, info.colour, rounding)
-    io_dtype = "float16" if fp16_io else "float32"
-    report.validation_psnr = crop_psnr(lambda x: run_proto(converted, x.astype(io_dtype)), pairs, info.scale,
-                                       info.colour, rounding)
+    report.validation_psnr_fp32 = crop_psnr(proto_infer(proto), pairs, info.scale, info.colour, rounding)
+    infer16, io_dtype = proto_infer(converted), "float16" if fp16_io else "float32"
+    report.validation_psnr = crop_psnr(lambda x: infer16(x.astype(io_dtype)), pairs, info.scale, info.colour, rounding)
     report.drop_db = report.validation_psnr_fp32 - report.validation_psnr
     limit = DEFAULT_MAX_DROP[precision] if max_drop is None else max_drop
     if report.drop_db > limit:

@@ -87,5 +87,3 @@ class OnnxSession:
                     f"(bounds {low[axis]}…{high[axis]}): tile the image (upscale --tile) or split the batch"
                 )
         return self.session.run([self.output_name], {self.input.name: x})[0].astype(np.float32, copy=False)
-
-    __call__ = infer

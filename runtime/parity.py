@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
+from runtime.pipeline import Infer
 from runtime.compare import Comparison, Tolerance, compare
-
-Infer = Callable[[np.ndarray], np.ndarray]
-
 
 def probe_inputs(channels: int, bounds: dict[str, list[int]], seed: int = 0) -> dict[str, np.ndarray]:
     """Random inputs in [0, 1]: odd sizes, a batch, and each bound (the largest spatial bound on one axis

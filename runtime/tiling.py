@@ -8,12 +8,11 @@ gate differently from the whole image.)
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 
-Infer = Callable[[np.ndarray], np.ndarray]
-
+from runtime.pipeline import Infer
 
 def _spans(length: int, tile: int, overlap: int, min_size: int) -> Iterator[tuple[int, int, int, int]]:
     """(core start, core end, context start, context end) along one axis."""

@@ -16,5 +16,3 @@ class TorchRunner:
     def infer(self, x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return self.model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)).cpu().numpy()
-
-    __call__ = infer
