@@ -29,10 +29,10 @@ VALIDATION_SPEC = CropSpec(size=64, count=24, seed=1)
 class PrecisionReport:
     precision: str
     kept_float: list[str] = field(default_factory=list)
-    validation_psnr_fp32: float = 0.0
-    validation_psnr: float = 0.0
+    validation_psnr_fp32: float | None = None  # None: not measured (FP32 is its own reference)
+    validation_psnr: float | None = None
     drop_db: float = 0.0
-    peak_activation: float = 0.0
+    peak_activation: float | None = None
 
     def metadata(self) -> dict[str, str]:
         return {
