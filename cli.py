@@ -111,14 +111,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     model = models.load(args.model, args.scale, args.weights, **_model_options(args))
     proto, report = export_precision(model, args.precision, args.calib, args.max_psnr_drop, args.fp16_io,
-                                     progress=not args.json)
+                                     progress=not args.json, method=args.calib_method)
     path = save(proto, Path(args.out) / f"{args.model}_x{args.scale}_{args.precision}.onnx")
     if args.json:
         print(json.dumps({"artifacts": [str(path)], "model": args.model, "scale": args.scale,
                           "target": args.target, "precision": args.precision, "report": vars(report)}))
     else:
         if args.precision != "fp32":
-            print(f"{args.precision}: {len(report.kept_float)} nodes kept in FP32, held-out PSNR "
+            share = "" if report.int8_mac_fraction is None else f", {report.int8_mac_fraction:.1%} of conv MACs in INT8"
+            print(f"{args.precision}: {len(report.kept_float)} kept in float{share}, held-out PSNR "
                   f"{report.validation_psnr:.3f} dB vs {report.validation_psnr_fp32:.3f} dB FP32 "
                   f"(drop {report.drop_db:+.4f} dB)", file=sys.stderr)
         print(path)
@@ -225,7 +226,12 @@ def cmd_parity(args: argparse.Namespace) -> int:
 
         model = _reference_model(session, args.weights)
         reference = TorchRunner(model).infer
-        inputs = probe_inputs(session.channels, session.shape_bounds)
+        photo = None
+        if precision == "int8":  # calibrated on photos: probe with a held-out photo, not noise
+            from calib.data import source_images
+
+            photo = network_input(images.read_rgb(source_images(split="validation")[0]), session.colour)[0]
+        inputs = probe_inputs(session.channels, session.shape_bounds, photo=photo)
         if args.dataset:
             pairs = dataset_pairs(args.dataset, session.scale)
             inputs.update({f"image_{p.name}": network_input(images.read_rgb(p.lr), session.colour) for p in pairs})
@@ -270,10 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a model to a deployable artifact (ONNX FP32, symbolic N/H/W)")
     _add_model_arguments(p)
     p.add_argument("--target", choices=("onnx",), default="onnx", help="artifact kind")
-    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="numeric precision of the artifact")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
+                   help="numeric precision of the artifact (int8: TensorRT-compatible Q/DQ)")
     p.add_argument("--calib", metavar="DIR", help="calibration/validation photos (default: scikit-image's bundled photos)")
     p.add_argument("--max-psnr-drop", type=float, metavar="DB",
-                   help="largest PSNR loss vs FP32 on the held-out photos (default: fp16 0.01)")
+                   help="largest PSNR loss vs FP32 on the held-out photos (default: fp16 0.01, int8 0.1)")
+    p.add_argument("--calib-method", choices=("minmax", "percentile", "mse"), default="minmax",
+                   help="int8: activation range calibration (default minmax: measured best, see README)")
     p.add_argument("--fp16-io", action="store_true", help="fp16: FP16 input and output tensors (default FP32 I/O)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--json", action="store_true", help='print {"artifacts": [...], ...} on stdout')

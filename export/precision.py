@@ -1,28 +1,35 @@
 """Precision variants of an export with an accuracy gate measured in dB on held-out photos.
 
-FP32: the checked graph of ``to_onnx``. FP16: overflow pre-flight on calibration crops, conversion, then
-the gate: PSNR (Y, the evaluation protocol) on held-out validation crops must not drop by more than
-``max_drop`` dB against FP32, or nothing is written. Every artifact's metadata records its precision,
-the nodes kept in FP32 and the measured drop.
+FP32: the checked graph of ``to_onnx``. FP16: overflow pre-flight on calibration crops, conversion.
+INT8: the Q/DQ graph ``int8_search`` finds on calibration crops. Then the gate: PSNR (Y, the evaluation
+protocol) on held-out validation crops must not drop by more than ``max_drop`` dB against FP32, or
+nothing is written. Every artifact's metadata records its precision, the layers kept in float, the
+INT8 share of convolution MACs and the measured drop.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import onnx
 from torch import nn
 
 from benchmarks.quality import crop_psnr
 from calib.cache import cached_stats
 from calib.data import CropSpec, fingerprint, lr_hr_crops, network_batch, source_images
-from export import fp16
+from export import fp16, int8, int8_search
 from export.onnx_export import proto_infer, set_metadata, to_onnx
 from models.registry import architecture
 from runtime.errors import SrDeployError
 
-DEFAULT_MAX_DROP = {"fp32": 0.0, "fp16": 0.01}
+DEFAULT_MAX_DROP = {"fp32": 0.0, "fp16": 0.01, "int8": 0.1}
+PRECISIONS = tuple(DEFAULT_MAX_DROP)
 VALIDATION_SPEC = CropSpec(size=64, count=24, seed=1)
+INT8_ALPHAS = (0.5, 1.0)  # activation-equalization strengths tried
+INT8_MIN_MAC_FRACTION = 0.8  # float fallback stops before the INT8 share of MACs falls below this
+INT8_SEARCH_CROPS = 16  # calibration crops the search scores on (the rest only calibrate)
+INT8_TARGET_SHARE = 0.5  # the search aims at this share of the budget, leaving room for held-out data
 
 
 @dataclass
@@ -33,12 +40,15 @@ class PrecisionReport:
     validation_psnr: float | None = None
     drop_db: float = 0.0
     peak_activation: float | None = None
+    int8_mac_fraction: float | None = None  # INT8 share of convolution MACs (int8 only)
+    int8: dict | None = None  # the INT8 search: method, alpha, calibration drop, per-layer sensitivity
 
     def metadata(self) -> dict[str, str]:
         return {
             "srdeploy.precision": self.precision,
             "srdeploy.kept_float": json.dumps(self.kept_float),
             "srdeploy.validation_drop_db": f"{self.drop_db:.4f}",
+            "srdeploy.int8_mac_fraction": "" if self.int8_mac_fraction is None else f"{self.int8_mac_fraction:.4f}",
             "srdeploy.precision_report": json.dumps(asdict(self)),
         }
 
@@ -51,38 +61,73 @@ def export_precision(
     fp16_io: bool = False,
     spec: CropSpec = CropSpec(),
     progress: bool = True,
+    method: str = "minmax",
+    enforce: bool = True,
 ) -> tuple[onnx.ModelProto, PrecisionReport]:
-    """The ONNX graph of ``model`` at ``precision`` and what it cost, or a one-line error if over budget."""
+    """The ONNX graph of ``model`` at ``precision`` and what it cost, or a one-line error if over budget
+    (``enforce=False`` reports instead: the quality report measures every variant)."""
+    if precision not in PRECISIONS:
+        raise SrDeployError(f"precision {precision!r} is not available: choose one of {', '.join(PRECISIONS)}")
     info = model.srdeploy
     proto = to_onnx(model)
     report = PrecisionReport(precision)
     if precision == "fp32":
         set_metadata(proto, report.metadata())
         return proto, report
-    if precision != "fp16":
-        raise SrDeployError(f"precision {precision!r} is not available: choose fp32 or fp16")
-    calibration = source_images(calib_dir, "calibration")
-    peaks = cached_stats(
-        {"stat": "activation_peaks", "checkpoint": info.checkpoint_sha256, "model": info.name, "scale": info.scale,
-         "options": info.options, "data": fingerprint(calibration, info.scale, spec)},
-        lambda: fp16.activation_peaks(proto, network_batch(lr_hr_crops(calibration, info.scale, spec, progress),
-                                                                   info.colour)),
-    )
-    report.peak_activation = max(peaks.values())
-    report.kept_float = fp16.overflow_risks(proto, peaks)
-    converted = fp16.to_fp16(proto, report.kept_float, fp16_io)
-    pairs = lr_hr_crops(source_images(calib_dir, "validation"), info.scale, VALIDATION_SPEC)
-    rounding = architecture(info.name).eval_rounding
-    report.validation_psnr_fp32 = crop_psnr(proto_infer(proto), pairs, info.scale, info.colour, rounding)
-    infer16, io_dtype = proto_infer(converted), "float16" if fp16_io else "float32"
-    report.validation_psnr = crop_psnr(lambda x: infer16(x.astype(io_dtype)), pairs, info.scale, info.colour, rounding)
-    report.drop_db = report.validation_psnr_fp32 - report.validation_psnr
     limit = DEFAULT_MAX_DROP[precision] if max_drop is None else max_drop
-    if report.drop_db > limit:
+    calibration = source_images(calib_dir, "calibration")
+    data_key = {"checkpoint": info.checkpoint_sha256, "model": info.name, "scale": info.scale, "options": info.options,
+                "data": fingerprint(calibration, info.scale, spec)}
+    pairs = lr_hr_crops(calibration, info.scale, spec, progress)
+    batch = network_batch(pairs, info.colour)
+    rounding = architecture(info.name).eval_rounding
+    if precision == "fp16":
+        peaks = cached_stats({"stat": "activation_peaks", **data_key}, lambda: fp16.activation_peaks(proto, batch))
+        report.peak_activation = max(peaks.values())
+        report.kept_float = fp16.overflow_risks(proto, peaks)
+        converted = fp16.to_fp16(proto, report.kept_float, fp16_io)
+    else:
+        converted = _int8(proto, report, pairs, batch, data_key, limit, method, progress)
+    validation = lr_hr_crops(source_images(calib_dir, "validation"), info.scale, VALIDATION_SPEC)
+    report.validation_psnr_fp32 = crop_psnr(proto_infer(proto), validation, info.scale, info.colour, rounding)
+    infer, io_dtype = proto_infer(converted), "float16" if fp16_io and precision == "fp16" else "float32"
+    report.validation_psnr = crop_psnr(lambda x: infer(x.astype(io_dtype)), validation, info.scale, info.colour, rounding)
+    report.drop_db = report.validation_psnr_fp32 - report.validation_psnr
+    if enforce and report.drop_db > limit:
+        share = "" if report.int8_mac_fraction is None else f" with {report.int8_mac_fraction:.0%} of MACs in INT8"
         raise SrDeployError(
-            f"{precision.upper()} {info.name} ×{info.scale} loses {report.drop_db:.3f} dB on the held-out photos "
+            f"{precision.upper()} {info.name} ×{info.scale} loses {report.drop_db:.3f} dB on the held-out photos{share} "
             f"({report.validation_psnr:.2f} vs {report.validation_psnr_fp32:.2f} dB FP32), over the "
             f"{limit} dB limit: nothing written; raise --max-psnr-drop to accept it"
         )
     set_metadata(converted, report.metadata())
     return converted, report
+
+
+def _int8(
+    proto: onnx.ModelProto,
+    report: PrecisionReport,
+    pairs: list[tuple[np.ndarray, np.ndarray]],
+    batch: np.ndarray,
+    data_key: dict,
+    limit: float,
+    method: str,
+    progress: bool,
+) -> onnx.ModelProto:
+    """The ``int8_search`` plan's graph, checked against TensorRT's Q/DQ rules; fills the report."""
+    scale, colour = data_key["scale"], architecture(data_key["model"]).colour
+    score = int8_search.calibration_score(pairs[:INT8_SEARCH_CROPS], scale, colour, architecture(data_key["model"]).eval_rounding)
+
+    def stats_for(graph: onnx.ModelProto, alpha: float) -> dict:
+        return cached_stats({"stat": "int8_histograms", "alpha": alpha, **data_key},
+                            lambda: int8.activation_histograms(graph, batch))
+
+    converted, plan = int8_search.plan(proto, batch, score, INT8_TARGET_SHARE * limit, stats_for, method, INT8_ALPHAS,
+                                       INT8_MIN_MAC_FRACTION, progress)
+    problems = int8.check_qdq(converted)
+    if problems:
+        raise SrDeployError(f"the INT8 graph breaks TensorRT's Q/DQ rules ({problems[0]}): this is a bug, please report it")
+    report.kept_float = plan.kept_float
+    report.int8_mac_fraction = plan.int8_mac_fraction
+    report.int8 = asdict(plan)
+    return converted

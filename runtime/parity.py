@@ -8,9 +8,15 @@ import numpy as np
 from runtime.pipeline import Infer
 from runtime.compare import Comparison, Tolerance, compare
 
-def probe_inputs(channels: int, bounds: dict[str, list[int]], seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs in [0, 1]: odd sizes, a batch, and each bound (the largest spatial bound on one axis
-    at a time, the other at its minimum, so the bounds are exercised at a bearable cost)."""
+def probe_inputs(
+    channels: int, bounds: dict[str, list[int]], seed: int = 0, photo: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Inputs in [0, 1]: odd sizes, a batch, and each bound (the largest spatial bound on one axis at a
+    time, the other at its minimum, so the bounds are exercised at a bearable cost).
+
+    Uniform noise by default; random crops of ``photo`` (C×H×W, mirrored where a shape is larger) for
+    INT8 artifacts, whose activation ranges are calibrated on photographs: noise drives them into
+    clipping, which says nothing about the images they are built for."""
     (n_min, _, h_min, w_min), (n_max, _, h_max, w_max) = bounds["min"], bounds["max"]
     shapes = {
         "odd_17x23": (1, 17, 23),
@@ -21,7 +27,17 @@ def probe_inputs(channels: int, bounds: dict[str, list[int]], seed: int = 0) -> 
         "max_width": (1, h_min, w_max),
     }
     rng = np.random.default_rng(seed)
-    return {name: rng.random((n, channels, h, w), dtype=np.float32) for name, (n, h, w) in shapes.items()}
+    if photo is None:
+        return {name: rng.random((n, channels, h, w), dtype=np.float32) for name, (n, h, w) in shapes.items()}
+    return {name: np.stack([_crop(photo, h, w, rng) for _ in range(n)]) for name, (n, h, w) in shapes.items()}
+
+
+def _crop(photo: np.ndarray, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    _, h, w = photo.shape
+    tiled = np.pad(photo, ((0, 0), (0, max(0, height - h)), (0, max(0, width - w))), mode="symmetric")
+    top = int(rng.integers(tiled.shape[1] - height + 1))
+    left = int(rng.integers(tiled.shape[2] - width + 1))
+    return np.ascontiguousarray(tiled[:, top : top + height, left : left + width], dtype=np.float32)
 
 
 @dataclass

@@ -1,0 +1,136 @@
+"""Finding an INT8 graph that meets a PSNR budget: equalization, rounding, sensitivity, float fallback.
+
+Everything is measured on calibration crops (never on the held-out split the gate uses, never on test
+sets): the drop is the PSNR (evaluation protocol) of the Q/DQ graph below that of the FP32 graph.
+1. Variants: activation equalization strength ``alpha`` (``int8.equalize``) × weight rounding (to
+   nearest, or GPTQ). Each is scored with the layers under 1 % of the MACs in float (the cheap
+   fallback the search would take anyway: mean shifts, first and last layers); the best goes on. The
+   best one differs by model (README), so each export measures.
+2. Sensitivity: the drop when only one layer is INT8, per layer.
+3. Fallback: layers go back to float, most sensitive per MAC first, until the drop is within the
+   target, never taking the INT8 share of convolution MACs below ``min_fraction``; then each one
+   returns to INT8 if the drop stays within the target (or does not grow).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import onnx
+from tqdm import tqdm
+
+from export import int8
+from export.onnx_export import proto_infer
+
+Score = Callable[[onnx.ModelProto], float]  # PSNR of a graph on the calibration crops
+ROUNDINGS = ("nearest", "gptq")
+
+
+@dataclass
+class Int8Plan:
+    method: str
+    alpha: float
+    rounding: str
+    kept_float: list[str] = field(default_factory=list)
+    int8_mac_fraction: float = 0.0
+    calibration_drop_db: float = 0.0
+    variants_db: dict[str, float] = field(default_factory=dict)  # drop per "alpha/rounding", cheap layers float
+    sensitivity_db: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Variant:
+    """One equalized graph with its activation ranges and weight codes."""
+
+    graph: onnx.ModelProto
+    alpha: float
+    rounding: str
+    amax: dict[str, float]
+    codes: dict[str, tuple[np.ndarray, np.ndarray]] | None
+    macs: dict[str, int]
+
+    def quantized(self, float_keys: set[str]) -> onnx.ModelProto:
+        return int8.quantize(self.graph, self.amax, int8_keys(int8.layers(self.graph), float_keys), self.codes)
+
+
+def mac_fraction(macs: dict[str, int], on_path: list[int8.Layer], float_keys: set[str]) -> float:
+    total = sum(macs[s.key] for s in on_path)
+    return sum(macs[s.key] for s in on_path if s.key not in float_keys) / total
+
+
+def int8_keys(sites: list[int8.Layer], float_keys: set[str]) -> set[str]:
+    """Layers to quantize: on-path ones not kept float; off-path copies follow their weight's decision."""
+    float_weights = {s.weight for s in sites if s.key in float_keys}
+    return {s.key for s in sites if s.key not in float_keys and (s.on_path or s.weight not in float_weights)}
+
+
+def variants(
+    proto: onnx.ModelProto,
+    batch: np.ndarray,
+    method: str,
+    alphas: tuple[float, ...],
+    stats_for: Callable[[onnx.ModelProto, float], dict],
+) -> list[Variant]:
+    found = []
+    for alpha in alphas:
+        graph = int8.equalize(proto, batch, alpha) if alpha else proto
+        stats = stats_for(graph, alpha)
+        amax = {name: int8.activation_amax(s["histogram"], s["peak"], method) for name, s in stats.items() if name != "macs"}
+        nearest = Variant(graph, alpha, "nearest", amax, None, stats["macs"])
+        noise = int8.input_noise(graph, nearest.quantized(set()), batch)
+        found += [nearest, Variant(graph, alpha, "gptq", amax, int8.gptq_codes(graph, batch, noise), stats["macs"])]
+    return found
+
+
+def plan(
+    proto: onnx.ModelProto,
+    batch: np.ndarray,
+    score: Score,
+    target_db: float,
+    stats_for: Callable[[onnx.ModelProto, float], dict],
+    method: str = "minmax",
+    alphas: tuple[float, ...] = (0.5, 1.0),
+    min_fraction: float = 0.0,
+    progress: bool = True,
+) -> tuple[onnx.ModelProto, Int8Plan]:
+    """The INT8 graph with the fewest float layers (most sensitive per MAC first) that meets ``target_db``."""
+    reference = score(proto)  # equalization is exact in float: one reference for all variants
+    candidates = variants(proto, batch, method, alphas, stats_for)
+    on_path = [s for s in int8.layers(proto) if s.on_path]  # equalization keeps names: same for all
+    macs = candidates[0].macs
+    total = sum(macs[s.key] for s in on_path)
+    cheap = {s.key for s in on_path if macs[s.key] < 0.01 * total}
+    drops = {f"{v.alpha}/{v.rounding}": reference - score(v.quantized(cheap)) for v in candidates}
+    best = min(candidates, key=lambda v: drops[f"{v.alpha}/{v.rounding}"])
+    result = Int8Plan(method, best.alpha, best.rounding, variants_db={k: round(d, 4) for k, d in drops.items()})
+    everything = {s.key for s in on_path}
+    bar = tqdm(on_path, desc="INT8 sensitivity", unit="layer", disable=None if progress else True, leave=False)
+    result.sensitivity_db = {s.key: round(reference - score(best.quantized(everything - {s.key})), 4) for s in bar}
+    # most sensitive per MAC first (a floor of 1 % of the MACs, so that tiny insensitive layers don't lead)
+    candidates_float = [s for s in on_path if result.sensitivity_db[s.key] > 0.1 * target_db]
+    order = sorted(candidates_float, reverse=True,
+                   key=lambda s: result.sensitivity_db[s.key] / max(best.macs[s.key] / total, 0.01))
+    kept: set[str] = set()
+    result.calibration_drop_db = reference - score(best.quantized(kept))
+    for site in tqdm(order, desc="INT8 float fallback", unit="layer", disable=None if progress else True, leave=False):
+        if result.calibration_drop_db <= target_db:
+            break
+        if mac_fraction(best.macs, on_path, kept | {site.key}) < min_fraction:
+            continue
+        kept.add(site.key)
+        result.calibration_drop_db = reference - score(best.quantized(kept))
+    for site in [s for s in reversed(order) if s.key in kept]:  # undo additions that did not pay off
+        drop = reference - score(best.quantized(kept - {site.key}))
+        if drop <= max(target_db, result.calibration_drop_db):
+            kept.discard(site.key)
+            result.calibration_drop_db = drop
+    result.kept_float = [s.key for s in on_path if s.key in kept]
+    result.int8_mac_fraction = mac_fraction(best.macs, on_path, kept)
+    return best.quantized(kept), result
+
+
+def calibration_score(pairs, scale: int, colour: str, rounding: str) -> Score:
+    from benchmarks.quality import crop_psnr
+
+    return lambda graph: crop_psnr(proto_infer(graph), pairs, scale, colour, rounding)

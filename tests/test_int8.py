@@ -1,0 +1,234 @@
+"""INT8 Q/DQ export: TensorRT's placement rules, calibration, equalization, GPTQ, the search and the gate."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import models
+from calib.data import CropSpec, lr_hr_crops, network_batch, source_images
+from export import int8
+from export.onnx_export import cpu_session, run_proto, save, to_onnx
+from export.precision import export_precision
+from runtime.compare import TOLERANCES, compare
+from runtime.onnx_backend import OnnxSession
+from tests.conftest import REPO, SHARED, need_shared, weights
+
+
+def _conv_graph(op: str, weight: np.ndarray, **attributes) -> onnx.ModelProto:
+    """x → one Conv/ConvTranspose (named weight ``w``) → y, with symbolic spatial size."""
+    node = helper.make_node(op, ["x", "w"], ["y"], name="layer", **attributes)
+    channels = weight.shape[0 if op == "ConvTranspose" else 1]
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, None, None])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(weight, "w")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+
+
+def _qdq_violations_walked(proto: onnx.ModelProto, kept_float: set[str]) -> list[str]:
+    """An independent walk of TensorRT's rules: every INT8 conv reads DequantizeLinear outputs for its
+    activation and its weight; every zero point is int8 0; weight scales are one per output channel."""
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    producers = {o: n for _, n, _ in int8.walk(proto.graph) for o in n.output}
+    problems = []
+    for _, node, _ in int8.walk(proto.graph):
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            zero = inits[node.input[2]]
+            if zero.dtype != np.int8 or zero.any():
+                problems.append(f"{node.name}: zero point {zero.dtype} {zero.ravel()[:3]}")
+        if node.op_type not in ("Conv", "ConvTranspose"):
+            continue
+        x, w = (producers.get(name) for name in node.input[:2])
+        if x is None or w is None or x.op_type != "DequantizeLinear" or w.op_type != "DequantizeLinear":
+            key = f"{node.input[1]}@{node.input[0]}"
+            if key not in kept_float:
+                problems.append(f"{key} is neither INT8 nor kept in float")
+            continue
+        codes, scale = inits[w.input[0]], inits[w.input[1]]
+        out_axis = 0 if node.op_type == "Conv" else 1
+        axis = next(a.i for a in w.attribute if a.name == "axis")
+        if codes.dtype != np.int8 or axis != out_axis or scale.shape != (codes.shape[out_axis],):
+            problems.append(f"{node.name}: weights not per-output-channel int8")
+        if inits[x.input[1]].ndim != 0 or producers[x.input[0]].op_type != "QuantizeLinear":
+            problems.append(f"{node.name}: activation not per-tensor Q/DQ")
+    return problems
+
+
+def test_conv_transpose_becomes_a_stride_one_conv():
+    """The GPTQ statistics of a ConvTranspose read the zero-upsampled input with the flipped kernel:
+    that convolution must equal ONNX Runtime's ConvTranspose (FSRCNN's ×3 deconvolution shape)."""
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(4, 2, 9, 9)).astype(np.float32)
+    attributes = {"strides": [3, 3], "pads": [4, 4, 4, 4], "output_padding": [2, 2]}
+    proto = _conv_graph("ConvTranspose", weight, **attributes)
+    x = rng.random((1, 4, 5, 7), dtype=np.float32)
+    expected = run_proto(proto, x)
+    padded = int8._as_conv_input(x, proto.graph.node[0], (9, 9))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (9, 9), axis=(2, 3))
+    actual = np.einsum("ncijkl,ockl->noij", windows, int8.conv_weight(weight, "ConvTranspose"))
+    assert actual.shape == expected.shape == (1, 2, 15, 21)
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_weights_are_symmetric_per_channel():
+    weight = np.random.default_rng(1).normal(size=(6, 3, 3, 3)).astype(np.float32) * np.arange(1, 7)[:, None, None, None]
+    codes, scale = int8.quantize_weight(weight, 0)
+    assert codes.dtype == np.int8 and scale.shape == (6,)
+    assert (np.abs(codes).reshape(6, -1).max(axis=1) == 127).all() and codes.min() >= -127
+    assert np.abs(codes * scale[:, None, None, None] - weight).max() <= scale.max() / 2 * 1.0001
+
+
+def test_calibration_methods_clip_outliers_differently():
+    rng = np.random.default_rng(2)
+    values = np.abs(np.concatenate([rng.normal(size=200_000), [40.0]]))
+    histogram = np.histogram(values, int8.BINS, (0, values.max()))[0].tolist()
+    peak = float(values.max())
+    minmax, percentile, mse = (int8.activation_amax(histogram, peak, m) for m in int8.METHODS)
+    assert minmax == peak
+    assert 3.0 < percentile < 5.0  # 99.99 % of |N(0, 1)| lies below 3.9
+
+    def error(amax: float) -> float:  # mean squared error of symmetric int8 codes on the raw values
+        step = amax / 127
+        return float(np.mean((values - np.minimum(np.round(values / step), 127) * step) ** 2))
+
+    assert percentile < mse < minmax and error(mse) < min(error(minmax), error(percentile))
+    with pytest.raises(ValueError, match="calibration method"):
+        int8.activation_amax(histogram, peak, "kl")
+
+
+def test_gptq_lowers_the_layer_output_error():
+    """‖(W − Ŵ) X‖² = tr(E H Eᵀ): GPTQ's codes beat rounding to nearest on correlated inputs."""
+    rng = np.random.default_rng(3)
+    weight = rng.normal(size=(8, 4, 3, 3)).astype(np.float32)
+    mixing = rng.normal(size=(36, 36))
+    patches = rng.normal(size=(5000, 36)) @ mixing  # correlated, like neighbouring pixels
+    hessian = patches.T @ patches
+
+    def error(codes: np.ndarray, scale: np.ndarray) -> float:
+        e = (weight - codes * scale[:, None, None, None]).reshape(8, -1)
+        return float(np.trace(e @ hessian @ e.T))
+
+    nearest = error(*int8.quantize_weight(weight, 0))
+    gptq = error(*int8.gptq_weight(weight, "Conv", hessian))
+    assert gptq < 0.7 * nearest  # measured 0.55
+
+
+def test_check_qdq_flags_what_tensorrt_rejects():
+    weight = np.random.default_rng(4).normal(size=(3, 2, 3, 3)).astype(np.float32)
+    proto = _conv_graph("Conv", weight, pads=[1, 1, 1, 1])
+    quantized = int8.quantize(proto, {"x": 1.0}, {"w@x"})
+    assert int8.check_qdq(quantized) == [] and _qdq_violations_walked(quantized, set()) == []
+    x = np.random.default_rng(5).random((1, 2, 6, 6), dtype=np.float32)
+    assert compare(run_proto(quantized, x), run_proto(proto, x)).psnr > 30
+    zero = next(i for i in quantized.graph.initializer if i.name == "x.int8_zero")
+    zero.CopyFrom(numpy_helper.from_array(np.array(3, np.int8), "x.int8_zero"))
+    scale = next(i for i in quantized.graph.initializer if i.name == "w.int8_scale")
+    scale.CopyFrom(numpy_helper.from_array(np.array([0.1, 0.1], np.float32), "w.int8_scale"))
+    problems = int8.check_qdq(quantized)
+    assert any("x.Q" in p and "zero point" in p for p in problems)
+    assert any("w.DQ" in p and "per output channel" in p for p in problems)
+
+
+@pytest.fixture(scope="module")
+def fsrcnn_batch():
+    return network_batch(lr_hr_crops(source_images(), 2, CropSpec(size=32, count=8)), "y")
+
+
+@pytest.fixture(scope="module")
+def fsrcnn_proto():
+    return to_onnx(models.load("fsrcnn", 2, weights("fsrcnn_x2.pth")))
+
+
+def test_same_seed_same_scales(fsrcnn_proto):
+    def scales(seed: int) -> dict[str, float]:
+        batch = network_batch(lr_hr_crops(source_images(), 2, CropSpec(size=32, count=6, seed=seed)), "y")
+        stats = int8.activation_histograms(fsrcnn_proto, batch)
+        return {k: int8.activation_amax(v["histogram"], v["peak"], "mse") for k, v in stats.items() if k != "macs"}
+
+    first, again, other = scales(0), scales(0), scales(1)
+    assert first == again and first != other and len(first) == 8
+
+
+def test_macs_are_counted_per_image(fsrcnn_proto, fsrcnn_batch):
+    macs = int8.activation_histograms(fsrcnn_proto, fsrcnn_batch)["macs"]
+    assert macs["feature_extraction.0.weight@lr"] == 32 * 32 * 56 * 1 * 5 * 5
+    assert macs["map.0.weight@prelu_1"] == 32 * 32 * 12 * 12 * 3 * 3
+    assert macs["deconv.weight@prelu_6"] == 32 * 32 * 56 * 1 * 9 * 9  # every input pixel × kernel
+
+
+def test_equalization_is_exact_and_evens_the_channels(fsrcnn_proto, fsrcnn_batch):
+    chains = int8.equalization_chains(fsrcnn_proto)
+    assert len(chains) == 7  # every conv → PReLU → conv/deconv pair of FSRCNN
+    equalized = int8.equalize(fsrcnn_proto, fsrcnn_batch, 1.0)
+    reference = run_proto(fsrcnn_proto, fsrcnn_batch)
+    assert np.abs(run_proto(equalized, fsrcnn_batch) - reference).max() <= 1e-5 * np.abs(reference).max()
+    before = int8.channel_peaks(fsrcnn_proto, [t for _, t, _ in chains], fsrcnn_batch)
+    after = int8.channel_peaks(equalized, [t for _, t, _ in chains], fsrcnn_batch)
+    spread = lambda p: max(v.max() / v[v > 0].min() for v in p.values())  # noqa: E731
+    assert spread(before) > 5 and spread(after) < 1.01
+
+
+def test_if_branches_are_calibrated_and_quantized():
+    """DSRNet's gate is an ONNX If: its branch convolutions get statistics (through ``flatten``) and
+    Q/DQ inside the subgraphs, and ONNX Runtime runs the result."""
+    proto = to_onnx(models.load("dsrnet", 2, weights("dsrnet_x2.pth")))
+    batch = network_batch(lr_hr_crops(source_images(), 2, CropSpec(size=32, count=4)), "rgb")
+    flat = int8.flatten(proto)
+    assert not any(n.op_type == "If" for n in flat.graph.node)
+    np.testing.assert_allclose(run_proto(flat, batch), run_proto(proto, batch), atol=1e-5)  # photos take branch 1
+    stats = int8.activation_histograms(proto, batch)
+    sites = int8.layers(proto)
+    assert {s.weight for s in sites if not s.on_path} >= {f"branch0.{i}.0.weight" for i in range(4)}
+    amax = {k: int8.activation_amax(v["histogram"], v["peak"], "minmax") for k, v in stats.items() if k != "macs"}
+    quantized = int8.quantize(proto, amax, {s.key for s in sites})
+    assert int8.check_qdq(quantized) == [] and _qdq_violations_walked(quantized, set()) == []
+    in_branches = [n for _, n, on_path in int8.walk(quantized.graph) if n.op_type == "QuantizeLinear" and not on_path]
+    assert in_branches
+    assert compare(run_proto(quantized, batch), run_proto(proto, batch)).psnr > 30
+
+
+@pytest.fixture(scope="module")
+def fsrcnn_int8():
+    return export_precision(models.load("fsrcnn", 2, weights("fsrcnn_x2.pth")), "int8", max_drop=0.5, progress=False)
+
+
+def test_int8_artifact_follows_tensorrt_rules_and_records_its_cost(fsrcnn_int8, tmp_path):
+    proto, report = fsrcnn_int8
+    assert _qdq_violations_walked(proto, set(report.kept_float)) == []
+    assert report.int8_mac_fraction >= 0.8 and report.drop_db <= 0.5
+    assert report.int8["rounding"] in ("nearest", "gptq") and len(report.int8["variants_db"]) == 4
+    path = save(proto, tmp_path / "fsrcnn_int8.onnx")
+    session = OnnxSession(path)
+    assert session.metadata["precision"] == "int8"
+    assert float(session.metadata["int8_mac_fraction"]) == pytest.approx(report.int8_mac_fraction, abs=1e-4)
+    # parity against PyTorch FP32 on held-out photo crops at every probe shape, INT8 tolerance
+    result = subprocess.run([sys.executable, "cli.py", "parity", str(path), "--json"], cwd=REPO, capture_output=True, text=True)
+    parity = json.loads(result.stdout)
+    assert result.returncode == 0 and parity["passed"] and parity["tolerance"] == vars(TOLERANCES["int8"])
+    assert min(c["psnr"] for c in parity["cases"].values()) > 38
+
+
+def test_int8_gate_failure_says_what_it_reached(tmp_path):
+    need_shared("weights", "fsrcnn_x2.pth")
+    result = subprocess.run(
+        [sys.executable, "cli.py", "export", "--model", "fsrcnn", "--scale", "2", "--precision", "int8",
+         "--out", str(tmp_path / "out")],
+        cwd=REPO, capture_output=True, text=True, env={"SRDEPLOY_WEIGHTS_DIR": str(SHARED / "weights"),
+                                                       "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "of MACs in INT8" in result.stderr and "over the 0.1 dB limit: nothing written" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_int8_session_is_quiet_and_cpu_runnable(fsrcnn_int8):
+    session = cpu_session(fsrcnn_int8[0])
+    out = session.run(None, {"lr": np.zeros((1, 1, 9, 11), np.float32)})[0]
+    assert out.shape == (1, 1, 18, 22) and np.isfinite(out).all()
