@@ -1,7 +1,8 @@
 """Finding an INT8 graph that meets a PSNR budget: equalization, rounding, sensitivity, float fallback.
 
 Everything is measured on calibration crops (never on the held-out split the gate uses, never on test
-sets): the drop is the PSNR (evaluation protocol) of the Q/DQ graph below that of the FP32 graph.
+sets): the drop is the pooled PSNR (evaluation protocol, ``calibration_score``) of the Q/DQ graph below
+that of the FP32 graph.
 1. Variants: activation equalization strength ``alpha`` (``int8.equalize``) × weight rounding (to
    nearest, or GPTQ). Each is scored with the layers under 1 % of the MACs in float (the cheap
    fallback the search would take anyway: mean shifts, first and last layers); the best goes on. The
@@ -131,6 +132,9 @@ def plan(
 
 
 def calibration_score(pairs, scale: int, colour: str, rounding: str) -> Score:
-    from benchmarks.quality import crop_psnr
+    """Pooled PSNR on calibration crops: per-crop PSNRs let a few near-black crops steer the search
+    (measured on FSRCNN ×2: the pooled drop predicts the held-out drop, 0.22 vs 0.26 dB; the per-crop
+    mean said 1.26)."""
+    from benchmarks.quality import pooled_psnr
 
-    return lambda graph: crop_psnr(proto_infer(graph), pairs, scale, colour, rounding)
+    return lambda graph: pooled_psnr(proto_infer(graph), pairs, scale, colour, rounding)

@@ -1,0 +1,98 @@
+"""Latency of exported artifacts on ONNX Runtime CPU (e.g. FP32 vs FP16 vs INT8): median, p90, spread.
+
+    python -m benchmarks.latency out/lesrcnn_x2_fp32.onnx out/lesrcnn_x2_int8.onnx --size 128 \\
+        --out benchmarks/results/latency_cpu.md
+
+A benchmark, not a test: it measures and reports, with the machine it ran on. Each artifact gets its
+own session (ONNX Runtime's default threads), ``--warmup`` untimed runs, then ``--runs`` timed ones on
+the same 1×C×size×size input.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from runtime.atomic import atomic_path
+from runtime.onnx_backend import OnnxSession
+from runtime.pipeline import Infer
+
+
+@dataclass
+class Timing:
+    name: str
+    median_ms: float
+    p90_ms: float
+    min_ms: float
+    max_ms: float
+    runs: int
+
+
+def measure(name: str, infer: Infer, x: np.ndarray, warmup: int, runs: int) -> Timing:
+    for _ in range(warmup):
+        infer(x)
+    seconds = []
+    for _ in tqdm(range(runs), desc=name, unit="run", leave=False):
+        start = time.perf_counter()
+        infer(x)
+        seconds.append(time.perf_counter() - start)
+    ms = 1000 * np.asarray(seconds)
+    return Timing(name, float(np.median(ms)), float(np.percentile(ms, 90)), float(ms.min()), float(ms.max()), runs)
+
+
+def machine() -> str:
+    import onnxruntime
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} logical cores, ONNX Runtime {onnxruntime.__version__} CPUExecutionProvider"
+
+
+def markdown(timings: list[Timing], size: int) -> str:
+    base = timings[0].median_ms
+    lines = [f"Input 1×C×{size}×{size} (LR). Machine: {machine()}.", "",
+             "| artifact | median ms | p90 ms | min–max ms | runs | vs first |", "|---|---|---|---|---|---|"]
+    for t in timings:
+        lines.append(f"| {t.name} | {t.median_ms:.1f} | {t.p90_ms:.1f} | {t.min_ms:.1f}–{t.max_ms:.1f} | {t.runs} | "
+                     f"{t.median_ms / base:.2f}× |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("artifacts", nargs="+", help=".onnx files; the first is the baseline")
+    parser.add_argument("--size", type=int, default=128, help="LR height and width")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--out", help="also write the table (markdown) and a .json beside it")
+    args = parser.parse_args(argv)
+    timings = []
+    for path in args.artifacts:
+        session = OnnxSession(path)
+        x = np.random.default_rng(0).random((1, session.channels, args.size, args.size), dtype=np.float32)
+        timings.append(measure(Path(path).name, session.infer, x, args.warmup, args.runs))
+    table = markdown(timings, args.size)
+    if args.out:
+        out = Path(args.out)
+        with atomic_path(out) as tmp:
+            tmp.write_text(table + "\n")
+        with atomic_path(out.with_suffix(".json")) as tmp:
+            tmp.write_text(json.dumps({"machine": machine(), "size": args.size, "timings": [asdict(t) for t in timings]},
+                                      indent=2))
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
