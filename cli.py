@@ -7,13 +7,8 @@ import sys
 import warnings
 from typing import Callable, NamedTuple
 
+from benchmarks.tables import markdown_table
 from runtime.errors import SrDeployError
-
-
-def _format_table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
 
 
 def _model_options(args: argparse.Namespace) -> dict:
@@ -44,7 +39,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         quality = "  ".join(f"{d} {m.psnr:.2f}/{m.ssim:.4f}" for d, m in c.metrics.items()) if c else ""
         source = f"{c.repository}/{c.path}" if c else "no public checkpoint: --weights PATH"
         rows.append([e.architecture.name, f"×{e.scale}", e.architecture.colour.upper(), source, quality])
-    print(_format_table(["model", "scale", "in/out", "official checkpoint", "PSNR/SSIM (Y)"], rows))
+    print(markdown_table(["model", "scale", "in/out", "official checkpoint", "PSNR/SSIM (Y)"], rows))
     return 0
 
 
@@ -98,7 +93,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     rows = [[image, f"{v['psnr']:.2f}", f"{v['ssim']:.4f}"] for image, v in report.images.items()]
     rows.append(["mean", f"{report.psnr:.2f}", f"{report.ssim:.4f}"])
     print(f"{name} ×{scale} on {report.dataset} (Y, shave {scale}, {source})")
-    print(_format_table(["image", "PSNR (dB)", "SSIM"], rows))
+    print(markdown_table(["image", "PSNR (dB)", "SSIM"], rows))
     return 0
 
 
@@ -190,7 +185,7 @@ def _print_parity(report) -> None:
              f"{c.psnr:.1f}", f"{c.off_by_level_pct:.3f}", str(c.nonfinite),
              "ok" if not c.violations(report.tolerance) else "FAIL"] for name, c in report.cases.items()]
     print(f"parity of {report.artifact} ({report.precision}) against PyTorch FP32")
-    print(_format_table(["case", "output", "max abs", "max rel", "mean abs", "PSNR dB", "% >1 level", "NaN/Inf",
+    print(markdown_table(["case", "output", "max abs", "max rel", "mean abs", "PSNR dB", "% >1 level", "NaN/Inf",
                          "status"], rows))
     if report.dataset:
         d = report.dataset

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 import models
 from benchmarks.quality import crop_psnr
+from benchmarks.tables import markdown_table
 from calib.data import CropSpec, lr_hr_crops, network_batch, source_images
 from export import int8
 from export.onnx_export import proto_infer, to_onnx
@@ -70,7 +71,7 @@ def ort_quantize(source: Path, output: Path, batch: np.ndarray, method: str, exc
 
 def int8_layer_keys(graph: onnx.ModelProto) -> set[str]:
     """Keys (weight@activation of the float graph) of the convolutions whose inputs both pass a Q/DQ pair."""
-    producers = {o: n for _, n, _ in int8.walk(graph) for o in n.output}
+    producers = {o: n for _, n, _ in int8.walk(graph.graph) for o in n.output}
 
     def source(name: str) -> str | None:
         dq = producers.get(name)
@@ -80,7 +81,7 @@ def int8_layer_keys(graph: onnx.ModelProto) -> set[str]:
         return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else dq.input[0].removesuffix(".int8")
 
     keys = set()
-    for _, node, _ in int8.walk(graph):
+    for _, node, _ in int8.walk(graph.graph):
         if node.op_type in int8.WEIGHT_AXIS:
             activation, weight = source(node.input[0]), source(node.input[1])
             if activation and weight:
@@ -144,12 +145,9 @@ def compare_model(name: str, scale: int, modelopt_python: str | None, tmp: Path)
 
 def markdown(rows: list[dict]) -> str:
     header = ["model", "tool", "calibration", "placement", "held-out Δ dB", "INT8 MACs", "TensorRT rules"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in rows:
-        share = f"{r['int8_mac_fraction']:.1%}"
-        lines.append(f"| {r['model']} ×{r['scale']} | {r['tool']} | {r['method']} | {r['placement']} | "
-                     f"{-r['heldout_drop_db']:+.3f} | {share} | {r['tensorrt_rules']} |")
-    return "\n".join(lines)
+    return markdown_table(header, [[f"{r['model']} ×{r['scale']}", r["tool"], r["method"], r["placement"],
+                                    f"{-r['heldout_drop_db']:+.3f}", f"{r['int8_mac_fraction']:.1%}", r["tensorrt_rules"]]
+                                   for r in rows])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks.tables import markdown_table
 from runtime.atomic import atomic_path
 from runtime.onnx_backend import OnnxSession
 from runtime.pipeline import Infer
@@ -61,12 +62,10 @@ def machine() -> str:
 
 def markdown(timings: list[Timing], size: int) -> str:
     base = timings[0].median_ms
-    lines = [f"Input 1×C×{size}×{size} (LR). Machine: {machine()}.", "",
-             "| artifact | median ms | p90 ms | min–max ms | runs | vs first |", "|---|---|---|---|---|---|"]
-    for t in timings:
-        lines.append(f"| {t.name} | {t.median_ms:.1f} | {t.p90_ms:.1f} | {t.min_ms:.1f}–{t.max_ms:.1f} | {t.runs} | "
-                     f"{t.median_ms / base:.2f}× |")
-    return "\n".join(lines)
+    rows = [[t.name, f"{t.median_ms:.1f}", f"{t.p90_ms:.1f}", f"{t.min_ms:.1f}–{t.max_ms:.1f}", str(t.runs),
+             f"{t.median_ms / base:.2f}×"] for t in timings]
+    table = markdown_table(["artifact", "median ms", "p90 ms", "min–max ms", "runs", "vs first"], rows)
+    return f"Input 1×C×{size}×{size} (LR). Machine: {machine()}.\n\n{table}"
 
 
 def main(argv: list[str] | None = None) -> int:

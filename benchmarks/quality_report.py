@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 import models
 from benchmarks.quality import dataset_pairs, evaluate
+from benchmarks.tables import markdown_table
 from export import int8
 from export.onnx_export import save
 from export.precision import export_precision
@@ -58,16 +59,14 @@ def measure(datasets: list[Path], precisions: list[str], names: list[str], artif
 def markdown(rows: list[dict], datasets: list[str]) -> str:
     header = (["model", "scale", "precision"] + [f"{d} PSNR/SSIM (Δ dB)" for d in datasets]
               + ["held-out Δ dB", "INT8 MACs", "kept float", "size"])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    cells = []
     for r in rows:
-        cells = [r["model"], f"×{r['scale']}", r["precision"]]
-        for d in datasets:
-            v = r["datasets"][d]
-            cells.append(f"{v['psnr']:.3f}/{v['ssim']:.4f} ({v['delta_psnr_db']:+.4f})")
+        scores = [f"{r['datasets'][d]['psnr']:.3f}/{r['datasets'][d]['ssim']:.4f} ({r['datasets'][d]['delta_psnr_db']:+.4f})"
+                  for d in datasets]
         share = "" if r["int8_mac_fraction"] is None else f"{r['int8_mac_fraction']:.1%}"
-        cells += [f"{-r['heldout_drop_db']:+.4f}", share, str(len(r["kept_float"])), f"{r['size_bytes'] / 1e6:.2f} MB"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        cells.append([r["model"], f"×{r['scale']}", r["precision"], *scores, f"{-r['heldout_drop_db']:+.4f}", share,
+                      str(len(r["kept_float"])), f"{r['size_bytes'] / 1e6:.2f} MB"])
+    return markdown_table(header, cells)
 
 
 def plot(rows: list[dict], datasets: list[str], path: Path, target_db: float = 0.1, min_share: float = 0.8) -> None:

@@ -1,16 +1,20 @@
 """FP32 ONNX → INT8 Q/DQ ONNX that TensorRT compiles (explicit quantization).
 
-Placement follows TensorRT's rules for weighted layers: a QuantizeLinear/DequantizeLinear pair on each
-convolution's activation input (one pair per tensor, shared by all its quantized consumers) and a
-DequantizeLinear on int8 weights. Activations are symmetric int8 (zero point 0, one scale per tensor),
-weights symmetric int8 per output channel (axis 0 for Conv, 1 for ConvTranspose), biases stay float
-(TensorRT's DequantizeLinear takes no int32 bias). Convolutions inside ``If`` branches are quantized too.
+Placement follows TensorRT's rules: a QuantizeLinear/DequantizeLinear pair on each convolution's
+activation input (one pair per tensor, shared by all its quantized consumers), a DequantizeLinear on int8
+weights, and residual additions after an INT8 convolution reading the quantized copy of their other
+input (so TensorRT can fuse conv + add). Activations are symmetric int8 (zero point 0, one scale per
+tensor), weights symmetric int8 per output channel (axis 0 for Conv, 1 for ConvTranspose), biases stay
+float (TensorRT's DequantizeLinear takes no int32 bias). Convolutions inside ``If`` branches are
+quantized too.
 
-Why not ONNX Runtime's ``quantize_static``: every step below needs to set one tensor's scale, one
-layer's precision or one bias and re-measure, hundreds of times per export. The graph edit itself is
-a few lines; both quantizers' results are compared in ``benchmarks/int8_compare.py`` (README).
+Why not ONNX Runtime's ``quantize_static`` (or ModelOpt): the search (``int8_search``) sets each layer's
+precision, each tensor's range and each weight's codes and re-measures, hundreds of times per export;
+both tools calibrate and write the graph in one call. The graph edit itself is a few lines; the tools'
+results are compared in ``benchmarks/int8_compare.py`` (README).
 
-Activation ranges come from |x| histograms on calibration crops (``minmax``, ``percentile`` or ``mse``).
+Also here: activation ranges from |x| histograms on calibration crops (``minmax``, ``percentile``,
+``mse``), activation equalization, and GPTQ weight rounding.
 """
 from __future__ import annotations
 
@@ -207,7 +211,10 @@ def quantize(
             codes, scale = (weight_codes or {}).get(name) or quantize_weight(numpy_helper.to_array(weights[name]), axis)
             # One output channel (FSRCNN's deconvolution): a per-tensor scale, which sidesteps TensorRT's
             # caveats on per-channel ConvTranspose weights; the numbers are the same.
-            scale, zero, axes = (scale[0], np.int8(0), {}) if len(scale) == 1 else (scale, np.zeros(len(scale), np.int8), {"axis": axis})
+            if len(scale) == 1:
+                scale, zero, axes = scale[0], np.int8(0), {}
+            else:
+                scale, zero, axes = scale, np.zeros(len(scale), np.int8), {"axis": axis}
             new_initializers.extend([numpy_helper.from_array(codes, f"{name}.int8"),
                                      numpy_helper.from_array(np.asarray(scale, np.float32), f"{name}.int8_scale"),
                                      numpy_helper.from_array(np.asarray(zero), f"{name}.int8_zero")])

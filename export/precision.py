@@ -29,7 +29,7 @@ VALIDATION_SPEC = CropSpec(size=64, count=24, seed=1)
 INT8_ALPHAS = (0.5, 1.0)  # activation-equalization strengths tried
 INT8_MIN_MAC_FRACTION = 0.8  # float fallback stops before the INT8 share of MACs falls below this
 INT8_SEARCH_CROPS = 16  # calibration crops the search scores on (the rest only calibrate)
-INT8_TARGET_SHARE = 0.5  # the search aims at this share of the budget, leaving room for held-out data
+INT8_TARGET_SHARE = 0.3  # the search aims at this share of the budget, leaving room for held-out data
 
 
 @dataclass
