@@ -84,12 +84,12 @@ def plot(rows: list[dict], datasets: list[str], path: Path, target_db: float = 0
     for marker, dataset in zip("os^v", datasets):
         points = [(100 * r["int8_mac_fraction"], r["datasets"][dataset]["delta_psnr_db"], r) for r in int8_rows]
         axes.scatter([p[0] for p in points], [p[1] for p in points], marker=marker, label=dataset)
-        for x, y, r in points:
-            axes.annotate(f"{r['model']} ×{r['scale']}", (x, y), fontsize=7, xytext=(4, 2), textcoords="offset points")
+        for x, y, r in points if dataset == datasets[0] else []:  # one label per artifact
+            axes.annotate(f"{r['model']} ×{r['scale']}", (x, y), fontsize=7, xytext=(4, -9), textcoords="offset points")
     axes.set_xlabel("convolution MACs in INT8 (%)")
     axes.set_ylabel("ΔPSNR vs FP32 (dB, Y channel)")
     axes.set_title("INT8 Q/DQ (TensorRT placement) on ONNX Runtime CPU")
-    axes.legend(fontsize=8, loc="lower left")
+    axes.legend(fontsize=8, loc="lower right")
     axes.grid(alpha=0.3)
     figure.tight_layout()
     with atomic_path(path) as tmp:

@@ -8,6 +8,7 @@ INT8 share of convolution MACs and the measured drop.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
@@ -82,7 +83,8 @@ def export_precision(
     batch = network_batch(pairs, info.colour)
     rounding = architecture(info.name).eval_rounding
     if precision == "fp16":
-        peaks = cached_stats({"stat": "activation_peaks", **data_key}, lambda: fp16.activation_peaks(proto, batch))
+        peaks = cached_stats({"stat": "activation_peaks", "graph": graph_digest(proto), **data_key},
+                             lambda: fp16.activation_peaks(proto, batch))
         report.peak_activation = max(peaks.values())
         report.kept_float = fp16.overflow_risks(proto, peaks)
         converted = fp16.to_fp16(proto, report.kept_float, fp16_io)
@@ -104,6 +106,11 @@ def export_precision(
     return converted, report
 
 
+def graph_digest(proto: onnx.ModelProto) -> str:
+    """sha256 of a graph's nodes and weights (metadata excluded), for cache keys."""
+    return hashlib.sha256(proto.graph.SerializeToString(deterministic=True)).hexdigest()
+
+
 def _int8(
     proto: onnx.ModelProto,
     report: PrecisionReport,
@@ -119,7 +126,8 @@ def _int8(
     score = int8_search.calibration_score(pairs[:INT8_SEARCH_CROPS], scale, colour, architecture(data_key["model"]).eval_rounding)
 
     def stats_for(graph: onnx.ModelProto, alpha: float) -> dict:
-        return cached_stats({"stat": "int8_histograms", "alpha": alpha, **data_key},
+        # keyed by the graph itself: the equalized weights depend on alpha and on the code that made them
+        return cached_stats({"stat": "int8_histograms", "graph": graph_digest(graph), **data_key},
                             lambda: int8.activation_histograms(graph, batch))
 
     converted, plan = int8_search.plan(proto, batch, score, INT8_TARGET_SHARE * limit, stats_for, method, INT8_ALPHAS,
