@@ -71,12 +71,12 @@ def variants(
     batch: np.ndarray,
     method: str,
     alphas: tuple[float, ...],
-    stats_for: Callable[[onnx.ModelProto, float], dict],
+    stats_for: Callable[[onnx.ModelProto], dict],
 ) -> list[Variant]:
     found = []
     for alpha in alphas:
         graph = int8.equalize(proto, batch, alpha) if alpha else proto
-        stats = stats_for(graph, alpha)
+        stats = stats_for(graph)
         amax = {name: int8.activation_amax(s["histogram"], s["peak"], method) for name, s in stats.items() if name != "macs"}
         nearest = Variant(graph, alpha, "nearest", amax, None, stats["macs"])
         noise = int8.input_noise(graph, nearest.quantized(set()), batch)
@@ -89,7 +89,7 @@ def plan(
     batch: np.ndarray,
     score: Score,
     target_db: float,
-    stats_for: Callable[[onnx.ModelProto, float], dict],
+    stats_for: Callable[[onnx.ModelProto], dict],
     method: str = "minmax",
     alphas: tuple[float, ...] = (0.5, 1.0),
     min_fraction: float = 0.0,

@@ -125,7 +125,7 @@ def _int8(
     scale, colour = data_key["scale"], architecture(data_key["model"]).colour
     score = int8_search.calibration_score(pairs[:INT8_SEARCH_CROPS], scale, colour, architecture(data_key["model"]).eval_rounding)
 
-    def stats_for(graph: onnx.ModelProto, alpha: float) -> dict:
+    def stats_for(graph: onnx.ModelProto) -> dict:
         # keyed by the graph itself: the equalized weights depend on alpha and on the code that made them
         return cached_stats({"stat": "int8_histograms", "graph": graph_digest(graph), **data_key},
                             lambda: int8.activation_histograms(graph, batch))
