@@ -29,7 +29,7 @@ import models
 from benchmarks.quality import crop_psnr
 from benchmarks.tables import markdown_table
 from calib.data import CropSpec, lr_hr_crops, network_batch, source_images
-from export import int8
+from export import int8, int8_search
 from export.onnx_export import proto_infer, to_onnx
 from export.precision import VALIDATION_SPEC, export_precision
 from models.registry import architecture
@@ -91,8 +91,7 @@ def int8_layer_keys(graph: onnx.ModelProto) -> set[str]:
 
 def cheap_nodes(proto: onnx.ModelProto, macs: dict[str, int]) -> tuple[list[str], set[str]]:
     """Node names and layer keys of the convolutions under 1 % of the MACs."""
-    total = sum(macs.values())
-    keys = {k for k, v in macs.items() if v < 0.01 * total}
+    keys = int8_search.cheap_layers(macs, [s for s in int8.layers(proto) if s.on_path])
     names = [n.name for n in proto.graph.node if n.op_type in int8.WEIGHT_AXIS and f"{n.input[1]}@{n.input[0]}" in keys]
     return names, keys
 

@@ -422,7 +422,8 @@ def input_noise(proto: onnx.ModelProto, quantized: onnx.ModelProto, batch: np.nd
     """Per quantized conv input: mean squared error of its dequantized value in ``quantized`` against the
     float value in ``proto`` (all upstream quantization included)."""
     tensors = sorted({s.activation for s in layers(proto)})
-    dq = [t for t in tensors if any(n.output[0] == f"{t}.dq" for _, n, _ in walk(quantized.graph))]
+    produced = {o for _, n, _ in walk(quantized.graph) for o in n.output}
+    dq = [t for t in tensors if f"{t}.dq" in produced]
     total = dict.fromkeys(tensors, 0.0)
     count = dict.fromkeys(tensors, 0)
     for exact, approx in zip(tensor_runs(proto, tensors, batch), tensor_runs(quantized, [f"{t}.dq" for t in dq], batch)):

@@ -60,6 +60,12 @@ def mac_fraction(macs: dict[str, int], on_path: list[int8.Layer], float_keys: se
     return sum(macs[s.key] for s in on_path if s.key not in float_keys) / total
 
 
+def cheap_layers(macs: dict[str, int], on_path: list[int8.Layer], share: float = 0.01) -> set[str]:
+    """Keys of the layers under ``share`` of the MACs (mean shifts, first and last layers)."""
+    total = sum(macs[s.key] for s in on_path)
+    return {s.key for s in on_path if macs[s.key] < share * total}
+
+
 def int8_keys(sites: list[int8.Layer], float_keys: set[str]) -> set[str]:
     """Layers to quantize: on-path ones not kept float; off-path copies follow their weight's decision."""
     float_weights = {s.weight for s in sites if s.key in float_keys}
@@ -99,9 +105,7 @@ def plan(
     reference = score(proto)  # equalization is exact in float: one reference for all variants
     candidates = variants(proto, batch, method, alphas, stats_for)
     on_path = [s for s in int8.layers(proto) if s.on_path]  # equalization keeps names: same for all
-    macs = candidates[0].macs
-    total = sum(macs[s.key] for s in on_path)
-    cheap = {s.key for s in on_path if macs[s.key] < 0.01 * total}
+    cheap = cheap_layers(candidates[0].macs, on_path)
     drops = {f"{v.alpha}/{v.rounding}": reference - score(v.quantized(cheap)) for v in candidates}
     best = min(candidates, key=lambda v: drops[f"{v.alpha}/{v.rounding}"])
     result = Int8Plan(method, best.alpha, best.rounding, variants_db={k: round(d, 4) for k, d in drops.items()})
@@ -110,6 +114,7 @@ def plan(
     result.sensitivity_db = {s.key: round(reference - score(best.quantized(everything - {s.key})), 4) for s in bar}
     # most sensitive per MAC first (a floor of 1 % of the MACs, so that tiny insensitive layers don't lead)
     candidates_float = [s for s in on_path if result.sensitivity_db[s.key] > 0.1 * target_db]
+    total = sum(best.macs[s.key] for s in on_path)
     order = sorted(candidates_float, reverse=True,
                    key=lambda s: result.sensitivity_db[s.key] / max(best.macs[s.key] / total, 0.01))
     kept: set[str] = set()
