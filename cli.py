@@ -7,8 +7,8 @@ import sys
 import warnings
 from typing import Callable, NamedTuple
 
-from benchmarks.tables import markdown_table
 from runtime.errors import SrDeployError
+from runtime.tables import markdown_table
 
 
 def _model_options(args: argparse.Namespace) -> dict:
@@ -58,9 +58,9 @@ class Runner(NamedTuple):
 def _runner(args: argparse.Namespace) -> Runner:
     """The runner ``--artifact FILE`` or ``--model NAME --scale S [--weights] [--gate]`` asks for."""
     if args.artifact:
-        from runtime.onnx_backend import OnnxSession
+        from runtime.artifact import open_artifact
 
-        session = OnnxSession(args.artifact)
+        session = open_artifact(args.artifact)
         return Runner(session.infer, session.metadata["model"], session.scale, session.colour,
                       session.receptive_radius, session.shape_bounds["min"][2], str(args.artifact))
     if not (args.model and args.scale):
@@ -101,23 +101,93 @@ def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import models
-    from export.onnx_export import save
-    from export.precision import export_precision
+    from export.config import export_config
+    from export.trt_plan import profile_from_args
 
+    if args.target == "trt":  # before any work: nothing to build with, nothing written
+        from runtime.cuda import Cuda
+        from runtime.trt_backend import require_tensorrt
+
+        require_tensorrt()
+        Cuda()
     model = models.load(args.model, args.scale, args.weights, **_model_options(args))
-    proto, report = export_precision(model, args.precision, args.calib, args.max_psnr_drop, args.fp16_io,
-                                     progress=not args.json, method=args.calib_method)
-    path = save(proto, Path(args.out) / f"{args.model}_x{args.scale}_{args.precision}.onnx")
+    info = model.srdeploy
+    profile = profile_from_args(export_config(args.model).input_name, info.channels, args.scale,
+                                args.min_shape, args.opt_shape, args.max_shape)
+    if args.target == "jetson":
+        return _export_jetson(args, model, profile)
+    proto, report = _export_onnx(args, model, args.precision, args.max_psnr_drop)
+    stem = f"{args.model}_x{args.scale}_{args.precision}"
+    if args.target == "trt":
+        path = _export_trt(args, model, proto, profile, stem)
+    else:
+        from export.onnx_export import save
+
+        path = save(proto, Path(args.out) / f"{stem}.onnx")
     if args.json:
         print(json.dumps({"artifacts": [str(path)], "model": args.model, "scale": args.scale,
                           "target": args.target, "precision": args.precision, "report": vars(report)}))
     else:
-        if args.precision != "fp32":
-            share = "" if report.int8_mac_fraction is None else f", {report.int8_mac_fraction:.1%} of conv MACs in INT8"
-            print(f"{args.precision}: {len(report.kept_float)} kept in float{share}, held-out PSNR "
-                  f"{report.validation_psnr:.3f} dB vs {report.validation_psnr_fp32:.3f} dB FP32 "
-                  f"(drop {report.drop_db:+.4f} dB)", file=sys.stderr)
         print(path)
+    return 0
+
+
+def _export_onnx(args: argparse.Namespace, model, precision: str, max_drop: float | None):
+    """The ONNX graph at ``precision`` through its accuracy gate; the cost is printed on stderr."""
+    from export.precision import export_precision
+
+    proto, report = export_precision(model, precision, args.calib, max_drop, args.fp16_io,
+                                     progress=not args.json, method=args.calib_method)
+    if precision != "fp32" and not args.json:
+        share = "" if report.int8_mac_fraction is None else f", {report.int8_mac_fraction:.1%} of conv MACs in INT8"
+        print(f"{precision}: {len(report.kept_float)} kept in float{share}, held-out PSNR "
+              f"{report.validation_psnr:.3f} dB vs {report.validation_psnr_fp32:.3f} dB FP32 "
+              f"(drop {report.drop_db:+.4f} dB)", file=sys.stderr)
+    return proto, report
+
+
+def _export_trt(args: argparse.Namespace, model, proto, profile, stem: str):
+    """Build the engine on this GPU, check its parity against PyTorch, write engine + sidecar."""
+    from pathlib import Path
+
+    from calib.data import held_out_photo
+    from export.trt_build import export_engine
+    from export.trt_plan import BuildPlan
+    from runtime.compare import TOLERANCES
+    from runtime.parity import probe_inputs
+    from runtime.torch_runner import TorchRunner
+
+    photo = held_out_photo(model.srdeploy.colour) if args.precision == "int8" else None
+    bounds = {"min": list(profile.min), "max": list(profile.max)}
+    inputs = probe_inputs(model.srdeploy.channels, bounds, photo=photo)
+    shapes = "".join(f" --{k}-shape {'x'.join(map(str, v))}" for k, v in
+                     (("min", profile.min), ("opt", profile.opt), ("max", profile.max)))
+    rebuild = f"python cli.py export --model {args.model} --scale {args.scale} --target trt --precision {args.precision}{shapes}"
+    return export_engine(proto, lambda strong, cache: BuildPlan(args.precision, profile, strong, timing_cache=cache),
+                         Path(args.out), stem, TorchRunner(model).infer, inputs, TOLERANCES[args.precision], rebuild)
+
+
+def _export_jetson(args: argparse.Namespace, model, profile) -> int:
+    """FP32/FP16/INT8 ONNX through their gates, golden outputs, build.sh and the thin runtime in one folder."""
+    from pathlib import Path
+
+    from calib.data import held_out_photo
+    from export.jetson import check_destination, write_bundle
+    from runtime.torch_runner import TorchRunner
+
+    check_destination(args.out)
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    unknown = sorted(set(precisions) - {"fp32", "fp16", "int8"})
+    if unknown or not precisions:
+        raise SrDeployError(f"--precisions {args.precisions!r}: choose from fp32,fp16,int8")
+    artifacts = {p: _export_onnx(args, model, p, args.max_psnr_drop if p == "int8" else None)[0] for p in precisions}
+    out = write_bundle(Path(args.out), args.model, args.scale, artifacts, profile,
+                       held_out_photo(model.srdeploy.colour), TorchRunner(model).infer)
+    if args.json:
+        print(json.dumps({"artifacts": [str(out)], "model": args.model, "scale": args.scale, "target": "jetson",
+                          "precisions": precisions}))
+    else:
+        print(out)
     return 0
 
 
@@ -199,13 +269,13 @@ def _print_parity(report) -> None:
 def cmd_parity(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from runtime.artifact import open_artifact
     from runtime.compare import TOLERANCES
     from runtime.golden import load_golden, save_golden
-    from runtime.onnx_backend import OnnxSession
     from runtime.parity import ParityReport, check_cases, probe_inputs
     from runtime.pipeline import network_input
 
-    session = OnnxSession(args.artifact)
+    session = open_artifact(args.artifact)
     precision = session.metadata.get("precision", "fp32")
     report = ParityReport(str(args.artifact), precision, TOLERANCES[precision])
     progress = not args.json
@@ -223,9 +293,9 @@ def cmd_parity(args: argparse.Namespace) -> int:
         reference = TorchRunner(model).infer
         photo = None
         if precision == "int8":  # calibrated on photos: probe with a held-out photo, not noise
-            from calib.data import source_images
+            from calib.data import held_out_photo
 
-            photo = network_input(images.read_rgb(source_images(split="validation")[0]), session.colour)[0]
+            photo = held_out_photo(session.colour)
         inputs = probe_inputs(session.channels, session.shape_bounds, photo=photo)
         if args.dataset:
             pairs = dataset_pairs(args.dataset, session.scale)
@@ -262,15 +332,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="PSNR/SSIM of a model or an artifact on a BasicSR-layout dataset")
     _add_model_arguments(p, required=False)
-    p.add_argument("--artifact", help="evaluate an exported .onnx instead of the PyTorch model")
+    p.add_argument("--artifact", help="evaluate an exported .onnx or .engine instead of the PyTorch model")
     p.add_argument("--dataset", required=True, help="folder with HR/ and LR_bicubic/X{scale}/")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(run=cmd_eval)
 
-    p = sub.add_parser("export", help="export a model to a deployable artifact (ONNX FP32, symbolic N/H/W)")
+    p = sub.add_parser("export", help="export a model: ONNX, a TensorRT engine, or a Jetson bundle")
     _add_model_arguments(p)
-    p.add_argument("--target", choices=("onnx",), default="onnx", help="artifact kind")
+    p.add_argument("--target", choices=("onnx", "trt", "jetson"), default="onnx",
+                   help="onnx: an .onnx file; trt: a TensorRT engine built here (needs TensorRT and a GPU); "
+                        "jetson: a folder with the ONNX files, build.sh and golden outputs for the device")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
                    help="numeric precision of the artifact (int8: TensorRT-compatible Q/DQ)")
     p.add_argument("--calib", metavar="DIR", help="calibration/validation photos (default: scikit-image's bundled photos)")
@@ -279,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-method", choices=("minmax", "percentile", "mse"), default="minmax",
                    help="int8: activation range calibration (default minmax: measured best, see README)")
     p.add_argument("--fp16-io", action="store_true", help="fp16: FP16 input and output tensors (default FP32 I/O)")
+    for bound, default in (("min", "16x16"), ("opt", "the 720p frame's LR size"), ("max", "the 1080p frame's LR size")):
+        p.add_argument(f"--{bound}-shape", metavar="HxW", help=f"trt/jetson: {bound} LR input of the optimization "
+                       f"profile, HxW (batch 1) or NxCxHxW; default {default}")
+    p.add_argument("--precisions", default="fp32,fp16,int8",
+                   help="jetson: precisions in the bundle (default fp32,fp16,int8; --max-psnr-drop applies to int8)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--json", action="store_true", help='print {"artifacts": [...], ...} on stdout')
     p.set_defaults(run=cmd_export)
@@ -286,14 +363,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("upscale", help="upscale an image or a folder of images (tiled, bounded memory)")
     p.add_argument("input", help="image file or folder")
     p.add_argument("output", help="output file, or folder (created) for NAME_x{scale}.png")
-    p.add_argument("--artifact", help="an exported .onnx (runs on ONNX Runtime, no torch needed)")
+    p.add_argument("--artifact", help="an exported .onnx (ONNX Runtime) or .engine (TensorRT); no torch needed")
     _add_model_arguments(p, required=False)
     p.add_argument("--tile", type=int, default=256, help="LR tile size in pixels (0: whole image); default 256")
     p.add_argument("--tile-overlap", type=int, help="context margin per tile (default: the model's receptive radius)")
     p.set_defaults(run=cmd_upscale)
 
     p = sub.add_parser("parity", help="check an artifact against the PyTorch model it came from (or golden files)")
-    p.add_argument("artifact", help="an exported .onnx")
+    p.add_argument("artifact", help="an exported .onnx or .engine (with its sidecar)")
     p.add_argument("--weights", help="checkpoint the artifact was exported from, if not an official one")
     p.add_argument("--dataset", help="BasicSR-layout dataset: real images and the PSNR-vs-ground-truth delta")
     p.add_argument("--save-golden", metavar="DIR", help="also write the inputs and PyTorch outputs to DIR")

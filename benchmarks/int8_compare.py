@@ -27,13 +27,13 @@ from tqdm import tqdm
 
 import models
 from benchmarks.quality import crop_psnr
-from benchmarks.tables import markdown_table
 from calib.data import CropSpec, lr_hr_crops, network_batch, source_images
 from export import int8, int8_search
 from export.onnx_export import proto_infer, to_onnx
 from export.precision import VALIDATION_SPEC, export_precision
 from models.registry import architecture
 from runtime.atomic import atomic_path
+from runtime.tables import markdown_table
 
 MODELOPT_SCRIPT = textwrap.dedent("""
     import sys, numpy as np
@@ -58,7 +58,12 @@ class Reader:
 
 
 def ort_quantize(source: Path, output: Path, batch: np.ndarray, method: str, exclude: list[str]) -> None:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     quantize_static(
         str(source), str(output), Reader(batch), quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,

@@ -13,39 +13,16 @@ import argparse
 import json
 import os
 import platform
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.tables import markdown_table
 from runtime.atomic import atomic_path
 from runtime.onnx_backend import OnnxSession
-from runtime.pipeline import Infer
-
-
-@dataclass
-class Timing:
-    name: str
-    median_ms: float
-    p90_ms: float
-    min_ms: float
-    max_ms: float
-    runs: int
-
-
-def measure(name: str, infer: Infer, x: np.ndarray, warmup: int, runs: int) -> Timing:
-    for _ in range(warmup):
-        infer(x)
-    seconds = []
-    for _ in tqdm(range(runs), desc=name, unit="run", leave=False):
-        start = time.perf_counter()
-        infer(x)
-        seconds.append(time.perf_counter() - start)
-    ms = 1000 * np.asarray(seconds)
-    return Timing(name, float(np.median(ms)), float(np.percentile(ms, 90)), float(ms.min()), float(ms.max()), runs)
+from runtime.tables import markdown_table
+from runtime.timing import Timing, measure
 
 
 def machine() -> str:
@@ -80,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.artifacts:
         session = OnnxSession(path)
         x = np.random.default_rng(0).random((1, session.channels, args.size, args.size), dtype=np.float32)
-        timings.append(measure(Path(path).name, session.infer, x, args.warmup, args.runs))
+        name = Path(path).name
+        timings.append(measure(name, session.infer, x, args.warmup, args.runs,
+                               lambda it, name=name: tqdm(it, desc=name, unit="run", leave=False)))
     table = markdown(timings, args.size)
     if args.out:
         out = Path(args.out)

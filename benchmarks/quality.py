@@ -17,8 +17,9 @@ import numpy as np
 from tqdm import tqdm
 
 from runtime import images, metrics
-from runtime.pipeline import Infer, network_input
 from runtime.errors import SrDeployError
+from runtime.pipeline import Infer, network_input
+
 
 @dataclass(frozen=True)
 class ImagePair:

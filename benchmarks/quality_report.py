@@ -22,13 +22,13 @@ from tqdm import tqdm
 
 import models
 from benchmarks.quality import dataset_pairs, evaluate
-from benchmarks.tables import markdown_table
 from export import int8
 from export.onnx_export import save
 from export.precision import export_precision
 from models.registry import CHECKPOINTS, architecture
 from runtime.atomic import atomic_path
 from runtime.onnx_backend import OnnxSession
+from runtime.tables import markdown_table
 
 
 def measure(datasets: list[Path], precisions: list[str], names: list[str], artifacts: str | None) -> list[dict]:

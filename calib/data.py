@@ -52,6 +52,12 @@ def source_images(folder: str | Path | None = None, split: str = "calibration") 
     return [p for i, p in enumerate(paths) if (i in held_out) == (split == "validation")]
 
 
+def held_out_photo(colour: str, folder: str | Path | None = None) -> np.ndarray:
+    """The first held-out photo as a C×H×W float32 network input: what parity checks of calibrated
+    (INT8) artifacts probe with, since noise drives calibrated ranges into clipping."""
+    return network_input(images.read_rgb(source_images(folder, split="validation")[0]), colour)[0]
+
+
 def lr_hr_crops(paths: list[Path], scale: int, spec: CropSpec, progress: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
     """``spec.count`` (LR, HR) RGB uint8 crop pairs, the same for the same paths, scale and spec."""
     photos = [images.read_rgb(p) for p in paths]

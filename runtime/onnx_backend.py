@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.artifact import ArtifactSession
 from runtime.errors import SrDeployError
 
-REQUIRED_METADATA = ("model", "scale", "colour", "shape_bounds", "export_config")
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
-class OnnxSession:
+class OnnxSession(ArtifactSession):
     """An ONNX artifact ready to run, with its srdeploy metadata."""
 
     def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None):
@@ -37,53 +37,14 @@ class OnnxSession:
             raise SrDeployError(f"artifact {self.path} cannot be loaded by ONNX Runtime ({reason}): re-export it") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         self.metadata = {k.removeprefix("srdeploy."): v for k, v in meta.items() if k.startswith("srdeploy.")}
-        missing = [k for k in REQUIRED_METADATA if k not in self.metadata]
-        if missing or "receptive_radius" not in self.metadata.get("export_config", ""):
-            raise SrDeployError(
-                f"artifact {self.path} lacks srdeploy metadata ({', '.join(missing) or 'receptive_radius'}): "
-                "it was not exported by this srdeploy version; re-export it with `python cli.py export`"
-            )
+        self.check_metadata()
+        self.bounds = json.loads(self.metadata["shape_bounds"])
         self.input = self.session.get_inputs()[0]
         self.input_dtype = np.float16 if self.input.type == "tensor(float16)" else np.float32
         self.output_name = self.session.get_outputs()[0].name
 
-    @property
-    def channels(self) -> int:
-        return int(self.input.shape[1])
-
-    @property
-    def scale(self) -> int:
-        return int(self.metadata["scale"])
-
-    @property
-    def shape_bounds(self) -> dict[str, list[int]]:
-        return json.loads(self.metadata["shape_bounds"])
-
-    @property
-    def colour(self) -> str:
-        return self.metadata["colour"]
-
-    @property
-    def receptive_radius(self) -> int:
-        return int(json.loads(self.metadata["export_config"])["receptive_radius"])
-
     def infer(self, x: np.ndarray) -> np.ndarray:
         """N×C×H×W in [0, 1] → float32 N×C×(s·H)×(s·W) (cast to and from FP16 I/O where the artifact has it)."""
         x = np.ascontiguousarray(x, dtype=self.input_dtype)
-        if x.ndim != 4 or x.shape[1] != self.channels:
-            raise SrDeployError(
-                f"input of shape {x.shape} does not fit {self.path.name}: it expects N×{self.channels}×H×W"
-            )
-        low, high = self.shape_bounds["min"], self.shape_bounds["max"]
-        for axis, label in ((0, "batch"), (2, "height"), (3, "width")):
-            if x.shape[axis] < low[axis]:
-                raise SrDeployError(
-                    f"input {label} {x.shape[axis]} is below the artifact's minimum {low[axis]} "
-                    f"(bounds {low[axis]}…{high[axis]}): the image is too small for this artifact"
-                )
-            if x.shape[axis] > high[axis]:
-                raise SrDeployError(
-                    f"input {label} {x.shape[axis]} is above the artifact's maximum {high[axis]} "
-                    f"(bounds {low[axis]}…{high[axis]}): tile the image (upscale --tile) or split the batch"
-                )
+        self.check_input(x)
         return self.session.run([self.output_name], {self.input.name: x})[0].astype(np.float32, copy=False)

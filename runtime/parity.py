@@ -5,8 +5,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from runtime.pipeline import Infer
 from runtime.compare import Comparison, Tolerance, compare
+from runtime.pipeline import Infer
+
 
 def probe_inputs(
     channels: int, bounds: dict[str, list[int]], seed: int = 0, photo: np.ndarray | None = None

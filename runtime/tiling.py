@@ -14,6 +14,7 @@ import numpy as np
 
 from runtime.pipeline import Infer
 
+
 def _spans(length: int, tile: int, overlap: int, min_size: int) -> Iterator[tuple[int, int, int, int]]:
     """(core start, core end, context start, context end) along one axis."""
     for start in range(0, length, tile):

@@ -36,3 +36,13 @@ def weights(name: str) -> Path:
 def fixture_index() -> list[dict]:
     index = SHARED / "fixtures" / "reference" / "index.json"
     return json.loads(index.read_text())["fixtures"] if index.is_file() else []
+
+
+@pytest.fixture(scope="session")
+def fsrcnn_int8():
+    """FSRCNN ×2 through the INT8 search (its gate loosened to 0.5 dB): (ONNX proto, PrecisionReport).
+    Shared by the INT8 and the Jetson bundle tests: the search is the slowest export there is."""
+    import models
+    from export.precision import export_precision
+
+    return export_precision(models.load("fsrcnn", 2, weights("fsrcnn_x2.pth")), "int8", max_drop=0.5, progress=False)

@@ -14,7 +14,6 @@ import models
 from calib.data import CropSpec, lr_hr_crops, network_batch, source_images
 from export import int8
 from export.onnx_export import cpu_session, run_proto, save, to_onnx
-from export.precision import export_precision
 from runtime.compare import TOLERANCES, compare
 from runtime.onnx_backend import OnnxSession
 from tests.conftest import REPO, SHARED, need_shared, weights
@@ -207,11 +206,6 @@ def test_if_branches_are_calibrated_and_quantized():
     in_branches = [n for _, n, on_path in int8.walk(quantized.graph) if n.op_type == "QuantizeLinear" and not on_path]
     assert in_branches
     assert compare(run_proto(quantized, batch), run_proto(proto, batch)).psnr > 30
-
-
-@pytest.fixture(scope="module")
-def fsrcnn_int8():
-    return export_precision(models.load("fsrcnn", 2, weights("fsrcnn_x2.pth")), "int8", max_drop=0.5, progress=False)
 
 
 def test_int8_artifact_follows_tensorrt_rules_and_records_its_cost(fsrcnn_int8, tmp_path):

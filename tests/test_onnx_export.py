@@ -17,7 +17,12 @@ from export.onnx_export import export_onnx
 from runtime.errors import SrDeployError
 from runtime.onnx_backend import OnnxSession
 from tests.conftest import REPO, SHARED, need_shared, weights
-from tests.test_golden_fixtures import FIXTURES, FORCED_BIAS, checkpoint_of, zoo_name_and_scale
+from tests.test_golden_fixtures import (
+    FIXTURES,
+    FORCED_BIAS,
+    checkpoint_of,
+    zoo_name_and_scale,
+)
 from tests.test_models import split_gate_checkpoint
 
 ORT_RTOL = 1e-4  # the contract: max|ort − ref| ≤ 1e-4 · max|ref|

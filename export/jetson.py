@@ -1,0 +1,222 @@
+"""The Jetson bundle: everything a device needs to build its own TensorRT engines and prove them.
+
+    DIR/
+      build.sh              trtexec with the BuildPlan's flags (strongly or weakly typed, whichever the
+                            installed TensorRT accepts), then parity + latency on the device
+      manifest.json         model, profile, and per precision: ONNX + sha256, both plans, trtexec args, tolerance
+      onnx/NAME_xS_P.onnx   the FP32 / FP16 / INT8-Q/DQ graphs
+      golden/               held-out photo crops and PyTorch FP32 outputs
+      runtime/              the thin runtime (numpy + tensorrt; onnxruntime for the CPU check)
+      README.md             for the person at the device
+
+Written into a temporary folder and renamed into place: a failed export leaves nothing behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from export.onnx_export import save
+from export.trt_plan import BuildPlan, Profile
+from runtime.bundle_check import FORMAT, MANIFEST
+from runtime.compare import TOLERANCES
+from runtime.errors import SrDeployError
+from runtime.golden import save_golden
+from runtime.parity import probe_inputs
+from runtime.pipeline import Infer
+
+RUNTIME_FILES = (
+    "__init__.py", "errors.py", "atomic.py", "artifact.py", "compare.py", "golden.py", "tables.py", "timing.py",
+    "cuda.py", "trt_sidecar.py", "trt_backend.py", "onnx_backend.py", "bundle_check.py",
+)
+TYPINGS = {"strong": True, "weak": False}
+REFERENCE = "PyTorch FP32"
+
+
+def golden_inputs(photo: np.ndarray, profile: Profile) -> dict[str, np.ndarray]:
+    """Held-out photo crops at the parity suite's probe shapes that the profile admits, named by shape
+    (one case per shape)."""
+    bounds = {"min": list(profile.min), "max": list(profile.max)}
+    inputs = probe_inputs(profile.min[1], bounds, photo=photo)
+    return {f"photo_{'x'.join(map(str, x.shape))}": x for x in inputs.values()
+            if all(lo <= s <= hi for lo, s, hi in zip(profile.min, x.shape, profile.max))}
+
+
+def _metadata(proto: onnx.ModelProto) -> dict[str, str]:
+    return {p.key.removeprefix("srdeploy."): p.value for p in proto.metadata_props if p.key.startswith("srdeploy.")}
+
+
+def precision_entry(stem: str, precision: str, proto_path: Path, proto: onnx.ModelProto, profile: Profile) -> dict:
+    onnx_rel, engine_rel = f"onnx/{proto_path.name}", f"engines/{stem}_{precision}.engine"
+    plans = {name: BuildPlan(precision, profile, strong) for name, strong in TYPINGS.items()}
+    return {
+        "onnx": onnx_rel,
+        "onnx_sha256": hashlib.sha256(proto_path.read_bytes()).hexdigest(),
+        "engine": engine_rel,
+        "metadata": _metadata(proto),
+        "tolerance": vars(TOLERANCES[precision]),
+        "plans": {name: plan.as_dict() for name, plan in plans.items()},
+        "trtexec": {name: plan.trtexec_args(onnx_rel, engine_rel) for name, plan in plans.items()},
+    }
+
+
+def build_script(manifest: dict) -> str:
+    """``build.sh``: pick the typing the installed trtexec supports, build, then run the device check."""
+    precisions = list(manifest["precisions"])
+    arrays = "\n".join(
+        f"ARGS_{p}_{typing}=({' '.join(shlex.quote(a) for a in entry['trtexec'][typing])})"
+        for p, entry in manifest["precisions"].items() for typing in TYPINGS
+    )
+    return f"""#!/usr/bin/env bash
+# srdeploy Jetson bundle: {manifest['model']} x{manifest['scale']}. Builds the TensorRT engines on this device
+# with trtexec, then checks them against the golden outputs and measures latency.
+#   bash build.sh [--build-only] [{'|'.join(precisions)} ...]      (TRTEXEC=/path/to/trtexec to override)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+usage() {{ echo "usage: bash build.sh [--build-only] [{' '.join(precisions)}]" >&2; exit 2; }}
+BUILD_ONLY=0
+PRECISIONS=()
+for arg in "$@"; do
+  case "$arg" in
+    --build-only) BUILD_ONLY=1 ;;
+    {'|'.join(precisions)}) PRECISIONS+=("$arg") ;;
+    *) usage ;;
+  esac
+done
+[ ${{#PRECISIONS[@]}} -eq 0 ] && PRECISIONS=({' '.join(precisions)})
+
+TRTEXEC="${{TRTEXEC:-$(command -v trtexec || true)}}"
+if [ -z "$TRTEXEC" ] && [ -x /usr/src/tensorrt/bin/trtexec ]; then TRTEXEC=/usr/src/tensorrt/bin/trtexec; fi
+if [ -z "$TRTEXEC" ]; then
+  echo "error: trtexec not found: JetPack installs it as /usr/src/tensorrt/bin/trtexec (sudo apt install tensorrt), or set TRTEXEC=/path/to/trtexec" >&2
+  exit 2
+fi
+HELP="$("$TRTEXEC" --help 2>&1 || true)"
+if ! grep -q -- "--builderOptimizationLevel" <<<"$HELP"; then
+  echo "error: $TRTEXEC is older than TensorRT 8.6 (no --builderOptimizationLevel): use JetPack 6 or newer" >&2
+  exit 2
+fi
+if grep -q -- "--stronglyTyped" <<<"$HELP"; then
+  TYPING=strong
+  echo "trtexec: $TRTEXEC supports strong typing: building with --stronglyTyped (precision comes from each ONNX)"
+else
+  TYPING=weak
+  echo "trtexec: $TRTEXEC has no strong typing: building weakly typed with --fp16 / --int8 as each ONNX needs"
+fi
+
+{arrays}
+
+mkdir -p engines
+for p in "${{PRECISIONS[@]}}"; do
+  args="ARGS_${{p}}_${{TYPING}}[@]"
+  echo "building $p: trtexec ${{!args}}"
+  "$TRTEXEC" "${{!args}}"
+done
+
+if [ "$BUILD_ONLY" = 1 ]; then
+  echo "engines built; check them with: python3 -m runtime.bundle_check --typing $TYPING ${{PRECISIONS[*]}}"
+  exit 0
+fi
+python3 -m runtime.bundle_check --typing "$TYPING" "${{PRECISIONS[@]}}"
+"""
+
+
+def device_readme(manifest: dict) -> str:
+    profile = manifest["profile"]
+    rows = "\n".join(
+        f"| {p} | `{e['onnx']}` | {float(e['metadata'].get('validation_drop_db') or 0):.3f} | "
+        f"{e['metadata'].get('int8_mac_fraction') or '-'} | PSNR ≥ {e['tolerance']['min_psnr']} dB |"
+        for p, e in manifest["precisions"].items()
+    )
+    dims = lambda shape: "×".join(map(str, shape))  # noqa: E731
+    return f"""# {manifest['model']} ×{manifest['scale']} for Jetson (srdeploy bundle)
+
+Build the TensorRT engines on the device, check them against PyTorch, and measure latency — one command:
+
+    bash build.sh            # or: bash build.sh int8     (TRTEXEC=/path/to/trtexec to pick a trtexec)
+
+Needs JetPack 6 (TensorRT 8.6 or 10.x; TensorRT 11 works too), `python3-numpy` and the TensorRT Python
+package (`python3-libnvinfer`). Nothing else: no PyTorch. Engines only run on the TensorRT version and
+GPU they were built with, which is why they are built here.
+
+## What build.sh does
+1. Finds `trtexec` and asks it whether it knows `--stronglyTyped` (TensorRT 10 and newer): if so every
+   engine is built strongly typed and takes its precision from the ONNX; on older TensorRT it passes
+   `--fp16` / `--int8` instead (the same precision, chosen by the builder). It prints which it used.
+2. Builds `engines/*.engine` with one optimization profile for `{profile['input_name']}`: min
+   {dims(profile['min'])}, opt {dims(profile['opt'])}, max {dims(profile['max'])} (N×C×H×W, LR input),
+   a {manifest['workspace_mib']} MiB workspace, builder optimization level {manifest['optimization_level']}, and a
+   persistent `timing.cache` that makes rebuilds fast.
+3. Runs `python3 -m runtime.bundle_check`: writes each engine's sidecar (`*.engine.json`: TensorRT
+   version, GPU, plan, parity), compares each engine with the {REFERENCE} outputs in `golden/` (PSNR, max
+   error, % of pixels off by more than one 8-bit level) and times it at the profile's min, opt and max
+   shapes (median, p90, p99; host input to host output). Exit code 0 only if every precision passes.
+
+| precision | ONNX | held-out PSNR drop vs FP32 (dB) | INT8 share of MACs | engine must reach |
+|---|---|---|---|---|
+{rows}
+
+Without a GPU the same check runs on the ONNX files: `python3 -m runtime.bundle_check --backend onnxruntime`.
+`manifest.json` holds the exact `trtexec` arguments for both typings.
+"""
+
+
+def check_destination(out: str | Path) -> Path:
+    """``out`` may be new, empty, or a previous bundle (replaced); anything else is refused."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (not (out / MANIFEST).is_file() and any(out.iterdir()))):
+        raise SrDeployError(f"{out} exists and is not an srdeploy bundle: choose an empty or new --out folder")
+    return out
+
+
+def write_bundle(out: Path, model_name: str, scale: int, artifacts: dict[str, onnx.ModelProto], profile: Profile,
+                 photo: np.ndarray, reference: Infer) -> Path:
+    """Write the bundle for ``artifacts`` ({precision: ONNX}) atomically into ``out``."""
+    out = check_destination(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        stem = f"{model_name}_x{scale}"
+        plan = BuildPlan("fp32", profile)
+        manifest = {"format": FORMAT, "model": model_name, "scale": scale, "reference": REFERENCE,
+                    "golden": "golden", "profile": profile.as_dict(), "workspace_mib": plan.workspace_mib,
+                    "optimization_level": plan.optimization_level, "precisions": {}}
+        for precision, proto in artifacts.items():
+            path = save(proto, work / "onnx" / f"{stem}_{precision}.onnx")
+            manifest["precisions"][precision] = precision_entry(stem, precision, path, proto, profile)
+        cases = {name: (x, reference(x)) for name, x in golden_inputs(photo, profile).items()}
+        save_golden(work / "golden", cases, {"model": model_name, "scale": scale, "reference": REFERENCE,
+                                             "checkpoint_sha256": _metadata(next(iter(artifacts.values())))["checkpoint_sha256"]})
+        (work / "runtime").mkdir()
+        source = Path(__file__).resolve().parent.parent / "runtime"
+        for name in RUNTIME_FILES:
+            shutil.copyfile(source / name, work / "runtime" / name)
+        (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        (work / "build.sh").write_text(build_script(manifest))
+        os.chmod(work / "build.sh", 0o755)
+        (work / "README.md").write_text(device_readme(manifest))
+        os.chmod(work, 0o755)
+        _replace_dir(work, out)
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Rename ``new`` onto ``target``; a previous bundle there is moved aside first, then deleted."""
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+        os.replace(target, old / "bundle")
+        os.replace(new, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, target)

@@ -1,0 +1,165 @@
+"""The TensorRT engine builder (TensorRT 10/11 Python API; 8.x weakly typed), its engine cache, and the
+``--target trt`` export: build, check parity on the GPU against PyTorch, write engine + sidecar.
+
+Everything TensorRT is asked to do comes from a ``BuildPlan`` (``export.trt_plan``), the same value the
+Jetson bundle's ``trtexec`` command line is rendered from.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from export.trt_plan import BuildPlan
+from models.checkpoints import cache_dir
+from runtime.atomic import atomic_path
+from runtime.cuda import Cuda
+from runtime.errors import SrDeployError
+from runtime.trt_backend import TrtSession, current_target, require_tensorrt
+from runtime.trt_sidecar import (
+    BuildTarget,
+    file_sha256,
+    sidecar_path,
+    update_sidecar,
+    write_sidecar,
+)
+
+MIN_TENSORRT = (8, 6)  # builder optimization levels and the ONNX parser's per-node errors
+
+
+def check_version(trt) -> None:
+    found = tuple(int(part) for part in trt.__version__.split(".")[:2])
+    if found < MIN_TENSORRT:
+        raise SrDeployError(f"TensorRT {trt.__version__} is older than 8.6, which srdeploy needs: upgrade TensorRT "
+                            "(JetPack 6 ships 8.6 or 10.3)")
+
+
+def supports_strong_typing(trt) -> bool:
+    """TensorRT 9.1+ has strongly typed networks (and 11 has nothing else)."""
+    return hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+
+
+def engine_cache_key(onnx_sha256: str, plan: BuildPlan, target: BuildTarget) -> str:
+    """Engines are reusable only for the same ONNX, precision, profile, builder settings, TensorRT and GPU."""
+    settings = {**plan.as_dict(), "timing_cache": None}  # where the timing cache lives changes no engine
+    key = {"onnx": onnx_sha256, "plan": settings, "target": vars(target)}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def engines_dir() -> Path:
+    return cache_dir().parent / "engines"
+
+
+def timing_cache_path(target: BuildTarget) -> Path:
+    """One persistent timing cache per TensorRT version and GPU (the only place its timings hold)."""
+    slug = "".join(c if c.isalnum() else "-" for c in f"{target.tensorrt_version}_{target.gpu_name}_{target.compute_capability}")
+    return cache_dir().parent / "trt" / f"timing_{slug}.cache"
+
+
+def _parser_errors(parser) -> str:
+    """The ONNX parser's errors, one per node: "node 12 (Conv /head/conv): description"."""
+    found = []
+    for i in range(parser.num_errors):
+        error = parser.get_error(i)
+        node_name = getattr(error, "node_name", lambda: "")()
+        operator = getattr(error, "node_operator", lambda: "")()
+        found.append(f"node {error.node()} ({operator} {node_name}): {error.desc()}".replace("( ", "("))
+    return "; ".join(found)
+
+
+def build_engine(onnx_path: Path, plan: BuildPlan, engine_path: Path) -> None:
+    """Build ``plan``'s engine from ``onnx_path`` and write it atomically; the timing cache is read and updated."""
+    trt = require_tensorrt()
+    check_version(trt)
+    settings = plan.settings()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0
+    if settings["strongly_typed"]:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    elif hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):  # required before TensorRT 10
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        raise SrDeployError(f"TensorRT's ONNX parser rejected {onnx_path.name}: {_parser_errors(parser)}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings["workspace_bytes"])
+    config.builder_optimization_level = settings["optimization_level"]
+    for flag in settings["builder_flags"]:
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+    if settings["clear_tf32"]:
+        config.clear_flag(trt.BuilderFlag.TF32)
+    shapes = settings["profile"]
+    profile = builder.create_optimization_profile()
+    profile.set_shape(shapes["input_name"], shapes["min"], shapes["opt"], shapes["max"])
+    config.add_optimization_profile(profile)
+    cache_file = Path(settings["timing_cache"])
+    cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
+    config.set_timing_cache(cache, False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise SrDeployError(f"TensorRT could not build an engine from {onnx_path.name} (its log above says why)")
+    with atomic_path(engine_path) as tmp:
+        tmp.write_bytes(bytes(serialized))
+    with atomic_path(cache_file) as tmp:
+        tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+
+
+def engine_parity(session: TrtSession, reference, inputs: dict[str, np.ndarray], tolerance) -> dict:
+    """Run the engine and the reference on each input inside the profile; the parity report as a dict."""
+    from runtime.parity import ParityReport, check_cases
+
+    profile_inputs = {name: x for name, x in inputs.items() if session.accepts(x.shape)}
+    report = ParityReport(str(session.path), session.metadata.get("precision", "fp32"), tolerance)
+    check_cases(session.infer, {name: (x, reference(x)) for name, x in profile_inputs.items()}, report)
+    return report.as_dict()
+
+
+def export_engine(onnx_proto, plan_for, out_dir: Path, stem: str, reference, inputs: dict[str, np.ndarray],
+                  tolerance, rebuild: str) -> Path:
+    """Build (or take from the engine cache) the engine of ``onnx_proto``, check its parity against
+    ``reference`` on ``inputs``, and only then write ``STEM.engine`` + sidecar into ``out_dir``.
+
+    ``plan_for(strongly_typed, timing_cache)`` makes the plan once TensorRT's abilities are known."""
+    from export.onnx_export import save
+
+    trt = require_tensorrt()
+    target = current_target(trt, Cuda())
+    plan = plan_for(supports_strong_typing(trt), str(timing_cache_path(target)))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{stem}.", dir=out_dir))
+    try:
+        onnx_path = save(onnx_proto, work / f"{stem}.onnx")
+        onnx_sha = file_sha256(onnx_path)
+        cached = engines_dir() / f"{engine_cache_key(onnx_sha, plan, target)}.engine"
+        engine = work / f"{stem}.engine"
+        if cached.is_file():
+            shutil.copyfile(cached, engine)
+        else:
+            build_engine(onnx_path, plan, engine)
+            with atomic_path(cached) as tmp:
+                shutil.copyfile(engine, tmp)
+        metadata = {p.key.removeprefix("srdeploy."): p.value for p in onnx_proto.metadata_props
+                    if p.key.startswith("srdeploy.")}
+        write_sidecar(engine, target, precision=plan.precision, plan=plan.as_dict(), onnx_sha256=onnx_sha,
+                      metadata=metadata, rebuild=rebuild, built_by="srdeploy python builder", parity=None)
+        session = TrtSession(engine)
+        parity = engine_parity(session, reference, inputs, tolerance)
+        session.close()
+        if not parity["passed"]:
+            case, problems = next(iter(parity["violations"].items()))
+            raise SrDeployError(f"the {plan.precision} engine fails parity against PyTorch on {case} "
+                                f"({'; '.join(problems)}): nothing written")
+        update_sidecar(engine, parity=parity)
+        final = out_dir / engine.name
+        os.replace(engine, final)
+        os.replace(sidecar_path(engine), sidecar_path(final))
+        return final
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,84 @@
+"""What every deployable artifact session shares: srdeploy metadata, shape bounds, the input check, and
+``open_artifact`` choosing the backend from the file (``.onnx`` → ONNX Runtime, ``.engine`` → TensorRT)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from runtime.errors import SrDeployError
+
+REQUIRED_METADATA = ("model", "scale", "colour", "shape_bounds", "export_config")
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+class ArtifactSession:
+    """Base of the backends: ``metadata`` (srdeploy keys without prefix), ``bounds`` (min/max N×C×H×W),
+    ``path``; subclasses implement ``infer``."""
+
+    path: Path
+    metadata: dict[str, str]
+    bounds: dict[str, list[int]]
+
+    def check_metadata(self) -> None:
+        missing = [k for k in REQUIRED_METADATA if k not in self.metadata]
+        if missing or "receptive_radius" not in self.metadata.get("export_config", ""):
+            raise SrDeployError(
+                f"artifact {self.path} lacks srdeploy metadata ({', '.join(missing) or 'receptive_radius'}): "
+                "it was not exported by this srdeploy version; re-export it with `python cli.py export`"
+            )
+
+    @property
+    def channels(self) -> int:
+        return int(self.bounds["min"][1])
+
+    @property
+    def scale(self) -> int:
+        return int(self.metadata["scale"])
+
+    @property
+    def shape_bounds(self) -> dict[str, list[int]]:
+        return self.bounds
+
+    @property
+    def colour(self) -> str:
+        return self.metadata["colour"]
+
+    @property
+    def receptive_radius(self) -> int:
+        return int(json.loads(self.metadata["export_config"])["receptive_radius"])
+
+    def accepts(self, shape: tuple[int, ...]) -> bool:
+        low, high = self.bounds["min"], self.bounds["max"]
+        return len(shape) == 4 and all(lo <= s <= hi for lo, s, hi in zip(low, shape, high))
+
+    def check_input(self, x: np.ndarray) -> None:
+        """A one-line error when ``x`` is not N×C×H×W within the artifact's bounds."""
+        if x.ndim != 4 or x.shape[1] != self.channels:
+            raise SrDeployError(
+                f"input of shape {x.shape} does not fit {self.path.name}: it expects N×{self.channels}×H×W"
+            )
+        low, high = self.bounds["min"], self.bounds["max"]
+        for axis, label in ((0, "batch"), (2, "height"), (3, "width")):
+            if x.shape[axis] < low[axis]:
+                raise SrDeployError(
+                    f"input {label} {x.shape[axis]} is below the artifact's minimum {low[axis]} "
+                    f"(bounds {low[axis]}…{high[axis]}): the image is too small for this artifact"
+                )
+            if x.shape[axis] > high[axis]:
+                raise SrDeployError(
+                    f"input {label} {x.shape[axis]} is above the artifact's maximum {high[axis]} "
+                    f"(bounds {low[axis]}…{high[axis]}): tile the image (upscale --tile) or split the batch"
+                )
+
+
+def open_artifact(path: str | Path, **options) -> ArtifactSession:
+    """The session for an exported artifact: TensorRT for engines, ONNX Runtime for ``.onnx``."""
+    if Path(path).suffix.lower() in ENGINE_SUFFIXES:
+        from runtime.trt_backend import TrtSession
+
+        return TrtSession(path, **options)
+    from runtime.onnx_backend import OnnxSession
+
+    return OnnxSession(path, **options)

@@ -1,0 +1,140 @@
+"""The Jetson bundle's device-side check: parity against the golden outputs shipped in the bundle, then
+latency at the optimization profile's shapes. numpy + tensorrt (or onnxruntime) only.
+
+    python3 -m runtime.bundle_check                       # TensorRT engines built by build.sh
+    python3 -m runtime.bundle_check --backend onnxruntime # the bundle's ONNX files, anywhere
+
+``build.sh`` runs it right after building, with ``--typing``: the engines were just built here, so their
+sidecars (TensorRT version, GPU, plan, parity) are written then. Exit 0 when every precision passes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from runtime.compare import Tolerance, compare
+from runtime.errors import SrDeployError
+from runtime.golden import load_golden
+from runtime.tables import markdown_table
+from runtime.timing import measure
+
+BUNDLE = Path(__file__).resolve().parent.parent
+MANIFEST = "manifest.json"
+FORMAT = "srdeploy-jetson-bundle/1"
+
+
+def load_manifest(root: Path = BUNDLE) -> dict:
+    path = root / MANIFEST
+    if not path.is_file():
+        raise SrDeployError(f"{path} is missing: run this from an srdeploy Jetson bundle")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != FORMAT:
+        raise SrDeployError(f"{path} is not an {FORMAT} manifest: re-export the bundle with this srdeploy")
+    return manifest
+
+
+def adopt_engine(root: Path, entry: dict, precision: str, typing: str) -> None:
+    """Write the sidecar of an engine ``build.sh`` has just built on this machine."""
+    from runtime.cuda import Cuda
+    from runtime.trt_backend import current_target, require_tensorrt
+    from runtime.trt_sidecar import write_sidecar
+
+    target = current_target(require_tensorrt(), Cuda())
+    write_sidecar(root / entry["engine"], target, precision=precision, plan=entry["plans"][typing],
+                  onnx_sha256=entry["onnx_sha256"], metadata=entry["metadata"], rebuild=f"bash build.sh {precision}",
+                  built_by=f"trtexec via build.sh ({typing}ly typed)", parity=None)
+
+
+def open_session(root: Path, entry: dict, backend: str, cuda_graphs: bool):
+    if backend == "onnxruntime":
+        from runtime.onnx_backend import OnnxSession
+
+        return OnnxSession(root / entry["onnx"], providers=["CPUExecutionProvider"])
+    from runtime.trt_backend import TrtSession
+
+    return TrtSession(root / entry["engine"], cuda_graphs=cuda_graphs)
+
+
+def parity(session, cases: dict, tolerance: Tolerance) -> dict:
+    results = {}
+    for name, (x, reference) in cases.items():
+        comparison = compare(session.infer(x), reference)
+        results[name] = {**comparison.as_dict(), "violations": comparison.violations(tolerance)}
+    return results
+
+
+def latency(session, profile: dict, warmup: int, runs: int) -> list[dict]:
+    rng = np.random.default_rng(0)
+    timings = []
+    for bound in ("min", "opt", "max"):
+        x = rng.random(profile[bound], dtype=np.float32)
+        timing = measure("x".join(map(str, profile[bound])), session.infer, x, warmup, runs)
+        timings.append({"bound": bound, **vars(timing)})
+    return timings
+
+
+def check(root: Path, precision: str, args: argparse.Namespace, manifest: dict) -> dict:
+    entry = manifest["precisions"][precision]
+    if args.typing:
+        adopt_engine(root, entry, precision, args.typing)
+    session = open_session(root, entry, args.backend, args.cuda_graphs)
+    cases, _ = load_golden(root / manifest["golden"])
+    tolerance = Tolerance(**entry["tolerance"])
+    results = parity(session, cases, tolerance)
+    passed = not any(r["violations"] for r in results.values())
+    if args.typing:  # record the measured parity in the sidecar of the engine just built
+        from runtime.trt_sidecar import update_sidecar
+
+        update_sidecar(root / entry["engine"], parity={"passed": passed, "cases": results,
+                                                       "reference": manifest["reference"]})
+    timings = latency(session, manifest["profile"], args.warmup, args.runs) if args.runs else []
+    return {"precision": precision, "backend": args.backend, "passed": passed, "parity": results, "latency": timings}
+
+
+def report(result: dict, tolerance: dict) -> str:
+    rows = [[name, f"{r['psnr']:.1f}", f"{r['max_abs']:.2e}", f"{r['off_by_level_pct']:.3f}",
+             "ok" if not r["violations"] else "FAIL: " + "; ".join(r["violations"])] for name, r in result["parity"].items()]
+    lines = [f"## {result['precision']} on {result['backend']}: {'PASS' if result['passed'] else 'FAIL'} "
+             f"(tolerance: PSNR ≥ {tolerance['min_psnr']} dB, ≤ {tolerance['max_off_by_level']}% off by >1 level)",
+             markdown_table(["golden case", "PSNR dB", "max abs", "% >1 level", "status"], rows)]
+    if result["latency"]:
+        rows = [[t["bound"], t["name"], f"{t['median_ms']:.2f}", f"{t['p90_ms']:.2f}", f"{t['p99_ms']:.2f}", str(t["runs"])]
+                for t in result["latency"]]
+        lines.append(markdown_table(["profile", "input", "median ms", "p90 ms", "p99 ms", "runs"], rows))
+    return "\n\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m runtime.bundle_check", description=__doc__.split("\n")[0])
+    parser.add_argument("precisions", nargs="*", help="fp32 fp16 int8 (default: every one in the bundle)")
+    parser.add_argument("--backend", choices=("tensorrt", "onnxruntime"), default="tensorrt")
+    parser.add_argument("--typing", choices=("strong", "weak"), help="(build.sh) engines just built here: write their sidecars")
+    parser.add_argument("--runs", type=int, default=50, help="timed runs per profile shape (0: parity only)")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--cuda-graphs", action="store_true", help="tensorrt: replay each shape as a CUDA graph")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    args = parser.parse_args(argv)
+    try:
+        manifest = load_manifest()
+        unknown = sorted(set(args.precisions) - set(manifest["precisions"]))
+        if unknown:
+            raise SrDeployError(f"precision {', '.join(unknown)} is not in this bundle ({', '.join(manifest['precisions'])})")
+        results = [check(BUNDLE, p, args, manifest) for p in args.precisions or manifest["precisions"]]
+    except SrDeployError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"model": manifest["model"], "scale": manifest["scale"], "results": results}, indent=2))
+    else:
+        print(f"{manifest['model']} ×{manifest['scale']}: parity against {manifest['reference']} golden outputs")
+        for result in results:
+            print("\n" + report(result, manifest["precisions"][result["precision"]]["tolerance"]))
+    return 0 if all(r["passed"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""TensorRT backend: ``TrtSession(path).infer(x)`` with the same interface as ``OnnxSession``.
+
+numpy + tensorrt (+ libcudart through ``runtime.cuda``), never torch. The engine's sidecar is checked
+before TensorRT sees the file: an engine built for another TensorRT version, GPU or compute capability
+is refused with the reason and the rebuild command. One explicit non-blocking CUDA stream; device and
+pinned host buffers are allocated for the largest shape seen and reused; with ``cuda_graphs=True`` each
+input shape's enqueue is captured once into a CUDA graph and replayed.
+"""
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import numpy as np
+
+from runtime.artifact import ArtifactSession
+from runtime.cuda import DEVICE_TO_HOST, HOST_TO_DEVICE, Cuda
+from runtime.errors import SrDeployError
+from runtime.trt_sidecar import BuildTarget, incompatibility, read_sidecar
+
+INSTALL_HINT = (
+    "on an x86-64 machine with an NVIDIA GPU `pip install tensorrt` (10.x or newer); on a Jetson it comes with "
+    "JetPack (`sudo apt install python3-libnvinfer`)"
+)
+
+
+def require_tensorrt():
+    """``import tensorrt``, or a one-line error saying how to get it."""
+    try:
+        import tensorrt
+    except ImportError as exc:
+        raise SrDeployError(
+            f"TensorRT's Python package is not installed here ({exc}): {INSTALL_HINT}; "
+            "`python cli.py export --target jetson` builds a device bundle without it"
+        ) from None
+    return tensorrt
+
+
+def current_target(trt, cuda: Cuda) -> BuildTarget:
+    return BuildTarget(trt.__version__, cuda.device_name(), cuda.compute_capability())
+
+
+class _Buffer:
+    """A device allocation and its pinned host twin, grown (never shrunk) to the largest request."""
+
+    def __init__(self, cuda: Cuda):
+        self.cuda, self.capacity, self.device, self.host = cuda, 0, 0, 0
+
+    def reserve(self, nbytes: int) -> bool:
+        """Ensure ``nbytes``; True when the addresses changed (captured graphs are then stale)."""
+        if nbytes <= self.capacity:
+            return False
+        self.release()
+        self.device, self.host, self.capacity = self.cuda.malloc(nbytes), self.cuda.malloc_host(nbytes), nbytes
+        return True
+
+    def host_array(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        count = int(np.prod(shape))
+        raw = (ctypes.c_byte * (count * dtype.itemsize)).from_address(self.host)
+        return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
+
+    def release(self) -> None:
+        if self.capacity:
+            self.cuda.free(self.device)
+            self.cuda.free_host(self.host)
+            self.capacity = 0
+
+
+class TrtSession(ArtifactSession):
+    """A TensorRT engine with its sidecar, ready to run on this machine's GPU."""
+
+    def __init__(self, path: str | Path, cuda_graphs: bool = False, device: int = 0):
+        self.path = Path(path)
+        self.record = read_sidecar(self.path)
+        trt = require_tensorrt()
+        self.cuda = Cuda(device)
+        reason = incompatibility(self.record, current_target(trt, self.cuda))
+        if reason:
+            raise SrDeployError(reason)
+        self.metadata = dict(self.record["metadata"])
+        self.check_metadata()
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if self.engine is None:
+            raise SrDeployError(f"TensorRT could not load engine {self.path}: rebuild it with `{self.record.get('rebuild')}`")
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise SrDeployError(f"engine {self.path} has inputs {inputs} and outputs {outputs}: expected one of each")
+        self.input_name, self.output_name = inputs[0], outputs[0]
+        self.input_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
+        self.output_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
+        low, _, high = self.engine.get_tensor_profile_shape(self.input_name, 0)
+        self.bounds = {"min": list(low), "max": list(high)}
+        self.context = self.engine.create_execution_context()
+        self.stream = self.cuda.stream()
+        self.cuda_graphs = cuda_graphs
+        self._input, self._output = _Buffer(self.cuda), _Buffer(self.cuda)
+        self._graphs: dict[tuple[int, ...], int] = {}
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """N×C×H×W in [0, 1] → float32 N×C×(s·H)×(s·W), within the engine's optimization profile."""
+        x = np.ascontiguousarray(x, dtype=self.input_dtype)
+        self.check_input(x)
+        if not self.context.set_input_shape(self.input_name, x.shape):
+            raise SrDeployError(f"TensorRT rejected input shape {x.shape} for {self.path.name}")
+        out_shape = tuple(self.context.get_tensor_shape(self.output_name))
+        moved = self._input.reserve(x.nbytes)
+        moved |= self._output.reserve(int(np.prod(out_shape)) * self.output_dtype.itemsize)
+        if moved:
+            self._drop_graphs()
+            self.context.set_tensor_address(self.input_name, self._input.device)
+            self.context.set_tensor_address(self.output_name, self._output.device)
+        self._input.host_array(x.shape, self.input_dtype)[...] = x
+        self.cuda.copy_async(self._input.device, self._input.host, x.nbytes, HOST_TO_DEVICE, self.stream)
+        self._enqueue(x.shape)
+        out_bytes = int(np.prod(out_shape)) * self.output_dtype.itemsize
+        self.cuda.copy_async(self._output.host, self._output.device, out_bytes, DEVICE_TO_HOST, self.stream)
+        self.cuda.synchronize(self.stream)
+        return self._output.host_array(out_shape, self.output_dtype).astype(np.float32)
+
+    def _enqueue(self, shape: tuple[int, ...]) -> None:
+        if not self.cuda_graphs:
+            if not self.context.execute_async_v3(self.stream):
+                raise SrDeployError(f"TensorRT failed to run {self.path.name} on input {shape}")
+            return
+        if shape not in self._graphs:
+            # one plain enqueue after a shape change lets TensorRT settle its state before capture
+            self.context.execute_async_v3(self.stream)
+            self.cuda.begin_capture(self.stream)
+            self.context.execute_async_v3(self.stream)
+            self._graphs[shape] = self.cuda.end_capture(self.stream)
+        self.cuda.launch(self._graphs[shape], self.stream)
+
+    def _drop_graphs(self) -> None:
+        for graph in self._graphs.values():
+            self.cuda.destroy_graph(graph)
+        self._graphs.clear()
+
+    def close(self) -> None:
+        """Free the CUDA resources now (also done when the session is garbage-collected)."""
+        if getattr(self, "stream", None):
+            self.cuda.synchronize(self.stream)
+            self._drop_graphs()
+            self._input.release()
+            self._output.release()
+            self.cuda.destroy_stream(self.stream)
+            self.stream = 0
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown may have unloaded libcudart already
+            pass

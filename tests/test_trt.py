@@ -1,0 +1,301 @@
+"""TensorRT target without TensorRT: the build plan and its trtexec command line, the sidecar and the
+refusal of foreign engines, the missing-TensorRT error, and the Jetson bundle (build.sh run against a
+recording stand-in for trtexec, parity checked on ONNX Runtime). The engine build and run tests at the
+end need ``import tensorrt`` and a GPU, and skip with that reason elsewhere."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import models
+from calib.data import held_out_photo
+from export.jetson import write_bundle
+from export.onnx_export import to_onnx
+from export.precision import export_precision
+from export.trt_plan import (
+    BuildPlan,
+    Profile,
+    default_profile,
+    parse_shape,
+    profile_from_args,
+    settings_from_trtexec,
+)
+from runtime.cuda import Cuda
+from runtime.errors import SrDeployError
+from runtime.torch_runner import TorchRunner
+from runtime.trt_sidecar import (
+    BuildTarget,
+    incompatibility,
+    read_sidecar,
+    update_sidecar,
+    write_sidecar,
+)
+from tests.conftest import REPO, weights
+
+
+def _has_tensorrt_and_gpu() -> str | None:
+    """None when TensorRT imports and a CUDA device answers, else why not."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "TensorRT's Python package is not installed (import tensorrt failed)"
+    try:
+        Cuda()
+    except SrDeployError as exc:
+        return f"no usable GPU: {exc}"
+    return None
+
+
+NO_TRT = _has_tensorrt_and_gpu()
+
+
+# ---- plan and trtexec ----------------------------------------------------------------------------
+
+def test_default_profiles_cover_720p_and_1080p_frames():
+    # LR sizes whose ×s output covers 1280×720 (opt) and 1920×1080 (max), rounded up; batch 1
+    expected = {2: ((1, 3, 360, 640), (1, 3, 540, 960)), 3: ((1, 3, 240, 427), (1, 3, 360, 640)),
+                4: ((1, 3, 180, 320), (1, 3, 270, 480))}
+    for scale, (opt, high) in expected.items():
+        profile = default_profile("lr", 3, scale)
+        assert (profile.min, profile.opt, profile.max) == ((1, 3, 16, 16), opt, high)
+
+
+def test_shape_arguments_are_checked():
+    assert parse_shape("64x96", 1) == (1, 1, 64, 96) and parse_shape("2x3x8x8", 3) == (2, 3, 8, 8)
+    for bad, reason in (("64", "HxW"), ("1x3x8", "HxW"), ("2x1x8x8", "the model takes 3"), ("0x8", "positive")):
+        with pytest.raises(SrDeployError, match=reason):
+            parse_shape(bad, 3)
+    with pytest.raises(SrDeployError, match="min ≤ opt ≤ max"):
+        profile_from_args("lr", 3, 2, "400x400", None, None)  # min above the default opt 360×640
+    assert profile_from_args("lr", 3, 2, None, "128x128", "256x256").max == (1, 3, 256, 256)
+
+
+def test_trtexec_command_line_for_a_strongly_typed_int8_build():
+    plan = BuildPlan("int8", Profile("lr", (1, 3, 16, 16), (1, 3, 360, 640), (1, 3, 540, 960)))
+    assert plan.trtexec_args("m.onnx", "m.engine") == [
+        "--onnx=m.onnx", "--saveEngine=m.engine", "--minShapes=lr:1x3x16x16", "--optShapes=lr:1x3x360x640",
+        "--maxShapes=lr:1x3x540x960", "--memPoolSize=workspace:1024", "--builderOptimizationLevel=3",
+        "--timingCacheFile=timing.cache", "--stronglyTyped", "--skipInference",
+    ]
+
+
+@pytest.mark.parametrize("strong", [True, False])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_trtexec_arguments_parse_back_into_the_builder_settings(precision, strong):
+    plan = BuildPlan(precision, default_profile("lr", 1, 3), strong, workspace_mib=512, optimization_level=4)
+    settings = settings_from_trtexec(plan.trtexec_args("a.onnx", "a.engine")[2:])
+    assert settings == plan.settings()
+    # precision comes from the ONNX when strongly typed; weak typing must name it; FP32 never uses TF32
+    assert settings["builder_flags"] == ([] if strong or precision == "fp32" else [precision.upper()])
+    assert settings["clear_tf32"] == (precision == "fp32")
+
+
+# ---- sidecar ---------------------------------------------------------------------------------------
+
+ORIN = BuildTarget("10.3.0", "Orin", "8.7")
+
+
+def _engine(tmp_path: Path) -> Path:
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"serialized engine bytes")
+    write_sidecar(engine, ORIN, precision="int8", metadata={"model": "lesrcnn"}, rebuild="bash build.sh int8")
+    return engine
+
+
+def test_sidecar_round_trip_and_refusal_of_a_foreign_engine(tmp_path):
+    engine = _engine(tmp_path)
+    record = read_sidecar(engine)
+    assert record["target"] == vars(ORIN) and record["precision"] == "int8"
+    assert incompatibility(record, ORIN) is None
+    reason = incompatibility(record, BuildTarget("10.8.0", "NVIDIA H100 80GB HBM3", "9.0"))
+    assert "TensorRT 10.3.0 on Orin (compute 8.7)" in reason and "TensorRT 10.8.0 on NVIDIA H100" in reason
+    assert "TensorRT version, GPU, compute capability differ" in reason and "`bash build.sh int8`" in reason
+    assert "GPU differ" in incompatibility(record, BuildTarget("10.3.0", "Xavier", "8.7"))
+    update_sidecar(engine, parity={"passed": True})
+    assert read_sidecar(engine)["parity"] == {"passed": True} and read_sidecar(engine)["precision"] == "int8"
+
+
+def test_sidecar_must_describe_the_engine(tmp_path):
+    engine = _engine(tmp_path)
+    engine.write_bytes(b"another engine")
+    with pytest.raises(SrDeployError, match="not the file its sidecar describes"):
+        read_sidecar(engine)
+    Path(f"{engine}.json").unlink()
+    with pytest.raises(SrDeployError, match="has no sidecar"):
+        read_sidecar(engine)
+
+
+@pytest.mark.skipif(NO_TRT is None, reason="TensorRT and a GPU are present: the missing-TensorRT path cannot run")
+def test_engine_session_without_tensorrt_says_how_to_get_it(tmp_path):
+    from runtime.artifact import open_artifact
+
+    with pytest.raises(SrDeployError) as error:
+        open_artifact(_engine(tmp_path))
+    message = str(error.value)
+    assert "\n" not in message and ("pip install tensorrt" in message or "CUDA" in message)
+
+
+def test_tensorrt_runtime_modules_import_without_torch():
+    code = ("import sys; sys.modules['torch'] = None; "
+            "import runtime.trt_backend, runtime.cuda, runtime.trt_sidecar, runtime.bundle_check, runtime.artifact")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_cuda_runtime_answers_or_says_why_not():
+    try:
+        cuda = Cuda()
+    except SrDeployError as exc:  # no libcudart, or no driver/GPU: one line naming the failing call
+        assert "\n" not in str(exc) and ("libcudart" in str(exc) or "CUDA call cudaSetDevice failed" in str(exc))
+        return
+    assert cuda.device_name() and cuda.compute_capability().replace(".", "").isdigit()
+
+
+@pytest.mark.skipif(NO_TRT is None, reason="TensorRT and a GPU are present: the missing-TensorRT path cannot run")
+def test_target_trt_without_tensorrt_fails_in_one_line_and_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "cli.py", "export", "--model", "fsrcnn", "--scale", "2", "--target", "trt",
+                             "--out", str(out)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: ")
+    if "TensorRT" in result.stderr:
+        assert "pip install tensorrt" in result.stderr and "--target jetson" in result.stderr
+    assert not out.exists()
+
+
+# ---- Jetson bundle ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, fsrcnn_int8):
+    """An FSRCNN ×2 bundle with FP32, FP16 and INT8 (the session's INT8 export) and a small profile."""
+    model = models.load("fsrcnn", 2, weights("fsrcnn_x2.pth"))
+    fp16, _ = export_precision(model, "fp16", progress=False)
+    artifacts = {"fp32": to_onnx(model), "fp16": fp16, "int8": fsrcnn_int8[0]}
+    profile = Profile("lr", (1, 1, 16, 16), (1, 1, 96, 128), (1, 1, 128, 160))
+    out = tmp_path_factory.mktemp("bundle") / "fsrcnn_x2_jetson"
+    return write_bundle(out, "fsrcnn", 2, artifacts, profile, held_out_photo("y"), TorchRunner(model).infer)
+
+
+def _fake_trtexec(folder: Path, strong: bool) -> Path:
+    """A stand-in for trtexec that records its arguments (the command-line contract, not an engine)."""
+    folder.mkdir()
+    script = folder / "trtexec"
+    help_text = "  --builderOptimizationLevel=N\n  --fp16\n  --int8\n" + ("  --stronglyTyped\n" if strong else "")
+    script.write_text(f"""#!/usr/bin/env bash
+if [ "$1" = "--help" ]; then printf '%s' "{help_text}"; exit 0; fi
+n=$(ls "{folder}"/*.args 2>/dev/null | wc -l)
+printf '%s\\n' "$@" > "{folder}/call$n.args"
+for a in "$@"; do case "$a" in --saveEngine=*) : > "${{a#--saveEngine=}}" ;; esac; done
+""")
+    script.chmod(0o755)
+    return script
+
+
+def test_bundle_contents(bundle):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert set(manifest["precisions"]) == {"fp32", "fp16", "int8"}
+    for precision, entry in manifest["precisions"].items():
+        assert (bundle / entry["onnx"]).is_file() and entry["metadata"]["precision"] == precision
+    assert {p.name for p in (bundle / "runtime").iterdir()} >= {"trt_backend.py", "cuda.py", "bundle_check.py"}
+    assert (bundle / "golden" / "golden.npz").is_file() and "bash build.sh" in (bundle / "README.md").read_text()
+    assert subprocess.run(["bash", "-n", str(bundle / "build.sh")], capture_output=True).returncode == 0
+    assert not list(bundle.parent.glob(".*")), "temporary folders left beside the bundle"
+
+
+@pytest.mark.parametrize("strong", [True, False])
+def test_build_sh_calls_trtexec_exactly_as_the_python_builder_plans(bundle, tmp_path, strong):
+    trtexec = _fake_trtexec(tmp_path / "bin", strong)
+    result = subprocess.run(["bash", str(bundle / "build.sh"), "--build-only"], capture_output=True, text=True,
+                            env={**os.environ, "TRTEXEC": str(trtexec)})
+    assert result.returncode == 0, result.stderr
+    assert ("--stronglyTyped" if strong else "weakly typed") in result.stdout
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    profile = Profile.from_dict(manifest["profile"])
+    calls = [(tmp_path / "bin" / f"call{i}.args").read_text().split() for i in range(3)]
+    for args, (precision, entry) in zip(calls, manifest["precisions"].items(), strict=True):
+        assert args[:2] == [f"--onnx={entry['onnx']}", f"--saveEngine={entry['engine']}"]
+        assert settings_from_trtexec(args[2:]) == BuildPlan(precision, profile, strong).settings()
+        assert (bundle / entry["engine"]).is_file()
+
+
+def _bundle_check(bundle: Path, *args: str) -> subprocess.CompletedProcess:
+    """The device check as a device runs it: from the bundle, with torch and PIL made unimportable."""
+    code = ("import sys, runpy; sys.modules['torch'] = None; sys.modules['PIL'] = None; "
+            "sys.argv = ['bundle_check', *sys.argv[1:]]; runpy.run_module('runtime.bundle_check', run_name='__main__')")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=bundle, capture_output=True, text=True, env=env)
+
+
+def test_bundle_parity_passes_on_onnx_runtime_for_every_precision(bundle):
+    result = _bundle_check(bundle, "--backend", "onnxruntime", "--runs", "2", "--warmup", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [r["precision"] for r in report["results"]] == ["fp32", "fp16", "int8"]
+    for r in report["results"]:
+        assert r["passed"] and len(r["parity"]) >= 4
+        assert [t["bound"] for t in r["latency"]] == ["min", "opt", "max"] and r["latency"][2]["median_ms"] > 0
+    worst = {r["precision"]: min(c["psnr"] for c in r["parity"].values()) for r in report["results"]}
+    assert worst["fp32"] > 100 and worst["fp16"] > 70 and 35 < worst["int8"] < 70
+
+
+def test_bundle_check_fails_on_a_wrong_golden_output(bundle, tmp_path):
+    broken = tmp_path / "broken"
+    subprocess.run(["cp", "-r", str(bundle), str(broken)], check=True)
+    with np.load(broken / "golden" / "golden.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    name = next(k for k in arrays if k.endswith(".output"))
+    arrays[name] = arrays[name] * 0.98  # a 2 % brightness error, as a lost scale factor would give
+    np.savez_compressed(broken / "golden" / "golden.npz", **arrays)
+    result = _bundle_check(broken, "--backend", "onnxruntime", "--runs", "0", "fp32")
+    assert result.returncode == 1 and "FAIL" in result.stdout
+
+
+def test_cli_jetson_bundle_end_to_end(tmp_path):
+    weights("fsrcnn_x3.pth")
+    out = tmp_path / "jetson"
+    args = [sys.executable, "cli.py", "export", "--model", "fsrcnn", "--scale", "3", "--target", "jetson",
+            "--precisions", "fp32,fp16", "--max-shape", "200x200", "--opt-shape", "100x100", "--out", str(out), "--json"]
+    result = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["artifacts"] == [str(out)]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["profile"]["max"] == [1, 1, 200, 200] and set(manifest["precisions"]) == {"fp32", "fp16"}
+    assert _bundle_check(out, "--backend", "onnxruntime", "--runs", "0").returncode == 0
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    result = subprocess.run([*args[:-3], "--out", str(tmp_path / "other")], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2 and "is not an srdeploy bundle" in result.stderr
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+# ---- real TensorRT: where it imports and a GPU exists --------------------------------------------
+
+@pytest.mark.skipif(NO_TRT is not None, reason=str(NO_TRT))
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_engine_build_and_parity_against_pytorch(precision, tmp_path):
+    from runtime.trt_backend import TrtSession
+
+    weights("fsrcnn_x2.pth")
+    args = [sys.executable, "cli.py", "export", "--model", "fsrcnn", "--scale", "2", "--target", "trt",
+            "--precision", precision, "--max-psnr-drop", "0.5", "--opt-shape", "64x64", "--max-shape", "128x128",
+            "--out", str(tmp_path), "--json"]
+    result = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    engine = Path(json.loads(result.stdout)["artifacts"][0])
+    record = read_sidecar(engine)
+    assert record["parity"]["passed"] and record["precision"] == precision
+    session = TrtSession(engine, cuda_graphs=True)
+    x = np.random.default_rng(0).random((1, 1, 40, 56), dtype=np.float32)
+    assert np.array_equal(session.infer(x), session.infer(x))  # captured graph replays the same work
+    with pytest.raises(SrDeployError, match="above the artifact's maximum"):
+        session.infer(np.zeros((1, 1, 129, 64), np.float32))
+    record["target"]["tensorrt_version"] = "0.0.0"
+    Path(f"{engine}.json").write_text(json.dumps(record))
+    with pytest.raises(SrDeployError, match="rebuild it here with"):
+        TrtSession(engine)
