@@ -1,4 +1,4 @@
-"""srdeploy command line: ``python cli.py {models,eval,export,upscale,parity} …`` (``--help`` on each)."""
+"""srdeploy command line: ``python cli.py {models,eval,export,upscale,parity,bench} …`` (``--help`` on each)."""
 from __future__ import annotations
 
 import argparse
@@ -320,6 +320,123 @@ def cmd_parity(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from benchmarks.bench import (
+        bar_chart,
+        bench_one,
+        markdown,
+        parse_size,
+        report_header,
+    )
+    from runtime.atomic import atomic_path
+
+    sizes = [parse_size(s) for s in args.sizes.split(",") if s]
+    work = Path(args.out or tempfile.mkdtemp(prefix="srdeploy-bench-"))
+    jobs, (name, scale, channels) = _bench_jobs(args, work)
+    from benchmarks.complexity import measure as complexity
+
+    per_pixel = complexity(name, scale).macs_per_output_pixel
+    report = report_header("python cli.py " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("cli.py") else "bench",
+                           name, scale, per_pixel)
+    progress = tqdm(total=len(jobs) * len(sizes), desc="bench", unit="run", disable=None if not args.json else True)
+    for backend, source, drop in jobs:
+        for width, height in sizes:
+            progress.set_postfix_str(f"{backend} {width}x{height}")
+            report["results"].append(bench_one(backend, (width, height), source, channels, scale,
+                                               per_pixel * width * height * scale * scale, args.warmup, args.runs,
+                                               args.budget, args.threads, drop))
+            progress.update()
+    progress.close()
+    table = markdown(report)
+    if args.out:
+        with atomic_path(work / "bench.json") as tmp:
+            tmp.write_text(json.dumps(report, indent=2))
+        with atomic_path(work / "bench.md") as tmp:
+            tmp.write_text(table + "\n")
+        bar_chart(report, work / "bench.png")
+    print(json.dumps({"machine": report["machine"], "results": report["results"]}) if args.json else table)
+    return 0
+
+
+def _bench_jobs(args: argparse.Namespace, work) -> tuple[list[tuple[str, dict, float | None]], tuple[str, int, int]]:
+    """(backend, source, held-out PSNR drop) per backend, and (model, scale, channels): from ``--model`` with
+    artifacts exported into ``work/artifacts``, or from existing artifacts (``bench ARTIFACT...``)."""
+    from benchmarks.backends import BACKENDS
+
+    if args.artifacts:
+        from runtime.artifact import open_artifact
+
+        jobs, identity = [], None
+        for path in args.artifacts:
+            session = open_artifact(path)
+            precision = session.metadata.get("precision", "fp32")
+            kind = "trt" if path.endswith((".engine", ".plan", ".trt")) else "onnx"
+            backend = kind if precision == "fp32" else f"{kind}-{precision}"
+            drop = None if precision == "fp32" else float(session.metadata.get("validation_drop_db") or 0)
+            jobs.append((backend, {"artifact": str(path)}, drop))
+            identity = (session.metadata["model"], session.scale, session.channels)
+        return jobs, identity
+    if not (args.model and args.scale):
+        raise SrDeployError("bench needs --model NAME --scale S, or artifact files")
+    names = [b for b in args.backends.split(",") if b]
+    unknown = [b for b in names if b not in BACKENDS]
+    if unknown:
+        raise SrDeployError(f"unknown backend {', '.join(unknown)}: choose from {', '.join(BACKENDS)}")
+    import models
+    from benchmarks.backends import unavailable
+
+    model = models.load(args.model, args.scale, args.weights)
+    exported: dict[str, tuple[dict, float | None]] = {}
+    jobs = []
+    for name in names:
+        backend = BACKENDS[name]
+        source = {"model": args.model, "scale": args.scale, "weights": args.weights}
+        drop = None
+        if backend.needs_artifact and not unavailable(backend):
+            key = f"{backend.kind}-{backend.precision}"
+            if key not in exported:
+                exported[key] = _bench_artifact(args, model, backend, work / "artifacts")
+            artifact, drop = exported[key]
+            source = {**source, **artifact}
+        jobs.append((name, source, drop))
+    return jobs, (args.model, args.scale, model.srdeploy.channels)
+
+
+def _bench_artifact(args: argparse.Namespace, model, backend, folder) -> tuple[dict, float | None]:
+    """Export the artifact a backend runs ({"artifact": path} or {"unavailable": why}) and its held-out drop."""
+    from export.onnx_export import save
+    from export.precision import export_precision
+
+    try:
+        proto, report = export_precision(model, backend.precision, progress=not args.json)
+    except SrDeployError as exc:
+        return {"unavailable": f"the {backend.precision} export failed its gate: {exc}"}, None
+    drop = None if backend.precision == "fp32" else report.drop_db
+    stem = f"{args.model}_x{args.scale}_{backend.precision}"
+    if backend.kind == "onnx":
+        return {"artifact": str(save(proto, folder / f"{stem}.onnx"))}, drop
+    from benchmarks.bench import parse_size
+    from export.trt_build import export_engine
+    from export.trt_plan import BuildPlan, Profile
+    from runtime.compare import TOLERANCES
+    from runtime.parity import probe_inputs
+    from runtime.torch_runner import TorchRunner
+
+    largest = max((parse_size(s) for s in args.sizes.split(",") if s), key=lambda wh: wh[0] * wh[1])
+    channels = model.srdeploy.channels
+    profile = Profile("lr", (1, channels, 16, 16), (1, channels, largest[1], largest[0]), (1, channels, largest[1], largest[0]))
+    inputs = probe_inputs(channels, {"min": list(profile.min), "max": list(profile.max)})
+    engine = export_engine(proto, lambda strong, cache: BuildPlan(backend.precision, profile, strong, timing_cache=cache),
+                           folder, stem, TorchRunner(model).infer, inputs, TOLERANCES[backend.precision],
+                           f"python cli.py bench --model {args.model} --scale {args.scale} --backends {backend.name}")
+    return {"artifact": str(engine)}, drop
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cli.py", description="srdeploy: super-resolution CNNs from PyTorch to edge devices, verified."
@@ -368,6 +485,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=256, help="LR tile size in pixels (0: whole image); default 256")
     p.add_argument("--tile-overlap", type=int, help="context margin per tile (default: the model's receptive radius)")
     p.set_defaults(run=cmd_upscale)
+
+    p = sub.add_parser("bench", help="latency of backends side by side: median/p90/p99, MP/s, GFLOP/s, memory")
+    p.add_argument("artifacts", nargs="*", help="existing .onnx/.engine artifacts to benchmark (instead of --model)")
+    p.add_argument("--model", help="zoo name: artifacts for the backends are exported first")
+    p.add_argument("--scale", type=int, help="upscaling factor")
+    p.add_argument("--weights", help="checkpoint path (default: the official checkpoint)")
+    p.add_argument("--backends", default="torch,onnx,onnx-fp16,onnx-int8",
+                   help="comma-separated, from: torch, torch-cuda, torch-cuda-fp16, onnx, onnx-fp16, onnx-int8, "
+                        "onnx-cuda, onnx-trt, trt, trt-fp16, trt-int8, coreml (unavailable ones are listed as skipped)")
+    p.add_argument("--sizes", default="256x256", help="LR input sizes, WxH, comma-separated (default 256x256)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
+    p.add_argument("--runs", type=int, default=30, help="most timed calls per measurement (default 30)")
+    p.add_argument("--budget", type=float, default=20.0, help="seconds of timed calls per measurement, at least 3 calls")
+    p.add_argument("--threads", type=int, help="CPU threads per backend (default: each library's own default)")
+    p.add_argument("--out", help="folder for bench.md, bench.json, bench.png and the exported artifacts")
+    p.add_argument("--json", action="store_true", help='print {"machine": ..., "results": [...]} on stdout')
+    p.set_defaults(run=cmd_bench)
 
     p = sub.add_parser("parity", help="check an artifact against the PyTorch model it came from (or golden files)")
     p.add_argument("artifact", help="an exported .onnx or .engine (with its sidecar)")
