@@ -195,7 +195,7 @@ def markdown(report: dict) -> str:
                      r["reason"] or ""])
     lines.append(markdown_table(
         ["backend", "LR → output", "status", "median ms", "p90 ms", "p99 ms", "min ms", "runs", "img/s", "out MP/s",
-         "GFLOP/s", "of measured peak", "peak RSS MB", "ΔPSNR dB (held-out)", "reason"], rows))
+         "GFLOP/s", "of measured peak", "peak RSS MB", "PSNR loss dB (held-out)", "reason"], rows))
     return "\n".join(lines)
 
 

@@ -54,18 +54,49 @@ def session(path: str, threads: int | None = None, level: str = "all", arena: bo
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
+def ort_cpu_int8(fp32_path: str, output: Path, scale: int, colour: str) -> str:
+    """ONNX Runtime's own CPU INT8 format for comparison: QDQ with uint8 asymmetric activations, int8
+    per-channel weights, int32 biases, conv outputs quantized too (DQ→Conv→Q units ORT fuses into
+    QLinearConv), calibrated (min-max) on srdeploy's default calibration crops. Not TensorRT-compatible."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from calib.data import CropSpec, lr_hr_crops, network_batch, source_images
+
+    batch = network_batch(lr_hr_crops(source_images(), scale, CropSpec(size=64, count=16)), colour)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(batch[i : i + 1] for i in range(len(batch)))
+
+        def get_next(self):
+            item = next(self.items, None)
+            return None if item is None else {"lr": item}
+
+    quantize_static(fp32_path, str(output), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["Conv"])
+    return str(output)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("artifacts", nargs="+", help=".onnx files")
     parser.add_argument("--size", type=int, default=256, help="LR height and width")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--ort-int8", metavar="SCALE,COLOUR", help="also time ONNX Runtime's own CPU INT8 format of "
+                        "the first artifact (e.g. 2,rgb): what AVX2 integer kernels give")
     parser.add_argument("--out", help="also write the table (markdown)")
     args = parser.parse_args(argv)
     facts = machine()
     cores = facts["usable_cores"]
     rows = []
     jobs = [(path, name, settings) for path in args.artifacts for name, settings in variants(cores).items()]
+    if args.ort_int8:
+        import tempfile
+
+        scale, colour = args.ort_int8.split(",")
+        path = ort_cpu_int8(args.artifacts[0], Path(tempfile.mkdtemp()) / "ort_u8s8_qdq.onnx", int(scale), colour)
+        jobs.append((path, "default; ONNX Runtime's own U8S8 QDQ INT8 (not TensorRT's format)", {}))
     for path, name, settings in tqdm(jobs, desc="variants", unit="variant"):
         sess = session(path, **settings)
         input_ = sess.get_inputs()[0]
