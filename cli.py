@@ -338,9 +338,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     sizes = [parse_size(s) for s in args.sizes.split(",") if s]
     work = Path(args.out or tempfile.mkdtemp(prefix="srdeploy-bench-"))
     jobs, (name, scale, channels) = _bench_jobs(args, work)
-    from benchmarks.complexity import measure as complexity
+    try:  # MACs come from the PyTorch architecture; without torch the report has no GFLOP/s
+        from benchmarks.complexity import measure as complexity
 
-    per_pixel = complexity(name, scale).macs_per_output_pixel
+        per_pixel = complexity(name, scale).macs_per_output_pixel
+    except ImportError:
+        per_pixel = None
     report = report_header("python cli.py " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("cli.py") else "bench",
                            name, scale, per_pixel)
     progress = tqdm(total=len(jobs) * len(sizes), desc="bench", unit="run", disable=None if not args.json else True)
@@ -348,7 +351,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for width, height in sizes:
             progress.set_postfix_str(f"{backend} {width}x{height}")
             report["results"].append(bench_one(backend, (width, height), source, channels, scale,
-                                               per_pixel * width * height * scale * scale, args.warmup, args.runs,
+                                               per_pixel and per_pixel * width * height * scale * scale,
+                                               args.warmup, args.runs,
                                                args.budget, args.threads, drop))
             progress.update()
     progress.close()

@@ -180,8 +180,10 @@ def markdown(report: dict) -> str:
         + ", ".join(f"{k} {v}" for k, v in m["libraries"].items()) + ".",
         f"FP32 peak: theoretical {peak['theoretical_gflops']:.0f} GFLOP/s ({peak['theoretical_how']}); measured "
         f"{peak['measured_gflops']:.0f} GFLOP/s ({peak['measured_how']}).",
-        f"Model: {report['model']} ×{report['scale']}, {report['macs_per_output_pixel']:,.0f} MACs per output pixel "
-        f"(GFLOP/s = 2 × MACs / median). Latency is end to end (numpy in, numpy out), batch 1.",
+        f"Model: {report['model']} ×{report['scale']}, "
+        + ("MACs unknown (no PyTorch here), so no GFLOP/s" if report["macs_per_output_pixel"] is None else
+           f"{report['macs_per_output_pixel']:,.0f} MACs per output pixel (GFLOP/s = 2 × MACs / median)")
+        + ". Latency is end to end (numpy in, numpy out), batch 1.",
         "",
     ]
     rows = []
@@ -232,7 +234,7 @@ def bar_chart(report: dict, path: Path) -> Path | None:
     return path
 
 
-def report_header(command: str, model: str, scale: int, macs_per_output_pixel: float) -> dict:
+def report_header(command: str, model: str, scale: int, macs_per_output_pixel: float | None) -> dict:
     return {"command": command, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "model": model,
             "scale": scale, "macs_per_output_pixel": macs_per_output_pixel, "machine": machine(), "results": []}
 
