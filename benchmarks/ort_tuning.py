@@ -58,7 +58,12 @@ def ort_cpu_int8(fp32_path: str, output: Path, scale: int, colour: str) -> str:
     """ONNX Runtime's own CPU INT8 format for comparison: QDQ with uint8 asymmetric activations, int8
     per-channel weights, int32 biases, conv outputs quantized too (DQ→Conv→Q units ORT fuses into
     QLinearConv), calibrated (min-max) on srdeploy's default calibration crops. Not TensorRT-compatible."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     from calib.data import CropSpec, lr_hr_crops, network_batch, source_images
 
