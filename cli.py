@@ -150,21 +150,12 @@ def _export_trt(args: argparse.Namespace, model, proto, profile, stem: str):
     """Build the engine on this GPU, check its parity against PyTorch, write engine + sidecar."""
     from pathlib import Path
 
-    from calib.data import held_out_photo
-    from export.trt_build import export_engine
-    from export.trt_plan import BuildPlan
-    from runtime.compare import TOLERANCES
-    from runtime.parity import probe_inputs
-    from runtime.torch_runner import TorchRunner
+    from export.trt_build import export_model_engine
 
-    photo = held_out_photo(model.srdeploy.colour) if args.precision == "int8" else None
-    bounds = {"min": list(profile.min), "max": list(profile.max)}
-    inputs = probe_inputs(model.srdeploy.channels, bounds, photo=photo)
     shapes = "".join(f" --{k}-shape {'x'.join(map(str, v))}" for k, v in
                      (("min", profile.min), ("opt", profile.opt), ("max", profile.max)))
     rebuild = f"python cli.py export --model {args.model} --scale {args.scale} --target trt --precision {args.precision}{shapes}"
-    return export_engine(proto, lambda strong, cache: BuildPlan(args.precision, profile, strong, timing_cache=cache),
-                         Path(args.out), stem, TorchRunner(model).infer, inputs, TOLERANCES[args.precision], rebuild)
+    return export_model_engine(model, proto, args.precision, profile, Path(args.out), stem, rebuild)
 
 
 def _export_jetson(args: argparse.Namespace, model, profile) -> int:
@@ -425,19 +416,14 @@ def _bench_artifact(args: argparse.Namespace, model, backend, folder) -> tuple[d
     if backend.kind == "onnx":
         return {"artifact": str(save(proto, folder / f"{stem}.onnx"))}, drop
     from benchmarks.bench import parse_size
-    from export.trt_build import export_engine
-    from export.trt_plan import BuildPlan, Profile
-    from runtime.compare import TOLERANCES
-    from runtime.parity import probe_inputs
-    from runtime.torch_runner import TorchRunner
+    from export.trt_build import export_model_engine
+    from export.trt_plan import Profile
 
-    largest = max((parse_size(s) for s in args.sizes.split(",") if s), key=lambda wh: wh[0] * wh[1])
+    width, height = max((parse_size(s) for s in args.sizes.split(",") if s), key=lambda wh: wh[0] * wh[1])
     channels = model.srdeploy.channels
-    profile = Profile("lr", (1, channels, 16, 16), (1, channels, largest[1], largest[0]), (1, channels, largest[1], largest[0]))
-    inputs = probe_inputs(channels, {"min": list(profile.min), "max": list(profile.max)})
-    engine = export_engine(proto, lambda strong, cache: BuildPlan(backend.precision, profile, strong, timing_cache=cache),
-                           folder, stem, TorchRunner(model).infer, inputs, TOLERANCES[backend.precision],
-                           f"python cli.py bench --model {args.model} --scale {args.scale} --backends {backend.name}")
+    profile = Profile("lr", (1, channels, 16, 16), (1, channels, height, width), (1, channels, height, width))
+    engine = export_model_engine(model, proto, backend.precision, profile, folder, stem,
+                                 f"python cli.py bench --model {args.model} --scale {args.scale} --backends {backend.name}")
     return {"artifact": str(engine)}, drop
 
 

@@ -163,3 +163,18 @@ def export_engine(onnx_proto, plan_for, out_dir: Path, stem: str, reference, inp
         return final
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def export_model_engine(model, proto, precision: str, profile, out_dir: Path, stem: str, rebuild: str) -> Path:
+    """``export_engine`` for a zoo model: its plan from ``profile``, parity against the model itself on the
+    parity suite's inputs (held-out photo crops for INT8, whose ranges are calibrated on photos)."""
+    from calib.data import held_out_photo
+    from export.trt_plan import BuildPlan
+    from runtime.compare import TOLERANCES
+    from runtime.parity import probe_inputs
+    from runtime.torch_runner import TorchRunner
+
+    photo = held_out_photo(model.srdeploy.colour) if precision == "int8" else None
+    inputs = probe_inputs(model.srdeploy.channels, {"min": list(profile.min), "max": list(profile.max)}, photo=photo)
+    return export_engine(proto, lambda strong, cache: BuildPlan(precision, profile, strong, timing_cache=cache),
+                         out_dir, stem, TorchRunner(model).infer, inputs, TOLERANCES[precision], rebuild)
