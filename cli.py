@@ -110,10 +110,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         require_tensorrt()
         Cuda()
+    apple = args.target in ("coreml", "ios")
+    args.precision = args.precision or ("fp16" if apple else "fp32")
+    if apple:
+        _coreml_options(args)  # flag errors before any work (model load, download)
     model = models.load(args.model, args.scale, args.weights, **_model_options(args))
     info = model.srdeploy
     profile = profile_from_args(export_config(args.model).input_name, info.channels, args.scale,
                                 args.min_shape, args.opt_shape, args.max_shape)
+    if apple:
+        return _export_apple(args, model, _coreml_options(args, profile))
     if args.target == "jetson":
         return _export_jetson(args, model, profile)
     proto, report = _export_onnx(args, model, args.precision, args.max_psnr_drop)
@@ -129,6 +135,46 @@ def cmd_export(args: argparse.Namespace) -> int:
                           "target": args.target, "precision": args.precision, "report": vars(report)}))
     else:
         print(path)
+    return 0
+
+
+def _coreml_options(args: argparse.Namespace, profile=None):
+    """Core ML options from the export flags: ``--shapes`` (enumerated) or the profile's range."""
+    from export.coreml_export import CoreMLOptions, CoreMLShapes, parse_sizes
+
+    if args.shapes:
+        shapes = CoreMLShapes(enumerated=parse_sizes(args.shapes))
+    elif profile is not None:
+        shapes = CoreMLShapes(min=profile.min[2:], default=profile.opt[2:], max=profile.max[2:])
+    else:
+        shapes = CoreMLShapes()
+    return CoreMLOptions(precision=args.precision, shapes=shapes, image_io=args.image_io, fp16_io=args.fp16_io,
+                         compression=args.compress, deployment_target=args.deployment_target)
+
+
+def _export_apple(args: argparse.Namespace, model, options) -> int:
+    """``--target coreml``: a checked .mlpackage; ``--target ios``: the package, Swift code and README."""
+    from pathlib import Path
+
+    if args.target == "ios":
+        from export.ios_bundle import write_ios_bundle
+
+        path, report = write_ios_bundle(model, options, Path(args.out), args.calib, args.max_psnr_drop)
+    else:
+        from export.coreml_package import export_package
+
+        path, report = export_package(model, options, Path(args.out), args.calib, args.max_psnr_drop)
+    if args.json:
+        print(json.dumps({"artifacts": [str(path)], "model": args.model, "scale": args.scale, "target": args.target,
+                          "precision": args.precision, "report": report.as_dict()}))
+        return 0
+    checks = report.verification
+    worst = min(c["fp16_psnr"] for c in checks["cases"].values())
+    print(f"coreml {args.precision} ({options.compression} weights, {options.shapes.kind} sizes): "
+          f"{checks['constants']['checked']} checkpoint tensors matched, FP16-emulated ≥ {worst:.1f} dB vs PyTorch, "
+          f"held-out PSNR {report.validation_psnr_coreml:.3f} vs {report.validation_psnr_pytorch:.3f} dB "
+          f"(drop {report.drop_db:+.4f} dB), {report.size_mb:.2f} MB", file=sys.stderr)
+    print(path)
     return 0
 
 
@@ -445,13 +491,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(run=cmd_eval)
 
-    p = sub.add_parser("export", help="export a model: ONNX, a TensorRT engine, or a Jetson bundle")
+    p = sub.add_parser("export", help="export a model: ONNX, a TensorRT engine, a Jetson bundle, Core ML, an iOS bundle")
     _add_model_arguments(p)
-    p.add_argument("--target", choices=("onnx", "trt", "jetson"), default="onnx",
+    p.add_argument("--target", choices=("onnx", "trt", "jetson", "coreml", "ios"), default="onnx",
                    help="onnx: an .onnx file; trt: a TensorRT engine built here (needs TensorRT and a GPU); "
-                        "jetson: a folder with the ONNX files, build.sh and golden outputs for the device")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
-                   help="numeric precision of the artifact (int8: TensorRT-compatible Q/DQ)")
+                        "jetson: a folder with the ONNX files, build.sh and golden outputs for the device; "
+                        "coreml: a checked .mlpackage; ios: the .mlpackage with Swift code and a README")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"),
+                   help="numeric precision (default fp32; coreml/ios: fp16 compute); int8: TensorRT-compatible Q/DQ")
     p.add_argument("--calib", metavar="DIR", help="calibration/validation photos (default: scikit-image's bundled photos)")
     p.add_argument("--max-psnr-drop", type=float, metavar="DB",
                    help="largest PSNR loss vs FP32 on the held-out photos (default: fp16 0.01, int8 0.1)")
@@ -461,6 +508,15 @@ def build_parser() -> argparse.ArgumentParser:
     for bound, default in (("min", "16x16"), ("opt", "the 720p frame's LR size"), ("max", "the 1080p frame's LR size")):
         p.add_argument(f"--{bound}-shape", metavar="HxW", help=f"trt/jetson: {bound} LR input of the optimization "
                        f"profile, HxW (batch 1) or NxCxHxW; default {default}")
+    p.add_argument("--shapes", metavar="HxW,...", help="coreml/ios: enumerated LR sizes (each can run on the Neural "
+                   "Engine; at most 128) instead of the --min/--opt/--max-shape range")
+    p.add_argument("--image-io", action="store_true", help="coreml: image input (CVPixelBuffer, /255 baked in) and "
+                   "image output instead of [0, 1] arrays")
+    p.add_argument("--compress", choices=("none", "linear8", "palette6", "palette4"), default="none",
+                   help="coreml/ios: weight compression (8-bit linear, 6/4-bit palettes); its PSNR cost is measured "
+                        "and gated (default limit 0.1 dB)")
+    p.add_argument("--deployment-target", default="iOS16", choices=("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15"),
+                   help="coreml/ios: minimum OS (default iOS16; iOS18 gives palettes per channel group)")
     p.add_argument("--precisions", default="fp32,fp16,int8",
                    help="jetson: precisions in the bundle (default fp32,fp16,int8; --max-psnr-drop applies to int8)")
     p.add_argument("--out", required=True, help="output folder")

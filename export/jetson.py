@@ -26,6 +26,7 @@ import onnx
 
 from export.onnx_export import save
 from export.trt_plan import BuildPlan, Profile
+from runtime.atomic import replace_dir
 from runtime.bundle_check import FORMAT, MANIFEST
 from runtime.compare import TOLERANCES
 from runtime.errors import SrDeployError
@@ -205,18 +206,8 @@ def write_bundle(out: Path, model_name: str, scale: int, artifacts: dict[str, on
         os.chmod(work / "build.sh", 0o755)
         (work / "README.md").write_text(device_readme(manifest))
         os.chmod(work, 0o755)
-        _replace_dir(work, out)
+        replace_dir(work, out)
         return out
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Rename ``new`` onto ``target``; a previous bundle there is moved aside first, then deleted."""
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-        os.replace(target, old / "bundle")
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)

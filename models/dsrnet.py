@@ -14,6 +14,10 @@ and takes branch 1 only if *every* image in the batch picks it. srdeploy is dete
 batch-invariant: each image takes the argmax of its own gate logits (``gate="argmax"``, the default), or
 a forced branch (``gate="branch0"``/``"branch1"``). With the official ×2 checkpoint the argmax is always
 branch 1, which scores 36.83 dB on Set5; forcing branch 0 scores 37.48 dB (see the registry).
+
+How the argmax gate runs: ``gate_execution="cond"`` (default; ONNX ``If``) computes only the chosen branch
+for uniform batches; ``"select"`` computes both branches and selects per image, a static graph with the same
+decisions (the Core ML export uses it, see ``export/coreml_export.py``).
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from models.blocks import MEAN_SHIFT_KEYS, MeanShift, Upsampler, conv, conv_relu
 
 FEATURES = 64
 GATE_MODES = ("argmax", "branch0", "branch1")
+GATE_EXECUTIONS = ("cond", "select")
 
 
 class Gate(nn.Module):
@@ -46,6 +51,7 @@ class DSRNet(nn.Module):
             raise ValueError(f"gate must be one of {GATE_MODES}, not {gate!r}")
         self.scale = scale
         self.gate_mode = gate
+        self.gate_execution = "cond"
         self.sub_mean = MeanShift(-1)
         self.reb = nn.ModuleList([conv_relu(3 if i == 0 else FEATURES, FEATURES) for i in range(4)])
         self.web = nn.ModuleList([conv_relu(FEATURES, FEATURES) for _ in range(4)])
@@ -72,10 +78,15 @@ class DSRNet(nn.Module):
             return self.branch0(features)
         if self.gate_mode == "branch1":
             return self.branch1(features)
+        if self.gate_execution not in GATE_EXECUTIONS:
+            raise ValueError(f"gate_execution must be one of {GATE_EXECUTIONS}, not {self.gate_execution!r}")
         pick1 = self.choose_branch1(features)
 
         def per_image(f: torch.Tensor) -> torch.Tensor:
             return torch.where(pick1.view(-1, 1, 1, 1), self.branch1(f), self.branch0(f))
+
+        if self.gate_execution == "select":
+            return per_image(features)
 
         def not_all_branch1(f: torch.Tensor) -> torch.Tensor:
             return torch.cond(pick1.any(), per_image, self.branch0, (f,))

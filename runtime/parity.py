@@ -30,10 +30,10 @@ def probe_inputs(
     rng = np.random.default_rng(seed)
     if photo is None:
         return {name: rng.random((n, channels, h, w), dtype=np.float32) for name, (n, h, w) in shapes.items()}
-    return {name: np.stack([_crop(photo, h, w, rng) for _ in range(n)]) for name, (n, h, w) in shapes.items()}
+    return {name: np.stack([photo_crop(photo, h, w, rng) for _ in range(n)]) for name, (n, h, w) in shapes.items()}
 
 
-def _crop(photo: np.ndarray, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+def photo_crop(photo: np.ndarray, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     _, h, w = photo.shape
     tiled = np.pad(photo, ((0, 0), (0, max(0, height - h)), (0, max(0, width - w))), mode="symmetric")
     top = int(rng.integers(tiled.shape[1] - height + 1))

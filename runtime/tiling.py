@@ -38,3 +38,29 @@ def tiled_infer(x: np.ndarray, infer: Infer, scale: int, tile: int, overlap: int
                 :, :, (y0 - ya) * scale : (y1 - ya) * scale, (x0 - xa) * scale : (x1 - xa) * scale
             ]
     return out
+
+
+def _fixed_spans(length: int, window: int, overlap: int) -> Iterator[tuple[int, int, int]]:
+    """(core start, core end, window start) along one axis for windows of exactly ``window`` pixels: cores of
+    ``window - 2·overlap``, each window shifted inward at the image borders (so it stays inside the image)."""
+    core = window - 2 * overlap
+    if core < 1:
+        raise ValueError(f"a {window}-pixel window leaves no core after {overlap} pixels of context per side")
+    for start in range(0, length, core):
+        yield start, min(start + core, length), min(max(start - overlap, 0), length - window)
+
+
+def windowed_infer(x: np.ndarray, infer: Infer, scale: int, window: tuple[int, int], overlap: int) -> np.ndarray:
+    """Tiled inference with windows of one fixed size (H, W) ≤ the image: the rule of the iOS bundle's Swift
+    code, for models compiled for enumerated sizes. Every kept output pixel has ``overlap`` LR pixels of real
+    context or lies at the image border, exactly as in a whole-image run."""
+    n, c, height, width = x.shape
+    if window[0] > height or window[1] > width:
+        raise ValueError(f"window {window} is larger than the image {height}×{width}")
+    out = np.empty((n, c, height * scale, width * scale), dtype=np.float32)
+    for y0, y1, ya in _fixed_spans(height, window[0], overlap):
+        for x0, x1, xa in _fixed_spans(width, window[1], overlap):
+            patch = infer(np.ascontiguousarray(x[:, :, ya:ya + window[0], xa:xa + window[1]]))
+            out[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = patch[
+                :, :, (y0 - ya) * scale:(y1 - ya) * scale, (x0 - xa) * scale:(x1 - xa) * scale]
+    return out

@@ -1,0 +1,116 @@
+"""``export --target coreml``: convert, save, verify the saved package, measure its cost in dB, and only
+then move it into place.
+
+The package is written into a temporary folder beside the destination and checked there
+(``coreml_verify``); its PSNR on held-out calibration photos (never Set5/Set14) is measured through the
+FP16-emulating MIL executor and compared with PyTorch FP32. Over ``max_drop``, or any failed check: one
+line, nothing written. The metadata (measured PSNR, checks) is then added to the same package and the
+weights file is confirmed unchanged before the rename.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from benchmarks.quality import crop_psnr
+from calib.data import CropSpec, held_out_photo, lr_hr_crops, source_images
+from export.config import export_config
+from export.coreml_export import CoreMLOptions, CoreMLShapes, convert, describe, traceable
+from export.coreml_verify import executor_infer, verify_package
+from models.registry import architecture
+from runtime.atomic import replace_dir
+from runtime.errors import SrDeployError
+from runtime.parity import photo_crop
+from runtime.torch_runner import TorchRunner
+
+VALIDATION_SPEC = CropSpec(size=64, count=8, seed=1)  # held-out photo crops for the PSNR drop
+# dB on held-out photos vs PyTorch FP32: FP16 alone as for ONNX FP16; compressed weights "without visible loss"
+DEFAULT_MAX_DROP = {"none": 0.01, "linear8": 0.1, "palette6": 0.1, "palette4": 0.1}
+WEIGHTS_FILE = Path("Data/com.apple.CoreML/weights/weight.bin")
+
+
+def verification_sizes(shapes: CoreMLShapes) -> list[tuple[int, int]]:
+    """LR sizes the checks run at: the two smallest enumerated sizes, or an odd size and the minimum."""
+    if shapes.enumerated:
+        return sorted(shapes.enumerated, key=lambda hw: hw[0] * hw[1])[:2]
+    odd = (min(max(shapes.min[0], 37), shapes.max[0]), min(max(shapes.min[1], 53), shapes.max[1]))
+    return list(dict.fromkeys([odd, shapes.min]))
+
+
+def verification_inputs(shapes: CoreMLShapes, colour: str, calib_dir: str | None = None) -> dict[str, np.ndarray]:
+    """Crops of a held-out photo (1×C×H×W in [0, 1]) at ``verification_sizes``."""
+    photo, rng = held_out_photo(colour, calib_dir), np.random.default_rng(0)
+    return {f"photo_{h}x{w}": photo_crop(photo, h, w, rng)[None] for h, w in verification_sizes(shapes)}
+
+
+@dataclass
+class CoreMLReport:
+    package: str
+    options: dict
+    verification: dict
+    validation_psnr_pytorch: float
+    validation_psnr_coreml: float  # FP16-emulated package on the held-out crops
+    drop_db: float
+    size_mb: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def export_package(model: nn.Module, options: CoreMLOptions, out_dir: str | Path, calib_dir: str | None = None,
+                   max_drop: float | None = None, name: str | None = None) -> tuple[Path, CoreMLReport]:
+    """Write ``out_dir/NAME.mlpackage`` for a zoo model after every check passed; return it and its report."""
+    info = model.srdeploy
+    config = export_config(info.name)
+    stem = name or f"{info.name}_x{info.scale}_{options.precision}" + (
+        "" if options.compression == "none" else f"_{options.compression}")
+    target = Path(out_dir) / f"{stem}.mlpackage"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{stem}.", dir=target.parent))
+    try:
+        mlmodel = convert(model, options)
+        checked = work / "checked.mlpackage"
+        mlmodel.save(str(checked))
+        net = traceable(model, options.image_io)
+        inputs = verification_inputs(options.shapes, info.colour, calib_dir)
+        verification = verify_package(checked, net, inputs, options.compression, options.image_io, config.input_name)
+        if not verification.passed:
+            raise SrDeployError(f"the Core ML package of {info.name} ×{info.scale} fails its check "
+                                f"({verification.problems[0]}; {len(verification.problems)} problems): nothing written")
+        rounding = architecture(info.name).eval_rounding
+        crops = lr_hr_crops(source_images(calib_dir, "validation"), info.scale, VALIDATION_SPEC)
+        psnr_torch = crop_psnr(TorchRunner(model).infer, crops, info.scale, info.colour, rounding)
+        psnr_coreml = crop_psnr(executor_infer(checked, "fp16", options.image_io, config.input_name), crops,
+                                info.scale, info.colour, rounding)
+        drop = psnr_torch - psnr_coreml
+        limit = DEFAULT_MAX_DROP[options.compression] if max_drop is None else max_drop
+        if drop > limit:
+            raise SrDeployError(
+                f"Core ML {options.precision.upper()} ({options.compression} weights) {info.name} ×{info.scale} loses "
+                f"{drop:.3f} dB on the held-out photos ({psnr_coreml:.2f} vs {psnr_torch:.2f} dB PyTorch), over the "
+                f"{limit} dB limit: nothing written; raise --max-psnr-drop or use lighter compression")
+        measured = {"validation_psnr_pytorch": f"{psnr_torch:.4f}", "validation_psnr_coreml": f"{psnr_coreml:.4f}",
+                    "validation_drop_db": f"{drop:.4f}", "verification": json.dumps(verification.as_dict())}
+        describe(mlmodel, model, options, measured)
+        final = work / target.name
+        mlmodel.save(str(final))
+        if _sha256(final / WEIGHTS_FILE) != _sha256(checked / WEIGHTS_FILE):
+            raise SrDeployError("the saved weights differ from the verified ones: this is a bug, please report it")
+        size = sum(p.stat().st_size for p in final.rglob("*") if p.is_file()) / 2**20
+        replace_dir(final, target)
+        verification.package = str(target)
+        return target, CoreMLReport(str(target), {**asdict(options), "shapes": options.shapes.as_dict()},
+                                    verification.as_dict(), psnr_torch, psnr_coreml, drop, size)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

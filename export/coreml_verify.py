@@ -1,0 +1,263 @@
+"""Checks a saved ``.mlpackage`` against the PyTorch model it came from, on Linux (no Core ML runtime).
+
+1. Constants: every checkpoint tensor the forward pass uses is in the package bit-exactly (at the package's
+   precision: FP16 = the checkpoint rounded to half), and every weight, bias and PReLU slope in the package is
+   one of them. Compressed packages: each compressed tensor decompresses (coremltools' own constexpr
+   evaluation) to within its format's error of the checkpoint tensor it replaces.
+2. Outputs, by the NumPy MIL executor (``export/mil_numpy.py``) on real-photo crops at sizes the package
+   accepts: FP32 mode vs PyTorch with the package's own weights ≤ ``FP32_MAX_ABS`` (relative to the output
+   peak); per-op FP16 emulation ≥ ``FP16_MIN_PSNR`` dB and no 8-bit level off by more than one, vs PyTorch
+   FP32 (vs the package's weights when compressed: compression's cost is measured separately, in dB).
+3. Data-dependent decisions (DSRNet's gate): the program's ``greater`` results equal PyTorch's, both modes.
+
+On macOS, ``macos_predict`` runs the package through Core ML itself.
+"""
+from __future__ import annotations
+
+import copy
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from export.mil_numpy import MilExecutor
+from runtime.compare import compare
+
+FP32_MAX_ABS = 1e-4  # × max(1, max|reference|): images in [0, 1] get an absolute 1e-4
+FP16_MIN_PSNR = 60.0  # dB, peak max(1, max|reference|)
+FP16_MAX_OFF_BY_LEVEL = 0.0  # % of 8-bit values off by more than one level
+# Relative L2 error of a decompressed tensor vs the checkpoint tensor, per compression (measured on the zoo:
+# 8-bit ≤ 0.004, 6-bit ≤ 0.02, 4-bit ≤ 0.09; a wrong or corrupted tensor is near 1).
+COMPRESSED_WEIGHT_RTOL = {"linear8": 0.03, "palette6": 0.06, "palette4": 0.25}
+WEIGHTED_INPUTS = {"conv": ("weight", "bias"), "conv_transpose": ("weight", "bias"), "linear": ("weight", "bias"),
+                   "prelu": ("alpha",)}
+
+
+def load_program(package: str | Path):
+    """The ``main`` function of a saved package's MIL program (its weights read from the package)."""
+    import coremltools as ct
+    from coremltools.converters.mil.frontend.milproto import load as milproto_load
+
+    package = Path(package)
+    spec = ct.utils.load_spec(str(package))
+    program = milproto_load.load(spec, spec.specificationVersion,
+                                 file_weights_dir=str(package / "Data" / "com.apple.CoreML" / "weights"))
+    return spec, program.functions["main"]
+
+
+def package_weights(function) -> dict[str, tuple[np.ndarray, bool]]:
+    """Weights, biases and PReLU slopes of the program's weighted ops: var name → (value, compressed)."""
+    producers = {op.outputs[0].name: op for op in function.operations
+                 if op.op_type == "const" or op.op_type.startswith("constexpr_")}
+    found = {}
+    for op in function.operations:
+        for role in WEIGHTED_INPUTS.get(op.op_type, ()):
+            var = op.inputs.get(role)
+            if var is None or var.name not in producers:
+                continue
+            producer = producers[var.name]
+            compressed = producer.op_type != "const"
+            value = producer.materialized_val_inference() if compressed else producer.outputs[0].val
+            found[var.name] = (np.asarray(value), compressed)
+    return found
+
+
+def used_parameters(net: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The parameters of the modules a forward pass on ``x`` calls (inactive multi-scale branches excluded)."""
+    called: set[str] = set()
+    hooks = [module.register_forward_hook(lambda m, i, o, name=name: called.add(name))
+             for name, module in net.named_modules() if any(True for _ in module.parameters(recurse=False))]
+    try:
+        with torch.inference_mode():
+            net(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {f"{module}.{name}" if module else name: p.detach() for module in sorted(called)
+            for name, p in net.get_submodule(module).named_parameters(recurse=False)}
+
+
+@dataclass
+class ConstantsCheck:
+    checked: int = 0  # checkpoint tensors found in the package
+    missing: list[str] = field(default_factory=list)  # checkpoint tensors the package lacks (or altered)
+    unexplained: list[str] = field(default_factory=list)  # package tensors that are no checkpoint tensor
+    compressed: dict[str, float] = field(default_factory=dict)  # checkpoint tensor → relative L2 error
+
+    def problems(self, compression: str) -> list[str]:
+        found = [f"checkpoint tensor {k} is not in the package bit-exactly" for k in self.missing]
+        found += [f"package constant {k} matches no checkpoint tensor" for k in self.unexplained]
+        limit = COMPRESSED_WEIGHT_RTOL.get(compression, 0.0)
+        found += [f"compressed {k} is {e:.3f} (relative) off the checkpoint, over {limit}"
+                  for k, e in self.compressed.items() if e > limit]
+        return found
+
+
+def check_constants(function, params: dict[str, torch.Tensor]) -> tuple[ConstantsCheck, dict[str, np.ndarray]]:
+    """Match package weights to checkpoint tensors; also returns checkpoint name → the package's value."""
+    result, package_values = ConstantsCheck(), {}
+    weights = package_weights(function)
+    by_bytes: dict[tuple, list[str]] = {}
+    for var_name, (value, compressed) in weights.items():
+        if not compressed:
+            by_bytes.setdefault((value.dtype.str, value.size, value.tobytes()), []).append(var_name)
+    matched_vars: set[str] = set()
+    pending: dict[str, np.ndarray] = {}
+    for name, tensor in params.items():
+        candidates = [np.float16, np.float32]
+        hit = None
+        for dtype in candidates:
+            value = tensor.numpy().astype(dtype)
+            hit = by_bytes.get((value.dtype.str, value.size, value.tobytes()))
+            if hit:
+                break
+        if hit:
+            result.checked += 1
+            matched_vars.update(hit)
+            package_values[name] = value.reshape(tensor.shape)
+        else:
+            pending[name] = tensor.numpy()
+    for var_name, (value, compressed) in weights.items():
+        if var_name in matched_vars:
+            continue
+        same_shape = [n for n, t in pending.items() if t.size == value.size]
+        errors = {n: float(np.linalg.norm(value.astype(np.float64).ravel() - pending[n].ravel())
+                           / max(np.linalg.norm(pending[n]), 1e-12)) for n in same_shape}
+        best = min(errors, key=errors.get) if errors else None
+        if compressed and best is not None:
+            result.checked += 1
+            result.compressed[best] = errors[best]
+            package_values[best] = value.reshape(pending.pop(best).shape)
+        else:
+            result.unexplained.append(var_name)
+    result.missing = sorted(pending)
+    return result, package_values
+
+
+@dataclass
+class CaseCheck:
+    shape: tuple[int, ...]
+    fp32_max_abs: float  # FP32 mode vs PyTorch with the package's weights, relative to max(1, max|ref|)
+    fp16_psnr: float  # FP16 emulation vs PyTorch FP32 (compressed: with the package's weights)
+    fp16_off_by_level_pct: float
+    fp16_psnr_vs_checkpoint: float  # FP16 emulation vs PyTorch FP32 with the checkpoint's own weights
+    decisions_equal: bool | None  # None: the model has no data-dependent decision
+
+    def problems(self) -> list[str]:
+        found = []
+        if not self.fp32_max_abs <= FP32_MAX_ABS:
+            found.append(f"FP32-mode output differs from PyTorch by {self.fp32_max_abs:.2e} > {FP32_MAX_ABS:.0e}")
+        if not self.fp16_psnr >= FP16_MIN_PSNR:
+            found.append(f"FP16-emulated output is {self.fp16_psnr:.1f} dB from PyTorch < {FP16_MIN_PSNR:.0f} dB")
+        if self.fp16_off_by_level_pct > FP16_MAX_OFF_BY_LEVEL:
+            found.append(f"{self.fp16_off_by_level_pct:.3f}% of 8-bit values are off by more than one level")
+        if self.decisions_equal is False:
+            found.append("the gate decisions differ from PyTorch's")
+        return found
+
+
+def _with_weights(net: nn.Module, values: dict[str, np.ndarray]) -> nn.Module:
+    twin = copy.deepcopy(net)
+    with torch.no_grad():
+        for name, value in values.items():
+            twin.get_parameter(name).copy_(torch.from_numpy(value.astype(np.float32)))
+    return twin
+
+
+def _gate_decisions(net: nn.Module, x: torch.Tensor) -> np.ndarray | None:
+    """PyTorch's per-image gate decisions (logit 1 > logit 0), if the network has a gate."""
+    gate = dict(net.named_modules()).get("gate") or dict(net.named_modules()).get("net.gate")
+    if gate is None:
+        return None
+    seen = []
+    hook = gate.register_forward_hook(lambda m, i, o: seen.append(o[:, 1] > o[:, 0]))
+    try:
+        with torch.inference_mode():
+            net(x)
+    finally:
+        hook.remove()
+    return seen[0].numpy()
+
+
+def check_case(function, net: nn.Module, twin: nn.Module, x: np.ndarray, image_io: bool, input_name: str) -> CaseCheck:
+    """One input through both executor modes, against PyTorch (``twin``: the package's weights)."""
+    feed = np.rint(x * 255).astype(np.float32) if image_io else x
+    x_t = torch.from_numpy(feed / 255 if image_io else feed)
+    unit = 255.0 if image_io else 1.0
+    with torch.inference_mode():
+        reference, reference_twin = net(x_t).numpy() / unit, twin(x_t).numpy() / unit
+    is_gate = lambda op: op.op_type == "greater"  # noqa: E731
+    outputs = {mode: MilExecutor(function, mode).run({input_name: feed}, keep=is_gate) for mode in ("fp32", "fp16")}
+    out_name = function.outputs[0].name
+    result = {mode: o[out_name].astype(np.float32) / unit for mode, o in outputs.items()}
+    peak = max(1.0, float(np.abs(reference_twin).max()))
+    fp16_vs_twin, fp16_vs_checkpoint = compare(result["fp16"], reference_twin), compare(result["fp16"], reference)
+    decisions = _gate_decisions(net, x_t)
+    equal = None
+    if decisions is not None:
+        gates = [[v.ravel() for k, v in o.items() if k != out_name] for o in outputs.values()]
+        equal = all(len(g) == 1 and np.array_equal(g[0], decisions) for g in gates)
+    return CaseCheck(tuple(x.shape), float(np.abs(result["fp32"] - reference_twin).max() / peak),
+                     fp16_vs_twin.psnr, fp16_vs_twin.off_by_level_pct, fp16_vs_checkpoint.psnr, equal)
+
+
+@dataclass
+class Verification:
+    package: str
+    compression: str
+    constants: ConstantsCheck
+    cases: dict[str, CaseCheck] = field(default_factory=dict)
+
+    @property
+    def problems(self) -> list[str]:
+        found = self.constants.problems(self.compression)
+        return found + [f"{name}: {p}" for name, case in self.cases.items() for p in case.problems()]
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict:
+        return {"package": self.package, "passed": self.passed, "problems": self.problems,
+                "compression": self.compression, "constants": asdict(self.constants),
+                "cases": {name: asdict(case) for name, case in self.cases.items()}}
+
+
+def verify_package(package: str | Path, net: nn.Module, inputs: dict[str, np.ndarray], compression: str = "none",
+                   image_io: bool = False, input_name: str = "lr") -> Verification:
+    """Every check above for ``package``, converted from ``net`` (the traced module: ``traceable(model)``)."""
+    _, function = load_program(package)
+    probe = torch.from_numpy(next(iter(inputs.values())))
+    constants, package_values = check_constants(function, used_parameters(net, probe))
+    twin = _with_weights(net, package_values)
+    report = Verification(str(package), compression, constants)
+    for name, x in inputs.items():
+        report.cases[name] = check_case(function, net, twin, x, image_io, input_name)
+    return report
+
+
+def executor_infer(package: str | Path, mode: str = "fp16", image_io: bool = False, input_name: str = "lr"):
+    """``infer(x)`` (float32 N×C×H×W in [0, 1]) through the package's program on the NumPy executor, one image
+    at a time (the package's batch is 1)."""
+    _, function = load_program(package)
+    executor, out_name = MilExecutor(function, mode), function.outputs[0].name
+    unit = 255.0 if image_io else 1.0
+
+    def infer(x: np.ndarray) -> np.ndarray:
+        outs = [executor.run({input_name: np.rint(xi[None] * 255) if image_io else xi[None]})[out_name] for xi in x]
+        return np.concatenate(outs).astype(np.float32) / unit
+
+    return infer
+
+
+def macos_predict(package: str | Path, x: np.ndarray, input_name: str = "lr") -> np.ndarray:
+    """The package run by Core ML itself (macOS only): float32 1×C×H×W in, output array out."""
+    if platform.system() != "Darwin":
+        raise RuntimeError("Core ML runs models only on macOS")
+    import coremltools as ct
+
+    mlmodel = ct.models.MLModel(str(package))
+    return np.asarray(next(iter(mlmodel.predict({input_name: x}).values())), dtype=np.float32)

@@ -1,0 +1,117 @@
+"""``export --target ios``: a folder an iOS developer drops into Xcode.
+
+    DIR/
+      NAME.mlpackage       the checked Core ML package (tensor interface)
+      CLASS.swift          load the model, upscale a CGImage / CVPixelBuffer with seamless tiling
+      README.md            measured quality, the checks that passed, supported sizes, how to use it
+
+Written into a temporary folder and renamed into place: a failed export leaves nothing behind.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from torch import nn
+
+from export.config import export_config
+from export.coreml_export import CoreMLOptions
+from export.coreml_package import CoreMLReport, export_package
+from export.ios_swift import SwiftModel, swift_source
+from models.registry import default_checkpoint
+from runtime.atomic import replace_dir
+from runtime.errors import SrDeployError
+from runtime.tables import markdown_table
+
+BUNDLE_MARKER = "srdeploy-ios.json"
+
+
+def swift_model(model: nn.Module, options: CoreMLOptions, resource: str) -> SwiftModel:
+    info, config = model.srdeploy, export_config(model.srdeploy.name)
+    bounds = options.shapes.bounds(info.channels)
+    return SwiftModel(
+        class_name=f"{info.name.replace('_', ' ').title().replace(' ', '')}X{info.scale}Upscaler",
+        resource=resource, input_name=config.input_name, output_name=config.output_name, scale=info.scale,
+        channels=info.channels, overlap=config.receptive_radius, sizes=options.shapes.enumerated,
+        min_size=tuple(bounds["min"][2:]), max_size=tuple(bounds["max"][2:]), fp16_io=options.fp16_io,
+    )
+
+
+def bundle_readme(model: nn.Module, report: CoreMLReport, swift: SwiftModel) -> str:
+    info, v = model.srdeploy, report.verification
+    official = default_checkpoint(info.name, info.scale)
+    cases = [[name, "×".join(map(str, c["shape"])), f"{c['fp32_max_abs']:.1e}", f"{c['fp16_psnr']:.1f}",
+              f"{c['fp16_off_by_level_pct']:.3f}", {None: "-", True: "equal", False: "DIFFER"}[c["decisions_equal"]]]
+             for name, c in v["cases"].items()]
+    quality = [["held-out photo crops (PyTorch FP32)", f"{report.validation_psnr_pytorch:.3f}", ""],
+               ["held-out photo crops (this package, FP16 emulated)", f"{report.validation_psnr_coreml:.3f}",
+                f"{-report.drop_db:+.4f}"]]
+    if official and official.sha256 == info.checkpoint_sha256:
+        quality += [[f"{d} (PyTorch FP32, srdeploy eval)", f"{m.psnr:.2f}", ""] for d, m in official.metrics.items()]
+    sizes = (", ".join(f"{h}×{w}" for h, w in swift.sizes) + " (enumerated: each runs on the Neural Engine)"
+             if swift.sizes else f"any H×W from {swift.min_size[0]}×{swift.min_size[1]} to "
+             f"{swift.max_size[0]}×{swift.max_size[1]} (range: the Neural Engine only at the default size)")
+    options = report.options
+    return f"""# {info.name} ×{info.scale} for iOS (srdeploy bundle)
+
+`{swift.resource}.mlpackage`: Core ML ML program, {options['precision'].upper()} compute, weights
+{options['compression']}, minimum deployment target {options['deployment_target']}, {report.size_mb:.2f} MB.
+
+- Input `{swift.input_name}`: 1×{info.channels}×H×W {'FP16' if swift.fp16_io else 'FP32'} multi-array,
+  {'RGB' if info.channels == 3 else 'BT.601 luminance (Y)'} in [0, 1]. Output `{swift.output_name}`:
+  1×{info.channels}×{info.scale}H×{info.scale}W, same layout.
+- Sizes (low-resolution H×W): {sizes}.
+
+## Use it
+Add `{swift.resource}.mlpackage` and `{swift.class_name}.swift` to your target, then:
+
+```swift
+let upscaler = try {swift.class_name}()
+let upscaled: CGImage = try upscaler.upscale(image)         // or upscale(pixelBuffer)
+```
+
+Images larger than a tile are processed in tiles with {swift.overlap} low-resolution pixels of context on every
+side (the network's receptive radius), keeping only each tile's core: the result equals a whole-image run
+(the same rule as `python cli.py upscale`, tested in srdeploy's suite).
+
+## Quality (Y channel PSNR, dB)
+{markdown_table(["data", "PSNR", "Δ vs PyTorch"], quality)}
+
+## Checks run before this bundle was written (on Linux, without Core ML)
+- Constants: {v['constants']['checked']} checkpoint tensors found in the package
+  {'bit-exactly (FP16-rounded)' if not v['constants']['compressed'] else 'after decompression, within the format error'}.
+- Outputs of the package's MIL program, run by srdeploy's NumPy executor on held-out photo crops:
+
+{markdown_table(["case", "input", "FP32-mode max abs", "FP16-emulated PSNR", "% >1 level", "gate"], cases)}
+
+What this cannot catch: the Core ML compiler's own rewrites and the Neural Engine's or GPU's accumulation
+order. Check on a device once: `upscaler.upscale` on a photo vs `python cli.py upscale` on the same photo.
+"""
+
+
+def write_ios_bundle(model: nn.Module, options: CoreMLOptions, out: str | Path, calib_dir: str | None = None,
+                     max_drop: float | None = None) -> tuple[Path, CoreMLReport]:
+    """The bundle for ``model`` in ``out`` (new, empty or a previous bundle, which is replaced)."""
+    if options.image_io:
+        raise SrDeployError("the iOS bundle's Swift code drives the tensor interface: drop --image-io "
+                            "(or use --target coreml for an image-typed package)")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (not (out / BUNDLE_MARKER).is_file() and any(out.iterdir()))):
+        raise SrDeployError(f"{out} exists and is not an srdeploy iOS bundle: choose an empty or new --out folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        package, report = export_package(model, options, work, calib_dir, max_drop)
+        swift = swift_model(model, options, package.stem)
+        (work / f"{swift.class_name}.swift").write_text(swift_source(swift))
+        (work / "README.md").write_text(bundle_readme(model, report, swift))
+        (work / BUNDLE_MARKER).write_text(json.dumps({"package": package.name, "swift": f"{swift.class_name}.swift",
+                                                      "report": report.as_dict()}, indent=2))
+        work.chmod(0o755)
+        replace_dir(work, out)
+        report.package = str(out / package.name)
+        return out, report
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
