@@ -77,7 +77,7 @@ def unavailable(backend: Backend) -> str | None:
             return str(exc).split(":")[0]
         return None
     if platform.system() != "Darwin":
-        return "Core ML runs models only on macOS (and srdeploy's CoreML export is not built yet)"
+        return "Core ML runs models only on macOS (export --target coreml checks packages on Linux; it cannot time them)"
     return "srdeploy's CoreML export is not built yet (issue 6)"
 
 

@@ -43,7 +43,7 @@ def bundle_readme(model: nn.Module, report: CoreMLReport, swift: SwiftModel) -> 
     info, v = model.srdeploy, report.verification
     official = default_checkpoint(info.name, info.scale)
     cases = [[name, "×".join(map(str, c["shape"])), f"{c['fp32_max_abs']:.1e}", f"{c['fp16_psnr']:.1f}",
-              f"{c['fp16_off_by_level_pct']:.3f}", {None: "-", True: "equal", False: "DIFFER"}[c["decisions_equal"]]]
+              "-" if c["fp16_off_by_level_pct"] is None else f"{c['fp16_off_by_level_pct']:.3f}", {None: "-", True: "equal", False: "DIFFER"}[c["decisions_equal"]]]
              for name, c in v["cases"].items()]
     quality = [["held-out photo crops (PyTorch FP32)", f"{report.validation_psnr_pytorch:.3f}", ""],
                ["held-out photo crops (this package, FP16 emulated)", f"{report.validation_psnr_coreml:.3f}",

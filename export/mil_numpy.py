@@ -81,7 +81,7 @@ def conv_transpose(x, weight, bias=None, strides=(1, 1), pad_type="valid", pad=N
     (sh, sw), (kh, kw) = tuple(int(s) for s in strides), weight.shape[2:]
     n, _, h, w = x.shape
     taps = np.tensordot(x, weight, axes=([1], [0]))  # N×H×W×O×kH×kW
-    full = np.zeros((n, weight.shape[1], (h - 1) * sh + kh, (w - 1) * sw + kw), dtype=np.float32)
+    full = np.zeros((n, weight.shape[1], (h - 1) * sh + kh, (w - 1) * sw + kw), dtype=taps.dtype)
     for i in range(kh):
         for j in range(kw):
             full[:, :, i:i + (h - 1) * sh + 1:sh, j:j + (w - 1) * sw + 1:sw] += taps[..., i, j].transpose(0, 3, 1, 2)
@@ -163,6 +163,11 @@ def pixel_shuffle(x, upscale_factor):
     r = int(upscale_factor)
     n, c, h, w = x.shape
     return x.reshape(n, c // (r * r), r, r, h, w).transpose(0, 1, 4, 2, 5, 3).reshape(n, c // (r * r), h * r, w * r)
+
+
+@_op("reverse")
+def reverse(x, axes=None):
+    return np.flip(x, axis=None if axes is None else tuple(int(a) for a in axes))
 
 
 @_op("reduce_mean")

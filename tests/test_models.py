@@ -75,6 +75,17 @@ def _reb_output(model, x):
     return x2 + model.reb[3](model.reb[2](x2))
 
 
+def test_dsrnet_select_gate_equals_cond_gate(tmp_path):
+    """The Core ML export's static select computes what the conditional does, per image."""
+    batch, path = split_gate_checkpoint(tmp_path)
+    model = models.load("dsrnet", 2, path)
+    with torch.no_grad():
+        cond = model(batch)
+        model.gate_execution = "select"
+        select = model(batch)
+    assert torch.equal(cond, select)
+
+
 def test_dsrnet_argmax_gate_exports_without_python_branching():
     """No Python ``if`` on tensor values: torch.export traces the gate with symbolic batch and size."""
     model = random_model("dsrnet", 2)

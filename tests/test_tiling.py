@@ -15,7 +15,7 @@ from models.registry import ARCHITECTURES, list_models
 from runtime import images, metrics
 from runtime.onnx_backend import OnnxSession
 from runtime.pipeline import upscale_rgb
-from runtime.tiling import tiled_infer
+from runtime.tiling import tiled_infer, windowed_infer
 from tests.conftest import REPO, need_shared, weights
 
 
@@ -50,6 +50,21 @@ def test_tiled_equals_whole(name):
     whole = runner(x)
     tiled = tiled_infer(x, runner, 2, tile=24, overlap=export_config(name).receptive_radius, min_size=8)
     assert np.abs(tiled - whole).max() <= 1e-5 * np.abs(whole).max()
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_fixed_windows_equal_whole(name):
+    """The iOS Swift code's rule: windows of one size (an enumerated shape), shifted inward at the borders."""
+    model = _random(name, 3)
+    runner = lambda a: model(torch.from_numpy(a)).detach().numpy()  # noqa: E731
+    radius = export_config(name).receptive_radius
+    x = np.random.default_rng(1).random((1, ARCHITECTURES[name].channels, 2 * radius + 30, 2 * radius + 41), dtype=np.float32)
+    whole = runner(x)
+    for window in ((2 * radius + 9, 2 * radius + 13), x.shape[2:]):
+        tiled = windowed_infer(x, runner, 3, window, overlap=radius)
+        assert np.abs(tiled - whole).max() <= 1e-5 * np.abs(whole).max(), window
+    with pytest.raises(ValueError, match="no core"):
+        windowed_infer(x, runner, 3, (2 * radius, 2 * radius), overlap=radius)
 
 
 @pytest.fixture(scope="module")
