@@ -399,7 +399,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             tmp.write_text(json.dumps(report, indent=2))
         with atomic_path(work / "bench.md") as tmp:
             tmp.write_text(table + "\n")
-        bar_chart(report, work / "bench.png")
+        if bar_chart(report, work / "bench.png") is None:
+            warnings.warn("no bench.png: no backend ran, or matplotlib is missing (pip install matplotlib)", stacklevel=1)
     print(json.dumps({"machine": report["machine"], "results": report["results"]}) if args.json else table)
     return 0
 
