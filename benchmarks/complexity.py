@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from models.hooks import run_with_hooks
 from models.registry import ARCHITECTURES
 from runtime.atomic import atomic_path
 from runtime.tables import markdown_table
@@ -52,13 +53,7 @@ def conv_macs(model: nn.Module, x: torch.Tensor) -> int:
         else:
             total += output.numel() * module.in_channels // module.groups * kernel
 
-    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
-    try:
-        with torch.inference_mode():
-            model(x)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    run_with_hooks(model, x, [(m, count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))])
     return total
 
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from export.mil_numpy import MilExecutor
+from models.hooks import run_with_hooks
 from runtime.compare import compare
 
 FP32_MAX_ABS = 1e-4  # × max(1, max|reference|): images in [0, 1] get an absolute 1e-4
@@ -69,14 +70,8 @@ def package_weights(function) -> dict[str, tuple[np.ndarray, bool]]:
 def used_parameters(net: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """The parameters of the modules a forward pass on ``x`` calls (inactive multi-scale branches excluded)."""
     called: set[str] = set()
-    hooks = [module.register_forward_hook(lambda m, i, o, name=name: called.add(name))
-             for name, module in net.named_modules() if any(True for _ in module.parameters(recurse=False))]
-    try:
-        with torch.inference_mode():
-            net(x)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    run_with_hooks(net, x, [(module, lambda m, i, o, name=name: called.add(name))
+                            for name, module in net.named_modules() if any(True for _ in module.parameters(recurse=False))])
     return {f"{module}.{name}" if module else name: p.detach() for module in sorted(called)
             for name, p in net.get_submodule(module).named_parameters(recurse=False)}
 
@@ -174,12 +169,7 @@ def _gate_decisions(net: nn.Module, x: torch.Tensor) -> np.ndarray | None:
     if gate is None:
         return None
     seen = []
-    hook = gate.register_forward_hook(lambda m, i, o: seen.append(o[:, 1] > o[:, 0]))
-    try:
-        with torch.inference_mode():
-            net(x)
-    finally:
-        hook.remove()
+    run_with_hooks(net, x, [(gate, lambda m, i, o: seen.append(o[:, 1] > o[:, 0]))])
     return seen[0].numpy()
 
 
