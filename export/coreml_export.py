@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.config import export_config
+from export.config import OnnxExportConfig, export_config
 from export.onnx_export import SRDEPLOY_VERSION
 from runtime.errors import SrDeployError
 
@@ -47,7 +47,7 @@ class CoreMLShapes:
     enumerated: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
-        floor = export_config("fsrcnn").min_size
+        floor = OnnxExportConfig.min_size  # the smallest LR side any zoo artifact accepts
         sizes = self.enumerated or (self.min, self.default, self.max)
         if any(min(hw) < floor for hw in sizes):
             raise SrDeployError(f"Core ML sizes must be at least {floor}×{floor} LR pixels: got {sizes}")

@@ -52,6 +52,7 @@ public enum UpscaleError: Error {{
     case imageTooSmall(height: Int, width: Int, minimum: Size)
     case unreadableImage
     case missingOutput(String)
+    case windowTooSmall(window: Size, overlap: Int)
 }}
 
 public struct Size: Equatable {{
@@ -124,9 +125,16 @@ public final class {m.class_name} {{
         return best
     }}
 
-    /// (core start, core end, window start) along one axis; windows stay inside the image.
-    static func spans(length: Int, window: Int, overlap: Int) -> [(Int, Int, Int)] {{
-        let core = max(window - 2 * overlap, 1)
+    /// (core start, core end, window start) along one axis; windows stay inside the image. A window that
+    /// spans the whole axis is one tile; otherwise it must leave a core after the overlap on both sides.
+    static func spans(length: Int, window: Int, overlap: Int) throws -> [(Int, Int, Int)] {{
+        if window >= length {{
+            return [(0, length, 0)]
+        }}
+        let core = window - 2 * overlap
+        if core < 1 {{
+            throw UpscaleError.windowTooSmall(window: Size(height: window, width: window), overlap: overlap)
+        }}
         return stride(from: 0, to: length, by: core).map {{ start in
             (start, min(start + core, length), min(max(start - overlap, 0), length - window))
         }}
@@ -135,12 +143,12 @@ public final class {m.class_name} {{
     /// Planes (C × H × W floats in [0, 1]) through the model, tile by tile.
     func run(_ planes: [[Float]], height: Int, width: Int) throws -> [[Float]] {{
         let size = try window(height: height, width: width)
-        let overlap = min(Self.overlap, (min(size.height, size.width) - 1) / 2)
+        let overlap = Self.overlap
         let scale = Self.scale
         let outWidth = width * scale
         var output = [[Float]](repeating: [Float](repeating: 0, count: height * scale * outWidth), count: planes.count)
-        for (y0, y1, ya) in Self.spans(length: height, window: size.height, overlap: overlap) {{
-            for (x0, x1, xa) in Self.spans(length: width, window: size.width, overlap: overlap) {{
+        for (y0, y1, ya) in try Self.spans(length: height, window: size.height, overlap: overlap) {{
+            for (x0, x1, xa) in try Self.spans(length: width, window: size.width, overlap: overlap) {{
                 let input = try MLMultiArray(shape: [1, NSNumber(value: planes.count), NSNumber(value: size.height),
                                                      NSNumber(value: size.width)], dataType: {data_type})
                 let src = input.dataPointer.bindMemory(to: {element}.self, capacity: input.count)

@@ -42,7 +42,11 @@ def tiled_infer(x: np.ndarray, infer: Infer, scale: int, tile: int, overlap: int
 
 def _fixed_spans(length: int, window: int, overlap: int) -> Iterator[tuple[int, int, int]]:
     """(core start, core end, window start) along one axis for windows of exactly ``window`` pixels: cores of
-    ``window - 2·overlap``, each window shifted inward at the image borders (so it stays inside the image)."""
+    ``window - 2·overlap``, each window shifted inward at the image borders (so it stays inside the image).
+    A window that spans the whole axis is one tile."""
+    if window >= length:
+        yield 0, length, 0
+        return
     core = window - 2 * overlap
     if core < 1:
         raise ValueError(f"a {window}-pixel window leaves no core after {overlap} pixels of context per side")

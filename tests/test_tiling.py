@@ -60,7 +60,7 @@ def test_fixed_windows_equal_whole(name):
     radius = export_config(name).receptive_radius
     x = np.random.default_rng(1).random((1, ARCHITECTURES[name].channels, 2 * radius + 30, 2 * radius + 41), dtype=np.float32)
     whole = runner(x)
-    for window in ((2 * radius + 9, 2 * radius + 13), x.shape[2:]):
+    for window in ((2 * radius + 9, 2 * radius + 13), x.shape[2:], (x.shape[2], 2 * radius + 5)):
         tiled = windowed_infer(x, runner, 3, window, overlap=radius)
         assert np.abs(tiled - whole).max() <= 1e-5 * np.abs(whole).max(), window
     with pytest.raises(ValueError, match="no core"):
