@@ -16,7 +16,6 @@ import copy
 import logging
 import platform
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch

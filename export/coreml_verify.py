@@ -165,7 +165,8 @@ def _with_weights(net: nn.Module, values: dict[str, np.ndarray]) -> nn.Module:
 
 def _gate_decisions(net: nn.Module, x: torch.Tensor) -> np.ndarray | None:
     """PyTorch's per-image gate decisions (logit 1 > logit 0), if the network has a gate."""
-    gate = dict(net.named_modules()).get("gate") or dict(net.named_modules()).get("net.gate")
+    modules = dict(net.named_modules())
+    gate = modules.get("gate", modules.get("net.gate"))
     if gate is None:
         return None
     seen = []

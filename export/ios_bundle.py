@@ -10,8 +10,6 @@ Written into a temporary folder and renamed into place: a failed export leaves n
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 from torch import nn
@@ -21,7 +19,7 @@ from export.coreml_export import CoreMLOptions
 from export.coreml_package import CoreMLReport, export_package
 from export.ios_swift import SwiftModel, swift_source
 from models.registry import default_checkpoint
-from runtime.atomic import replace_dir
+from runtime.atomic import atomic_dir, check_bundle_folder
 from runtime.errors import SrDeployError
 from runtime.tables import markdown_table
 
@@ -97,21 +95,13 @@ def write_ios_bundle(model: nn.Module, options: CoreMLOptions, out: str | Path, 
     if options.image_io:
         raise SrDeployError("the iOS bundle's Swift code drives the tensor interface: drop --image-io "
                             "(or use --target coreml for an image-typed package)")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or (not (out / BUNDLE_MARKER).is_file() and any(out.iterdir()))):
-        raise SrDeployError(f"{out} exists and is not an srdeploy iOS bundle: choose an empty or new --out folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    out = check_bundle_folder(out, BUNDLE_MARKER, "srdeploy iOS bundle")
+    with atomic_dir(out) as work:
         package, report = export_package(model, options, work, calib_dir, max_drop)
         swift = swift_model(model, options, package.stem)
         (work / f"{swift.class_name}.swift").write_text(swift_source(swift))
         (work / "README.md").write_text(bundle_readme(model, report, swift))
         (work / BUNDLE_MARKER).write_text(json.dumps({"package": package.name, "swift": f"{swift.class_name}.swift",
                                                       "report": report.as_dict()}, indent=2))
-        work.chmod(0o755)
-        replace_dir(work, out)
-        report.package = str(out / package.name)
-        return out, report
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    report.package = str(out / package.name)
+    return out, report

@@ -18,7 +18,6 @@ import json
 import os
 import shlex
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +25,9 @@ import onnx
 
 from export.onnx_export import save
 from export.trt_plan import BuildPlan, Profile
-from runtime.atomic import replace_dir
+from runtime.atomic import atomic_dir, check_bundle_folder
 from runtime.bundle_check import FORMAT, MANIFEST
 from runtime.compare import TOLERANCES
-from runtime.errors import SrDeployError
 from runtime.golden import save_golden
 from runtime.parity import probe_inputs
 from runtime.pipeline import Infer
@@ -173,19 +171,14 @@ Without a GPU the same check runs on the ONNX files: `python3 -m runtime.bundle_
 
 def check_destination(out: str | Path) -> Path:
     """``out`` may be new, empty, or a previous bundle (replaced); anything else is refused."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or (not (out / MANIFEST).is_file() and any(out.iterdir()))):
-        raise SrDeployError(f"{out} exists and is not an srdeploy bundle: choose an empty or new --out folder")
-    return out
+    return check_bundle_folder(out, MANIFEST, "srdeploy bundle")
 
 
 def write_bundle(out: Path, model_name: str, scale: int, artifacts: dict[str, onnx.ModelProto], profile: Profile,
                  photo: np.ndarray, reference: Infer) -> Path:
     """Write the bundle for ``artifacts`` ({precision: ONNX}) atomically into ``out``."""
     out = check_destination(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as work:
         stem = f"{model_name}_x{scale}"
         plan = BuildPlan("fp32", profile)
         manifest = {"format": FORMAT, "model": model_name, "scale": scale, "reference": REFERENCE,
@@ -205,9 +198,5 @@ def write_bundle(out: Path, model_name: str, scale: int, artifacts: dict[str, on
         (work / "build.sh").write_text(build_script(manifest))
         os.chmod(work / "build.sh", 0o755)
         (work / "README.md").write_text(device_readme(manifest))
-        os.chmod(work, 0o755)
-        replace_dir(work, out)
-        return out
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return out
 

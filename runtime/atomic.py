@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from runtime.errors import SrDeployError
+
 
 def _umask() -> int:
     current = os.umask(0)
@@ -42,3 +44,26 @@ def replace_dir(new: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(new, target)
+
+
+def check_bundle_folder(out: str | Path, marker: str, kind: str) -> Path:
+    """``out`` may be new, empty, or a previous bundle of this kind (it holds ``marker``, and is replaced);
+    anything else is refused, so an export never deletes a user's folder."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (not (out / marker).is_file() and any(out.iterdir()))):
+        raise SrDeployError(f"{out} exists and is not an {kind}: choose an empty or new --out folder")
+    return out
+
+
+@contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``target``; on success it replaces ``target`` (``replace_dir``,
+    mode 0755), on any error it is removed and ``target`` is left as it was."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield work
+        os.chmod(work, 0o755)
+        replace_dir(work, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
