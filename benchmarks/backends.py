@@ -78,7 +78,7 @@ def unavailable(backend: Backend) -> str | None:
         return None
     if platform.system() != "Darwin":
         return "Core ML runs models only on macOS (export --target coreml checks packages on Linux; it cannot time them)"
-    return "srdeploy's CoreML export is not built yet (issue 6)"
+    return "bench has no Core ML runner yet (issue 7): export --target coreml writes and checks the package; time it in Xcode"
 
 
 def make_infer(backend: Backend, source: dict, threads: int | None) -> tuple[Infer, Callable[[], float | None]]:
