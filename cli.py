@@ -375,7 +375,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     sizes = [parse_size(s) for s in args.sizes.split(",") if s]
     work = Path(args.out or tempfile.mkdtemp(prefix="srdeploy-bench-"))
     jobs, (name, scale, channels) = _bench_jobs(args, work)
-    try:  # MACs come from the PyTorch architecture; without torch the report has no GFLOP/s
+    try:  # MACs of the PyTorch architecture; without torch the report has no GFLOP/s for it
         from benchmarks.complexity import measure as complexity
 
         per_pixel = complexity(name, scale).macs_per_output_pixel
@@ -387,8 +387,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for backend, source, drop in jobs:
         for width, height in sizes:
             progress.set_postfix_str(f"{backend} {width}x{height}")
+            # artifacts count their own graph (export rewrites remove work); engines and torch: the architecture
+            row_pixel = source.get("macs_per_output_pixel", per_pixel)
             report["results"].append(bench_one(backend, (width, height), source, channels, scale,
-                                               per_pixel and per_pixel * width * height * scale * scale,
+                                               row_pixel and row_pixel * width * height * scale * scale,
                                                args.warmup, args.runs,
                                                args.budget, args.threads, drop))
             progress.update()
@@ -420,7 +422,7 @@ def _bench_jobs(args: argparse.Namespace, work) -> tuple[list[tuple[str, dict, f
             kind = "trt" if path.endswith((".engine", ".plan", ".trt")) else "onnx"
             backend = kind if precision == "fp32" else f"{kind}-{precision}"
             drop = None if precision == "fp32" else float(session.metadata.get("validation_drop_db") or 0)
-            jobs.append((backend, {"artifact": str(path)}, drop))
+            jobs.append((backend, {"artifact": str(path), **_graph_macs(path, session.scale)}, drop))
             identity = (session.metadata["model"], session.scale, session.channels)
         return jobs, identity
     if not (args.model and args.scale):
@@ -460,8 +462,11 @@ def _bench_artifact(args: argparse.Namespace, model, backend, folder) -> tuple[d
         return {"unavailable": f"the {backend.precision} export failed its gate: {exc}"}, None
     drop = None if backend.precision == "fp32" else report.drop_db
     stem = f"{args.model}_x{args.scale}_{backend.precision}"
+    from benchmarks.onnx_macs import onnx_macs_per_output_pixel
+
+    macs = {"macs_per_output_pixel": onnx_macs_per_output_pixel(proto, args.scale)}  # engines are built from it
     if backend.kind == "onnx":
-        return {"artifact": str(save(proto, folder / f"{stem}.onnx"))}, drop
+        return {"artifact": str(save(proto, folder / f"{stem}.onnx")), **macs}, drop
     from benchmarks.bench import parse_size
     from export.trt_build import export_model_engine
     from export.trt_plan import Profile
@@ -471,7 +476,21 @@ def _bench_artifact(args: argparse.Namespace, model, backend, folder) -> tuple[d
     profile = Profile("lr", (1, channels, 16, 16), (1, channels, height, width), (1, channels, height, width))
     engine = export_model_engine(model, proto, backend.precision, profile, folder, stem,
                                  f"python cli.py bench --model {args.model} --scale {args.scale} --backends {backend.name}")
-    return {"artifact": str(engine)}, drop
+    return {"artifact": str(engine), **macs}, drop
+
+
+def _graph_macs(path: str, scale: int) -> dict:
+    """{"macs_per_output_pixel": …} of an ONNX artifact's own graph; {} for engines (the architecture's count
+    applies) or where the counter (it needs onnx's shape inference and numpy only) cannot run."""
+    if not path.endswith(".onnx"):
+        return {}
+    try:
+        import onnx
+
+        from benchmarks.onnx_macs import onnx_macs_per_output_pixel
+    except ImportError:
+        return {}
+    return {"macs_per_output_pixel": onnx_macs_per_output_pixel(onnx.load(path), scale)}
 
 
 def build_parser() -> argparse.ArgumentParser:

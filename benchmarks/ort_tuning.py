@@ -37,11 +37,14 @@ def variants(cores: int) -> dict[str, dict]:
         "memory arena off": {"arena": False},
         "memory pattern off": {"pattern": False},
         "memory arena and pattern off": {"arena": False, "pattern": False},
+        # ONNX Runtime's x86 CPU provider has no NHWC FP32 convolution; its layout optimisation is NCHWc
+        # (channels blocked by the vector width), done by this transformer at level "all"
+        "NCHWc blocked layout off (plain NCHW convolutions)": {"disabled": ["NchwcTransformer"]},
     }
 
 
 def session(path: str, threads: int | None = None, level: str = "all", arena: bool = True, pattern: bool = True,
-            config: dict[str, str] | None = None) -> ort.InferenceSession:
+            config: dict[str, str] | None = None, disabled: list[str] | None = None) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = LEVELS[level]
@@ -51,7 +54,7 @@ def session(path: str, threads: int | None = None, level: str = "all", arena: bo
         options.intra_op_num_threads = threads
     for key, value in (config or {}).items():
         options.add_session_config_entry(key, value)
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled or [])
 
 
 def ort_cpu_int8(fp32_path: str, output: Path, scale: int, colour: str) -> str:

@@ -1,5 +1,6 @@
 """PyTorch → ONNX: torch.export-based tracing with symbolic batch/height/width, onnxsim simplification
-checked on ONNX Runtime, ``onnx.checker``, provenance in ``metadata_props``, atomic write.
+checked on ONNX Runtime, exact rewrites (``graph_rewrite``), ``onnx.checker``, a check against PyTorch,
+provenance in ``metadata_props``, atomic write.
 
 Why the torch.export (dynamo) exporter: it captures the whole program with symbolic shapes and checks
 the bounds it is given (a data-dependent Python branch fails loudly instead of being frozen), and it is
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from export.config import OnnxExportConfig, export_config
+from export.graph_rewrite import merge_shared_branches
 from runtime.atomic import atomic_path
 from runtime.errors import SrDeployError
 
@@ -83,9 +85,10 @@ def simplify(proto: onnx.ModelProto, probe: np.ndarray, rtol: float) -> tuple[on
     return simplified, True
 
 
-def metadata(model: nn.Module, config: OnnxExportConfig, simplified: bool) -> dict[str, str]:
+def metadata(model: nn.Module, config: OnnxExportConfig, simplified: bool,
+             rewrites: dict[str, int] | None = None) -> dict[str, str]:
     info = model.srdeploy
-    return {
+    entries = {
         "srdeploy.model": info.name,
         "srdeploy.scale": str(info.scale),
         "srdeploy.channels": str(info.channels),
@@ -101,6 +104,9 @@ def metadata(model: nn.Module, config: OnnxExportConfig, simplified: bool) -> di
         "srdeploy.version": SRDEPLOY_VERSION,
         "srdeploy.torch_version": torch.__version__,
     }
+    if rewrites is not None:
+        entries["srdeploy.rewrites"] = json.dumps(rewrites, sort_keys=True)
+    return entries
 
 
 def to_onnx(model: nn.Module) -> onnx.ModelProto:
@@ -110,13 +116,14 @@ def to_onnx(model: nn.Module) -> onnx.ModelProto:
     proto = _trace(model, config)
     probe = np.random.default_rng(0).random((1, info.channels, 19, 23), dtype=np.float32)
     proto, simplified = simplify(proto, probe, config.fp32_rtol)
+    rewrites = {"merge_shared_branches": merge_shared_branches(proto)}
     onnx.checker.check_model(proto, full_check=True)
     with torch.inference_mode():
         expected = model(torch.from_numpy(probe)).numpy()
     error = np.abs(run_proto(proto, probe) - expected).max()
     if error > config.fp32_rtol * np.abs(expected).max():
         raise SrDeployError(f"ONNX export of {info.name} ×{info.scale} differs from PyTorch by {error:.3g}: not written")
-    set_metadata(proto, metadata(model, config, simplified))
+    set_metadata(proto, metadata(model, config, simplified, rewrites))
     return proto
 
 
