@@ -74,3 +74,9 @@ def test_bench_refuses_an_unknown_backend():
     result = subprocess.run([sys.executable, "cli.py", "bench", "--model", "fsrcnn", "--scale", "3", "--backends", "tpu"],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2 and "unknown backend tpu" in result.stderr
+
+
+def test_readme_bench_section_is_generated_from_the_committed_results():
+    from benchmarks import readme_section
+
+    assert readme_section.main(["--check"]) == 0, "run python -m benchmarks.readme_section"
