@@ -421,6 +421,8 @@ def _bench_jobs(args: argparse.Namespace, work) -> tuple[list[tuple[str, dict, f
             precision = session.metadata.get("precision", "fp32")
             kind = "trt" if path.endswith((".engine", ".plan", ".trt")) else "onnx"
             backend = kind if precision == "fp32" else f"{kind}-{precision}"
+            if path.rstrip("/").endswith(".mlpackage"):
+                backend = "coreml"
             drop = None if precision == "fp32" else float(session.metadata.get("validation_drop_db") or 0)
             jobs.append((backend, {"artifact": str(path), **_graph_macs(path, session.scale)}, drop))
             identity = (session.metadata["model"], session.scale, session.channels)
@@ -456,6 +458,8 @@ def _bench_artifact(args: argparse.Namespace, model, backend, folder) -> tuple[d
     from export.onnx_export import save
     from export.precision import export_precision
 
+    if backend.kind == "coreml":
+        return _bench_coreml_package(args, model, folder)
     try:
         proto, report = export_precision(model, backend.precision, progress=not args.json)
     except SrDeployError as exc:
@@ -477,6 +481,20 @@ def _bench_artifact(args: argparse.Namespace, model, backend, folder) -> tuple[d
     engine = export_model_engine(model, proto, backend.precision, profile, folder, stem,
                                  f"python cli.py bench --model {args.model} --scale {args.scale} --backends {backend.name}")
     return {"artifact": str(engine), **macs}, drop
+
+
+def _bench_coreml_package(args: argparse.Namespace, model, folder) -> tuple[dict, float | None]:
+    """A checked FP16 package with the bench sizes as its enumerated sizes (the Neural Engine's fast path)."""
+    from benchmarks.bench import parse_size
+    from export.coreml_export import CoreMLOptions, CoreMLShapes
+    from export.coreml_package import export_package
+
+    sizes = tuple(dict.fromkeys((h, w) for w, h in (parse_size(s) for s in args.sizes.split(",") if s)))
+    try:
+        package, report = export_package(model, CoreMLOptions(shapes=CoreMLShapes(enumerated=sizes)), folder)
+    except SrDeployError as exc:
+        return {"unavailable": f"the Core ML export failed its check: {exc}"}, None
+    return {"artifact": str(package)}, report.drop_db
 
 
 def _graph_macs(path: str, scale: int) -> dict:

@@ -24,7 +24,7 @@ class Backend:
 
     @property
     def needs_artifact(self) -> bool:
-        return self.kind in ("onnx", "trt")
+        return self.kind in ("onnx", "trt", "coreml")
 
 
 BACKENDS = {b.name: b for b in (
@@ -39,7 +39,7 @@ BACKENDS = {b.name: b for b in (
     Backend("trt", "TensorRT engine, FP32", "fp32", "trt"),
     Backend("trt-fp16", "TensorRT engine, FP16", "fp16", "trt"),
     Backend("trt-int8", "TensorRT engine, INT8 Q/DQ", "int8", "trt"),
-    Backend("coreml", "Core ML (macOS)", "fp16", "coreml"),
+    Backend("coreml", "Core ML (macOS), FP16 package, all compute units", "fp16", "coreml"),
 )}
 ORT_PROVIDERS = {"onnx-cuda": "CUDAExecutionProvider", "onnx-trt": "TensorrtExecutionProvider"}
 
@@ -78,7 +78,9 @@ def unavailable(backend: Backend) -> str | None:
         return None
     if platform.system() != "Darwin":
         return "Core ML runs models only on macOS (export --target coreml checks packages on Linux; it cannot time them)"
-    return "bench has no Core ML runner yet (issue 7): export --target coreml writes and checks the package; time it in Xcode"
+    if importlib.util.find_spec("coremltools") is None:
+        return "coremltools is not installed: pip install -e '.[coreml]'"
+    return None
 
 
 def make_infer(backend: Backend, source: dict, threads: int | None) -> tuple[Infer, Callable[[], float | None]]:
@@ -114,6 +116,10 @@ def make_infer(backend: Backend, source: dict, threads: int | None) -> tuple[Inf
         provider = ORT_PROVIDERS.get(backend.name, "CPUExecutionProvider")
         session = OnnxSession(source["artifact"], providers=[provider], threads=threads)
         return session.infer, lambda: None
+    if backend.kind == "coreml":
+        from runtime.coreml_backend import CoreMLSession
+
+        return CoreMLSession(source["artifact"]).infer, lambda: None
     from runtime.trt_backend import TrtSession
 
     session = TrtSession(source["artifact"])

@@ -73,6 +73,9 @@ class CoreMLShapes:
     def ct_shape(self, channels: int):
         import coremltools as ct
 
+        if len(self.enumerated) == 1:  # coremltools' EnumeratedShapes wants two or more: a range of one size
+            (h, w), = self.enumerated  # (a fixed ct.Shape would bake the size into the program's reshapes)
+            return ct.Shape(shape=(1, channels, ct.RangeDim(h, h, default=h), ct.RangeDim(w, w, default=w)))
         if self.enumerated:
             return ct.EnumeratedShapes(shapes=[(1, channels, h, w) for h, w in self.enumerated],
                                        default=(1, channels, *self.enumerated[0]))

@@ -1,5 +1,6 @@
 """What every deployable artifact session shares: srdeploy metadata, shape bounds, the input check, and
-``open_artifact`` choosing the backend from the file (``.onnx`` → ONNX Runtime, ``.engine`` → TensorRT)."""
+``open_artifact`` choosing the backend from the file (``.onnx`` → ONNX Runtime, ``.engine`` → TensorRT,
+``.mlpackage`` → Core ML)."""
 from __future__ import annotations
 
 import json
@@ -74,7 +75,11 @@ class ArtifactSession:
 
 
 def open_artifact(path: str | Path, **options) -> ArtifactSession:
-    """The session for an exported artifact: TensorRT for engines, ONNX Runtime for ``.onnx``."""
+    """The session for an exported artifact: TensorRT for engines, Core ML for packages, else ONNX Runtime."""
+    if Path(path).suffix.lower() == ".mlpackage":
+        from runtime.coreml_backend import CoreMLSession
+
+        return CoreMLSession(path, **options)
     if Path(path).suffix.lower() in ENGINE_SUFFIXES:
         from runtime.trt_backend import TrtSession
 

@@ -22,6 +22,8 @@ from export.coreml_export import CoreMLOptions, CoreMLShapes, convert, traceable
 from export.coreml_package import export_package, verification_inputs  # noqa: E402
 from export.coreml_verify import load_program, macos_predict, used_parameters, verify_package  # noqa: E402
 from models.registry import default_checkpoint  # noqa: E402
+from runtime.artifact import open_artifact  # noqa: E402
+from runtime.coreml_backend import CoreMLSession  # noqa: E402
 from runtime.errors import SrDeployError  # noqa: E402
 from tests.conftest import REPO, need_shared, weights  # noqa: E402
 from tests.test_models import split_gate_checkpoint  # noqa: E402
@@ -220,6 +222,50 @@ def test_enumerated_image_io_package(tmp_path):
     assert [(s.height, s.width) for s in image.enumeratedSizes.sizes] == [(48, 64), (32, 32)]
     assert spec.description.output[0].type.WhichOneof("Type") == "imageType"
     assert report.verification["passed"] and set(report.verification["cases"]) == {"photo_32x32", "photo_48x64"}
+    with pytest.raises(SrDeployError, match="takes images"):
+        open_artifact(path)
+
+
+# --- the runtime's Core ML session and bench on it ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fsrcnn_package(tmp_path_factory):
+    model = models.load("fsrcnn", 2, weights("fsrcnn_x2.pth"))
+    return export_package(model, CoreMLOptions(shapes=CoreMLShapes(enumerated=((32, 48),))), tmp_path_factory.mktemp("pk"))[0]
+
+
+def test_coreml_session_reads_the_package_anywhere(fsrcnn_package):
+    session = open_artifact(fsrcnn_package)
+    assert isinstance(session, CoreMLSession) and session.input_name == "lr"
+    assert (session.metadata["model"], session.scale, session.colour, session.channels) == ("fsrcnn", 2, "y", 1)
+    assert session.accepts((1, 1, 32, 48)) and not session.accepts((1, 1, 64, 64))
+    with pytest.raises(SrDeployError, match="above the artifact's maximum"):
+        session.infer(np.zeros((1, 1, 32, 64), np.float32))
+
+
+@pytest.mark.skipif(platform.system() == "Darwin", reason="on macOS Core ML runs the package (next tests)")
+def test_coreml_session_says_it_needs_macos(fsrcnn_package):
+    with pytest.raises(SrDeployError, match="only on macOS"):
+        open_artifact(fsrcnn_package).infer(np.zeros((1, 1, 32, 48), np.float32))
+    result = subprocess.run([sys.executable, str(REPO / "cli.py"), "bench", str(fsrcnn_package), "--sizes", "48x32",
+                             "--json"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)["results"]
+    assert (row["backend"], row["status"]) == ("coreml", "skipped") and "only on macOS" in row["reason"]
+
+
+@pytest.mark.skipif(platform.system() != "Darwin", reason="Core ML runs models only on macOS (coremltools has no Linux runtime)")
+def test_coreml_session_matches_pytorch_and_bench_times_it(fsrcnn_package):
+    x = verification_inputs(CoreMLShapes(enumerated=((32, 48),)), "y")["photo_32x48"]
+    model = models.load("fsrcnn", 2, weights("fsrcnn_x2.pth"))
+    with torch.inference_mode():
+        reference = model(torch.from_numpy(x)).numpy()
+    mse = float(np.mean((open_artifact(fsrcnn_package).infer(x) - reference) ** 2))
+    assert 10 * np.log10(1 / mse) >= 50.0
+    result = subprocess.run([sys.executable, str(REPO / "cli.py"), "bench", str(fsrcnn_package), "--sizes", "48x32",
+                             "--runs", "3", "--json"], capture_output=True, text=True, cwd=REPO)
+    (row,) = json.loads(result.stdout)["results"]
+    assert (row["backend"], row["status"]) == ("coreml", "ok") and row["median_ms"] > 0
 
 
 def test_linear8_compression_reports_its_cost(lesrcnn_x2, tmp_path):

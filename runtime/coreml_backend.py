@@ -1,0 +1,59 @@
+"""Core ML behind the runtime's one interface: a package from ``export --target coreml``.
+
+The package's srdeploy metadata and input bounds are read anywhere (coremltools reads the spec on Linux
+too); predictions need Core ML itself, which only macOS has: ``infer`` elsewhere is a one-line error.
+The model loads on the first ``infer`` (Core ML compiles it then), with the compute units asked for.
+"""
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from runtime.artifact import ArtifactSession
+from runtime.errors import SrDeployError
+
+PACKAGE_SUFFIX = ".mlpackage"
+COMPUTE_UNITS = ("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY")
+
+
+class CoreMLSession(ArtifactSession):
+    def __init__(self, path: str | Path, compute_units: str = "ALL"):
+        self.path = Path(path)
+        if not (self.path / "Manifest.json").is_file():
+            raise SrDeployError(f"{self.path} is not a Core ML package (no Manifest.json): export one with "
+                                "`python cli.py export --target coreml`")
+        if compute_units not in COMPUTE_UNITS:
+            raise SrDeployError(f"compute units {compute_units!r} unknown: choose one of {', '.join(COMPUTE_UNITS)}")
+        try:
+            import coremltools as ct
+        except ImportError:
+            raise SrDeployError("Core ML packages need coremltools: pip install coremltools") from None
+        spec = ct.utils.load_spec(str(self.path))
+        self.metadata = {k.removeprefix("srdeploy."): v for k, v in spec.description.metadata.userDefined.items()}
+        self.check_metadata()
+        if json.loads(self.metadata.get("coreml_options", "{}")).get("image_io"):
+            raise SrDeployError(f"{self.path.name} takes images (--image-io), not arrays: re-export without --image-io "
+                                "to run it here, or feed it CVPixelBuffers from Swift")
+        self.bounds = json.loads(self.metadata["shape_bounds"])
+        self.input_name = spec.description.input[0].name
+        self.compute_units = compute_units
+        self._model = None
+
+    def _loaded(self):
+        if platform.system() != "Darwin":
+            raise SrDeployError(f"Core ML runs models only on macOS ({self.path.name} was read, not run): "
+                                "use the ONNX artifact here, or run this on a Mac")
+        if self._model is None:
+            import coremltools as ct
+
+            self._model = ct.models.MLModel(str(self.path), compute_units=getattr(ct.ComputeUnit, self.compute_units))
+        return self._model
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """1×C×H×W float32 in [0, 1] → 1×C×sH×sW float32 (packages take one image: their batch bound is 1)."""
+        self.check_input(x)
+        output = next(iter(self._loaded().predict({self.input_name: x.astype(np.float32, copy=False)}).values()))
+        return np.asarray(output, dtype=np.float32)
