@@ -2,8 +2,9 @@
 
 MACs are counted on the network as it runs: forward hooks on every ``Conv2d`` (N·Cout·Hout·Wout·Cin/g·kh·kw)
 and ``ConvTranspose2d`` (N·Cin·Hin·Win·Cout/g·kh·kw) during one forward pass, so branches that do not
-run are not counted (DSRNet: one gate branch). Element-wise ops, PReLU/ReLU and pixel shuffles are
-left out (< 1 % here). Every layer is 'same'-padded, so MACs grow exactly with the pixel count and one
+run are not counted (DSRNet: gate branch 1, the one the official ×2 checkpoint always takes). The exported
+ONNX graph is counted too (``onnx_macs``): the export merges LESRCNN's and CFSRCNN's two passes through their
+upsampler into one. Element-wise ops, PReLU/ReLU and pixel shuffles are left out (< 1 % here). Every layer is 'same'-padded, so MACs grow exactly with the pixel count and one
 probe gives the cost per output pixel at any size. A test checks FSRCNN against a hand count.
 
     python -m benchmarks.complexity --out benchmarks/results/complexity.md
@@ -30,6 +31,7 @@ class Complexity:
     scale: int
     params: int
     macs_per_output_pixel: float
+    exported_macs_per_output_pixel: float | None = None  # the exported ONNX graph, after its rewrites
 
     @property
     def gmacs_per_output_mp(self) -> float:
@@ -57,24 +59,35 @@ def conv_macs(model: nn.Module, x: torch.Tensor) -> int:
     return total
 
 
-def measure(name: str, scale: int) -> Complexity:
-    """Parameters and MACs of ``name`` ×``scale`` (weights do not matter: the architecture does)."""
+def measure(name: str, scale: int, exported: bool = False) -> Complexity:
+    """Parameters and MACs of ``name`` ×``scale`` (weights do not matter: the architecture does); with
+    ``exported``, also the MACs of its exported ONNX graph (an export of random weights)."""
     arch = ARCHITECTURES[name]
-    options = {"gate": "branch0"} if "gate" in arch.options else {}
+    options = {"gate": "branch1"} if "gate" in arch.options else {}
     model = arch.build(scale, **options).eval()
     macs = conv_macs(model, torch.zeros(1, arch.channels, PROBE, PROBE))
-    return Complexity(name, scale, sum(p.numel() for p in model.parameters()), macs / (PROBE * scale) ** 2)
+    graph = None
+    if exported:
+        from benchmarks.onnx_macs import onnx_macs_per_output_pixel
+        from export.onnx_export import to_onnx
+        from models.loading import ModelInfo
+
+        model.srdeploy = ModelInfo(name, scale, arch.channels, arch.colour, "random", "", "", options)
+        graph = onnx_macs_per_output_pixel(to_onnx(model), scale)
+    return Complexity(name, scale, sum(p.numel() for p in model.parameters()), macs / (PROBE * scale) ** 2, graph)
 
 
 def complexity_table() -> list[Complexity]:
-    return [measure(name, scale) for name, arch in ARCHITECTURES.items() for scale in arch.scales]
+    return [measure(name, scale, exported=True) for name, arch in ARCHITECTURES.items() for scale in arch.scales]
 
 
 def markdown(rows: list[Complexity]) -> str:
     return markdown_table(
-        ["model", "scale", "parameters", "MACs / output pixel", "GMAC / output MP", "GMAC for a 1280×720 output"],
+        ["model", "scale", "parameters", "MACs / output pixel", "GMAC / output MP", "GMAC for a 1280×720 output",
+         "MACs / output pixel, exported ONNX"],
         [[c.model, f"×{c.scale}", f"{c.params:,}", f"{c.macs_per_output_pixel:,.0f}", f"{c.gmacs_per_output_mp:.2f}",
-          f"{c.macs_per_output_pixel * 1280 * 720 / 1e9:.1f}"] for c in rows],
+          f"{c.macs_per_output_pixel * 1280 * 720 / 1e9:.1f}",
+          "" if c.exported_macs_per_output_pixel is None else f"{c.exported_macs_per_output_pixel:,.0f}"] for c in rows],
     )
 
 
