@@ -114,6 +114,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     args.precision = args.precision or ("fp16" if apple else "fp32")
     if apple:
         _coreml_options(args)  # flag errors before any work (model load, download)
+    if args.target in ("jetson", "ios"):  # a foreign --out folder too
+        from export.ios_bundle import check_destination as ios_destination
+        from export.jetson import check_destination as jetson_destination
+
+        (jetson_destination if args.target == "jetson" else ios_destination)(args.out)
     model = models.load(args.model, args.scale, args.weights, **_model_options(args))
     info = model.srdeploy
     profile = profile_from_args(export_config(args.model).input_name, info.channels, args.scale,
@@ -209,10 +214,9 @@ def _export_jetson(args: argparse.Namespace, model, profile) -> int:
     from pathlib import Path
 
     from calib.data import held_out_photo
-    from export.jetson import check_destination, write_bundle
+    from export.jetson import write_bundle
     from runtime.torch_runner import TorchRunner
 
-    check_destination(args.out)
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     unknown = sorted(set(precisions) - {"fp32", "fp16", "int8"})
     if unknown or not precisions:
@@ -387,7 +391,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for backend, source, drop in jobs:
         for width, height in sizes:
             progress.set_postfix_str(f"{backend} {width}x{height}")
-            # artifacts count their own graph (export rewrites remove work); engines and torch: the architecture
+            # artifacts carry their graph's own count (export rewrites remove work); torch: the architecture
             row_pixel = source.get("macs_per_output_pixel", per_pixel)
             report["results"].append(bench_one(backend, (width, height), source, channels, scale,
                                                row_pixel and row_pixel * width * height * scale * scale,
@@ -424,7 +428,7 @@ def _bench_jobs(args: argparse.Namespace, work) -> tuple[list[tuple[str, dict, f
             if path.rstrip("/").endswith(".mlpackage"):
                 backend = "coreml"
             drop = None if precision == "fp32" else float(session.metadata.get("validation_drop_db") or 0)
-            jobs.append((backend, {"artifact": str(path), **_graph_macs(path, session.scale)}, drop))
+            jobs.append((backend, {"artifact": str(path), **_recorded_macs(session.metadata)}, drop))
             identity = (session.metadata["model"], session.scale, session.channels)
         return jobs, identity
     if not (args.model and args.scale):
@@ -466,9 +470,7 @@ def _bench_artifact(args: argparse.Namespace, model, backend, folder) -> tuple[d
         return {"unavailable": f"the {backend.precision} export failed its gate: {exc}"}, None
     drop = None if backend.precision == "fp32" else report.drop_db
     stem = f"{args.model}_x{args.scale}_{backend.precision}"
-    from benchmarks.onnx_macs import onnx_macs_per_output_pixel
-
-    macs = {"macs_per_output_pixel": onnx_macs_per_output_pixel(proto, args.scale)}  # engines are built from it
+    macs = _recorded_macs({p.key.removeprefix("srdeploy."): p.value for p in proto.metadata_props})  # engines too
     if backend.kind == "onnx":
         return {"artifact": str(save(proto, folder / f"{stem}.onnx")), **macs}, drop
     from benchmarks.bench import parse_size
@@ -497,18 +499,11 @@ def _bench_coreml_package(args: argparse.Namespace, model, folder) -> tuple[dict
     return {"artifact": str(package)}, report.drop_db
 
 
-def _graph_macs(path: str, scale: int) -> dict:
-    """{"macs_per_output_pixel": …} of an ONNX artifact's own graph; {} for engines (the architecture's count
-    applies) or where the counter (it needs onnx's shape inference and numpy only) cannot run."""
-    if not path.endswith(".onnx"):
-        return {}
-    try:
-        import onnx
-
-        from benchmarks.onnx_macs import onnx_macs_per_output_pixel
-    except ImportError:
-        return {}
-    return {"macs_per_output_pixel": onnx_macs_per_output_pixel(onnx.load(path), scale)}
+def _recorded_macs(metadata: dict[str, str]) -> dict:
+    """{"macs_per_output_pixel": …} that an artifact records for its own graph (export rewrites can make it
+    less than the architecture's); {} where it records none (Core ML packages run the traced PyTorch model)."""
+    value = metadata.get("macs_per_output_pixel")
+    return {} if value is None else {"macs_per_output_pixel": float(value)}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -184,7 +184,7 @@ def markdown(report: dict) -> str:
         f"Model: {report['model']} ×{report['scale']}, "
         + ("MACs unknown (no PyTorch here), so no GFLOP/s" if report["macs_per_output_pixel"] is None else
            f"{report['macs_per_output_pixel']:,.0f} MACs per output pixel as the architecture is written"
-           + "".join(f"; {macs:,.0f} in the exported graph ({', '.join(names)})" for macs, names in _graph_macs(report))
+           + "".join(f"; {macs:,.0f} in the exported graph ({', '.join(names)})" for macs, names in _rewritten_counts(report))
            + " (GFLOP/s = 2 × MACs of what the backend runs / median)")
         + ". Latency is end to end (numpy in, numpy out), batch 1.",
         "",
@@ -204,7 +204,7 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _graph_macs(report: dict) -> list[tuple[float, list[str]]]:
+def _rewritten_counts(report: dict) -> list[tuple[float, list[str]]]:
     """(MACs per output pixel, backends) where a backend's graph computes other than the architecture."""
     found: dict[float, list[str]] = {}
     for r in report["results"]:

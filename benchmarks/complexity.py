@@ -3,9 +3,10 @@
 MACs are counted on the network as it runs: forward hooks on every ``Conv2d`` (N·Cout·Hout·Wout·Cin/g·kh·kw)
 and ``ConvTranspose2d`` (N·Cin·Hin·Win·Cout/g·kh·kw) during one forward pass, so branches that do not
 run are not counted (DSRNet: gate branch 1, the one the official ×2 checkpoint always takes). The exported
-ONNX graph is counted too (``onnx_macs``): the export merges LESRCNN's and CFSRCNN's two passes through their
-upsampler into one. Element-wise ops, PReLU/ReLU and pixel shuffles are left out (< 1 % here). Every layer is 'same'-padded, so MACs grow exactly with the pixel count and one
-probe gives the cost per output pixel at any size. A test checks FSRCNN against a hand count.
+ONNX graph's own count (``export.onnx_macs``, recorded in its metadata) is listed too: the export merges
+LESRCNN's and CFSRCNN's two passes through their upsampler into one. Element-wise ops, PReLU/ReLU and
+pixel shuffles are left out (< 1 % here). Every layer is 'same'-padded, so MACs grow exactly with the pixel
+count and one probe gives the cost per output pixel at any size. A test checks FSRCNN against a hand count.
 
     python -m benchmarks.complexity --out benchmarks/results/complexity.md
 """
@@ -68,12 +69,12 @@ def measure(name: str, scale: int, exported: bool = False) -> Complexity:
     macs = conv_macs(model, torch.zeros(1, arch.channels, PROBE, PROBE))
     graph = None
     if exported:
-        from benchmarks.onnx_macs import onnx_macs_per_output_pixel
         from export.onnx_export import to_onnx
         from models.loading import ModelInfo
 
         model.srdeploy = ModelInfo(name, scale, arch.channels, arch.colour, "random", "", "", options)
-        graph = onnx_macs_per_output_pixel(to_onnx(model), scale)
+        recorded = {p.key: p.value for p in to_onnx(model).metadata_props}
+        graph = float(recorded["srdeploy.macs_per_output_pixel"])
     return Complexity(name, scale, sum(p.numel() for p in model.parameters()), macs / (PROBE * scale) ** 2, graph)
 
 

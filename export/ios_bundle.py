@@ -89,13 +89,18 @@ order. Check on a device once: `upscaler.upscale` on a photo vs `python cli.py u
 """
 
 
+def check_destination(out: str | Path) -> Path:
+    """``out`` may be new, empty, or a previous iOS bundle (replaced); anything else is refused."""
+    return check_bundle_folder(out, BUNDLE_MARKER, "srdeploy iOS bundle")
+
+
 def write_ios_bundle(model: nn.Module, options: CoreMLOptions, out: str | Path, calib_dir: str | None = None,
                      max_drop: float | None = None) -> tuple[Path, CoreMLReport]:
     """The bundle for ``model`` in ``out`` (new, empty or a previous bundle, which is replaced)."""
     if options.image_io:
         raise SrDeployError("the iOS bundle's Swift code drives the tensor interface: drop --image-io "
                             "(or use --target coreml for an image-typed package)")
-    out = check_bundle_folder(out, BUNDLE_MARKER, "srdeploy iOS bundle")
+    out = check_destination(out)
     with atomic_dir(out) as work:
         package, report = export_package(model, options, work, calib_dir, max_drop)
         swift = swift_model(model, options, package.stem)

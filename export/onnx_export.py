@@ -24,6 +24,7 @@ from torch import nn
 
 from export.config import OnnxExportConfig, export_config
 from export.graph_rewrite import merge_shared_branches
+from export.onnx_macs import onnx_macs_per_output_pixel
 from runtime.atomic import atomic_path
 from runtime.errors import SrDeployError
 
@@ -86,7 +87,7 @@ def simplify(proto: onnx.ModelProto, probe: np.ndarray, rtol: float) -> tuple[on
 
 
 def metadata(model: nn.Module, config: OnnxExportConfig, simplified: bool,
-             rewrites: dict[str, int] | None = None) -> dict[str, str]:
+             rewrites: dict[str, int] | None = None, macs_per_output_pixel: float | None = None) -> dict[str, str]:
     info = model.srdeploy
     entries = {
         "srdeploy.model": info.name,
@@ -106,6 +107,8 @@ def metadata(model: nn.Module, config: OnnxExportConfig, simplified: bool,
     }
     if rewrites is not None:
         entries["srdeploy.rewrites"] = json.dumps(rewrites, sort_keys=True)
+    if macs_per_output_pixel is not None:
+        entries["srdeploy.macs_per_output_pixel"] = repr(macs_per_output_pixel)
     return entries
 
 
@@ -123,7 +126,7 @@ def to_onnx(model: nn.Module) -> onnx.ModelProto:
     error = np.abs(run_proto(proto, probe) - expected).max()
     if error > config.fp32_rtol * np.abs(expected).max():
         raise SrDeployError(f"ONNX export of {info.name} ×{info.scale} differs from PyTorch by {error:.3g}: not written")
-    set_metadata(proto, metadata(model, config, simplified, rewrites))
+    set_metadata(proto, metadata(model, config, simplified, rewrites, onnx_macs_per_output_pixel(proto, info.scale)))
     return proto
 
 

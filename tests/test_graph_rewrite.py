@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import models
 from benchmarks.complexity import measure
-from benchmarks.onnx_macs import onnx_macs_per_output_pixel
+from export.onnx_macs import onnx_macs_per_output_pixel
 from export.graph_rewrite import merge_shared_branches
 from export.onnx_export import proto_infer, to_onnx
 from tests.conftest import weights
@@ -80,6 +80,7 @@ def test_lesrcnn_export_runs_its_upsampler_once(lesrcnn_x2):
     assert ops(proto).count("DepthToSpace") == 1
     # one 3×3 conv 64 → 256 at LR resolution less: 64·256·9 MACs per LR pixel, /4 per output pixel
     assert onnx_macs_per_output_pixel(proto, 2) == measure("lesrcnn", 2).macs_per_output_pixel - 64 * 256 * 9 / 4
+    assert float(meta["srdeploy.macs_per_output_pixel"]) == onnx_macs_per_output_pixel(proto, 2)  # bench reads it
 
 
 def test_onnx_mac_count_matches_the_pytorch_count_where_nothing_is_rewritten():

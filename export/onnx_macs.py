@@ -1,7 +1,9 @@
-"""Multiply-accumulates of an exported ONNX graph, without PyTorch (``bench ARTIFACT`` on a deploy machine).
+"""Multiply-accumulates of an exported ONNX graph, from ONNX shape inference (no PyTorch).
 
 The graph can compute less than the architecture it came from (``export.graph_rewrite`` merges LESRCNN's
-two upsampler passes into one), so the achieved GFLOP/s of an artifact is counted on the artifact.
+two upsampler passes into one), so ``to_onnx`` records the graph's own count in the artifact's metadata
+(``macs_per_output_pixel``; precision variants and TensorRT sidecars inherit it) and ``bench`` computes an
+artifact's achieved GFLOP/s from it.
 """
 from __future__ import annotations
 
