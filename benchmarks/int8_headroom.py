@@ -69,21 +69,23 @@ def main(argv: list[str] | None = None) -> int:
     modules = {n: m for n, m in model.named_modules() if n in ranges}
     total = sum(macs.values())
 
-    def drop(quantized: set[str]) -> float:
+    def score(quantized: set[str]) -> float:
+        """Pooled PSNR on the search crops with the inputs of ``quantized`` convolutions rounded to 8 bits."""
         hooks = [(modules[n], lambda mod, inputs, n=n: (per_channel_8bit(inputs[0], *ranges[n]),)) for n in quantized]
         handles = [m.register_forward_pre_hook(h) for m, h in hooks]
         try:
             with torch.inference_mode():
-                score = pooled_psnr(lambda x: model(torch.from_numpy(x)).numpy(), search, args.scale, info.colour,
-                                    arch.eval_rounding)
+                return pooled_psnr(lambda x: model(torch.from_numpy(x)).numpy(), search, args.scale, info.colour,
+                                   arch.eval_rounding)
         finally:
             for handle in handles:
                 handle.remove()
-        return reference - score
 
-    with torch.inference_mode():
-        reference = pooled_psnr(lambda x: model(torch.from_numpy(x)).numpy(), search, args.scale, info.colour,
-                                arch.eval_rounding)
+    reference = score(set())
+
+    def drop(quantized: set[str]) -> float:
+        return reference - score(quantized)
+
     everything = set(ranges)
     rows = [[n, f"{macs[n] / total:.1%}", f"{drop({n}):+.4f}"] for n in ranges]
     print(markdown_table(["layer", "MAC share", "drop, this layer alone in 8-bit (dB)"], rows))

@@ -56,7 +56,7 @@ def merge_shared_branches(proto: onnx.ModelProto) -> int:
         if found is None:
             return merged
         add, left, right = found
-        biases = {w.name: w for w in graph.initializer}
+        initializers = {w.name: w for w in graph.initializer}
         summed = f"{add.output[0]}.merged_input"
         new_nodes = [helper.make_node("Add", [left[0].input[0], right[0].input[0]], [summed], name=summed)]
         current = summed
@@ -64,9 +64,10 @@ def merge_shared_branches(proto: onnx.ModelProto) -> int:
             inputs = [current, *node.input[1:]]
             if node.op_type == "Conv" and len(inputs) == 3:
                 doubled = f"{inputs[2]}.doubled"
-                if doubled not in biases:
-                    biases[doubled] = numpy_helper.from_array(2 * numpy_helper.to_array(biases[inputs[2]]), doubled)
-                    graph.initializer.append(biases[doubled])
+                if doubled not in initializers:
+                    bias = numpy_helper.to_array(initializers[inputs[2]])
+                    initializers[doubled] = numpy_helper.from_array(2 * bias, doubled)
+                    graph.initializer.append(initializers[doubled])
                 inputs[2] = doubled
             output = add.output[0] if i == len(left) - 1 else f"{node.output[0]}.merged"
             new_nodes.append(helper.make_node(node.op_type, inputs, [output], name=output))
