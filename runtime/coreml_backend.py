@@ -31,7 +31,11 @@ class CoreMLSession(ArtifactSession):
             import coremltools as ct
         except ImportError:
             raise SrDeployError("Core ML packages need coremltools: pip install coremltools") from None
-        spec = ct.utils.load_spec(str(self.path))
+        try:
+            spec = ct.utils.load_spec(str(self.path))
+        except Exception as exc:  # noqa: BLE001 - coremltools raises anything from its protobuf reader
+            raise SrDeployError(f"cannot read the Core ML package {self.path} ({type(exc).__name__}): it is damaged; "
+                                "re-export it with `python cli.py export --target coreml`") from None
         self.metadata = {k.removeprefix("srdeploy."): v for k, v in spec.description.metadata.userDefined.items()}
         self.check_metadata()
         if json.loads(self.metadata.get("coreml_options", "{}")).get("image_io"):

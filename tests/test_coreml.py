@@ -243,6 +243,20 @@ def test_coreml_session_reads_the_package_anywhere(fsrcnn_package):
         session.infer(np.zeros((1, 1, 32, 64), np.float32))
 
 
+def test_coreml_session_refuses_a_damaged_or_foreign_folder(fsrcnn_package, tmp_path):
+    import shutil
+
+    damaged = tmp_path / "damaged.mlpackage"
+    shutil.copytree(fsrcnn_package, damaged)
+    spec = next(damaged.rglob("*.mlmodel"))
+    spec.write_bytes(spec.read_bytes()[: len(spec.read_bytes()) // 3])
+    with pytest.raises(SrDeployError, match="damaged"):
+        open_artifact(damaged)
+    (tmp_path / "photos.mlpackage").mkdir()
+    with pytest.raises(SrDeployError, match="not a Core ML package"):
+        open_artifact(tmp_path / "photos.mlpackage")
+
+
 @pytest.mark.skipif(platform.system() == "Darwin", reason="on macOS Core ML runs the package (next tests)")
 def test_coreml_session_says_it_needs_macos(fsrcnn_package):
     with pytest.raises(SrDeployError, match="only on macOS"):
