@@ -461,6 +461,7 @@ def _bench_artifact(args: argparse.Namespace, model, backend, folder) -> tuple[d
     """Export the artifact a backend runs ({"artifact": path} or {"unavailable": why}) and its held-out drop."""
     from export.onnx_export import save
     from export.precision import export_precision
+    from runtime.artifact import srdeploy_metadata
 
     if backend.kind == "coreml":
         return _bench_coreml_package(args, model, folder)
@@ -470,7 +471,7 @@ def _bench_artifact(args: argparse.Namespace, model, backend, folder) -> tuple[d
         return {"unavailable": f"the {backend.precision} export failed its gate: {exc}"}, None
     drop = None if backend.precision == "fp32" else report.drop_db
     stem = f"{args.model}_x{args.scale}_{backend.precision}"
-    macs = _recorded_macs({p.key.removeprefix("srdeploy."): p.value for p in proto.metadata_props})  # engines too
+    macs = _recorded_macs(srdeploy_metadata((p.key, p.value) for p in proto.metadata_props))  # engines too
     if backend.kind == "onnx":
         return {"artifact": str(save(proto, folder / f"{stem}.onnx")), **macs}, drop
     from benchmarks.bench import parse_size

@@ -15,7 +15,6 @@ On macOS, ``macos_predict`` runs the package through Core ML itself.
 from __future__ import annotations
 
 import copy
-import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -247,10 +246,7 @@ def executor_infer(package: str | Path, mode: str = "fp16", image_io: bool = Fal
 
 
 def macos_predict(package: str | Path, x: np.ndarray, input_name: str = "lr") -> np.ndarray:
-    """The package run by Core ML itself (macOS only): float32 1×C×H×W in, output array out."""
-    if platform.system() != "Darwin":
-        raise RuntimeError("Core ML runs models only on macOS")
-    import coremltools as ct
+    """The package run by Core ML itself (macOS only; metadata not needed): float32 1×C×H×W in, output out."""
+    from runtime.coreml_backend import load_mlmodel, predict
 
-    mlmodel = ct.models.MLModel(str(package))
-    return np.asarray(next(iter(mlmodel.predict({input_name: x}).values())), dtype=np.float32)
+    return predict(load_mlmodel(package), input_name, x)

@@ -25,6 +25,7 @@ import onnx
 
 from export.onnx_export import save
 from export.trt_plan import BuildPlan, Profile
+from runtime.artifact import srdeploy_metadata
 from runtime.atomic import atomic_dir, check_bundle_folder
 from runtime.bundle_check import FORMAT, MANIFEST
 from runtime.compare import TOLERANCES
@@ -50,7 +51,7 @@ def golden_inputs(photo: np.ndarray, profile: Profile) -> dict[str, np.ndarray]:
 
 
 def _metadata(proto: onnx.ModelProto) -> dict[str, str]:
-    return {p.key.removeprefix("srdeploy."): p.value for p in proto.metadata_props if p.key.startswith("srdeploy.")}
+    return srdeploy_metadata((p.key, p.value) for p in proto.metadata_props)
 
 
 def precision_entry(stem: str, precision: str, proto_path: Path, proto: onnx.ModelProto, profile: Profile) -> dict:

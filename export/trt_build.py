@@ -17,6 +17,7 @@ import numpy as np
 
 from export.trt_plan import BuildPlan
 from models.checkpoints import cache_dir
+from runtime.artifact import srdeploy_metadata
 from runtime.atomic import atomic_path
 from runtime.cuda import Cuda
 from runtime.errors import SrDeployError
@@ -145,8 +146,7 @@ def export_engine(onnx_proto, plan_for, out_dir: Path, stem: str, reference, inp
             build_engine(onnx_path, plan, engine)
             with atomic_path(cached) as tmp:
                 shutil.copyfile(engine, tmp)
-        metadata = {p.key.removeprefix("srdeploy."): p.value for p in onnx_proto.metadata_props
-                    if p.key.startswith("srdeploy.")}
+        metadata = srdeploy_metadata((p.key, p.value) for p in onnx_proto.metadata_props)
         write_sidecar(engine, target, precision=plan.precision, plan=plan.as_dict(), onnx_sha256=onnx_sha,
                       metadata=metadata, rebuild=rebuild, built_by="srdeploy python builder", parity=None)
         session = TrtSession(engine)

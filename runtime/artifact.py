@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
 from runtime.errors import SrDeployError
 
 REQUIRED_METADATA = ("model", "scale", "colour", "shape_bounds", "export_config")
+PREFIX = "srdeploy."
+
+
+def srdeploy_metadata(entries: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The ``srdeploy.*`` (key, value) pairs of an artifact's metadata, keys without the prefix."""
+    return {k.removeprefix(PREFIX): v for k, v in entries if k.startswith(PREFIX)}
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 

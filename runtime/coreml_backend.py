@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.artifact import ArtifactSession
+from runtime.artifact import ArtifactSession, srdeploy_metadata
 from runtime.errors import SrDeployError
 
 PACKAGE_SUFFIX = ".mlpackage"
@@ -36,7 +36,7 @@ class CoreMLSession(ArtifactSession):
         except Exception as exc:  # noqa: BLE001 - coremltools raises anything from its protobuf reader
             raise SrDeployError(f"cannot read the Core ML package {self.path} ({type(exc).__name__}): it is damaged; "
                                 "re-export it with `python cli.py export --target coreml`") from None
-        self.metadata = {k.removeprefix("srdeploy."): v for k, v in spec.description.metadata.userDefined.items()}
+        self.metadata = srdeploy_metadata(spec.description.metadata.userDefined.items())
         self.check_metadata()
         if json.loads(self.metadata.get("coreml_options", "{}")).get("image_io"):
             raise SrDeployError(f"{self.path.name} takes images (--image-io), not arrays: re-export without --image-io "
@@ -47,17 +47,27 @@ class CoreMLSession(ArtifactSession):
         self._model = None
 
     def _loaded(self):
-        if platform.system() != "Darwin":
-            raise SrDeployError(f"Core ML runs models only on macOS ({self.path.name} was read, not run): "
-                                "use the ONNX artifact here, or run this on a Mac")
         if self._model is None:
-            import coremltools as ct
-
-            self._model = ct.models.MLModel(str(self.path), compute_units=getattr(ct.ComputeUnit, self.compute_units))
+            self._model = load_mlmodel(self.path, self.compute_units)
         return self._model
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """1×C×H×W float32 in [0, 1] → 1×C×sH×sW float32 (packages take one image: their batch bound is 1)."""
         self.check_input(x)
-        output = next(iter(self._loaded().predict({self.input_name: x.astype(np.float32, copy=False)}).values()))
-        return np.asarray(output, dtype=np.float32)
+        return predict(self._loaded(), self.input_name, x)
+
+
+def load_mlmodel(path: str | Path, compute_units: str = "ALL"):
+    """Core ML's own model for a package (Core ML compiles it here); a one-line error off macOS."""
+    if platform.system() != "Darwin":
+        raise SrDeployError(f"Core ML runs models only on macOS ({Path(path).name} was read, not run): "
+                            "use the ONNX artifact here, or run this on a Mac")
+    import coremltools as ct
+
+    return ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, compute_units))
+
+
+def predict(mlmodel, input_name: str, x: np.ndarray) -> np.ndarray:
+    """One Core ML prediction: float32 1×C×H×W in, the first output as float32."""
+    output = next(iter(mlmodel.predict({input_name: x.astype(np.float32, copy=False)}).values()))
+    return np.asarray(output, dtype=np.float32)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.artifact import ArtifactSession
+from runtime.artifact import ArtifactSession, srdeploy_metadata
 from runtime.errors import SrDeployError
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -36,7 +36,7 @@ class OnnxSession(ArtifactSession):
             reason = str(exc).strip().splitlines()[0][:160]
             raise SrDeployError(f"artifact {self.path} cannot be loaded by ONNX Runtime ({reason}): re-export it") from None
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.metadata = {k.removeprefix("srdeploy."): v for k, v in meta.items() if k.startswith("srdeploy.")}
+        self.metadata = srdeploy_metadata(meta.items())
         self.check_metadata()
         self.bounds = json.loads(self.metadata["shape_bounds"])
         self.input = self.session.get_inputs()[0]
