@@ -36,6 +36,8 @@ PERCENTILE = 99.99
 # would otherwise be amplified by its full peak ratio, and clip on an image that does light it up
 # (LESRCNN ×3 with uncapped α = 1: Set5 "bird" lost 1.7 dB, its channels reaching 2.5× the range).
 MAX_EQUALIZATION = 4.0
+# The float ConvTranspose that ``int8_centre`` adds for a centred ConvTranspose: not a layer to quantize.
+CENTRING_KERNEL = ".centring_kernel"
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class Layer:
     on_path: bool  # computed for the images calibration runs (main graph and the then-branches)
 
 
-def _subgraphs(node: onnx.NodeProto) -> list[tuple[str, onnx.GraphProto]]:
+def subgraphs(node: onnx.NodeProto) -> list[tuple[str, onnx.GraphProto]]:
     return [(a.name, a.g) for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
 
 
@@ -58,7 +60,7 @@ def walk(graph: onnx.GraphProto, on_path: bool = True) -> Iterator[tuple[onnx.Gr
     """Every node of ``graph`` and its subgraphs, with whether it is on the calibrated path."""
     for node in graph.node:
         yield graph, node, on_path
-        for name, sub in _subgraphs(node):
+        for name, sub in subgraphs(node):
             yield from walk(sub, on_path and name == "then_branch")
 
 
@@ -66,7 +68,7 @@ def layers(proto: onnx.ModelProto) -> list[Layer]:
     """All convolution call sites, in graph order, each once."""
     found: dict[str, Layer] = {}
     for _, node, on_path in walk(proto.graph):
-        if node.op_type in WEIGHT_AXIS:
+        if node.op_type in WEIGHT_AXIS and not node.input[1].endswith(CENTRING_KERNEL):
             key = f"{node.input[1]}@{node.input[0]}"
             if key not in found or (on_path and not found[key].on_path):
                 found[key] = Layer(key, node.op_type, node.input[0], node.input[1], node.output[0], on_path)
@@ -89,7 +91,7 @@ def flatten(proto: onnx.ModelProto) -> onnx.ModelProto:
                 nodes[-1].CopyFrom(node)
                 nodes[-1].name = prefix + node.name  # branches reuse node names
                 continue
-            branches = dict(_subgraphs(node))
+            branches = dict(subgraphs(node))
             for branch, sub in branches.items():
                 flat.graph.initializer.extend(sub.initializer)
                 nodes.extend(inline(sub, f"{prefix}{node.name}/{branch}/"))
@@ -239,7 +241,7 @@ def quantize(
                         node.input[i] = quantized_inputs[name]
 
     # innermost graphs first: re-adding a graph's nodes copies them, subgraphs included
-    for g in reversed([graph] + [sub for _, n, _ in walk(graph) for _, sub in _subgraphs(n)]):
+    for g in reversed([graph] + [sub for _, n, _ in walk(graph) for _, sub in subgraphs(n)]):
         nodes = [*(weight_nodes + head if g is graph else [])]
         for node in g.node:
             nodes.append(node)
@@ -376,7 +378,7 @@ def input_hessians(
         plain = all(v == 1 for v in _attribute(node, "dilations", [1, 1])) and _attribute(node, "group", 1) == 1
         if node.op_type == "Conv":
             plain = plain and all(v == 1 for v in _attribute(node, "strides", [1, 1]))
-        if on_path and node.op_type in WEIGHT_AXIS and plain:
+        if on_path and node.op_type in WEIGHT_AXIS and plain and not node.input[1].endswith(CENTRING_KERNEL):
             sites.setdefault(node.input[1], []).append((node.input[0], node))
     shapes = {w.name: tuple(w.dims) for w in proto.graph.initializer}
     hessians = {name: np.zeros((np.prod(shapes[name]) // shapes[name][WEIGHT_AXIS[uses[0][1].op_type]],) * 2)
