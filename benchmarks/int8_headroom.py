@@ -4,9 +4,10 @@
 
 Activations at each convolution input are rounded to 8 bits with *per-channel* ranges and zero points
 (each channel's own [min, max] over the calibration crops mapped onto 256 levels) and weights stay float.
-That is more than TensorRT's INT8 offers (one symmetric scale per tensor, zero point 0; equalization can
-only move towards per-channel scales, never add zero points), so the drop measured here is a lower bound
-on what any TensorRT-compatible post-training scheme reaches with the same layers in float. Reported:
+That is what TensorRT's INT8 (one symmetric scale per tensor, zero point 0) approaches at best: centring
+(``export.int8_centre``) emulates the per-channel zero points exactly and equalization moves towards
+per-channel scales. So the drop measured here is a lower bound on what any TensorRT-compatible
+post-training scheme reaches with the same layers in float. Reported:
 the drop with everything in INT8, with each layer alone, and the best set of float layers within the MAC
 budget (every set of up to ``--max-float-layers`` layers is tried). The score is srdeploy's INT8 search score (pooled PSNR, evaluation
 protocol) on the search crops; test sets are never used.

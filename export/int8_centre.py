@@ -36,13 +36,20 @@ def channel_ranges(proto: onnx.ModelProto, names: list[str], batch: np.ndarray) 
 
 
 def choose_centres(proto: onnx.ModelProto, batch: np.ndarray) -> dict[str, list[float]]:
-    """Per conv input tensor worth centring (``MIN_GAIN``): each channel's mid-range on ``batch``."""
+    """Per conv input tensor worth centring (``MIN_GAIN``): each channel's centre on ``batch``.
+
+    The int8 range then spans ±``half`` (the widest channel's half-range) around each centre, and each
+    channel's range starts at its calibrated minimum: ``centre = low + half``. A post-ReLU channel
+    (minimum 0, a hard floor) keeps all the headroom above its calibrated maximum that it had without
+    centring, at twice the resolution. Mid-range centres would halve that headroom: Set5 "bird" lights
+    LESRCNN ×2's channels beyond the calibration photos' ranges and lost 0.97 dB with them, 0.05 without.
+    """
     names = sorted({s.activation for s in layers(proto)})
     centres = {}
     for name, (low, high) in channel_ranges(proto, names, batch).items():
-        centre = (low + high) / 2
-        if np.max((high - low) / 2) <= MIN_GAIN * np.max(np.maximum(np.abs(low), np.abs(high))):
-            centres[name] = centre.astype(np.float32).tolist()
+        half = np.max((high - low) / 2)
+        if half <= MIN_GAIN * np.max(np.maximum(np.abs(low), np.abs(high))):
+            centres[name] = (low + half).astype(np.float32).tolist()
     return centres
 
 
@@ -73,7 +80,6 @@ def centre(proto: onnx.ModelProto, centres: dict[str, list[float]], only: set[st
     made: set[str] = set()
     inserts: dict[str, list[onnx.NodeProto]] = {}  # tensor → nodes placed right after its producer
     head: list[onnx.NodeProto] = []
-    after_node: dict[int, list[onnx.NodeProto]] = {}  # id(conv) → its correction nodes
     initializers: list[onnx.TensorProto] = []
 
     for _, node, _ in list(walk(graph)):
@@ -108,14 +114,14 @@ def centre(proto: onnx.ModelProto, centres: dict[str, list[float]], only: set[st
             else:
                 node.input.append(f"{key}.centred_bias")
         else:
-            after_node[id(node)] = _transposed_correction(node, tensor, np.einsum("coij,c->oij", weight, m), initializers)
+            correction = _transposed_correction(node, tensor, np.einsum("coij,c->oij", weight, m), initializers)
+            inserts[node.output[0]] = correction  # right after the ConvTranspose, now writing <output>.centred
 
     # innermost graphs first: re-adding a graph's nodes copies them, subgraphs included
     for g in reversed([graph] + [sub for _, n, _ in walk(graph) for _, sub in subgraphs(n)]):
         nodes = [*(head if g is graph else [])]
         for node in g.node:
             nodes.append(node)
-            nodes.extend(after_node.get(id(node), []))
             nodes.extend(n for o in node.output for n in inserts.get(o, []))
         del g.node[:]
         g.node.extend(nodes)

@@ -27,6 +27,8 @@ from export.onnx_export import proto_infer
 
 Score = Callable[[onnx.ModelProto], float]  # PSNR of a graph on the calibration crops
 ROUNDINGS = ("nearest", "gptq")
+# GPTQ's input statistics need fewer crops than the ranges: a range is set by its rarest large value
+GPTQ_CROPS = 32
 
 
 @dataclass
@@ -67,9 +69,9 @@ class Variant:
     def int8_fraction(self, on_path: list[int8.Layer], float_keys: set[str]) -> float:
         """INT8 share of the convolution MACs, counting the float ConvTranspose that centres each INT8
         ConvTranspose's input (``int8_centre``: its MACs over the layer's input channels)."""
-        channels = {w.name: w.dims[0] for w in self.graph.graph.initializer}
+        weights = {w.name: w for w in self.graph.graph.initializer}
         int8_macs = sum(self.macs[s.key] for s in on_path if s.key not in float_keys)
-        centring = sum(self.macs[s.key] / channels[s.weight] for s in on_path
+        centring = sum(self.macs[s.key] / weights[s.weight].dims[0] for s in on_path
                        if s.op == "ConvTranspose" and s.activation in self.centres and s.key not in float_keys)
         return int8_macs / (sum(self.macs[s.key] for s in on_path) + centring)
 
@@ -102,9 +104,10 @@ def variants(
         amax = {name: int8.activation_amax(s["histogram"], s["peak"], method) for name, s in stats.items() if name != "macs"}
         renamed = int8_centre.centred_keys(graph, centres)
         macs = {key: stats["macs"][renamed.get(key, key)] for key in (s.key for s in int8.layers(graph))}
-        noise = int8.input_noise(full, int8.quantize(full, amax, {s.key for s in int8.layers(full)}), batch)
+        sample = batch[:GPTQ_CROPS]
+        noise = int8.input_noise(full, int8.quantize(full, amax, {s.key for s in int8.layers(full)}), sample)
         found += [Variant(graph, centres, alpha, "nearest", amax, None, macs),
-                  Variant(graph, centres, alpha, "gptq", amax, int8.gptq_codes(full, batch, noise), macs)]
+                  Variant(graph, centres, alpha, "gptq", amax, int8.gptq_codes(full, sample, noise), macs)]
     return found
 
 
