@@ -240,20 +240,26 @@ def quantize(
                     if name not in int8_outputs and name in quantized_inputs:
                         node.input[i] = quantized_inputs[name]
 
-    # innermost graphs first: re-adding a graph's nodes copies them, subgraphs included
-    for g in reversed([graph] + [sub for _, n, _ in walk(graph) for _, sub in subgraphs(n)]):
-        nodes = [*(weight_nodes + head if g is graph else [])]
-        for node in g.node:
-            nodes.append(node)
-            nodes.extend(q for o in node.output for q in inserts.get(o, []))
-        del g.node[:]
-        g.node.extend(nodes)
+    place_nodes(graph, weight_nodes + head, inserts)
     graph.initializer.extend(new_initializers)
     used = {i for _, n, _ in walk(graph) for i in n.input}
     kept = [w for w in graph.initializer if w.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
     return out
+
+
+def place_nodes(graph: onnx.GraphProto, head: list[onnx.NodeProto], inserts: dict[str, list[onnx.NodeProto]]) -> None:
+    """Insert new nodes in topological order: ``head`` first in the main graph, ``inserts[t]`` right after
+    the node producing tensor ``t`` (in whichever graph or ``If`` branch that node is)."""
+    # innermost graphs first: re-adding a graph's nodes copies them, subgraphs included
+    for g in reversed([graph] + [sub for _, n, _ in walk(graph) for _, sub in subgraphs(n)]):
+        nodes = [*(head if g is graph else [])]
+        for node in g.node:
+            nodes.append(node)
+            nodes.extend(q for o in node.output for q in inserts.get(o, []))
+        del g.node[:]
+        g.node.extend(nodes)
 
 
 def check_qdq(proto: onnx.ModelProto) -> list[str]:

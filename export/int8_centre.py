@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from export.int8 import CENTRING_KERNEL, WEIGHT_AXIS, subgraphs, layers, tensor_runs, walk
+from export.int8 import CENTRING_KERNEL, WEIGHT_AXIS, layers, place_nodes, tensor_runs, walk
 
 # Centre a tensor when that shrinks its symmetric range to this share or less (post-ReLU: 1/2).
 MIN_GAIN = 0.8
@@ -57,6 +57,12 @@ def _pads(node: onnx.NodeProto) -> list[int]:
     return next((list(a.ints) for a in node.attribute if a.name == "pads"), [0, 0, 0, 0])
 
 
+def _centrable(node: onnx.NodeProto, centres: dict) -> bool:
+    """An ungrouped convolution reading a tensor with centres (the bias term sums every input channel)."""
+    return (node.op_type in WEIGHT_AXIS and node.input[0] in centres
+            and all(a.i == 1 for a in node.attribute if a.name == "group"))
+
+
 def centred_name(node: onnx.NodeProto) -> str:
     """The centred copy of a convolution's input (one per input tensor and padding)."""
     pads = _pads(node) if node.op_type == "Conv" else [0, 0, 0, 0]
@@ -66,7 +72,7 @@ def centred_name(node: onnx.NodeProto) -> str:
 def centred_keys(proto: onnx.ModelProto, centres: dict) -> dict[str, str]:
     """Layer key (``weight@input``) before → after ``centre``, for the layers whose input is centred."""
     return {f"{n.input[1]}@{n.input[0]}": f"{n.input[1]}@{centred_name(n)}"
-            for _, n, _ in walk(proto.graph) if n.op_type in WEIGHT_AXIS and n.input[0] in centres}
+            for _, n, _ in walk(proto.graph) if _centrable(n, centres)}
 
 
 def centre(proto: onnx.ModelProto, centres: dict[str, list[float]], only: set[str] | None = None) -> onnx.ModelProto:
@@ -83,8 +89,8 @@ def centre(proto: onnx.ModelProto, centres: dict[str, list[float]], only: set[st
     initializers: list[onnx.TensorProto] = []
 
     for _, node, _ in list(walk(graph)):
-        key = f"{node.input[1]}@{node.input[0]}" if node.op_type in WEIGHT_AXIS else ""
-        if not key or node.input[0] not in centres or (only is not None and key not in only):
+        key = f"{node.input[1]}@{node.input[0]}" if _centrable(node, centres) else ""
+        if not key or (only is not None and key not in only):
             continue
         tensor, name = node.input[0], centred_name(node)
         m = np.asarray(centres[tensor], np.float32)
@@ -117,14 +123,7 @@ def centre(proto: onnx.ModelProto, centres: dict[str, list[float]], only: set[st
             correction = _transposed_correction(node, tensor, np.einsum("coij,c->oij", weight, m), initializers)
             inserts[node.output[0]] = correction  # right after the ConvTranspose, now writing <output>.centred
 
-    # innermost graphs first: re-adding a graph's nodes copies them, subgraphs included
-    for g in reversed([graph] + [sub for _, n, _ in walk(graph) for _, sub in subgraphs(n)]):
-        nodes = [*(head if g is graph else [])]
-        for node in g.node:
-            nodes.append(node)
-            nodes.extend(n for o in node.output for n in inserts.get(o, []))
-        del g.node[:]
-        g.node.extend(nodes)
+    place_nodes(graph, head, inserts)
     graph.initializer.extend(initializers)
     return out
 
