@@ -64,11 +64,16 @@ def walk(graph: onnx.GraphProto, on_path: bool = True) -> Iterator[tuple[onnx.Gr
             yield from walk(sub, on_path and name == "then_branch")
 
 
+def is_layer(node: onnx.NodeProto) -> bool:
+    """A convolution of the model (not the float correction ``int8_centre`` adds)."""
+    return node.op_type in WEIGHT_AXIS and not node.input[1].endswith(CENTRING_KERNEL)
+
+
 def layers(proto: onnx.ModelProto) -> list[Layer]:
     """All convolution call sites, in graph order, each once."""
     found: dict[str, Layer] = {}
     for _, node, on_path in walk(proto.graph):
-        if node.op_type in WEIGHT_AXIS and not node.input[1].endswith(CENTRING_KERNEL):
+        if is_layer(node):
             key = f"{node.input[1]}@{node.input[0]}"
             if key not in found or (on_path and not found[key].on_path):
                 found[key] = Layer(key, node.op_type, node.input[0], node.input[1], node.output[0], on_path)
@@ -384,7 +389,7 @@ def input_hessians(
         plain = all(v == 1 for v in _attribute(node, "dilations", [1, 1])) and _attribute(node, "group", 1) == 1
         if node.op_type == "Conv":
             plain = plain and all(v == 1 for v in _attribute(node, "strides", [1, 1]))
-        if on_path and node.op_type in WEIGHT_AXIS and plain and not node.input[1].endswith(CENTRING_KERNEL):
+        if on_path and is_layer(node) and plain:
             sites.setdefault(node.input[1], []).append((node.input[0], node))
     shapes = {w.name: tuple(w.dims) for w in proto.graph.initializer}
     hessians = {name: np.zeros((np.prod(shapes[name]) // shapes[name][WEIGHT_AXIS[uses[0][1].op_type]],) * 2)

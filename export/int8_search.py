@@ -5,7 +5,8 @@ sets): the drop is the pooled PSNR (evaluation protocol, ``calibration_score``) 
 that of the FP32 graph.
 1. Variants: activation equalization strength ``alpha`` (``int8.equalize``) × weight rounding (to
    nearest, or GPTQ), with the convolution inputs centred where that widens their int8 range
-   (``int8_centre``; measured on LESRCNN, DSRNet and FSRCNN ×2 it never lost, README). Each is scored with the layers under 1 % of the MACs in float (the cheap
+   (``int8_centre``; it lowered the best variant's score on LESRCNN, DSRNet and FSRCNN ×2, README). Each is
+   scored with the layers under 1 % of the MACs in float (the cheap
    fallback the search would take anyway: mean shifts, first and last layers); the best goes on. The
    best one differs by model (README), so each export measures.
 2. Sensitivity: the drop when only one layer is INT8, per layer.
@@ -36,7 +37,7 @@ class Int8Plan:
     method: str
     alpha: float
     rounding: str
-    centred: list[str] = field(default_factory=list)  # tensors whose INT8 readers see them centred (``int8_centre``)
+    centred: list[str] = field(default_factory=list)  # tensors chosen for centring; INT8 layers read them centred
     kept_float: list[str] = field(default_factory=list)
     int8_mac_fraction: float = 0.0
     calibration_drop_db: float = 0.0
