@@ -23,13 +23,15 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
-from export import int8, int8_centre
+from export import int8, int8_centre, int8_channels
 from export.onnx_export import proto_infer
 
 Score = Callable[[onnx.ModelProto], float]  # PSNR of a graph on the calibration crops
 ROUNDINGS = ("nearest", "gptq")
 # GPTQ's input statistics need fewer crops than the ranges: a range is set by its rarest large value
 GPTQ_CROPS = 32
+CHANNEL_STEP = 0.05  # the channel fallback's float budget grows by this share of the MACs
+NOISE_CROPS = 16  # crops the per-channel noise ranking is measured on
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Int8Plan:
     rounding: str
     centred: list[str] = field(default_factory=list)  # tensors chosen for centring; INT8 layers read them centred
     kept_float: list[str] = field(default_factory=list)
+    float_channels: dict[str, list[int]] = field(default_factory=dict)  # per tensor: channels read in float
     int8_mac_fraction: float = 0.0
     calibration_drop_db: float = 0.0
     variants_db: dict[str, float] = field(default_factory=dict)  # drop per "alpha/rounding", cheap layers float
@@ -155,7 +158,54 @@ def plan(
             result.calibration_drop_db = drop
     result.kept_float = [s.key for s in on_path if s.key in kept]
     result.int8_mac_fraction = best.int8_fraction(on_path, kept)
-    return best.quantized(kept), result
+    graph = best.quantized(kept)
+    if result.calibration_drop_db > target_db:
+        graph = channel_fallback(best, batch, score, reference, target_db, stats_for, method, min_fraction, result, progress) or graph
+    return graph, result
+
+
+def channel_fallback(
+    best: Variant,
+    batch: np.ndarray,
+    score: Score,
+    reference: float,
+    target_db: float,
+    stats_for: Callable[[onnx.ModelProto], dict],
+    method: str,
+    min_fraction: float,
+    result: Int8Plan,
+    progress: bool,
+) -> onnx.ModelProto | None:
+    """When whole layers in float cannot meet the target: channels (``int8_channels``) and whole layers
+    go to float, most noise per MAC first, in steps of ``CHANNEL_STEP`` of the MACs, until the drop
+    meets the target or the INT8 share would fall below ``min_fraction``. Fills ``result`` and returns
+    the graph if that beats the whole-layer fallback, else None."""
+    units = int8_channels.noise_ranking(best, batch[:NOISE_CROPS], progress)
+    on_path = [s for s in int8.layers(best.graph) if s.on_path]
+    total = sum(best.macs[s.key] for s in on_path)
+    centring_macs = total * (1 - best.int8_fraction(on_path, set()))  # float MACs that centre INT8 layers
+    found = None
+    budget = CHANNEL_STEP
+    while budget <= 1 - min_fraction + 1e-9:
+        channels, layers_float = int8_channels.choose(units, budget * total - centring_macs)
+        graph, split_keys = int8_channels.split_channels(best.graph, channels)
+        on_path = [s for s in int8.layers(graph) if s.on_path]
+        for variant in variants(graph, batch, method, (0.0,), stats_for):
+            kept = split_keys | layers_float
+            fraction = variant.int8_fraction(on_path, kept)
+            if fraction < min_fraction:
+                continue
+            quantized = variant.quantized(kept)
+            drop = reference - score(quantized)
+            if drop < (found or (result.calibration_drop_db,))[0]:
+                found = (drop, quantized, channels, sorted(kept), fraction, variant.rounding)
+        if found and found[0] <= target_db:
+            break
+        budget += CHANNEL_STEP
+    if not found:
+        return None
+    result.calibration_drop_db, graph, result.float_channels, result.kept_float, result.int8_mac_fraction, result.rounding = found
+    return graph
 
 
 def calibration_score(pairs, scale: int, colour: str, rounding: str) -> Score:

@@ -216,8 +216,11 @@ def test_if_branches_are_calibrated_and_quantized():
 def test_int8_artifact_follows_tensorrt_rules_and_records_its_cost(fsrcnn_int8, tmp_path):
     proto, report = fsrcnn_int8
     assert _qdq_violations_walked(proto, set(report.kept_float)) == []
-    assert report.int8_mac_fraction >= 0.8 and report.drop_db <= 0.5
+    assert report.int8_mac_fraction >= 0.8 and report.drop_db <= 0.1
     assert report.int8["rounding"] in ("nearest", "gptq") and len(report.int8["variants_db"]) == 4
+    # whole layers in float cannot meet 0.1 dB on FSRCNN ×2 within 20 % of the MACs: channels can
+    split = report.int8["float_channels"]
+    assert split and {f"{t}.float_channels" for t in split} <= {k.split("@")[1] for k in report.kept_float}
     assert report.int8["centred"]  # FSRCNN's PReLU outputs are lopsided: centred for INT8
     path = save(proto, tmp_path / "fsrcnn_int8.onnx")
     session = OnnxSession(path)
@@ -231,15 +234,16 @@ def test_int8_artifact_follows_tensorrt_rules_and_records_its_cost(fsrcnn_int8, 
 
 
 def test_int8_gate_failure_says_what_it_reached(tmp_path):
+    """FSRCNN ×2 meets 0.1 dB only with channels in float (about 0.07 dB held out): 0.03 is out of reach."""
     need_shared("weights", "fsrcnn_x2.pth")
     result = subprocess.run(
         [sys.executable, "cli.py", "export", "--model", "fsrcnn", "--scale", "2", "--precision", "int8",
-         "--out", str(tmp_path / "out")],
+         "--max-psnr-drop", "0.03", "--out", str(tmp_path / "out")],
         cwd=REPO, capture_output=True, text=True, env={"SRDEPLOY_WEIGHTS_DIR": str(SHARED / "weights"),
                                                        "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
     )
     assert result.returncode == 2, result.stderr
-    assert "of MACs in INT8" in result.stderr and "over the 0.1 dB limit: nothing written" in result.stderr
+    assert "of MACs in INT8" in result.stderr and "over the 0.03 dB limit: nothing written" in result.stderr
     assert result.stderr.count("\n") == 1
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
