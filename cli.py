@@ -185,13 +185,14 @@ def _export_apple(args: argparse.Namespace, model, options) -> int:
 
 def _export_onnx(args: argparse.Namespace, model, precision: str, max_drop: float | None):
     """The ONNX graph at ``precision`` through its accuracy gate; the cost is printed on stderr."""
-    from export.precision import export_precision
+    from export.precision import export_precision, float_summary
 
     proto, report = export_precision(model, precision, args.calib, max_drop, args.fp16_io,
                                      progress=not args.json, method=args.calib_method)
     if precision != "fp32" and not args.json:
         share = "" if report.int8_mac_fraction is None else f", {report.int8_mac_fraction:.1%} of conv MACs in INT8"
-        print(f"{precision}: {len(report.kept_float)} kept in float{share}, held-out PSNR "
+        kept = float_summary(report.kept_float, (report.int8 or {}).get("float_channels", {}))
+        print(f"{precision}: {kept} kept in float{share}, held-out PSNR "
               f"{report.validation_psnr:.3f} dB vs {report.validation_psnr_fp32:.3f} dB FP32 "
               f"(drop {report.drop_db:+.4f} dB)", file=sys.stderr)
     return proto, report

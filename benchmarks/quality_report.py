@@ -24,7 +24,7 @@ import models
 from benchmarks.quality import dataset_pairs, evaluate
 from export import int8
 from export.onnx_export import save
-from export.precision import export_precision
+from export.precision import export_precision, float_summary
 from models.registry import CHECKPOINTS, architecture
 from runtime.atomic import atomic_path
 from runtime.onnx_backend import OnnxSession
@@ -65,7 +65,8 @@ def markdown(rows: list[dict], datasets: list[str]) -> str:
                   for d in datasets]
         share = "" if r["int8_mac_fraction"] is None else f"{r['int8_mac_fraction']:.1%}"
         cells.append([r["model"], f"×{r['scale']}", r["precision"], *scores, f"{-r['heldout_drop_db']:+.4f}", share,
-                      str(len(r["kept_float"])), f"{r['size_bytes'] / 1e6:.2f} MB"])
+                      float_summary(r["kept_float"], (r["int8_search"] or {}).get("float_channels", {})),
+                      f"{r['size_bytes'] / 1e6:.2f} MB"])
     return markdown_table(header, cells)
 
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
-
 from tqdm import tqdm
 
 from export.int8 import QMAX, Layer, equalization_chains, layers, place_nodes, walk

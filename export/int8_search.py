@@ -13,6 +13,9 @@ that of the FP32 graph.
 3. Fallback: layers go back to float, most sensitive per MAC first, until the drop is within the
    target, never taking the INT8 share of convolution MACs below ``min_fraction``; then each one
    returns to INT8 if the drop stays within the target (or does not grow).
+4. Channel fallback, only if that misses the target: single channels of conv → activation → conv chains
+   and whole layers go to float, most rounding noise per MAC first (``int8_channels``), in growing MAC
+   budgets down to ``min_fraction``.
 """
 from __future__ import annotations
 

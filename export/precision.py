@@ -19,7 +19,7 @@ from torch import nn
 from benchmarks.quality import crop_psnr
 from calib.cache import cached_stats
 from calib.data import CropSpec, fingerprint, lr_hr_crops, network_batch, source_images
-from export import fp16, int8, int8_search
+from export import fp16, int8, int8_channels, int8_search
 from export.onnx_export import proto_infer, set_metadata, to_onnx
 from models.registry import architecture
 from runtime.errors import SrDeployError
@@ -104,6 +104,16 @@ def export_precision(
         )
     set_metadata(converted, report.metadata())
     return converted, report
+
+
+def float_summary(kept_float: list[str], float_channels: dict[str, list[int]]) -> str:
+    """What stayed float, for people: ``"2 layers"`` or ``"1 layer + 20 channels"`` (a layer that reads
+    float channels of a split tensor is counted as channels, ``int8_channels``)."""
+    split = {f"{tensor}{int8_channels.FLOAT}" for tensor in float_channels}
+    layers = sum(key.split("@")[-1] not in split for key in kept_float)
+    channels = sum(len(c) for c in float_channels.values())
+    parts = [f"{layers} layer{'s' * (layers != 1)}"] if layers or not channels else []
+    return " + ".join(parts + ([f"{channels} channel{'s' * (channels != 1)}"] if channels else []))
 
 
 def graph_digest(proto: onnx.ModelProto) -> str:
