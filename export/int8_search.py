@@ -187,27 +187,23 @@ def channel_fallback(
     on_path = [s for s in int8.layers(best.graph) if s.on_path]
     total = sum(best.macs[s.key] for s in on_path)
     centring_macs = total * (1 - best.int8_fraction(on_path, set()))  # float MACs that centre INT8 layers
-    found = None
-    budget = CHANNEL_STEP
-    while budget <= 1 - min_fraction + 1e-9:
-        channels, layers_float = int8_channels.choose(units, budget * total - centring_macs)
-        graph, split_keys = int8_channels.split_channels(best.graph, channels)
-        on_path = [s for s in int8.layers(graph) if s.on_path]
-        for variant in variants(graph, batch, method, (0.0,), stats_for):
-            kept = split_keys | layers_float
-            fraction = variant.int8_fraction(on_path, kept)
-            if fraction < min_fraction:
-                continue
-            quantized = variant.quantized(kept)
-            drop = reference - score(quantized)
-            if drop < (found or (result.calibration_drop_db,))[0]:
-                found = (drop, quantized, channels, sorted(kept), fraction, variant.rounding)
-        if found and found[0] <= target_db:
+    graph, best_drop = None, result.calibration_drop_db
+    steps = int(round((1 - min_fraction) / CHANNEL_STEP))
+    for step in tqdm(range(1, steps + 1), desc="INT8 channel fallback", unit="step", disable=None if progress else True, leave=False):
+        channels, whole_layers = int8_channels.choose(units, step * CHANNEL_STEP * total - centring_macs)
+        split, split_keys = int8_channels.split_channels(best.graph, channels)
+        kept = split_keys | whole_layers
+        split_path = [s for s in int8.layers(split) if s.on_path]
+        for variant in variants(split, batch, method, (0.0,), stats_for):  # equalized before the split
+            fraction = variant.int8_fraction(split_path, kept)
+            quantized = variant.quantized(kept) if fraction >= min_fraction else None
+            drop = reference - score(quantized) if quantized is not None else np.inf
+            if drop < best_drop:
+                graph, best_drop = quantized, drop
+                result.calibration_drop_db, result.int8_mac_fraction, result.rounding = drop, fraction, variant.rounding
+                result.kept_float, result.float_channels, result.centred = sorted(kept), channels, sorted(variant.centres)
+        if best_drop <= target_db:
             break
-        budget += CHANNEL_STEP
-    if not found:
-        return None
-    result.calibration_drop_db, graph, result.float_channels, result.kept_float, result.int8_mac_fraction, result.rounding = found
     return graph
 
 
