@@ -12,8 +12,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import models
 from calib.data import CropSpec, lr_hr_crops, network_batch, source_images
-from export import int8
+from export import int8, int8_centre, int8_channels, int8_search
 from export.onnx_export import cpu_session, run_proto, save, to_onnx
+from models.registry import architecture
 from runtime.compare import TOLERANCES, compare
 from runtime.onnx_backend import OnnxSession
 from tests.conftest import REPO, SHARED, need_shared, weights
@@ -210,6 +211,28 @@ def test_if_branches_are_calibrated_and_quantized():
     assert int8.check_qdq(quantized) == [] and _qdq_violations_walked(quantized, set()) == []
     in_branches = [n for _, n, on_path in int8.walk(quantized.graph) if n.op_type == "QuantizeLinear" and not on_path]
     assert in_branches
+    assert compare(run_proto(quantized, batch), run_proto(proto, batch)).psnr > 30
+
+
+@pytest.mark.parametrize("name,scale", [("lesrcnn", 2), ("lesrcnn", 3), ("lesrcnn", 4), ("fsrcnn", 2), ("fsrcnn", 3),
+                                        ("fsrcnn", 4), ("dsrnet", 2)])
+def test_every_official_int8_graph_follows_tensorrt_rules(name, scale):
+    """The graph shapes the search can emit for each official INT8 checkpoint (equalized, centred, one
+    channel of every chain split off to float, every other layer INT8) pass the independent walk and
+    ``check_qdq``, and stay close to FP32 on photo crops."""
+    proto = to_onnx(models.load(name, scale, weights(f"{name}_x{scale}.pth")))
+    arch = architecture(name)
+    batch = network_batch(lr_hr_crops(source_images(), scale, CropSpec(size=24, count=2)), arch.colour)
+    graph = int8.equalize(proto, batch, 1.0)
+    graph, float_keys = int8_channels.split_channels(graph, {t: [0] for t in int8_channels.chain_tensors(graph)})
+    centres = int8_centre.choose_centres(graph, batch)
+    stats = int8.activation_histograms(int8_centre.centre(graph, centres), batch)
+    amax = {k: int8.activation_amax(v["histogram"], v["peak"], "minmax") for k, v in stats.items() if k != "macs"}
+    renamed = int8_centre.centred_keys(graph, centres)
+    macs = {s.key: stats["macs"][renamed.get(s.key, s.key)] for s in int8.layers(graph)}
+    quantized = int8_search.Variant(graph, centres, 1.0, "nearest", amax, None, macs).quantized(float_keys)
+    assert int8.check_qdq(quantized) == [] and _qdq_violations_walked(quantized, float_keys) == []
+    assert sum(n.op_type == "QuantizeLinear" for _, n, _ in int8.walk(quantized.graph)) > len(float_keys)
     assert compare(run_proto(quantized, batch), run_proto(proto, batch)).psnr > 30
 
 
