@@ -30,7 +30,7 @@ from benchmarks.quality import crop_psnr
 from calib.data import CropSpec, lr_hr_crops, network_batch, source_images
 from export import int8, int8_search
 from export.onnx_export import proto_infer, to_onnx
-from export.precision import VALIDATION_SPEC, export_precision
+from export.precision import VALIDATION_SPEC, export_precision, float_summary
 from models.registry import architecture
 from runtime.atomic import atomic_path
 from runtime.tables import markdown_table
@@ -117,9 +117,10 @@ def compare_model(name: str, scale: int, modelopt_python: str | None, tmp: Path)
 
     total = sum(stats["macs"].values())
 
-    def score(tool: str, method: str, placement: str, graph: onnx.ModelProto) -> None:
+    def score(tool: str, method: str, placement: str, graph: onnx.ModelProto, share: float | None = None) -> None:
+        """``share``: the INT8 share of MACs, counted here from the graph's INT8 layers unless given."""
         drop = reference - crop_psnr(proto_infer(graph), validation, scale, info.colour, arch.eval_rounding)
-        share = sum(stats["macs"].get(k, 0) for k in int8_layer_keys(graph)) / total
+        share = sum(stats["macs"].get(k, 0) for k in int8_layer_keys(graph)) / total if share is None else share
         rows.append({"model": name, "scale": scale, "tool": tool, "method": method, "placement": placement,
                      "heldout_drop_db": round(drop, 4), "int8_mac_fraction": share,
                      "tensorrt_rules": "ok" if not int8.check_qdq(graph) else int8.check_qdq(graph)[0]})
@@ -143,7 +144,9 @@ def compare_model(name: str, scale: int, modelopt_python: str | None, tmp: Path)
             amax = {k: int8.activation_amax(v["histogram"], v["peak"], method) for k, v in stats.items() if k != "macs"}
             score("srdeploy int8.quantize", method, placement, int8.quantize(proto, amax, {s.key for s in sites} - float_keys))
     searched, report = export_precision(model, "int8", progress=False, enforce=False)
-    score("srdeploy export (search)", "minmax", f"{len(report.kept_float)} layers float", searched)
+    # the search's graph is centred and split (renamed layers): its own MAC accounting
+    kept = float_summary(report.kept_float, report.int8["float_channels"])
+    score("srdeploy export (search)", "minmax", f"{kept} float", searched, report.int8_mac_fraction)
     return rows
 
 
