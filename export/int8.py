@@ -316,14 +316,21 @@ def equalization_chains(proto: onnx.ModelProto) -> list[tuple[onnx.NodeProto, st
     return chains
 
 
-def channel_peaks(proto: onnx.ModelProto, names: list[str], batch: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-channel max |x| of ``names`` over ``batch``."""
-    peaks: dict[str, np.ndarray] = {}
+def channel_ranges(proto: onnx.ModelProto, names: list[str], batch: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-channel (min, max) of ``names`` over ``batch``."""
+    ranges: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for values in tensor_runs(proto, names, batch):
         for name, value in values.items():
-            peak = np.abs(value).max(axis=(0, 2, 3))
-            peaks[name] = np.maximum(peaks.get(name, peak), peak)
-    return peaks
+            low, high = value.min(axis=(0, 2, 3)), value.max(axis=(0, 2, 3))
+            if name in ranges:
+                low, high = np.minimum(ranges[name][0], low), np.maximum(ranges[name][1], high)
+            ranges[name] = low, high
+    return ranges
+
+
+def channel_peaks(proto: onnx.ModelProto, names: list[str], batch: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-channel max |x| of ``names`` over ``batch``."""
+    return {name: np.maximum(-low, high) for name, (low, high) in channel_ranges(proto, names, batch).items()}
 
 
 def equalize(proto: onnx.ModelProto, batch: np.ndarray, alpha: float) -> onnx.ModelProto:

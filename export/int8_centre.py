@@ -17,22 +17,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from export.int8 import CENTRING_KERNEL, WEIGHT_AXIS, layers, place_nodes, tensor_runs, walk
+from export.int8 import CENTRING_KERNEL, WEIGHT_AXIS, channel_ranges, layers, place_nodes, walk
 
 # Centre a tensor when that shrinks its symmetric range to this share or less (post-ReLU: 1/2).
 MIN_GAIN = 0.8
-
-
-def channel_ranges(proto: onnx.ModelProto, names: list[str], batch: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per-channel (min, max) of ``names`` over ``batch``."""
-    ranges: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for values in tensor_runs(proto, names, batch):
-        for name, value in values.items():
-            low, high = value.min(axis=(0, 2, 3)), value.max(axis=(0, 2, 3))
-            if name in ranges:
-                low, high = np.minimum(ranges[name][0], low), np.maximum(ranges[name][1], high)
-            ranges[name] = low, high
-    return ranges
 
 
 def choose_centres(proto: onnx.ModelProto, batch: np.ndarray) -> dict[str, list[float]]:

@@ -42,9 +42,8 @@ def split_channels(proto: onnx.ModelProto, float_channels: dict[str, list[int]])
     out.CopyFrom(proto)
     graph = out.graph
     weights = {w.name: numpy_helper.to_array(w) for w in graph.initializer}
-    main = set(chain_tensors(out))
-    chains = {tensor: (conv, nxt) for conv, tensor, nxt in equalization_chains(out) if tensor in main}
-    producer = {o: n for n in graph.node for o in n.output}
+    producer = {o: n for n in graph.node for o in n.output}  # main graph only: chains in If branches stay whole
+    chains = {tensor: (conv, nxt) for conv, tensor, nxt in equalization_chains(out) if tensor in producer}
     split = {t: sorted(set(c)) for t, c in float_channels.items() if c}
     for tensor, floats in split.items():  # permute first: a conv can be one chain's N and the next one's P
         if tensor not in chains:
