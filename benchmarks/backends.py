@@ -26,10 +26,16 @@ class Backend:
     def needs_artifact(self) -> bool:
         return self.kind in ("onnx", "trt", "coreml")
 
+    @property
+    def on_gpu(self) -> bool:
+        """Runs on an NVIDIA GPU (the CPU's FP32 peak says nothing about it)."""
+        return "cuda" in self.name or self.kind == "trt" or self.name == "onnx-trt"
+
 
 BACKENDS = {b.name: b for b in (
     Backend("torch", "PyTorch eager, CPU, FP32", "fp32", "torch"),
-    Backend("torch-cuda", "PyTorch eager, CUDA, FP32", "fp32", "torch"),
+    Backend("torch-cuda", "PyTorch eager, CUDA, FP32 tensors (convolutions in TF32: PyTorch's default)", "fp32",
+            "torch"),
     Backend("torch-cuda-fp16", "PyTorch eager, CUDA, FP16, channels-last", "fp16", "torch"),
     Backend("onnx", "ONNX Runtime CPU, FP32 artifact", "fp32", "onnx"),
     Backend("onnx-fp16", "ONNX Runtime CPU, FP16 artifact", "fp16", "onnx"),

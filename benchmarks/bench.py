@@ -179,7 +179,7 @@ def markdown(report: dict) -> str:
         f"Machine: {m['cpu']}, {m['usable_cores']} usable cores ({m['logical_cores']} logical), {m['os']}, "
         f"Python {m['python']}; GPU: {m['gpu'] or 'none'}; "
         + ", ".join(f"{k} {v}" for k, v in m["libraries"].items()) + ".",
-        f"FP32 peak: theoretical {peak['theoretical_gflops']:.0f} GFLOP/s ({peak['theoretical_how']}); measured "
+        f"CPU FP32 peak (the 'of measured CPU peak' column; none for GPU backends): theoretical {peak['theoretical_gflops']:.0f} GFLOP/s ({peak['theoretical_how']}); measured "
         f"{peak['measured_gflops']:.0f} GFLOP/s ({peak['measured_how']}).",
         f"Model: {report['model']} ×{report['scale']}, "
         + ("MACs unknown (no PyTorch here), so no GFLOP/s" if report["macs_per_output_pixel"] is None else
@@ -195,12 +195,13 @@ def markdown(report: dict) -> str:
                      _fmt(r["p90_ms"], ".1f"), _fmt(r["p99_ms"], ".1f"), _fmt(r["min_ms"], ".1f"),
                      _fmt(r["runs"], "d"), _fmt(r["images_per_s"], ".2f"), _fmt(r["mpix_per_s"], ".2f"),
                      _fmt(r["gflops"], ".0f"),
-                     "" if r["gflops"] is None else f"{100 * r['gflops'] / peak['measured_gflops']:.0f}%",
+                     "" if r["gflops"] is None or BACKENDS[r["backend"]].on_gpu
+                     else f"{100 * r['gflops'] / peak['measured_gflops']:.0f}%",
                      _fmt(r["peak_rss_mb"], ".0f"), _fmt(r["psnr_drop_db"], "+.3f") if r["psnr_drop_db"] is not None else "",
                      r["reason"] or ""])
     lines.append(markdown_table(
         ["backend", "LR → output", "status", "median ms", "p90 ms", "p99 ms", "min ms", "runs", "img/s", "out MP/s",
-         "GFLOP/s", "of measured peak", "peak RSS MB", "PSNR loss dB (held-out)", "reason"], rows))
+         "GFLOP/s", "of measured CPU peak", "peak RSS MB", "PSNR loss dB (held-out)", "reason"], rows))
     return "\n".join(lines)
 
 

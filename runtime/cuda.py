@@ -59,6 +59,9 @@ class Cuda:
     def _call(self, name: str, *args) -> None:
         status = getattr(self.lib, name)(*args)
         if status != 0:
+            # CUDA keeps a failed call's status as the thread's "last error" until someone reads it; left
+            # there, the next library on this thread (PyTorch, TensorRT) reports it as its own failure.
+            self.lib.cudaGetLastError()
             text = self.lib.cudaGetErrorString(status).decode(errors="replace")
             raise SrDeployError(f"CUDA call {name} failed with error {status} ({text})")
 

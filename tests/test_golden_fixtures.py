@@ -3,25 +3,17 @@
 Tolerance: max|ours − ref| ≤ 1e-5 · max|ref| (random-weight networks have large outputs)."""
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pytest
 import torch
 
 import models
+from benchmarks.reference_fixtures import zoo_name_and_scale
 from tests.conftest import SHARED, fixture_index, need_shared, weights
 
 FIXTURES = {f["name"]: f for f in fixture_index()} or {"(fixtures absent)": None}
 FORCED_BIAS = {"dsrnet_x2_forced_branch0": [50.0, -50.0], "dsrnet_x2_forced_branch1": [-50.0, 50.0]}
 RTOL = 1e-5
-
-
-def zoo_name_and_scale(fixture_name: str) -> tuple[str, int]:
-    model, scale = re.match(r"([a-z]+)_(?:multiscale_random_at_)?x(\d)", fixture_name).groups()
-    if "multiscale" in fixture_name and model == "lesrcnn":
-        model = "lesrcnn_b"
-    return model, int(scale)
 
 
 def checkpoint_of(fixture: dict, model: str, scale: int):

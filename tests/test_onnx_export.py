@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import models
+from benchmarks.reference_fixtures import zoo_name_and_scale
 from export.config import export_config
 from export.onnx_export import export_onnx
 from runtime.errors import SrDeployError
@@ -21,7 +22,6 @@ from tests.test_golden_fixtures import (
     FIXTURES,
     FORCED_BIAS,
     checkpoint_of,
-    zoo_name_and_scale,
 )
 from tests.test_models import split_gate_checkpoint
 

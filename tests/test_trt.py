@@ -299,3 +299,30 @@ def test_engine_build_and_parity_against_pytorch(precision, tmp_path):
     Path(f"{engine}.json").write_text(json.dumps(record))
     with pytest.raises(SrDeployError, match="rebuild it here with"):
         TrtSession(engine)
+
+
+class _FakeCudart:
+    """CUDA's error model: a failing call's status stays the thread's last error until it is read."""
+
+    def __init__(self):
+        self.last_error = 0
+        self.cudaGetErrorString = lambda status: b"invalid argument"
+
+    def cudaSetDevice(self, device):
+        return 0
+
+    def cudaFree(self, pointer):
+        self.last_error = 1
+        return 1
+
+    def cudaGetLastError(self):
+        status, self.last_error = self.last_error, 0
+        return status
+
+
+def test_a_failed_cuda_call_is_reported_and_not_left_for_the_next_library():
+    """Seen on the first H100 run: a cudaFree error left as the last error made PyTorch's next kernel fail."""
+    library = _FakeCudart()
+    with pytest.raises(SrDeployError, match=r"^CUDA call cudaFree failed with error 1 \(invalid argument\)$"):
+        Cuda(0, library).free(0x10)
+    assert library.last_error == 0
