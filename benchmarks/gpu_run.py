@@ -514,6 +514,9 @@ def markdown(report: dict) -> str:
                         "PASS" if all(r["passed"] for r in rs) else "FAIL"] for (f, p), rs in by_fixture.items()]), ""]
     rows = report["steps"].get("latency", {}).get("detail") or []
     if rows:
+        lines += ["Median latency in ms (CUDA events, input on the device, batch 1; * DSRNet's gate as a per-image "
+                  "select, both branches computed, where a CUDA graph or torch.compile is used):", "",
+                  summary_table(rows), ""]
         lines += ["Latency on the GPU, input already on the device, CUDA events, batch 1 "
                   "(check: the variant's output against FP32 on the same input):", "", markdown_table(
                       ["model", "LR → output", "variant", "status", "median ms", "p90 ms", "min ms", "runs", "GFLOP/s",
@@ -529,6 +532,17 @@ def markdown(report: dict) -> str:
         lines += ["ctypes CUDA layer (runtime/cuda.py) against the driver:", "",
                   markdown_table(["check", "result"], [[k, str(v)] for k, v in layer.items()]), ""]
     return "\n".join(lines)
+
+
+def summary_table(rows: list[dict]) -> str:
+    """One line per (model, size), one column per variant: the medians."""
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    lines: dict[tuple[str, str], dict[str, str]] = {}
+    for r in rows:
+        cell = f"{r['median_ms']:.3f}{'*' if r.get('gate') else ''}" if r["status"] == "ok" else r["status"]
+        lines.setdefault((r["model"], f"{r['size']} → {r['output']}"), {})[r["variant"]] = cell
+    return markdown_table(["model", "LR → output", *variants],
+                          [[m, size, *(cells.get(v, "") for v in variants)] for (m, size), cells in lines.items()])
 
 
 def cpu_name() -> str:

@@ -37,11 +37,13 @@ def ratios(report: dict) -> list[str]:
 def block(path: Path) -> str:
     report = json.loads(path.read_text())
     chart = path.with_suffix(".png")
-    parts = [f"**{report['machine']['cpu']}** (`{path.relative_to(REPO).with_suffix('')}.{{md,json,png}}`):", "",
+    machine = report["machine"]
+    title = f"{machine['gpu'].split(',')[0]} (host: {machine['cpu']})" if machine["gpu"] else machine["cpu"]
+    parts = [f"**{title}** (`{path.relative_to(REPO).with_suffix('')}.{{md,json,png}}`):", "",
              markdown(report), ""]
     parts += [f"- {line}" for line in ratios(report)]
     if chart.is_file():
-        parts += ["", f"![median latency per backend, {report['machine']['cpu']}]({chart.relative_to(REPO)})"]
+        parts += ["", f"![median latency per backend, {title}]({chart.relative_to(REPO)})"]
     return "\n".join(parts)
 
 
