@@ -13,7 +13,8 @@ Steps, each recorded as ok / failed (with the error) / skipped (with the reason)
    not a random-weight network's), so no GPU number comes from a wrong network.
 3. ``cuda_layer``: ``runtime/cuda.py`` and the TensorRT session's buffers against the driver, without
    TensorRT: device facts checked against PyTorch's, pinned round trips, copies into PyTorch's device
-   memory, events, a captured and replayed CUDA graph, and CUDA's error text.
+   memory, events, a captured and replayed CUDA graph, a failed capture that leaves the stream usable, and
+   CUDA's error text (PyTorch unaffected after each failure); which libcudart candidates work.
 4. ``latency``: LESRCNN ×2, DSRNet ×2 and FSRCNN ×2 at 640×360 and 960×540 LR, in FP32, TF32, FP16,
    FP16 channels-last, and the last with a CUDA graph, ``torch.compile`` and both; timed with CUDA events
    (input already on the GPU), each variant's output checked against FP32 before its time counts; GFLOP/s
@@ -194,7 +195,7 @@ def cuda_layer() -> tuple[bool | None, dict, str]:
 
     import torch
 
-    from runtime.cuda import Cuda, load_cudart
+    from runtime.cuda import Cuda, _candidates, load_cudart
     from runtime.errors import SrDeployError
     from runtime.trt_backend import _Buffer
 
@@ -203,7 +204,8 @@ def cuda_layer() -> tuple[bool | None, dict, str]:
     except SrDeployError as exc:
         return None, {}, str(exc)
     cuda = Cuda(0, library)
-    checks: dict[str, object] = {"libcudart": library._name}
+    checks: dict[str, object] = {"libcudart": library._name,
+                                 "candidates": ", ".join(f"{n}: {_probe(n)}" for n in _candidates())}
     version = ctypes.c_int()
     cuda._call("cudaRuntimeGetVersion", ctypes.byref(version))
     checks["runtime_version"] = version.value
@@ -241,10 +243,12 @@ def cuda_layer() -> tuple[bool | None, dict, str]:
     checks["copy_into_torch_memory_exact"] = bool(torch.equal(tensor.cpu(), torch.from_numpy(data)))
 
     small = 4 * 2**20
-    cuda.begin_capture(stream)
-    cuda.copy_async(source.device, source.host, small, 1, stream)
-    cuda.copy_async(target.host, source.device, small, 2, stream)
-    graph = cuda.end_capture(stream)
+
+    def copies() -> None:
+        cuda.copy_async(source.device, source.host, small, 1, stream)
+        cuda.copy_async(target.host, source.device, small, 2, stream)
+
+    graph = cuda.capture(stream, copies)
     fresh = np.random.default_rng(1).random(small // 4, dtype=np.float32)
     source.host_array((small // 4,), np.dtype(np.float32))[...] = fresh  # the graph copies what is there now
     cuda.launch(graph, stream)
@@ -252,12 +256,24 @@ def cuda_layer() -> tuple[bool | None, dict, str]:
     checks["graph_replay_exact"] = bool(np.array_equal(target.host_array((small // 4,), np.dtype(np.float32)), fresh))
     cuda.destroy_graph(graph)
 
+    try:  # synchronising a capturing stream is illegal: the capture fails, and must leave the stream usable
+        cuda.capture(stream, lambda: cuda.synchronize(stream))
+        checks["failed_capture_raises"] = False
+    except SrDeployError as exc:
+        checks["failed_capture_raises"] = True
+        checks["failed_capture_error"] = str(exc)
+    copies()
+    cuda.synchronize(stream)
+    checks["stream_usable_after_failed_capture"] = bool(
+        np.array_equal(target.host_array((small // 4,), np.dtype(np.float32)), fresh))
+    checks["torch_unaffected_after_failed_capture"] = float(torch.ones(4, device="cuda").sum().item()) == 4.0
     try:
         cuda.free(0x10)  # not an allocation: CUDA must say so, and we must name the call
         checks["error_text"] = "no error raised"
     except SrDeployError as exc:
         checks["error_text"] = str(exc)
     checks["error_names_call"] = "cudaFree" in str(checks["error_text"])
+    checks["torch_unaffected_after_error"] = float(torch.ones(4, device="cuda").sum().item()) == 4.0
     for event in (start, end):
         cuda.destroy_event(event)
     source.release(), target.release()
@@ -265,6 +281,19 @@ def cuda_layer() -> tuple[bool | None, dict, str]:
     del tensor
     failed = [k for k, v in checks.items() if v is False]
     return not failed, checks, "failed: " + ", ".join(failed) if failed else f"libcudart {library._name}"
+
+
+def _probe(name: str) -> str:
+    """What one libcudart candidate is on this machine: absent, or usable, or why not."""
+    import ctypes
+
+    from runtime.cuda import _unusable
+
+    try:
+        library = ctypes.CDLL(name)
+    except OSError:
+        return "absent"
+    return _unusable(library) or "usable"
 
 
 # ---- 4. latency ----------------------------------------------------------------------------------

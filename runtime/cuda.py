@@ -11,12 +11,13 @@ import ctypes.util
 import glob
 import os
 import sys
+from typing import Callable
 
 from runtime.errors import SrDeployError
 
 HOST_TO_DEVICE, DEVICE_TO_HOST = 1, 2  # cudaMemcpyKind
 STREAM_NON_BLOCKING = 1  # cudaStreamNonBlocking
-CAPTURE_MODE_GLOBAL = 0  # cudaStreamCaptureModeGlobal
+CAPTURE_MODE_THREAD_LOCAL = 1  # cudaStreamCaptureModeThreadLocal: other threads' CUDA calls do not break it
 ATTR_CC_MAJOR, ATTR_CC_MINOR = 75, 76  # cudaDevAttrComputeCapabilityMajor/Minor
 _PROPS_BYTES = 8192  # larger than cudaDeviceProp in every CUDA version; the name is its first field
 _NAME_BYTES = 256
@@ -36,15 +37,46 @@ def _candidates() -> list[str]:
 
 
 def load_cudart() -> ctypes.CDLL:
+    """The first libcudart that loads *and* works with this machine's driver.
+
+    A runtime newer than the driver loads fine and fails only at its first call (CUDA 13's libcudart beside
+    a CUDA 12 driver: "CUDA driver version is insufficient"), so each candidate is asked for the device
+    count before it is taken; the next one is tried when it cannot answer.
+    """
+    refusals = []
     for name in _candidates():
         try:
-            return ctypes.CDLL(name)
+            library = ctypes.CDLL(name)
         except OSError:
             continue
+        problem = _unusable(library)
+        if problem is None:
+            return library
+        refusals.append(f"{name}: {problem}")
+    if refusals:
+        raise SrDeployError(
+            f"no usable CUDA runtime ({'; '.join(refusals)}): check the NVIDIA driver (nvidia-smi), or set "
+            "SRDEPLOY_CUDART to a libcudart.so that matches it"
+        )
     raise SrDeployError(
         "the CUDA runtime (libcudart) was not found: install CUDA (JetPack includes it) or "
         "`pip install nvidia-cuda-runtime-cu12`, or set SRDEPLOY_CUDART to the path of libcudart.so"
     )
+
+
+def _unusable(library: ctypes.CDLL) -> str | None:
+    """Why ``library`` cannot drive this machine's GPU (CUDA's own text), or None when it can."""
+    try:
+        count_devices = library.cudaGetDeviceCount
+    except AttributeError:
+        return "not a CUDA runtime library"
+    count = ctypes.c_int()
+    status = count_devices(ctypes.byref(count))
+    if status == 0:
+        return None if count.value > 0 else "no CUDA device"
+    library.cudaGetErrorString.restype = ctypes.c_char_p
+    library.cudaGetLastError()
+    return f"error {status} ({library.cudaGetErrorString(status).decode(errors='replace')})"
 
 
 class Cuda:
@@ -128,16 +160,25 @@ class Cuda:
         self._call("cudaEventDestroy", ctypes.c_void_p(event))
 
     # graphs
-    def begin_capture(self, stream: int) -> None:
-        self._call("cudaStreamBeginCapture", ctypes.c_void_p(stream), ctypes.c_int(CAPTURE_MODE_GLOBAL))
+    def capture(self, stream: int, enqueue: Callable[[], None]) -> int:
+        """The work ``enqueue`` puts on ``stream``, captured and instantiated as a graph (thread-local mode).
 
-    def end_capture(self, stream: int) -> int:
-        """End the capture and instantiate it (``cudaGraphInstantiateWithFlags``: one signature in CUDA 11.4+)."""
+        When ``enqueue`` or the capture fails, the capture is still ended, so the stream is usable again (for
+        plain enqueues), and the error is raised.
+        """
+        self._call("cudaStreamBeginCapture", ctypes.c_void_p(stream), ctypes.c_int(CAPTURE_MODE_THREAD_LOCAL))
         graph = ctypes.c_void_p()
-        self._call("cudaStreamEndCapture", ctypes.c_void_p(stream), ctypes.byref(graph))
         try:
-            return self._out("cudaGraphInstantiateWithFlags", ctypes.c_void_p, graph,
-                             ctypes.c_ulonglong(0)) or 0
+            enqueue()
+        except BaseException:
+            self.lib.cudaStreamEndCapture(ctypes.c_void_p(stream), ctypes.byref(graph))
+            if graph.value:
+                self.lib.cudaGraphDestroy(graph)
+            self.lib.cudaGetLastError()
+            raise
+        self._call("cudaStreamEndCapture", ctypes.c_void_p(stream), ctypes.byref(graph))
+        try:  # cudaGraphInstantiateWithFlags: one signature in CUDA 11.4+
+            return self._out("cudaGraphInstantiateWithFlags", ctypes.c_void_p, graph, ctypes.c_ulonglong(0)) or 0
         finally:
             self._call("cudaGraphDestroy", graph)
 

@@ -4,11 +4,13 @@ numpy + tensorrt (+ libcudart through ``runtime.cuda``), never torch. The engine
 before TensorRT sees the file: an engine built for another TensorRT version, GPU or compute capability
 is refused with the reason and the rebuild command. One explicit non-blocking CUDA stream; device and
 pinned host buffers are allocated for the largest shape seen and reused; with ``cuda_graphs=True`` each
-input shape's enqueue is captured once into a CUDA graph and replayed.
+input shape's enqueue is captured once into a CUDA graph and replayed (a shape whose capture fails runs
+with plain enqueues, and says so).
 """
 from __future__ import annotations
 
 import ctypes
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +53,13 @@ class _Buffer:
         if nbytes <= self.capacity:
             return False
         self.release()
-        self.device, self.host, self.capacity = self.cuda.malloc(nbytes), self.cuda.malloc_host(nbytes), nbytes
+        device = self.cuda.malloc(nbytes)
+        try:
+            self.host = self.cuda.malloc_host(nbytes)
+        except BaseException:
+            self.cuda.free(device)
+            raise
+        self.device, self.capacity = device, nbytes
         return True
 
     def host_array(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -98,7 +106,8 @@ class TrtSession(ArtifactSession):
         self.stream = self.cuda.stream()
         self.cuda_graphs = cuda_graphs
         self._input, self._output = _Buffer(self.cuda), _Buffer(self.cuda)
-        self._graphs: dict[tuple[int, ...], int] = {}
+        self._graphs: dict[tuple[int, ...], int] = {}  # 0: capture failed, plain enqueue
+        self.graph_fallbacks: dict[tuple[int, ...], str] = {}
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """N×C×H×W in [0, 1] → float32 N×C×(s·H)×(s·W), within the engine's optimization profile."""
@@ -111,8 +120,9 @@ class TrtSession(ArtifactSession):
         moved |= self._output.reserve(int(np.prod(out_shape)) * self.output_dtype.itemsize)
         if moved:
             self._drop_graphs()
-            self.context.set_tensor_address(self.input_name, self._input.device)
-            self.context.set_tensor_address(self.output_name, self._output.device)
+            for name, buffer in ((self.input_name, self._input), (self.output_name, self._output)):
+                if not self.context.set_tensor_address(name, buffer.device):
+                    raise SrDeployError(f"TensorRT refused the device address of tensor {name!r} of {self.path.name}")
         self._input.host_array(x.shape, self.input_dtype)[...] = x
         self.cuda.copy_async(self._input.device, self._input.host, x.nbytes, HOST_TO_DEVICE, self.stream)
         self._enqueue(x.shape)
@@ -121,22 +131,33 @@ class TrtSession(ArtifactSession):
         self.cuda.synchronize(self.stream)
         return self._output.host_array(out_shape, self.output_dtype).astype(np.float32)
 
+    def _execute(self, shape: tuple[int, ...]) -> None:
+        if not self.context.execute_async_v3(self.stream):
+            raise SrDeployError(f"TensorRT failed to run {self.path.name} on input {shape}")
+
     def _enqueue(self, shape: tuple[int, ...]) -> None:
-        if not self.cuda_graphs:
-            if not self.context.execute_async_v3(self.stream):
-                raise SrDeployError(f"TensorRT failed to run {self.path.name} on input {shape}")
-            return
-        if shape not in self._graphs:
+        """Plain enqueue, or the shape's CUDA graph: captured on first use, as trtexec does, with a plain
+        enqueue for good when the capture fails (recorded in ``graph_fallbacks`` and warned once)."""
+        if self.cuda_graphs and shape not in self._graphs:
             # one plain enqueue after a shape change lets TensorRT settle its state before capture
-            self.context.execute_async_v3(self.stream)
-            self.cuda.begin_capture(self.stream)
-            self.context.execute_async_v3(self.stream)
-            self._graphs[shape] = self.cuda.end_capture(self.stream)
-        self.cuda.launch(self._graphs[shape], self.stream)
+            self._execute(shape)
+            self.cuda.synchronize(self.stream)
+            try:
+                self._graphs[shape] = self.cuda.capture(self.stream, lambda: self._execute(shape))
+            except SrDeployError as exc:
+                self._graphs[shape] = 0
+                self.graph_fallbacks[shape] = str(exc)
+                warnings.warn(f"{self.path.name}: no CUDA graph for input {shape} ({exc}); plain enqueues instead",
+                              stacklevel=3)
+        if self._graphs.get(shape):
+            self.cuda.launch(self._graphs[shape], self.stream)
+        else:
+            self._execute(shape)
 
     def _drop_graphs(self) -> None:
         for graph in self._graphs.values():
-            self.cuda.destroy_graph(graph)
+            if graph:
+                self.cuda.destroy_graph(graph)
         self._graphs.clear()
 
     def close(self) -> None:

@@ -302,18 +302,47 @@ def test_engine_build_and_parity_against_pytorch(precision, tmp_path):
 
 
 class _FakeCudart:
-    """CUDA's error model: a failing call's status stays the thread's last error until it is read."""
+    """CUDA's error model: a failing call's status stays the thread's last error until it is read; a stream
+    in capture mode stays so until cudaStreamEndCapture."""
 
-    def __init__(self):
-        self.last_error = 0
-        self.cudaGetErrorString = lambda status: b"invalid argument"
+    def __init__(self, device_count_status: int = 0):
+        self.last_error, self.capturing, self.calls = 0, False, []
+        self.device_count_status = device_count_status
+        self.cudaGetErrorString = lambda status: {1: b"invalid argument", 35: b"CUDA driver version is insufficient",
+                                                   900: b"operation not permitted when stream is capturing"}[status]
+
+    def _fail(self, status):
+        self.last_error = status
+        return status
+
+    def cudaGetDeviceCount(self, count):
+        if self.device_count_status:
+            return self._fail(self.device_count_status)
+        count._obj.value = 1
+        return 0
 
     def cudaSetDevice(self, device):
         return 0
 
     def cudaFree(self, pointer):
-        self.last_error = 1
-        return 1
+        return self._fail(1)
+
+    def cudaStreamSynchronize(self, stream):
+        return self._fail(900) if self.capturing else 0
+
+    def cudaStreamBeginCapture(self, stream, mode):
+        self.calls.append(("begin", mode.value))
+        self.capturing = True
+        return 0
+
+    def cudaStreamEndCapture(self, stream, graph):
+        self.calls.append(("end",))
+        self.capturing = False
+        return 901  # cudaErrorStreamCaptureInvalidated: the illegal call above broke it
+
+    def cudaGraphDestroy(self, graph):
+        self.calls.append(("destroy",))
+        return 0
 
     def cudaGetLastError(self):
         status, self.last_error = self.last_error, 0
@@ -326,3 +355,115 @@ def test_a_failed_cuda_call_is_reported_and_not_left_for_the_next_library():
     with pytest.raises(SrDeployError, match=r"^CUDA call cudaFree failed with error 1 \(invalid argument\)$"):
         Cuda(0, library).free(0x10)
     assert library.last_error == 0
+
+
+def test_a_failed_capture_is_ended_thread_local_and_raised():
+    library = _FakeCudart()
+    cuda = Cuda(0, library)
+    with pytest.raises(SrDeployError, match="cudaStreamSynchronize failed with error 900"):
+        cuda.capture(7, lambda: cuda.synchronize(7))
+    assert library.calls == [("begin", 1), ("end",)] and not library.capturing and library.last_error == 0
+
+
+def test_the_loader_skips_a_runtime_the_driver_cannot_run(monkeypatch):
+    import runtime.cuda
+
+    libraries = {"libcudart.so.13": _FakeCudart(device_count_status=35), "libcudart.so.12": _FakeCudart()}
+
+    def fake_cdll(name):
+        if name not in libraries:
+            raise OSError(name)
+        return libraries[name]
+
+    monkeypatch.setattr(runtime.cuda, "_candidates", lambda: ["missing.so", *libraries])
+    monkeypatch.setattr(runtime.cuda.ctypes, "CDLL", fake_cdll)
+    assert runtime.cuda.load_cudart() is libraries["libcudart.so.12"]
+    libraries["libcudart.so.12"].device_count_status = 35
+    with pytest.raises(SrDeployError, match=r"^no usable CUDA runtime \(libcudart.so.13: error 35 \(CUDA driver "
+                                            r"version is insufficient\); libcudart.so.12: error 35"):
+        runtime.cuda.load_cudart()
+
+
+class _FakeSessionCuda:
+    """What TrtSession asks of runtime.cuda.Cuda, recorded; ``capture`` fails like a real illegal capture."""
+
+    def __init__(self, capture_fails: bool, host_fails: bool = False):
+        self.capture_fails, self.host_fails, self.calls = capture_fails, host_fails, []
+
+    def malloc(self, nbytes):
+        self.calls.append("malloc")
+        return 1000
+
+    def malloc_host(self, nbytes):
+        if self.host_fails:
+            raise SrDeployError("CUDA call cudaMallocHost failed with error 2 (out of memory)")
+        return 2000
+
+    def free(self, pointer):
+        self.calls.append(f"free {pointer}")
+
+    def synchronize(self, stream):
+        self.calls.append("sync")
+
+    def capture(self, stream, enqueue):
+        self.calls.append("capture")
+        if self.capture_fails:
+            raise SrDeployError("CUDA call cudaStreamEndCapture failed with error 901 (capture invalidated)")
+        enqueue()
+        return 42
+
+    def launch(self, graph, stream):
+        self.calls.append(f"launch {graph}")
+
+    def destroy_graph(self, graph):
+        self.calls.append(f"destroy {graph}")
+
+
+class _FakeContext:
+    def __init__(self, cuda, accepts_address=True):
+        self.cuda, self.accepts_address = cuda, accepts_address
+
+    def execute_async_v3(self, stream):
+        self.cuda.calls.append("execute")
+        return True
+
+    def set_tensor_address(self, name, address):
+        return self.accepts_address
+
+
+def _graph_session(cuda, context=None):
+    from runtime.trt_backend import TrtSession
+
+    session = object.__new__(TrtSession)
+    session.path, session.stream, session.cuda_graphs, session.cuda = Path("m.engine"), 5, True, cuda
+    session.context = context or _FakeContext(cuda)
+    session._graphs, session.graph_fallbacks = {}, {}
+    return session
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_cuda_graphs_capture_once_or_fall_back_to_plain_enqueues(fails):
+    cuda = _FakeSessionCuda(capture_fails=fails)
+    session = _graph_session(cuda)
+    if fails:
+        with pytest.warns(UserWarning, match=r"no CUDA graph for input \(1, 3, 8, 8\).*plain enqueues"):
+            session._enqueue((1, 3, 8, 8))
+    else:
+        session._enqueue((1, 3, 8, 8))
+    session._enqueue((1, 3, 8, 8))
+    if fails:  # settle, sync, failed capture, then plain enqueues from then on
+        assert cuda.calls == ["execute", "sync", "capture", "execute", "execute"]
+        assert "capture invalidated" in session.graph_fallbacks[(1, 3, 8, 8)]
+    else:  # settle, sync, capture (the enqueue recorded once), then replays
+        assert cuda.calls == ["execute", "sync", "capture", "execute", "launch 42", "launch 42"]
+    session._drop_graphs()
+    assert cuda.calls[-1] == ("execute" if fails else "destroy 42")
+
+
+def test_pinned_allocation_failure_frees_the_device_allocation():
+    from runtime.trt_backend import _Buffer
+
+    cuda = _FakeSessionCuda(capture_fails=False, host_fails=True)
+    with pytest.raises(SrDeployError, match="cudaMallocHost"):
+        _Buffer(cuda).reserve(1024)
+    assert cuda.calls == ["malloc", "free 1000"]
