@@ -104,7 +104,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     from export.config import export_config
     from export.trt_plan import profile_from_args
 
-    if args.target == "trt":  # before any work: nothing to build with, nothing written
+    from models.registry import architecture, check_scale
+
+    arch = architecture(args.model)  # every flag is checked before any work (model load, download, export)
+    check_scale(arch, args.scale)
+    if args.target == "trt":  # nothing to build with: nothing written
         from runtime.cuda import Cuda
         from runtime.trt_backend import require_tensorrt
 
@@ -113,16 +117,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     apple = args.target in ("coreml", "ios")
     args.precision = args.precision or ("fp16" if apple else "fp32")
     if apple:
-        _coreml_options(args)  # flag errors before any work (model load, download)
+        _coreml_options(args)
+    profile = profile_from_args(export_config(args.model).input_name, arch.channels, args.scale,
+                                args.min_shape, args.opt_shape, args.max_shape)
+    if args.out is None:
+        args.out = f"out/{args.model}_x{args.scale}_{args.target}"
+        print(f"output folder: {args.out} (the default; choose another with --out DIR)", file=sys.stderr)
     if args.target in ("jetson", "ios"):  # a foreign --out folder too
         from export.ios_bundle import check_destination as ios_destination
         from export.jetson import check_destination as jetson_destination
 
         (jetson_destination if args.target == "jetson" else ios_destination)(args.out)
     model = models.load(args.model, args.scale, args.weights, **_model_options(args))
-    info = model.srdeploy
-    profile = profile_from_args(export_config(args.model).input_name, info.channels, args.scale,
-                                args.min_shape, args.opt_shape, args.max_shape)
     if apple:
         return _export_apple(args, model, _coreml_options(args, profile))
     if args.target == "jetson":
@@ -240,20 +246,10 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from runtime import images
-    from runtime.pipeline import upscale_rgb
+    from runtime.pipeline import upscale_picture
     from runtime.tiling import tiled_infer
 
-    source, target = Path(args.input), Path(args.output)
-    if source.is_dir():
-        jobs = [(p, target / f"{p.stem}_x{{scale}}.png") for p in sorted(source.iterdir())
-                if p.suffix.lower() in images.IMAGE_SUFFIXES]
-        if not jobs:
-            raise SrDeployError(f"{source} holds no images ({', '.join(images.IMAGE_SUFFIXES)})")
-    elif source.is_file():
-        to_folder = target.is_dir() or target.suffix.lower() not in images.IMAGE_SUFFIXES
-        jobs = [(source, target / f"{source.stem}_x{{scale}}.png" if to_folder else target)]
-    else:
-        raise SrDeployError(f"input {source} does not exist: pass an image or a folder of images")
+    jobs = _upscale_jobs(Path(args.input), Path(args.output))
     runner = _runner(args)
     scale = runner.scale
     overlap = runner.receptive_radius if args.tile_overlap is None else args.tile_overlap
@@ -263,8 +259,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     for image_path, out_path in tqdm(jobs, desc="upscale", unit="img", disable=True if len(jobs) == 1 else None, leave=False):
         out_path = Path(str(out_path).format(scale=scale))
         try:
-            written = images.write_image(out_path, upscale_rgb(images.read_rgb(image_path), tiled, runner.colour))
-            print(written)
+            picture = images.read_picture(image_path, args.max_pixels)
+            print(images.write_picture(out_path, upscale_picture(picture, tiled, runner.colour)))
         except SrDeployError as exc:
             failed += 1
             print(f"skipped {image_path}: {exc}", file=sys.stderr)
@@ -272,6 +268,29 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         print(f"error: {failed} of {len(jobs)} images failed (see above)", file=sys.stderr)
         return 2 if failed == len(jobs) else 1
     return 0
+
+
+def _upscale_jobs(source, target) -> list[tuple]:
+    """(input image, output path template) pairs. The output is a folder when it is one, or has no extension;
+    a file when it has an image extension (one input image only); anything else is refused before any work."""
+    from runtime import images
+
+    if not (source.is_dir() or source.is_file()):
+        raise SrDeployError(f"input {source} does not exist: pass an image or a folder of images")
+    suffix = target.suffix.lower()
+    to_folder = target.is_dir() or not suffix
+    if not to_folder and suffix not in images.IMAGE_SUFFIXES:
+        raise SrDeployError(f"output {target}: {suffix!r} is not an image extension ({', '.join(images.IMAGE_SUFFIXES)}); "
+                            "name an image file, or a folder (no extension)")
+    if source.is_dir():
+        if not to_folder:
+            raise SrDeployError(f"input {source} is a folder, so the output must be a folder, not the image file {target}")
+        jobs = [(p, target / f"{p.stem}_x{{scale}}.png") for p in sorted(source.iterdir())
+                if p.suffix.lower() in images.IMAGE_SUFFIXES]
+        if not jobs:
+            raise SrDeployError(f"{source} holds no images ({', '.join(images.IMAGE_SUFFIXES)})")
+        return jobs
+    return [(source, target / f"{source.stem}_x{{scale}}.png" if to_folder else target)]
 
 
 def _reference_model(session, weights: str | None):
@@ -508,8 +527,28 @@ def _recorded_macs(metadata: dict[str, str]) -> dict:
     return {} if value is None else {"macs_per_output_pixel": float(value)}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, naming the command's --help (exit 2, like every refusal)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}: see `python {self.prog} --help`\n")
+
+
+def _number(kind: type, low: float, strict: bool = False) -> Callable[[str], float]:
+    """An argparse type: a ``kind`` number ≥ ``low`` (> ``low`` when ``strict``), checked before any work."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '≥'} {low}, not {text}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cli.py", description="srdeploy: super-resolution CNNs from PyTorch to edge devices, verified."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -535,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"),
                    help="numeric precision (default fp32; coreml/ios: fp16 compute); int8: TensorRT-compatible Q/DQ")
     p.add_argument("--calib", metavar="DIR", help="calibration/validation photos (default: scikit-image's bundled photos)")
-    p.add_argument("--max-psnr-drop", type=float, metavar="DB",
+    p.add_argument("--max-psnr-drop", type=_number(float, 0), metavar="DB",
                    help="largest PSNR loss vs FP32 on the held-out photos (default: fp16 0.01, int8 0.1)")
     p.add_argument("--calib-method", choices=("minmax", "percentile", "mse"), default="minmax",
                    help="int8: activation range calibration (default minmax: measured best, see README)")
@@ -554,32 +593,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="coreml/ios: minimum OS (default iOS16; iOS18 gives palettes per channel group)")
     p.add_argument("--precisions", default="fp32,fp16,int8",
                    help="jetson: precisions in the bundle (default fp32,fp16,int8; --max-psnr-drop applies to int8)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", help="output folder (default: out/MODEL_xSCALE_TARGET, printed)")
     p.add_argument("--json", action="store_true", help='print {"artifacts": [...], ...} on stdout')
     p.set_defaults(run=cmd_export)
 
-    p = sub.add_parser("upscale", help="upscale an image or a folder of images (tiled, bounded memory)")
+    p = sub.add_parser("upscale", help="upscale an image or a folder of images (tiled, bounded memory)",
+                       epilog="Exit status: 0 every image written; 1 some images failed (each named on stderr, the "
+                              "others written); 2 nothing done (bad arguments, or every image failed).")
     p.add_argument("input", help="image file or folder")
     p.add_argument("output", help="output file, or folder (created) for NAME_x{scale}.png")
     p.add_argument("--artifact", help="an exported .onnx (ONNX Runtime) or .engine (TensorRT); no torch needed")
     _add_model_arguments(p, required=False)
-    p.add_argument("--tile", type=int, default=256, help="LR tile size in pixels (0: whole image); default 256")
-    p.add_argument("--tile-overlap", type=int, help="context margin per tile (default: the model's receptive radius)")
+    p.add_argument("--tile", type=_number(int, 0), default=256, help="LR tile size in pixels (0: whole image); default 256")
+    p.add_argument("--tile-overlap", type=_number(int, 0),
+                   help="context margin per tile (default: the model's receptive radius)")
+    p.add_argument("--max-pixels", type=_number(int, 1), default=100_000_000,
+                   help="largest input image in pixels, checked from the file header (default 100000000)")
     p.set_defaults(run=cmd_upscale)
 
     p = sub.add_parser("bench", help="latency of backends side by side: median/p90/p99, MP/s, GFLOP/s, memory")
     p.add_argument("artifacts", nargs="*", help="existing .onnx/.engine artifacts to benchmark (instead of --model)")
     p.add_argument("--model", help="zoo name: artifacts for the backends are exported first")
-    p.add_argument("--scale", type=int, help="upscaling factor")
+    p.add_argument("--scale", type=int, choices=(2, 3, 4), default=2, help="upscaling factor (default 2)")
     p.add_argument("--weights", help="checkpoint path (default: the official checkpoint)")
     p.add_argument("--backends", default="torch,onnx,onnx-fp16,onnx-int8",
                    help="comma-separated, from: torch, torch-cuda, torch-cuda-fp16, onnx, onnx-fp16, onnx-int8, "
                         "onnx-cuda, onnx-trt, trt, trt-fp16, trt-int8, coreml (unavailable ones are listed as skipped)")
     p.add_argument("--sizes", default="256x256", help="LR input sizes, WxH, comma-separated (default 256x256)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
-    p.add_argument("--runs", type=int, default=30, help="most timed calls per measurement (default 30)")
-    p.add_argument("--budget", type=float, default=20.0, help="seconds of timed calls per measurement, at least 3 calls")
-    p.add_argument("--threads", type=int, help="CPU threads per backend (default: each library's own default)")
+    p.add_argument("--warmup", type=_number(int, 0), default=2, help="untimed calls first (default 2)")
+    p.add_argument("--runs", type=_number(int, 1), default=30, help="most timed calls per measurement (default 30)")
+    p.add_argument("--budget", type=_number(float, 0, strict=True), default=20.0,
+                   help="seconds of timed calls per measurement, at least 3 calls")
+    p.add_argument("--threads", type=_number(int, 1), help="CPU threads per backend (default: each library's own default)")
     p.add_argument("--out", help="folder for bench.md, bench.json, bench.png and the exported artifacts")
     p.add_argument("--json", action="store_true", help='print {"machine": ..., "results": [...]} on stdout')
     p.set_defaults(run=cmd_bench)
@@ -597,7 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_model_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--model", required=required, help="zoo name (python cli.py models)")
-    p.add_argument("--scale", required=required, type=int, help="upscaling factor: 2, 3 or 4")
+    p.add_argument("--scale", type=int, choices=(2, 3, 4), default=2, help="upscaling factor (default 2)")
     p.add_argument("--weights", help="checkpoint path (default: the official checkpoint, downloaded and verified)")
     p.add_argument("--gate", choices=("argmax", "branch0", "branch1"),
                    help="DSRNet only: per-image argmax of the gate (default) or a forced branch")

@@ -31,3 +31,14 @@ def upscale_rgb(rgb: np.ndarray, infer: Infer, colour: str) -> np.ndarray:
     ycbcr = images.rgb_to_ycbcr(rgb / 255.0)
     chroma = [images.bicubic_resize(ycbcr[..., c], width, height) for c in (1, 2)]
     return images.to_uint8(images.ycbcr_to_rgb(np.dstack([luma, *chroma])))
+
+
+def upscale_picture(picture: images.Picture, infer: Infer, colour: str) -> images.Picture:
+    """``upscale_rgb`` on the colour; alpha (where there is one) resized bicubically to the output size; the
+    colour profile carried over, so the output looks as the input does."""
+    rgb = upscale_rgb(picture.rgb, infer, colour)
+    alpha = None
+    if picture.alpha is not None:
+        height, width = rgb.shape[:2]
+        alpha = images.to_uint8(images.bicubic_resize(picture.alpha / 255.0, width, height))
+    return images.Picture(rgb, alpha, picture.icc_profile)

@@ -62,3 +62,28 @@ def test_eval_json():
     assert (report["model"], report["scale"], report["dataset"]) == ("fsrcnn", 3, "Set5")
     assert set(report["images"]) == {"baby", "bird", "butterfly", "head", "woman"}
     assert abs(report["psnr"] - 32.57) <= 0.01 and 0.90 < report["ssim"] < 0.91
+
+
+def test_export_defaults_scale_2_and_a_printed_output_folder(tmp_path):
+    need_shared("weights", "fsrcnn_x2.pth")
+    result = subprocess.run([sys.executable, str(REPO / "cli.py"), "export", "--model", "fsrcnn"], cwd=tmp_path,
+                            capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "output folder: out/fsrcnn_x2_onnx (the default; choose another with --out DIR)" in result.stderr
+    assert result.stdout.strip() == "out/fsrcnn_x2_onnx/fsrcnn_x2_fp32.onnx"
+    assert (tmp_path / "out" / "fsrcnn_x2_onnx" / "fsrcnn_x2_fp32.onnx").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["export", "--model", "fsrcnn", "--max-psnr-drop", "-1"], "argument --max-psnr-drop: must be ≥ 0, not -1"),
+    (["export", "--model", "fsrcnn", "--scale", "5"], "argument --scale: invalid choice: 5"),
+    (["export", "--model", "fsrcnn", "--max-shape", "3x"], "shape '3x' is not HxW"),
+    (["bench", "--model", "fsrcnn", "--runs", "0"], "argument --runs: must be ≥ 1, not 0"),
+    (["bench", "--model", "fsrcnn", "--budget", "0"], "argument --budget: must be > 0, not 0"),
+    (["bench", "--model", "fsrcnn", "--threads", "x"], "argument --threads: 'x' is not an integer"),
+])
+def test_numeric_options_are_checked_before_any_work(tmp_path, args, message):
+    result = subprocess.run([sys.executable, str(REPO / "cli.py"), *args], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -1,11 +1,14 @@
 """Image reading in every mode, atomic writes, colour conversion and the RGB path of Y-channel networks."""
 from __future__ import annotations
 
+import struct
+import time
 import warnings
+import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
 import models
 from runtime import images, metrics
@@ -93,8 +96,10 @@ def test_truncated_png(tmp_path):
 
 def test_huge_image_is_refused_before_decoding(tmp_path):
     path = images.write_image(tmp_path / "big.png", RGB)
-    with pytest.raises(SrDeployError, match=r"above the 0 MP limit: downscale it or raise --max-pixels"):
-        images.read_rgb(path, max_pixels=100)
+    with pytest.raises(SrDeployError, match=r"above the 0 MP limit: downscale it, or raise the limit with "
+                                            r"--max-pixels 600$"):
+        images.read_rgb(path, max_pixels=599)
+    assert images.read_rgb(path, max_pixels=600).shape == (20, 30, 3)
 
 
 def test_missing_file(tmp_path):
@@ -121,3 +126,68 @@ def test_fsrcnn_rgb_path_beats_bicubic():
     bicubic = np.asarray(Image.fromarray(lr).resize((hr.shape[1], hr.shape[0]), Image.BICUBIC))
     assert sr.shape == hr.shape and sr.dtype == np.uint8
     assert metrics.psnr(sr, hr) > metrics.psnr(bicubic, hr) + 1.0
+
+
+def png_header(path, width: int, height: int, bit_depth: int = 8, colour_type: int = 2, rows: bytes = b""):
+    """A PNG whose header claims ``width``×``height`` (the data may be far smaller: a crafted file)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_header_claiming_10_gigapixels_is_refused_before_decoding(tmp_path):
+    path = png_header(tmp_path / "bomb.png", 100_000, 100_000)
+    start = time.perf_counter()
+    with pytest.raises(SrDeployError, match=r"100000×100000 = 10000 MP, above the 100 MP limit: downscale it, or raise"
+                                            r" the limit with --max-pixels 10000000000$"):
+        images.read_picture(path)
+    assert time.perf_counter() - start < 1.0
+    assert Image.MAX_IMAGE_PIXELS == 89_478_485  # Pillow's own limit is restored
+
+
+def test_16_bit_rgb_warns_like_16_bit_grey(tmp_path):
+    samples = RNG.integers(0, 65536, (4, 5, 3), dtype=np.uint16)
+    rows = b"".join(b"\x00" + samples[y].astype(">u2").tobytes() for y in range(4))
+    path = png_header(tmp_path / "rgb16.png", 5, 4, bit_depth=16, rows=rows)
+    with pytest.warns(images.ImageWarning, match="16-bit samples reduced to 8 bits"):
+        out = images.read_rgb(path)
+    assert np.array_equal(out, (samples >> 8).astype(np.uint8))  # Pillow keeps the high byte
+
+
+def test_phone_photo_orientation_is_applied(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    Image.fromarray(RGB).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    out = images.read_rgb(tmp_path / "phone.jpg")
+    assert out.shape == (30, 20, 3)
+    expected = np.rot90(np.asarray(Image.open(tmp_path / "phone.jpg").convert("RGB")), k=-1)
+    assert np.array_equal(out, expected)
+
+
+def test_cmyk_scan_becomes_rgb(tmp_path):
+    cmyk = Image.fromarray(RGB).convert("CMYK")
+    out = _read_quietly(_save(tmp_path, cmyk, "scan.tif"))
+    assert np.array_equal(out, np.asarray(cmyk.convert("RGB")))
+
+
+def test_colour_profile_and_transparency_reach_the_output(tmp_path):
+    from runtime.pipeline import upscale_picture
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    palette = Image.fromarray(RGB).quantize(16)
+    palette.info["transparency"] = 0
+    palette.save(tmp_path / "logo.png", transparency=0, icc_profile=profile)
+    picture = images.read_picture(tmp_path / "logo.png")
+    assert picture.alpha is not None and picture.icc_profile == profile
+    nearest = lambda x: x.repeat(2, axis=2).repeat(2, axis=3)  # noqa: E731 - a stand-in ×2 network
+    up = upscale_picture(picture, nearest, "rgb")
+    written = Image.open(images.write_picture(tmp_path / "out.png", up))
+    assert written.mode == "RGBA" and written.size == (60, 40) and written.info["icc_profile"] == profile
+    assert (np.asarray(written)[..., 3] == 0).any() and (np.asarray(written)[..., 3] == 255).any()
+    with pytest.warns(images.ImageWarning, match="JPEG has no transparency: composited over white"):
+        flat = Image.open(images.write_picture(tmp_path / "out.jpg", up))
+    assert flat.mode == "RGB" and flat.info["icc_profile"] == profile

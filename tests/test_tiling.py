@@ -105,3 +105,42 @@ def test_upscale_cli_refuses_an_image_too_small_for_the_artifact(lesrcnn_artifac
     assert result.returncode == 2
     assert "height 5 is below the artifact's minimum 8" in result.stderr
     assert not (tmp_path / "out.png").exists()
+
+
+def test_upscale_cli_a_crafted_header_in_a_folder_fails_alone(lesrcnn_artifact, tmp_path):
+    from tests.test_images import png_header
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    png_header(folder / "a_bomb.png", 100_000, 100_000)
+    images.write_image(folder / "b_good.png", np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8))
+    result = subprocess.run(
+        [sys.executable, "cli.py", "upscale", str(folder), str(tmp_path / "out"), "--artifact", str(lesrcnn_artifact)],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "skipped" in result.stderr and "a_bomb.png" in result.stderr and "--max-pixels 10000000000" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b_good_x2.png"]
+
+
+@pytest.mark.parametrize("output, arguments, message", [
+    ("x.xyz", [], "output {out}: '.xyz' is not an image extension"),
+    ("x.png", ["--tile", "-3"], "argument --tile: must be ≥ 0, not -3"),
+    ("x.png", ["--tile-overlap", "-1"], "argument --tile-overlap: must be ≥ 0, not -1"),
+    ("x.png", ["--max-pixels", "0"], "argument --max-pixels: must be ≥ 1, not 0"),
+])
+def test_upscale_cli_refuses_bad_arguments_before_any_work(lesrcnn_artifact, tmp_path, output, arguments, message):
+    images.write_image(tmp_path / "in.png", np.zeros((20, 24, 3), np.uint8))
+    out = tmp_path / output
+    result = subprocess.run([sys.executable, "cli.py", "upscale", str(tmp_path / "in.png"), str(out),
+                             "--artifact", str(lesrcnn_artifact), *arguments], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message.format(out=out) in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
+
+
+def test_upscale_cli_a_folder_goes_to_a_folder(lesrcnn_artifact, tmp_path):
+    (tmp_path / "in").mkdir()
+    result = subprocess.run([sys.executable, "cli.py", "upscale", str(tmp_path / "in"), str(tmp_path / "out.png"),
+                             "--artifact", str(lesrcnn_artifact)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2 and "is a folder, so the output must be a folder" in result.stderr

@@ -158,15 +158,15 @@ def test_cuda_runtime_answers_or_says_why_not():
 
 
 @pytest.mark.skipif(NO_TRT is None, reason="TensorRT and a GPU are present: the missing-TensorRT path cannot run")
-def test_target_trt_without_tensorrt_fails_in_one_line_and_writes_nothing(tmp_path):
-    out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "cli.py", "export", "--model", "fsrcnn", "--scale", "2", "--target", "trt",
-                             "--out", str(out)], cwd=REPO, capture_output=True, text=True)
+def test_the_design_card_command_without_tensorrt_fails_in_one_line_and_writes_nothing(tmp_path):
+    """`python cli.py export --model lesrcnn --target trt`, exactly as written, from another folder."""
+    result = subprocess.run([sys.executable, str(REPO / "cli.py"), "export", "--model", "lesrcnn", "--target", "trt"],
+                            cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("error: ")
     if "TensorRT" in result.stderr:
         assert "pip install tensorrt" in result.stderr and "--target jetson" in result.stderr
-    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 # ---- Jetson bundle ---------------------------------------------------------------------------------
