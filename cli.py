@@ -53,6 +53,7 @@ class Runner(NamedTuple):
     receptive_radius: int
     min_size: int
     source: str
+    max_shape: list[int] | None  # an artifact's largest N×C×H×W input; None for PyTorch
 
 
 def _runner(args: argparse.Namespace) -> Runner:
@@ -62,7 +63,8 @@ def _runner(args: argparse.Namespace) -> Runner:
 
         session = open_artifact(args.artifact)
         return Runner(session.infer, session.metadata["model"], session.scale, session.colour,
-                      session.receptive_radius, session.shape_bounds["min"][2], str(args.artifact))
+                      session.receptive_radius, session.shape_bounds["min"][2], str(args.artifact),
+                      session.shape_bounds["max"])
     if not (args.model and args.scale):
         raise SrDeployError(f"{args.command} needs --artifact FILE, or --model NAME and --scale S")
     import models
@@ -71,7 +73,7 @@ def _runner(args: argparse.Namespace) -> Runner:
 
     model = models.load(args.model, args.scale, args.weights, **_model_options(args))
     return Runner(TorchRunner(model).infer, args.model, args.scale, model.srdeploy.colour,
-                  export_config(args.model).receptive_radius, 1, model.srdeploy.checkpoint)
+                  export_config(args.model).receptive_radius, 1, model.srdeploy.checkpoint, None)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -80,7 +82,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from benchmarks.quality import dataset_pairs, evaluate
     from models.registry import architecture
 
-    infer, name, scale, _, _, _, source = _runner(args)
+    runner = _runner(args)
+    infer, name, scale, source = runner.infer, runner.name, runner.scale, runner.source
     arch = architecture(name)
     pairs = dataset_pairs(args.dataset, scale)
     report = evaluate(
@@ -240,57 +243,29 @@ def _export_jetson(args: argparse.Namespace, model, profile) -> int:
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
-    from functools import partial
     from pathlib import Path
 
     from tqdm import tqdm
 
-    from runtime import images
-    from runtime.pipeline import upscale_picture
-    from runtime.tiling import tiled_infer
+    from runtime.upscale import exit_status, fit_tile, plan_jobs, upscale_each
 
-    jobs = _upscale_jobs(Path(args.input), Path(args.output))
+    jobs = plan_jobs(Path(args.input), Path(args.output))  # paths checked before the model or artifact opens
     runner = _runner(args)
-    scale = runner.scale
     overlap = runner.receptive_radius if args.tile_overlap is None else args.tile_overlap
-    tiled = partial(tiled_infer, infer=runner.infer, scale=scale, tile=args.tile, overlap=overlap,
-                    min_size=runner.min_size)
     failed = 0
-    for image_path, out_path in tqdm(jobs, desc="upscale", unit="img", disable=True if len(jobs) == 1 else None, leave=False):
-        out_path = Path(str(out_path).format(scale=scale))
-        try:
-            picture = images.read_picture(image_path, args.max_pixels)
-            print(images.write_picture(out_path, upscale_picture(picture, tiled, runner.colour)))
-        except SrDeployError as exc:
+    tile = fit_tile(args.tile, overlap, runner.max_shape)
+    results = upscale_each(jobs, runner.infer, runner.scale, runner.colour, tile, overlap, runner.min_size,
+                           args.max_pixels)
+    for job, written, problem in tqdm(results, total=len(jobs), desc="upscale", unit="img", leave=False,
+                                      disable=True if len(jobs) == 1 else None):
+        if problem:
             failed += 1
-            print(f"skipped {image_path}: {exc}", file=sys.stderr)
+            print(f"skipped {job.source}: {problem}", file=sys.stderr)
+        else:
+            print(written)
     if failed:
         print(f"error: {failed} of {len(jobs)} images failed (see above)", file=sys.stderr)
-        return 2 if failed == len(jobs) else 1
-    return 0
-
-
-def _upscale_jobs(source, target) -> list[tuple]:
-    """(input image, output path template) pairs. The output is a folder when it is one, or has no extension;
-    a file when it has an image extension (one input image only); anything else is refused before any work."""
-    from runtime import images
-
-    if not (source.is_dir() or source.is_file()):
-        raise SrDeployError(f"input {source} does not exist: pass an image or a folder of images")
-    suffix = target.suffix.lower()
-    to_folder = target.is_dir() or not suffix
-    if not to_folder and suffix not in images.IMAGE_SUFFIXES:
-        raise SrDeployError(f"output {target}: {suffix!r} is not an image extension ({', '.join(images.IMAGE_SUFFIXES)}); "
-                            "name an image file, or a folder (no extension)")
-    if source.is_dir():
-        if not to_folder:
-            raise SrDeployError(f"input {source} is a folder, so the output must be a folder, not the image file {target}")
-        jobs = [(p, target / f"{p.stem}_x{{scale}}.png") for p in sorted(source.iterdir())
-                if p.suffix.lower() in images.IMAGE_SUFFIXES]
-        if not jobs:
-            raise SrDeployError(f"{source} holds no images ({', '.join(images.IMAGE_SUFFIXES)})")
-        return jobs
-    return [(source, target / f"{source.stem}_x{{scale}}.png" if to_folder else target)]
+    return exit_status(failed, len(jobs))
 
 
 def _reference_model(session, weights: str | None):

@@ -3,10 +3,12 @@
     DIR/
       build.sh              trtexec with the BuildPlan's flags (strongly or weakly typed, whichever the
                             installed TensorRT accepts), then parity + latency on the device
-      manifest.json         model, profile, and per precision: ONNX + sha256, both plans, trtexec args, tolerance
+      manifest.json         model, profile, per precision (ONNX + sha256, both plans, trtexec args, tolerance),
+                            and the sha256 of every other file (checked whenever the bundle runs)
       onnx/NAME_xS_P.onnx   the FP32 / FP16 / INT8-Q/DQ graphs
       golden/               held-out photo crops and PyTorch FP32 outputs
-      runtime/              the thin runtime (numpy + tensorrt; onnxruntime for the CPU check)
+      runtime/              the thin runtime (numpy + tensorrt; onnxruntime for the CPU check; Pillow to
+                            upscale images: python3 -m runtime.bundle_upscale)
       README.md             for the person at the device
 
 Written into a temporary folder and renamed into place: a failed export leaves nothing behind.
@@ -34,8 +36,9 @@ from runtime.parity import probe_inputs
 from runtime.pipeline import Infer
 
 RUNTIME_FILES = (
-    "__init__.py", "errors.py", "atomic.py", "artifact.py", "compare.py", "golden.py", "tables.py", "timing.py",
-    "cuda.py", "trt_sidecar.py", "trt_backend.py", "onnx_backend.py", "bundle_check.py",
+    "__init__.py", "errors.py", "atomic.py", "artifact.py", "compare.py", "digest.py", "golden.py", "tables.py",
+    "timing.py", "cuda.py", "trt_sidecar.py", "trt_backend.py", "onnx_backend.py", "bundle_check.py",
+    "images.py", "pipeline.py", "tiling.py", "upscale.py", "bundle_upscale.py",
 )
 TYPINGS = {"strong": True, "weak": False}
 REFERENCE = "PyTorch FP32"
@@ -166,7 +169,19 @@ GPU they were built with, which is why they are built here.
 {rows}
 
 Without a GPU the same check runs on the ONNX files: `python3 -m runtime.bundle_check --backend onnxruntime`.
-`manifest.json` holds the exact `trtexec` arguments for both typings.
+`manifest.json` holds the exact `trtexec` arguments for both typings, and the sha256 of every file of the
+bundle: each run checks them first, and a damaged file is named in one line.
+
+## Upscale images on the device
+
+    python3 -m runtime.bundle_upscale photo.jpg photo_x{manifest['scale']}.png        # or a folder: IN_DIR OUT_DIR
+    python3 -m runtime.bundle_upscale IN_DIR OUT_DIR --precision int8 --tile 256
+
+Runs the engine `build.sh` built (`--backend onnxruntime` for the ONNX files on the CPU), tiled so that every
+tile stays inside the optimization profile, with the network's receptive radius as context (the result equals a
+whole-image run). Needs Pillow (`sudo apt install python3-pil`). Images are read as a viewer shows them (EXIF
+orientation, CMYK, transparency and colour profiles kept). Exit status: 0 all written, 1 some images failed
+(each named, the others written), 2 nothing done.
 """
 
 
@@ -195,9 +210,11 @@ def write_bundle(out: Path, model_name: str, scale: int, artifacts: dict[str, on
         source = Path(__file__).resolve().parent.parent / "runtime"
         for name in RUNTIME_FILES:
             shutil.copyfile(source / name, work / "runtime" / name)
-        (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
         (work / "build.sh").write_text(build_script(manifest))
         os.chmod(work / "build.sh", 0o755)
         (work / "README.md").write_text(device_readme(manifest))
+        manifest["files"] = {p.relative_to(work).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                             for p in sorted(work.rglob("*")) if p.is_file()}
+        (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return out
 

@@ -25,6 +25,7 @@ from torch import nn
 from export.config import OnnxExportConfig, export_config
 from export.graph_rewrite import merge_shared_branches
 from export.onnx_macs import onnx_macs_per_output_pixel
+from runtime import digest
 from runtime.atomic import atomic_path
 from runtime.errors import SrDeployError
 
@@ -137,9 +138,16 @@ def set_metadata(proto: onnx.ModelProto, entries: dict[str, str]) -> None:
 
 
 def save(proto: onnx.ModelProto, path: str | Path) -> Path:
-    """Write atomically (temporary file + rename)."""
+    """Write atomically (temporary file + rename), sealed with the sha256 of its own bytes
+    (``runtime.digest``: every session checks it on open)."""
+    sealed = onnx.ModelProto()
+    sealed.CopyFrom(proto)
+    entries = [p for p in sealed.metadata_props if p.key != digest.KEY]
+    del sealed.metadata_props[:]
+    sealed.metadata_props.extend(entries)
+    sealed.metadata_props.add(key=digest.KEY, value=digest.PLACEHOLDER.decode())
     with atomic_path(path) as tmp:
-        onnx.save(proto, tmp)
+        tmp.write_bytes(digest.seal(sealed.SerializeToString()))
     return Path(path)
 
 

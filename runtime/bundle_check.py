@@ -10,6 +10,7 @@ sidecars (TensorRT version, GPU, plan, parity) are written then. Exit 0 when eve
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -24,16 +25,27 @@ from runtime.timing import measure
 
 BUNDLE = Path(__file__).resolve().parent.parent
 MANIFEST = "manifest.json"
-FORMAT = "srdeploy-jetson-bundle/1"
+FORMAT = "srdeploy-jetson-bundle/2"  # /2: manifest lists every file with its sha256
 
 
 def load_manifest(root: Path = BUNDLE) -> dict:
+    """The bundle's manifest, after every file it lists was checked against its sha256."""
     path = root / MANIFEST
     if not path.is_file():
         raise SrDeployError(f"{path} is missing: run this from an srdeploy Jetson bundle")
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != FORMAT:
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SrDeployError(f"{path} is damaged ({exc}): copy the bundle again, or re-export it") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise SrDeployError(f"{path} is not an {FORMAT} manifest: re-export the bundle with this srdeploy")
+    fix = (f"copy the bundle again, or re-export it (python cli.py export --model {manifest['model']} "
+           f"--scale {manifest['scale']} --target jetson)")
+    for name, expected in manifest["files"].items():
+        if not (root / name).is_file():
+            raise SrDeployError(f"bundle file {name} is missing: {fix}")
+        if hashlib.sha256((root / name).read_bytes()).hexdigest() != expected:
+            raise SrDeployError(f"bundle file {name} is damaged (its sha256 differs from {MANIFEST}'s): {fix}")
     return manifest
 
 
@@ -49,11 +61,14 @@ def adopt_engine(root: Path, entry: dict, precision: str, typing: str) -> None:
                   built_by=f"trtexec via build.sh ({typing}ly typed)", parity=None)
 
 
-def open_session(root: Path, entry: dict, backend: str, cuda_graphs: bool):
+def open_session(root: Path, entry: dict, backend: str, cuda_graphs: bool, precision: str):
     if backend == "onnxruntime":
         from runtime.onnx_backend import OnnxSession
 
         return OnnxSession(root / entry["onnx"], providers=["CPUExecutionProvider"])
+    if not (root / entry["engine"]).is_file():
+        raise SrDeployError(f"engine {entry['engine']} is not built yet: run `bash build.sh {precision}` in this bundle "
+                            "(or use --backend onnxruntime)")
     from runtime.trt_backend import TrtSession
 
     return TrtSession(root / entry["engine"], cuda_graphs=cuda_graphs)
@@ -81,7 +96,7 @@ def check(root: Path, precision: str, args: argparse.Namespace, manifest: dict) 
     entry = manifest["precisions"][precision]
     if args.typing:
         adopt_engine(root, entry, precision, args.typing)
-    session = open_session(root, entry, args.backend, args.cuda_graphs)
+    session = open_session(root, entry, args.backend, args.cuda_graphs, precision)
     cases, _ = load_golden(root / manifest["golden"])
     tolerance = Tolerance(**entry["tolerance"])
     results = parity(session, cases, tolerance)

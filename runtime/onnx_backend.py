@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime import digest
 from runtime.artifact import ArtifactSession, srdeploy_metadata
 from runtime.errors import SrDeployError
 
@@ -30,8 +31,10 @@ class OnnxSession(ArtifactSession):
         options.log_severity_level = 3  # errors only: graph-cleanup notices are not the user's concern
         if threads:
             options.intra_op_num_threads = threads
+        data = self.path.read_bytes()
+        digest.check(data, self.path, "re-export it with `python cli.py export`")
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=self.providers)
+            self.session = ort.InferenceSession(data, options, providers=self.providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors on bad files
             reason = str(exc).strip().splitlines()[0][:160]
             raise SrDeployError(f"artifact {self.path} cannot be loaded by ONNX Runtime ({reason}): re-export it") from None

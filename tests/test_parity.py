@@ -13,7 +13,7 @@ import pytest
 from onnx import numpy_helper
 
 import models
-from export.onnx_export import export_onnx
+from export.onnx_export import export_onnx, save
 from runtime.compare import TOLERANCES, compare
 from tests.conftest import REPO, need_shared, weights
 
@@ -44,7 +44,7 @@ def test_perturbed_artifact_fails(fsrcnn_artifact, tmp_path):
     proto = onnx.load(fsrcnn_artifact)
     conv_weight = next(t for t in proto.graph.initializer if numpy_helper.to_array(t).ndim == 4)
     conv_weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(conv_weight) * 1.01, conv_weight.name))
-    onnx.save(proto, tmp_path / "perturbed.onnx")
+    save(proto, tmp_path / "perturbed.onnx")  # sealed anew: a self-consistent artifact that computes wrongly
     result = run_cli("parity", str(tmp_path / "perturbed.onnx"))
     assert result.returncode == 1
     assert "FAIL odd_17x23: max rel" in result.stdout and result.stdout.rstrip().endswith("FAIL")
@@ -81,3 +81,31 @@ def test_comparison_statistics():
     broken = reference.copy()
     broken[0, 0, 0, 0] = np.nan
     assert compare(broken, reference).violations(TOLERANCES["fp32"]) == ["1 NaN/Inf values"]
+
+
+def flip_weight_bytes(artifact, out):
+    """A copy of ``artifact`` with bytes flipped inside its first convolution's weights, as a bad disk or a
+    broken download would."""
+    data = bytearray(artifact.read_bytes())
+    weight = next(t for t in onnx.load(artifact).graph.initializer if numpy_helper.to_array(t).ndim == 4)
+    start = bytes(data).find(weight.raw_data) + len(weight.raw_data) // 2
+    data[start:start + 4] = bytes(b ^ 0x5A for b in data[start:start + 4])
+    out.write_bytes(bytes(data))
+    return out
+
+
+@pytest.mark.parametrize("command", ["upscale", "eval", "parity"])
+def test_damaged_weights_are_refused_on_open(fsrcnn_artifact, tmp_path, command):
+    damaged = flip_weight_bytes(fsrcnn_artifact, tmp_path / "damaged.onnx")
+    image = tmp_path / "in.png"
+    from runtime import images
+
+    images.write_image(image, np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8))
+    args = {"upscale": ["upscale", str(image), str(tmp_path / "out.png"), "--artifact", str(damaged)],
+            "eval": ["eval", "--artifact", str(damaged), "--dataset", str(tmp_path)],
+            "parity": ["parity", str(damaged)]}[command]
+    result = run_cli(*args)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: artifact {damaged} is damaged (its bytes no longer match the sha256 "
+                                    "recorded at export): re-export it")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.onnx", "in.png"]

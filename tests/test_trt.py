@@ -4,8 +4,10 @@ recording stand-in for trtexec, parity checked on ONNX Runtime). The engine buil
 end need ``import tensorrt`` and a GPU, and skip with that reason elsewhere."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -252,8 +254,70 @@ def test_bundle_check_fails_on_a_wrong_golden_output(bundle, tmp_path):
     name = next(k for k in arrays if k.endswith(".output"))
     arrays[name] = arrays[name] * 0.98  # a 2 % brightness error, as a lost scale factor would give
     np.savez_compressed(broken / "golden" / "golden.npz", **arrays)
+    manifest = json.loads((broken / "manifest.json").read_text())  # a self-consistent bundle that is wrong
+    manifest["files"]["golden/golden.npz"] = hashlib.sha256((broken / "golden" / "golden.npz").read_bytes()).hexdigest()
+    (broken / "manifest.json").write_text(json.dumps(manifest))
     result = _bundle_check(broken, "--backend", "onnxruntime", "--runs", "0", "fp32")
     assert result.returncode == 1 and "FAIL" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["onnx/fsrcnn_x2_fp16.onnx", "golden/golden.npz", "README.md"])
+def test_a_damaged_bundle_file_is_refused_in_one_line(bundle, tmp_path, name):
+    damaged = tmp_path / "damaged"
+    subprocess.run(["cp", "-r", str(bundle), str(damaged)], check=True)
+    data = bytearray((damaged / name).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (damaged / name).write_bytes(bytes(data))
+    result = _bundle_check(damaged, "--backend", "onnxruntime", "--runs", "0")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: bundle file {name} is damaged (its sha256 differs from manifest.json's): "
+                                    "copy the bundle again, or re-export it (python cli.py export --model fsrcnn")
+
+
+def _bundle_upscale(bundle: Path, *args: str) -> subprocess.CompletedProcess:
+    """The bundle's upscaler as a device runs it: from the bundle, with torch made unimportable."""
+    code = ("import sys, runpy; sys.modules['torch'] = None; "
+            "sys.argv = ['bundle_upscale', *sys.argv[1:]]; runpy.run_module('runtime.bundle_upscale', run_name='__main__')")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=bundle, capture_output=True, text=True, env=env)
+
+
+def test_the_bundle_upscales_a_folder_by_itself(bundle, tmp_path):
+    """Tiled within the bundle's small profile (max 128×160 LR), equal to a whole-image run of the same ONNX."""
+    from runtime import images, metrics
+    from runtime.onnx_backend import OnnxSession
+    from runtime.pipeline import upscale_rgb
+
+    photo = (held_out_photo("rgb").transpose(1, 2, 0) * 255).round().astype(np.uint8)[:150, :200]
+    (tmp_path / "in").mkdir()
+    images.write_image(tmp_path / "in" / "a_photo.png", photo)
+    (tmp_path / "in" / "b_broken.png").write_bytes(b"not a png")
+    result = _bundle_upscale(bundle, str(tmp_path / "in"), str(tmp_path / "out"), "--backend", "onnxruntime",
+                             "--precision", "fp32")
+    assert result.returncode == 1, result.stderr
+    assert "skipped" in result.stderr and "b_broken.png" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_photo_x2.png"]
+    whole = OnnxSession(bundle / "onnx" / "fsrcnn_x2_fp32.onnx").infer
+    expected = upscale_rgb(photo[:64, :80], whole, "y")  # within the profile: one whole-image call
+    tiled = images.read_rgb(tmp_path / "out" / "a_photo_x2.png")
+    assert tiled.shape == (300, 400, 3)
+    # away from the crop's own right and bottom edges (where the crop lacks the photo's context)
+    assert metrics.psnr(tiled[:96, :128], expected[:96, :128]) >= 60
+
+
+def test_the_bundle_names_its_own_build_command_for_a_missing_engine(bundle, tmp_path):
+    fresh = tmp_path / "fresh"
+    subprocess.run(["cp", "-r", str(bundle), str(fresh)], check=True)
+    shutil.rmtree(fresh / "engines", ignore_errors=True)
+    images_in = tmp_path / "in.png"
+    from runtime import images
+
+    images.write_image(images_in, np.zeros((20, 20, 3), np.uint8))
+    result = _bundle_upscale(fresh, str(images_in), str(tmp_path / "out.png"), "--precision", "int8")
+    assert result.returncode == 2 and result.stderr == (
+        "error: engine engines/fsrcnn_x2_int8.engine is not built yet: run `bash build.sh int8` in this bundle "
+        "(or use --backend onnxruntime)\n")
+    assert not (tmp_path / "out.png").exists()
 
 
 def test_cli_jetson_bundle_end_to_end(tmp_path):

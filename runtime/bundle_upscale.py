@@ -1,0 +1,62 @@
+"""Upscale images on the device with the Jetson bundle's own engines (or its ONNX files), torch-free:
+
+    python3 -m runtime.bundle_upscale INPUT OUTPUT [--precision fp16] [--backend tensorrt|onnxruntime] [--tile 256]
+
+INPUT is an image or a folder of images; OUTPUT an image file, or a folder for NAME_x{scale}.png. Large images
+are tiled (with the network's receptive radius as context: the result equals a whole-image run) and kept within
+the engine's optimization profile. Exit status: 0 every image written; 1 some failed (each named, the others
+written); 2 nothing done.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from runtime.bundle_check import BUNDLE, load_manifest, open_session
+from runtime.errors import SrDeployError
+from runtime.images import DEFAULT_MAX_PIXELS
+from runtime.upscale import exit_status, fit_tile, plan_jobs, upscale_each
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m runtime.bundle_upscale", description=__doc__.split("\n")[0])
+    parser.add_argument("input", help="image file or folder")
+    parser.add_argument("output", help="output image file, or folder (created) for NAME_x{scale}.png")
+    parser.add_argument("--precision", help="fp32, fp16 or int8 (default: fp16 where the bundle has it)")
+    parser.add_argument("--backend", choices=("tensorrt", "onnxruntime"), default="tensorrt",
+                        help="tensorrt: the engine build.sh built (default); onnxruntime: the bundle's ONNX on the CPU")
+    parser.add_argument("--tile", type=int, default=256, help="LR tile size in pixels (0: whole image); default 256")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help=f"largest input image in pixels, checked from the header (default {DEFAULT_MAX_PIXELS})")
+    args = parser.parse_args(argv)
+    try:
+        if args.tile < 0 or args.max_pixels < 1:
+            raise SrDeployError("--tile must be ≥ 0 and --max-pixels ≥ 1")
+        manifest = load_manifest()
+        precisions = manifest["precisions"]
+        precision = args.precision or ("fp16" if "fp16" in precisions else next(iter(precisions)))
+        if precision not in precisions:
+            raise SrDeployError(f"precision {precision} is not in this bundle ({', '.join(precisions)})")
+        jobs = plan_jobs(Path(args.input), Path(args.output))
+        session = open_session(BUNDLE, precisions[precision], args.backend, False, precision)
+    except SrDeployError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    failed = 0
+    overlap = session.receptive_radius
+    tile = fit_tile(args.tile, overlap, session.shape_bounds["max"])
+    for job, written, problem in upscale_each(jobs, session.infer, session.scale, session.colour, tile, overlap,
+                                              session.shape_bounds["min"][2], args.max_pixels):
+        if problem:
+            failed += 1
+            print(f"skipped {job.source}: {problem}", file=sys.stderr)
+        else:
+            print(written)
+    if failed:
+        print(f"error: {failed} of {len(jobs)} images failed (see above)", file=sys.stderr)
+    return exit_status(failed, len(jobs))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Artifacts that verify themselves: each records the sha256 of its own bytes.
+
+Sealing: the artifact is serialized with a fixed 64-byte placeholder as the value of its ``srdeploy.sha256``
+metadata entry, the sha256 of those bytes is taken, and the placeholder is overwritten with the digest's hex
+(same length, so the file format is untouched). Checking: put the placeholder back over the recorded digest,
+hash, compare. A damaged byte anywhere (weights, graph, metadata) is caught, before any runtime parses the
+file, with hashlib alone. Works for every protobuf artifact whose metadata is a string map (ONNX, Core ML).
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from runtime.errors import SrDeployError
+
+KEY = "srdeploy.sha256"
+PLACEHOLDER = b"srdeploy: sha256 of this file with this text in its place".ljust(64, b".")
+_MARK = KEY.encode() + b"\x12\x40"  # a string-map entry in protobuf: the key, then field 2 (value), 64 bytes
+
+
+def seal(data: bytes) -> bytes:
+    """``data`` (holding ``PLACEHOLDER`` once) with its digest written in place of the placeholder."""
+    if data.count(PLACEHOLDER) != 1:
+        raise ValueError("a sealed artifact must hold the digest placeholder exactly once")
+    return data.replace(PLACEHOLDER, hashlib.sha256(data).hexdigest().encode())
+
+
+def check(data: bytes, path: str | Path, fix: str) -> None:
+    """A one-line error naming ``path`` and ``fix`` unless ``data`` holds one digest that matches its bytes."""
+    at = data.find(_MARK)
+    if at < 0 or data.find(_MARK, at + 1) >= 0:
+        raise SrDeployError(f"artifact {path} carries no srdeploy digest (damaged, or not exported by this srdeploy "
+                            f"version): {fix}")
+    start = at + len(_MARK)
+    recorded = data[start:start + 64]
+    if hashlib.sha256(data[:start] + PLACEHOLDER + data[start + 64:]).hexdigest().encode() != recorded:
+        raise SrDeployError(f"artifact {path} is damaged (its bytes no longer match the sha256 recorded at export): "
+                            f"{fix}")

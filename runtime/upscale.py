@@ -1,0 +1,73 @@
+"""Upscaling files: an image, or a folder of images, through any ``infer`` (tiled), each written atomically and
+one failing file never stopping the rest. numpy + Pillow only: ``cli.py upscale`` and the Jetson bundle's
+``runtime.bundle_upscale`` both run it.
+
+Exit status of a run (``exit_status``): 0 every image written; 1 some failed, the others written; 2 none written.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Iterator
+
+from runtime import images
+from runtime.errors import SrDeployError
+from runtime.pipeline import Infer, upscale_picture
+from runtime.tiling import tiled_infer
+
+
+@dataclass(frozen=True)
+class Job:
+    source: Path
+    target: Path  # the output file, or the folder it goes into
+    into_folder: bool
+
+    def output(self, scale: int) -> Path:
+        return self.target / f"{self.source.stem}_x{scale}.png" if self.into_folder else self.target
+
+
+def plan_jobs(source: Path, target: Path) -> list[Job]:
+    """One job per input image. The output is a folder when it is one or has no extension, a file when it has an
+    image extension (one input image only); anything else is refused, before any model or artifact is opened."""
+    if not (source.is_dir() or source.is_file()):
+        raise SrDeployError(f"input {source} does not exist: pass an image or a folder of images")
+    suffix = target.suffix.lower()
+    to_folder = target.is_dir() or not suffix
+    if not to_folder and suffix not in images.IMAGE_SUFFIXES:
+        raise SrDeployError(f"output {target}: {suffix!r} is not an image extension ({', '.join(images.IMAGE_SUFFIXES)}); "
+                            "name an image file, or a folder (no extension)")
+    if source.is_file():
+        return [Job(source, target, to_folder)]
+    if not to_folder:
+        raise SrDeployError(f"input {source} is a folder, so the output must be a folder, not the image file {target}")
+    jobs = [Job(p, target, True) for p in sorted(source.iterdir()) if p.suffix.lower() in images.IMAGE_SUFFIXES]
+    if not jobs:
+        raise SrDeployError(f"{source} holds no images ({', '.join(images.IMAGE_SUFFIXES)})")
+    return jobs
+
+
+def upscale_each(jobs: list[Job], infer: Infer, scale: int, colour: str, tile: int, overlap: int, min_size: int = 1,
+                 max_pixels: int = images.DEFAULT_MAX_PIXELS) -> Iterator[tuple[Job, Path, str | None]]:
+    """For each job, in order: (job, output, None) once written, or (job, output, the one-line reason it failed)."""
+    tiled = partial(tiled_infer, infer=infer, scale=scale, tile=tile, overlap=overlap, min_size=min_size)
+    for job in jobs:
+        output = job.output(scale)
+        try:
+            picture = images.read_picture(job.source, max_pixels)
+            images.write_picture(output, upscale_picture(picture, tiled, colour))
+        except SrDeployError as exc:
+            yield job, output, str(exc)
+        else:
+            yield job, output, None
+
+
+def fit_tile(tile: int, overlap: int, max_shape: list[int] | None) -> int:
+    """``tile`` (0: whole image) shrunk so that a tile with its context fits the artifact's largest input."""
+    if not tile or max_shape is None:
+        return tile
+    return max(1, min(tile, min(max_shape[2], max_shape[3]) - 2 * overlap))
+
+
+def exit_status(failed: int, total: int) -> int:
+    return 0 if not failed else 2 if failed == total else 1
