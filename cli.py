@@ -416,7 +416,7 @@ def _bench_jobs(args: argparse.Namespace, work) -> tuple[list[tuple[str, dict, f
 
         jobs, identity = [], None
         for path in args.artifacts:
-            session = open_artifact(path)
+            session = open_artifact(path, run=False)  # bench runs it in its own process (or lists it as skipped)
             precision = session.metadata.get("precision", "fp32")
             kind = "trt" if path.endswith((".engine", ".plan", ".trt")) else "onnx"
             backend = kind if precision == "fp32" else f"{kind}-{precision}"
@@ -534,7 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="PSNR/SSIM of a model or an artifact on a BasicSR-layout dataset")
     _add_model_arguments(p, required=False)
-    p.add_argument("--artifact", help="evaluate an exported .onnx or .engine instead of the PyTorch model")
+    p.add_argument("--artifact", help="evaluate an exported artifact instead of the PyTorch model: .onnx (ONNX Runtime), "
+                                      ".engine (TensorRT) or .mlpackage (Core ML, macOS)")
     p.add_argument("--dataset", required=True, help="folder with HR/ and LR_bicubic/X{scale}/")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -577,7 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "others written); 2 nothing done (bad arguments, or every image failed).")
     p.add_argument("input", help="image file or folder")
     p.add_argument("output", help="output file, or folder (created) for NAME_x{scale}.png")
-    p.add_argument("--artifact", help="an exported .onnx (ONNX Runtime) or .engine (TensorRT); no torch needed")
+    p.add_argument("--artifact", help="an exported .onnx (ONNX Runtime), .engine (TensorRT) or .mlpackage (Core ML, "
+                                      "macOS); no torch needed")
     _add_model_arguments(p, required=False)
     p.add_argument("--tile", type=_number(int, 0), default=256, help="LR tile size in pixels (0: whole image); default 256")
     p.add_argument("--tile-overlap", type=_number(int, 0),
@@ -587,7 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_upscale)
 
     p = sub.add_parser("bench", help="latency of backends side by side: median/p90/p99, MP/s, GFLOP/s, memory")
-    p.add_argument("artifacts", nargs="*", help="existing .onnx/.engine artifacts to benchmark (instead of --model)")
+    p.add_argument("artifacts", nargs="*", help="existing .onnx/.engine/.mlpackage artifacts to benchmark (instead of "
+                                                 "--model)")
     p.add_argument("--model", help="zoo name: artifacts for the backends are exported first")
     p.add_argument("--scale", type=int, choices=(2, 3, 4), default=2, help="upscaling factor (default 2)")
     p.add_argument("--weights", help="checkpoint path (default: the official checkpoint)")
@@ -605,7 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_bench)
 
     p = sub.add_parser("parity", help="check an artifact against the PyTorch model it came from (or golden files)")
-    p.add_argument("artifact", help="an exported .onnx or .engine (with its sidecar)")
+    p.add_argument("artifact", help="an exported .onnx, .engine (with its sidecar) or .mlpackage (Core ML, macOS)")
     p.add_argument("--weights", help="checkpoint the artifact was exported from, if not an official one")
     p.add_argument("--dataset", help="BasicSR-layout dataset: real images and the PSNR-vs-ground-truth delta")
     p.add_argument("--save-golden", metavar="DIR", help="also write the inputs and PyTorch outputs to DIR")

@@ -25,7 +25,9 @@ from export.config import export_config
 from export.coreml_export import CoreMLOptions, CoreMLShapes, convert, describe, traceable
 from export.coreml_verify import executor_infer, verify_package
 from models.registry import architecture
+from runtime import digest
 from runtime.atomic import replace_dir
+from runtime.coreml_backend import SPEC_FILE, WEIGHTS_FILE, WEIGHTS_KEY, import_coremltools
 from runtime.errors import SrDeployError
 from runtime.parity import photo_crop
 from runtime.torch_runner import TorchRunner
@@ -33,7 +35,6 @@ from runtime.torch_runner import TorchRunner
 VALIDATION_SPEC = CropSpec(size=64, count=8, seed=1)  # held-out photo crops for the PSNR drop
 # dB on held-out photos vs PyTorch FP32: FP16 alone as for ONNX FP16; compressed weights "without visible loss"
 DEFAULT_MAX_DROP = {"none": 0.01, "linear8": 0.1, "palette6": 0.1, "palette4": 0.1}
-WEIGHTS_FILE = Path("Data/com.apple.CoreML/weights/weight.bin")
 
 
 def verification_sizes(shapes: CoreMLShapes) -> list[tuple[int, int]]:
@@ -66,6 +67,18 @@ class CoreMLReport:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def seal_package(package: Path) -> None:
+    """Record the weights' sha256 in the package's spec and seal the spec with its own (``runtime.digest``):
+    ``CoreMLSession`` checks both on open."""
+    ct = import_coremltools()
+    spec = ct.proto.Model_pb2.Model()
+    spec.ParseFromString((package / SPEC_FILE).read_bytes())
+    metadata = spec.description.metadata.userDefined
+    metadata[WEIGHTS_KEY] = _sha256(package / WEIGHTS_FILE)
+    metadata[digest.KEY] = digest.PLACEHOLDER.decode()
+    (package / SPEC_FILE).write_bytes(digest.seal(spec.SerializeToString()))
 
 
 def export_package(model: nn.Module, options: CoreMLOptions, out_dir: str | Path, calib_dir: str | None = None,
@@ -107,6 +120,7 @@ def export_package(model: nn.Module, options: CoreMLOptions, out_dir: str | Path
         mlmodel.save(str(final))
         if _sha256(final / WEIGHTS_FILE) != _sha256(checked / WEIGHTS_FILE):
             raise SrDeployError("the saved weights differ from the verified ones: this is a bug, please report it")
+        seal_package(final)
         size = sum(p.stat().st_size for p in final.rglob("*") if p.is_file()) / 2**20
         replace_dir(final, target)
         verification.package = str(target)

@@ -81,12 +81,13 @@ class ArtifactSession:
                 )
 
 
-def open_artifact(path: str | Path, **options) -> ArtifactSession:
-    """The session for an exported artifact: TensorRT for engines, Core ML for packages, else ONNX Runtime."""
+def open_artifact(path: str | Path, run: bool = True, **options) -> ArtifactSession:
+    """The session for an exported artifact: TensorRT for engines, Core ML for packages, else ONNX Runtime.
+    ``run=False``: only its metadata is wanted (a Core ML package is then read off macOS too)."""
     if Path(path).suffix.lower() == ".mlpackage":
         from runtime.coreml_backend import CoreMLSession
 
-        return CoreMLSession(path, **options)
+        return CoreMLSession(path, run=run, **options)
     if Path(path).suffix.lower() in ENGINE_SUFFIXES:
         from runtime.trt_backend import TrtSession
 

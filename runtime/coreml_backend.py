@@ -6,31 +6,65 @@ The model loads on the first ``infer`` (Core ML compiles it then), with the comp
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import platform
 from pathlib import Path
 
 import numpy as np
 
+from runtime import digest
 from runtime.artifact import ArtifactSession, srdeploy_metadata
 from runtime.errors import SrDeployError
 
 PACKAGE_SUFFIX = ".mlpackage"
 COMPUTE_UNITS = ("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY")
+SPEC_FILE = Path("Data/com.apple.CoreML/model.mlmodel")
+WEIGHTS_FILE = Path("Data/com.apple.CoreML/weights/weight.bin")
+WEIGHTS_KEY = "srdeploy.weights_sha256"
+REEXPORT = "re-export it with `python cli.py export --target coreml`"
+NOT_HERE = "Core ML runs models only on macOS ({name} was read, not run): use the ONNX artifact here, or run this on a Mac"
+
+
+def import_coremltools():
+    """coremltools, without the notices its import logs (untested torch versions, macOS-only libraries)."""
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+    try:
+        import coremltools
+    except ImportError:
+        raise SrDeployError("Core ML packages need coremltools: pip install coremltools") from None
+    return coremltools
+
+
+def check_package(path: Path) -> None:
+    """The package's spec against the digest sealed into it, and its weights against the sha256 the spec
+    records; one line naming the package and the fix otherwise (``runtime.digest``)."""
+    spec = path / SPEC_FILE
+    if not spec.is_file():
+        raise SrDeployError(f"{path} has no {SPEC_FILE}: the package is damaged; {REEXPORT}")
+    data = spec.read_bytes()
+    digest.check(data, path, REEXPORT)
+    weights = path / WEIGHTS_FILE
+    found = digest.recorded(data, WEIGHTS_KEY)
+    if found is not None and (not weights.is_file() or hashlib.sha256(weights.read_bytes()).hexdigest().encode() != found[1]):
+        raise SrDeployError(f"artifact {path} is damaged (its weights no longer match the sha256 recorded at export): "
+                            f"{REEXPORT}")
 
 
 class CoreMLSession(ArtifactSession):
-    def __init__(self, path: str | Path, compute_units: str = "ALL"):
+    def __init__(self, path: str | Path, compute_units: str = "ALL", run: bool = True):
+        """``run=False`` reads the package's metadata only (anywhere); else a machine without Core ML refuses it here."""
         self.path = Path(path)
         if not (self.path / "Manifest.json").is_file():
             raise SrDeployError(f"{self.path} is not a Core ML package (no Manifest.json): export one with "
                                 "`python cli.py export --target coreml`")
         if compute_units not in COMPUTE_UNITS:
             raise SrDeployError(f"compute units {compute_units!r} unknown: choose one of {', '.join(COMPUTE_UNITS)}")
-        try:
-            import coremltools as ct
-        except ImportError:
-            raise SrDeployError("Core ML packages need coremltools: pip install coremltools") from None
+        check_package(self.path)
+        if run and platform.system() != "Darwin":
+            raise SrDeployError(NOT_HERE.format(name=self.path.name))
+        ct = import_coremltools()
         try:
             spec = ct.utils.load_spec(str(self.path))
         except Exception as exc:  # noqa: BLE001 - coremltools raises anything from its protobuf reader
@@ -60,9 +94,8 @@ class CoreMLSession(ArtifactSession):
 def load_mlmodel(path: str | Path, compute_units: str = "ALL"):
     """Core ML's own model for a package (Core ML compiles it here); a one-line error off macOS."""
     if platform.system() != "Darwin":
-        raise SrDeployError(f"Core ML runs models only on macOS ({Path(path).name} was read, not run): "
-                            "use the ONNX artifact here, or run this on a Mac")
-    import coremltools as ct
+        raise SrDeployError(NOT_HERE.format(name=Path(path).name))
+    ct = import_coremltools()
 
     return ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, compute_units))
 

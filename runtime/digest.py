@@ -15,7 +15,6 @@ from runtime.errors import SrDeployError
 
 KEY = "srdeploy.sha256"
 PLACEHOLDER = b"srdeploy: sha256 of this file with this text in its place".ljust(64, b".")
-_MARK = KEY.encode() + b"\x12\x40"  # a string-map entry in protobuf: the key, then field 2 (value), 64 bytes
 
 
 def seal(data: bytes) -> bytes:
@@ -25,14 +24,23 @@ def seal(data: bytes) -> bytes:
     return data.replace(PLACEHOLDER, hashlib.sha256(data).hexdigest().encode())
 
 
+def recorded(data: bytes, key: str) -> tuple[int, bytes] | None:
+    """(offset, value) of the one 64-character string-map value under ``key`` in serialized ``data``."""
+    mark = key.encode() + b"\x12\x40"  # a string-map entry in protobuf: the key, then field 2 (value), 64 bytes
+    at = data.find(mark)
+    if at < 0 or data.find(mark, at + 1) >= 0:
+        return None
+    start = at + len(mark)
+    return start, data[start:start + 64]
+
+
 def check(data: bytes, path: str | Path, fix: str) -> None:
     """A one-line error naming ``path`` and ``fix`` unless ``data`` holds one digest that matches its bytes."""
-    at = data.find(_MARK)
-    if at < 0 or data.find(_MARK, at + 1) >= 0:
+    found = recorded(data, KEY)
+    if found is None:
         raise SrDeployError(f"artifact {path} carries no srdeploy digest (damaged, or not exported by this srdeploy "
                             f"version): {fix}")
-    start = at + len(_MARK)
-    recorded = data[start:start + 64]
-    if hashlib.sha256(data[:start] + PLACEHOLDER + data[start + 64:]).hexdigest().encode() != recorded:
+    start, recorded_digest = found
+    if hashlib.sha256(data[:start] + PLACEHOLDER + data[start + 64:]).hexdigest().encode() != recorded_digest:
         raise SrDeployError(f"artifact {path} is damaged (its bytes no longer match the sha256 recorded at export): "
                             f"{fix}")

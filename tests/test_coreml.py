@@ -22,6 +22,7 @@ from export.coreml_export import CoreMLOptions, CoreMLShapes, convert, traceable
 from export.coreml_package import export_package, verification_inputs  # noqa: E402
 from export.coreml_verify import load_program, macos_predict, used_parameters, verify_package  # noqa: E402
 from models.registry import default_checkpoint  # noqa: E402
+from runtime import images  # noqa: E402
 from runtime.artifact import open_artifact  # noqa: E402
 from runtime.coreml_backend import CoreMLSession  # noqa: E402
 from runtime.errors import SrDeployError  # noqa: E402
@@ -223,7 +224,7 @@ def test_enumerated_image_io_package(tmp_path):
     assert spec.description.output[0].type.WhichOneof("Type") == "imageType"
     assert report.verification["passed"] and set(report.verification["cases"]) == {"photo_32x32", "photo_48x64"}
     with pytest.raises(SrDeployError, match="takes images"):
-        open_artifact(path)
+        open_artifact(path, run=False)
 
 
 # --- the runtime's Core ML session and bench on it ----------------------------------------------------------
@@ -235,7 +236,7 @@ def fsrcnn_package(tmp_path_factory):
 
 
 def test_coreml_session_reads_the_package_anywhere(fsrcnn_package):
-    session = open_artifact(fsrcnn_package)
+    session = open_artifact(fsrcnn_package, run=False)
     assert isinstance(session, CoreMLSession) and session.input_name == "lr"
     assert (session.metadata["model"], session.scale, session.colour, session.channels) == ("fsrcnn", 2, "y", 1)
     assert session.accepts((1, 1, 32, 48)) and not session.accepts((1, 1, 64, 64))
@@ -257,10 +258,33 @@ def test_coreml_session_refuses_a_damaged_or_foreign_folder(fsrcnn_package, tmp_
         open_artifact(tmp_path / "photos.mlpackage")
 
 
+def test_coreml_package_with_flipped_weight_bytes_is_refused_in_one_line(fsrcnn_package, tmp_path):
+    import shutil
+
+    damaged = tmp_path / "damaged.mlpackage"
+    shutil.copytree(fsrcnn_package, damaged)
+    weights_file = damaged / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
+    data = bytearray(weights_file.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights_file.write_bytes(bytes(data))
+    images.write_image(tmp_path / "in.png", np.zeros((32, 48, 3), np.uint8))
+    result = subprocess.run([sys.executable, str(REPO / "cli.py"), "upscale", str(tmp_path / "in.png"),
+                             str(tmp_path / "out.png"), "--artifact", str(damaged)], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr == (
+        f"error: artifact {damaged} is damaged (its weights no longer match the sha256 recorded at export): "
+        "re-export it with `python cli.py export --target coreml`\n")
+    assert not (tmp_path / "out.png").exists()
+
+
 @pytest.mark.skipif(platform.system() == "Darwin", reason="on macOS Core ML runs the package (next tests)")
-def test_coreml_session_says_it_needs_macos(fsrcnn_package):
+def test_coreml_session_says_it_needs_macos(fsrcnn_package, tmp_path):
     with pytest.raises(SrDeployError, match="only on macOS"):
-        open_artifact(fsrcnn_package).infer(np.zeros((1, 1, 32, 48), np.float32))
+        open_artifact(fsrcnn_package)
+    images.write_image(tmp_path / "in.png", np.zeros((32, 48, 3), np.uint8))
+    result = subprocess.run([sys.executable, str(REPO / "cli.py"), "upscale", str(tmp_path / "in.png"),
+                             str(tmp_path / "out.png"), "--artifact", str(fsrcnn_package)], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1  # no coremltools notices before it
+    assert result.stderr.startswith("error: Core ML runs models only on macOS")
     result = subprocess.run([sys.executable, str(REPO / "cli.py"), "bench", str(fsrcnn_package), "--sizes", "48x32",
                              "--json"], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
