@@ -33,7 +33,7 @@ def test_models_table_and_json():
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--model", "lesrcnn", "--scale", "5"], "error: lesrcnn has no ×5 model"),
+    (["--model", "lesrcnn", "--scale", "5"], "error: argument --scale: invalid choice: 5 (choose from 2, 3, 4)"),
     (["--model", "edsr", "--scale", "2"], "error: unknown model 'edsr'"),
     (["--model", "cfsrcnn", "--scale", "2"], "error: no public checkpoint of cfsrcnn ×2"),
 ])
