@@ -24,6 +24,8 @@ from typing import Iterator
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from scipy.sparse import csr_array
+from scipy.sparse.csgraph import connected_components
 
 from export.onnx_export import cpu_session
 
@@ -121,8 +123,9 @@ def tensor_runs(proto: onnx.ModelProto, names: list[str], batch: np.ndarray, chu
         yield dict(zip(names, session.run(names, {input_name: batch[start : start + chunk]})))
 
 
-def activation_histograms(proto: onnx.ModelProto, batch: np.ndarray) -> dict[str, dict]:
-    """Per conv input tensor: peak |x| and a BINS-bin histogram of |x| over [0, peak]; MACs per image."""
+def activation_histograms(proto: onnx.ModelProto, batch: np.ndarray, histograms: bool = True) -> dict[str, dict]:
+    """Per conv input tensor: peak |x| and a BINS-bin histogram of |x| over [0, peak] (``histograms=False``:
+    None, which saves a second pass over ``batch``: the "minmax" range needs the peak only); MACs per image."""
     sites = layers(proto)
     names = sorted({s.activation for s in sites} | {s.output for s in sites})
     peaks = dict.fromkeys(names, 0.0)
@@ -132,11 +135,11 @@ def activation_histograms(proto: onnx.ModelProto, batch: np.ndarray) -> dict[str
             peaks[name] = max(peaks[name], float(np.abs(value).max(initial=0.0)))
             shapes[name] = value.shape
     counts = {s.activation: np.zeros(BINS, np.int64) for s in sites}
-    for values in tensor_runs(proto, list(counts), batch):
+    for values in tensor_runs(proto, list(counts), batch) if histograms else ():
         for name, value in values.items():
             counts[name] += np.histogram(np.abs(value), BINS, (0.0, max(peaks[name], 1e-12)))[0]
     weights = {w.name: w.dims for w in proto.graph.initializer}
-    stats = {name: {"peak": peaks[name], "histogram": counts[name].tolist()} for name in counts}
+    stats = {name: {"peak": peaks[name], "histogram": counts[name].tolist() if histograms else None} for name in counts}
     stats["macs"] = {s.key: _macs(s, weights[s.weight], shapes[s.activation], shapes[s.output]) for s in sites}
     return stats
 
@@ -149,9 +152,9 @@ def _macs(site: Layer, weight: list[int], x: tuple[int, ...], y: tuple[int, ...]
 
 def activation_amax(histogram: list[int], peak: float, method: str) -> float:
     """The clipping range of one tensor from its |x| histogram."""
-    counts = np.asarray(histogram, np.float64)
     if method == "minmax" or peak == 0.0:
         return peak
+    counts = np.asarray(histogram, np.float64)
     edges = np.linspace(0.0, peak, BINS + 1)
     if method == "percentile":
         cumulative = np.cumsum(counts) / counts.sum()
@@ -333,15 +336,19 @@ def channel_peaks(proto: onnx.ModelProto, names: list[str], batch: np.ndarray) -
     return {name: np.maximum(-low, high) for name, (low, high) in channel_ranges(proto, names, batch).items()}
 
 
-def equalize(proto: onnx.ModelProto, batch: np.ndarray, alpha: float) -> onnx.ModelProto:
+def equalization_peaks(proto: onnx.ModelProto, batch: np.ndarray) -> dict[str, np.ndarray]:
+    """The per-channel peaks ``equalize`` scales by (one pass over ``batch``, shared by every alpha)."""
+    return channel_peaks(proto, [t for _, t, _ in equalization_chains(proto)], batch)
+
+
+def equalize(proto: onnx.ModelProto, peaks: dict[str, np.ndarray], alpha: float) -> onnx.ModelProto:
     """Activation equalization: rescale each chain's middle channels towards the tensor's peak, by
     (peak / channel peak)^alpha up to ``MAX_EQUALIZATION``, folding the scale into the two convolutions
     (exact in float, since ReLU/PReLU commute with positive scaling). Narrow channels then use more of
-    the 127 int8 codes."""
+    the 127 int8 codes. ``peaks``: ``equalization_peaks`` of ``proto``."""
     out = onnx.ModelProto()
     out.CopyFrom(proto)
     chains = equalization_chains(out)
-    peaks = channel_peaks(out, [t for _, t, _ in chains], batch)
     inits = {i.name: i for i in out.graph.initializer}
 
     def scale(name: str, factor: np.ndarray) -> None:
@@ -375,6 +382,19 @@ def _as_conv_input(x: np.ndarray, node: onnx.NodeProto, kernel: tuple[int, int])
     up[:, :, ::sy, ::sx] = x
     ky, kx = kernel
     return np.pad(up, ((0, 0), (0, 0), (ky - 1 - top, ky - 1 - bottom + extra_y), (kx - 1 - left, kx - 1 - right + extra_x)))
+
+
+def _upsampled_taps(node: onnx.NodeProto, kernel: tuple[int, int], y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Per window at (y, x) of ``_as_conv_input``: which of its kh·kw taps fall on the input grid rather than
+    on a ConvTranspose's inserted zeros (all of them for a Conv). Padding counts as on the grid (its zeros are
+    real values), so the pattern depends on the stride phase of the window alone."""
+    if node.op_type == "Conv":
+        return np.ones((len(y), kernel[0] * kernel[1]), bool)
+    top, left = _attribute(node, "pads", [0, 0, 0, 0])[:2]
+    (sy, sx), (ky, kx) = _attribute(node, "strides", [1, 1]), kernel
+    rows = (y[:, None] + np.arange(ky) - (ky - 1 - top)) % sy == 0
+    cols = (x[:, None] + np.arange(kx) - (kx - 1 - left)) % sx == 0
+    return (rows[:, :, None] & cols[:, None, :]).reshape(len(y), -1)
 
 
 def conv_weight(weight: np.ndarray, op: str) -> np.ndarray:
@@ -411,8 +431,22 @@ def input_hessians(
                 n, c, h, w = windows.shape[:4]
                 pick = rng.choice(n * h * w, size=min(samples, n * h * w), replace=False)
                 i, rest = np.divmod(pick, h * w)
-                patches = windows[i, :, rest // w, rest % w].reshape(len(pick), -1).astype(np.float64)
-                hessians[name] += patches.T @ patches + len(pick) * noise[tensor] * np.eye(patches.shape[1])
+                patches = windows[i, :, rest // w, rest % w].reshape(len(pick), -1)
+                # which kernel taps can be non-zero (not a ConvTranspose's inserted zeros): rows with the same
+                # taps add one block of H, over those taps only (a stride-2 ConvTranspose's patches are 3/4
+                # zeros: the dense product would cost 16× more, for the same numbers; one block for a Conv)
+                taps = _upsampled_taps(node, kernel, rest // w, rest % w)
+                strides = _attribute(node, "strides", [1, 1]) if node.op_type == "ConvTranspose" else [1, 1]
+                phase = (rest // w % strides[0]) * strides[1] + rest % w % strides[1]  # same phase, same taps
+                for p in np.unique(phase):
+                    rows, tap = patches[phase == p], taps[np.argmax(phase == p)]
+                    if tap.all():
+                        hessians[name] += rows.T.astype(np.float64) @ rows.astype(np.float64)
+                    else:
+                        cols = np.flatnonzero(np.tile(tap, c))
+                        block = rows[:, cols].astype(np.float64)
+                        hessians[name][np.ix_(cols, cols)] += block.T @ block
+                hessians[name][np.diag_indices(c * taps.shape[1])] += len(pick) * noise[tensor]
     return hessians
 
 
@@ -427,14 +461,20 @@ def gptq_weight(weight: np.ndarray, op: str, hessian: np.ndarray, damping: float
     dead = np.diag(h) == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
-    h += damping * np.mean(np.diag(h)) * np.eye(len(h))
-    upper = np.linalg.cholesky(np.linalg.inv(h)).T  # upper Cholesky factor of H⁻¹
+    h[np.diag_indices_from(h)] += damping * np.mean(np.diag(h))
     codes = np.zeros_like(w)
-    s = scale[:, None].astype(np.float64)
-    for j in range(w.shape[1]):
-        codes[:, j] = np.clip(np.round(w[:, j] / s[:, 0]), -QMAX, QMAX)
-        error = (w[:, j] - codes[:, j] * s[:, 0]) / upper[j, j]
-        w[:, j + 1 :] -= error[:, None] * upper[j, j + 1 :][None, :]
+    s = scale.astype(np.float64)
+    # GPTQ decouples over the connected components of H (a stride-2 ConvTranspose's four phases never share a
+    # patch): each is solved alone, its columns in the same order, on a quarter of the size
+    labels = np.zeros(len(h), int) if np.all(h != 0) else connected_components(csr_array(h != 0), directed=False)[1]
+    for component in np.unique(labels):
+        cols = np.flatnonzero(labels == component)
+        upper = np.linalg.cholesky(np.linalg.inv(h[np.ix_(cols, cols)])).T  # upper Cholesky factor of H⁻¹
+        block = w[:, cols]
+        for j, col in enumerate(cols):
+            codes[:, col] = np.clip(np.round(block[:, j] / s), -QMAX, QMAX)
+            error = (block[:, j] - codes[:, col] * s) / upper[j, j]
+            block[:, j + 1 :] -= error[:, None] * upper[j, j + 1 :][None, :]
     return conv_weight(codes.astype(np.int8).reshape(as_conv.shape), op), scale
 
 

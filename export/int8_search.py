@@ -103,8 +103,9 @@ def variants(
     stats_for: Callable[[onnx.ModelProto], dict],
 ) -> list[Variant]:
     found = []
+    peaks = int8.equalization_peaks(proto, batch) if any(alphas) else {}
     for alpha in alphas:
-        graph = int8.equalize(proto, batch, alpha) if alpha else proto
+        graph = int8.equalize(proto, peaks, alpha) if alpha else proto
         centres = int8_centre.choose_centres(graph, batch)
         full = int8_centre.centre(graph, centres)  # every layer's input centred: their statistics
         stats = stats_for(full)

@@ -135,10 +135,13 @@ def _int8(
     scale, colour = data_key["scale"], architecture(data_key["model"]).colour
     score = int8_search.calibration_score(pairs[:INT8_SEARCH_CROPS], scale, colour, architecture(data_key["model"]).eval_rounding)
 
+    histograms = method != "minmax"  # minmax needs the peaks only: one pass over the crops instead of two
+
     def stats_for(graph: onnx.ModelProto) -> dict:
         # keyed by the graph itself: the equalized weights depend on alpha and on the code that made them
-        return cached_stats({"stat": "int8_histograms", "graph": graph_digest(graph), **data_key},
-                            lambda: int8.activation_histograms(graph, batch))
+        stat = "int8_histograms" if histograms else "int8_peaks"
+        return cached_stats({"stat": stat, "graph": graph_digest(graph), **data_key},
+                            lambda: int8.activation_histograms(graph, batch, histograms))
 
     converted, plan = int8_search.plan(proto, batch, score, INT8_TARGET_SHARE * limit, stats_for, method, INT8_ALPHAS,
                                        INT8_MIN_MAC_FRACTION, progress)

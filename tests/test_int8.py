@@ -186,7 +186,7 @@ def test_macs_are_counted_per_image(fsrcnn_proto, fsrcnn_batch):
 def test_equalization_is_exact_and_evens_the_channels(fsrcnn_proto, fsrcnn_batch):
     chains = int8.equalization_chains(fsrcnn_proto)
     assert len(chains) == 7  # every conv → PReLU → conv/deconv pair of FSRCNN
-    equalized = int8.equalize(fsrcnn_proto, fsrcnn_batch, 1.0)
+    equalized = int8.equalize(fsrcnn_proto, int8.equalization_peaks(fsrcnn_proto, fsrcnn_batch), 1.0)
     reference = run_proto(fsrcnn_proto, fsrcnn_batch)
     assert np.abs(run_proto(equalized, fsrcnn_batch) - reference).max() <= 1e-5 * np.abs(reference).max()
     before = int8.channel_peaks(fsrcnn_proto, [t for _, t, _ in chains], fsrcnn_batch)
@@ -223,7 +223,7 @@ def test_every_official_int8_graph_follows_tensorrt_rules(name, scale):
     proto = to_onnx(models.load(name, scale, weights(f"{name}_x{scale}.pth")))
     arch = architecture(name)
     batch = network_batch(lr_hr_crops(source_images(), scale, CropSpec(size=24, count=2)), arch.colour)
-    graph = int8.equalize(proto, batch, 1.0)
+    graph = int8.equalize(proto, int8.equalization_peaks(proto, batch), 1.0)
     graph, float_keys = int8_channels.split_channels(graph, {t: [0] for t in int8_channels.chain_tensors(graph)})
     centres = int8_centre.choose_centres(graph, batch)
     stats = int8.activation_histograms(int8_centre.centre(graph, centres), batch)
@@ -275,3 +275,41 @@ def test_int8_session_is_quiet_and_cpu_runnable(fsrcnn_int8):
     session = cpu_session(fsrcnn_int8[0])
     out = session.run(None, {"lr": np.zeros((1, 1, 9, 11), np.float32)})[0]
     assert out.shape == (1, 1, 18, 22) and np.isfinite(out).all()
+
+
+def _dense_gptq(weight: np.ndarray, op: str, hessian: np.ndarray, damping: float = 0.01) -> np.ndarray:
+    """GPTQ over the whole H at once, as written before it was split by components: the reference."""
+    as_conv = int8.conv_weight(weight, op)
+    _, scale = int8.quantize_weight(as_conv, 0)
+    w = as_conv.reshape(len(as_conv), -1).astype(np.float64)
+    h = hessian.copy()
+    dead = np.diag(h) == 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    h += damping * np.mean(np.diag(h)) * np.eye(len(h))
+    upper = np.linalg.cholesky(np.linalg.inv(h)).T
+    codes = np.zeros_like(w)
+    for j in range(w.shape[1]):
+        codes[:, j] = np.clip(np.round(w[:, j] / scale), -int8.QMAX, int8.QMAX)
+        w[:, j + 1:] -= ((w[:, j] - codes[:, j] * scale) / upper[j, j])[:, None] * upper[j, j + 1:][None, :]
+    return int8.conv_weight(codes.astype(np.int8).reshape(as_conv.shape), op)
+
+
+def test_gptq_hessians_and_codes_equal_the_dense_computation(fsrcnn_proto):
+    """The phase blocks of a stride-2 ConvTranspose's H and GPTQ per connected component are the dense
+    computation, done on a sixteenth of the numbers: checked on every window of a small crop."""
+    crop = np.random.default_rng(0).random((1, 1, 12, 14), dtype=np.float32)
+    noise = {s.activation: 1e-3 for s in int8.layers(fsrcnn_proto)}
+    hessians = int8.input_hessians(fsrcnn_proto, crop, noise, samples=10**9)  # every window, in any order
+    deconv = next(n for _, n, _ in int8.walk(fsrcnn_proto.graph) if n.op_type == "ConvTranspose")
+    weight = next(numpy_helper.to_array(w) for w in fsrcnn_proto.graph.initializer if w.name == deconv.input[1])
+    x = next(int8.tensor_runs(fsrcnn_proto, [deconv.input[0]], crop))[deconv.input[0]]
+    windows = np.lib.stride_tricks.sliding_window_view(int8._as_conv_input(x, deconv, weight.shape[2:]),
+                                                       weight.shape[2:], axis=(2, 3))
+    patches = windows.transpose(0, 2, 3, 1, 4, 5).reshape(-1, weight.shape[0] * weight.shape[2] * weight.shape[3])
+    dense = patches.T.astype(np.float64) @ patches + len(patches) * 1e-3 * np.eye(patches.shape[1])
+    blocks = hessians[deconv.input[1]]
+    assert np.abs(blocks - dense).max() <= 1e-9 * np.abs(dense).max()
+    assert (blocks == 0).mean() > 0.7  # the four phases never meet: H is block-diagonal up to a permutation
+    codes, _ = int8.gptq_weight(weight, "ConvTranspose", blocks)
+    assert np.array_equal(codes, _dense_gptq(weight, "ConvTranspose", blocks))
