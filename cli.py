@@ -127,6 +127,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.out is None:
         args.out = f"out/{args.model}_x{args.scale}_{args.target}"
         print(f"output folder: {args.out} (the default; choose another with --out DIR)", file=sys.stderr)
+    if not args.json:
+        print(f"exporting {args.model} ×{args.scale} for {args.target} ({args.precision}): loading the checkpoint",
+              file=sys.stderr, flush=True)
     if args.target in ("jetson", "ios"):  # a foreign --out folder too
         from export.ios_bundle import check_destination as ios_destination
         from export.jetson import check_destination as jetson_destination
@@ -233,6 +236,9 @@ def _export_jetson(args: argparse.Namespace, model, profile) -> int:
     if unknown or not precisions:
         raise SrDeployError(f"--precisions {args.precisions!r}: choose from fp32,fp16,int8")
     artifacts = {p: _export_onnx(args, model, p, args.max_psnr_drop if p == "int8" else None)[0] for p in precisions}
+    if not args.json:
+        print("jetson bundle: golden outputs (PyTorch FP32 on held-out photo crops), build.sh, runtime, manifest",
+              file=sys.stderr, flush=True)
     out = write_bundle(Path(args.out), args.model, args.scale, artifacts, profile,
                        held_out_photo(model.srdeploy.colour), TorchRunner(model).infer)
     if args.json:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from export import int8, int8_centre, int8_channels
 from export.onnx_export import proto_infer
+from runtime.progress import quiet
 
 Score = Callable[[onnx.ModelProto], float]  # PSNR of a graph on the calibration crops
 ROUNDINGS = ("nearest", "gptq")
@@ -101,11 +102,16 @@ def variants(
     method: str,
     alphas: tuple[float, ...],
     stats_for: Callable[[onnx.ModelProto], dict],
+    stage: Callable[[str], None] = quiet,
 ) -> list[Variant]:
     found = []
+    if any(alphas):
+        stage(f"equalization: per-channel peaks on {len(batch)} crops")
     peaks = int8.equalization_peaks(proto, batch) if any(alphas) else {}
     for alpha in alphas:
         graph = int8.equalize(proto, peaks, alpha) if alpha else proto
+        stage(f"{'variant alpha=' + str(alpha) if alpha else 'split graph'}: centres, activation ranges on {len(batch)} "
+              "crops (cached after the first export)")
         centres = int8_centre.choose_centres(graph, batch)
         full = int8_centre.centre(graph, centres)  # every layer's input centred: their statistics
         stats = stats_for(full)
@@ -113,6 +119,7 @@ def variants(
         renamed = int8_centre.centred_keys(graph, centres)
         macs = {key: stats["macs"][renamed.get(key, key)] for key in (s.key for s in int8.layers(graph))}
         sample = batch[:GPTQ_CROPS]
+        stage(f"{'variant alpha=' + str(alpha) if alpha else 'split graph'}: GPTQ weight rounding on {len(sample)} crops")
         noise = int8.input_noise(full, int8.quantize(full, amax, {s.key for s in int8.layers(full)}), sample)
         found += [Variant(graph, centres, alpha, "nearest", amax, None, macs),
                   Variant(graph, centres, alpha, "gptq", amax, int8.gptq_codes(full, sample, noise), macs)]
@@ -129,16 +136,19 @@ def plan(
     alphas: tuple[float, ...] = (0.5, 1.0),
     min_fraction: float = 0.0,
     progress: bool = True,
+    stage: Callable[[str], None] = quiet,
 ) -> tuple[onnx.ModelProto, Int8Plan]:
     """The INT8 graph with the fewest float layers (most sensitive per MAC first) that meets ``target_db``."""
     reference = score(proto)  # equalization is exact in float: one reference for all variants
-    candidates = variants(proto, batch, method, alphas, stats_for)
+    candidates = variants(proto, batch, method, alphas, stats_for, stage)
     on_path = [s for s in int8.layers(proto) if s.on_path]  # equalization keeps names: same for all
     cheap = cheap_layers(candidates[0].macs, on_path)
+    stage(f"scoring {len(candidates)} variants (equalization × rounding)")
     drops = {v.name: reference - score(v.quantized(cheap)) for v in candidates}
     best = min(candidates, key=lambda v: drops[v.name])
     result = Int8Plan(method, best.alpha, best.rounding, sorted(best.centres), variants_db={k: round(d, 4) for k, d in drops.items()})
     everything = {s.key for s in on_path}
+    stage(f"best variant {best.name} ({drops[best.name]:.3f} dB); sensitivity of {len(on_path)} layers")
     bar = tqdm(on_path, desc="INT8 sensitivity", unit="layer", disable=None if progress else True, leave=False)
     result.sensitivity_db = {s.key: round(reference - score(best.quantized(everything - {s.key})), 4) for s in bar}
     # most sensitive per MAC first (a floor of 1 % of the MACs, so that tiny insensitive layers don't lead)
@@ -148,6 +158,8 @@ def plan(
                    key=lambda s: result.sensitivity_db[s.key] / max(best.macs[s.key] / total, 0.01))
     kept: set[str] = set()
     result.calibration_drop_db = reference - score(best.quantized(kept))
+    stage(f"all INT8: {result.calibration_drop_db:.3f} dB on the calibration crops (target {target_db:.3f}); "
+          "layers to float, most sensitive per MAC first")
     for site in tqdm(order, desc="INT8 float fallback", unit="layer", disable=None if progress else True, leave=False):
         if result.calibration_drop_db <= target_db:
             break
@@ -163,8 +175,10 @@ def plan(
     result.kept_float = [s.key for s in on_path if s.key in kept]
     result.int8_mac_fraction = best.int8_fraction(on_path, kept)
     graph = best.quantized(kept)
+    stage(f"{len(kept)} layers in float: {result.calibration_drop_db:.3f} dB at {result.int8_mac_fraction:.1%} INT8 MACs")
     if result.calibration_drop_db > target_db:
-        graph = channel_fallback(best, batch, score, reference, target_db, stats_for, method, min_fraction, result, progress) or graph
+        graph = channel_fallback(best, batch, score, reference, target_db, stats_for, method, min_fraction, result,
+                                 progress, stage) or graph
     return graph, result
 
 
@@ -179,11 +193,13 @@ def channel_fallback(
     min_fraction: float,
     result: Int8Plan,
     progress: bool,
+    stage: Callable[[str], None] = quiet,
 ) -> onnx.ModelProto | None:
     """When whole layers in float cannot meet the target: channels (``int8_channels``) and whole layers
     go to float, most noise per MAC first, in steps of ``CHANNEL_STEP`` of the MACs, until the drop
     meets the target or the INT8 share would fall below ``min_fraction``. Fills ``result`` and returns
     the graph if that beats the whole-layer fallback, else None."""
+    stage(f"channel fallback: rounding noise of every channel on {NOISE_CROPS} crops")
     units = int8_channels.noise_ranking(best, batch[:NOISE_CROPS], progress)
     on_path = [s for s in int8.layers(best.graph) if s.on_path]
     total = sum(best.macs[s.key] for s in on_path)
@@ -195,7 +211,9 @@ def channel_fallback(
         split, split_keys = int8_channels.split_channels(best.graph, channels)
         kept = split_keys | whole_layers
         split_path = [s for s in int8.layers(split) if s.on_path]
-        for variant in variants(split, batch, method, (0.0,), stats_for):  # equalized before the split
+        stage(f"channel fallback step {step}/{steps}: {sum(map(len, channels.values()))} channels and "
+              f"{len(whole_layers)} whole layer(s) in float")
+        for variant in variants(split, batch, method, (0.0,), stats_for, stage):  # equalized before the split
             fraction = variant.int8_fraction(split_path, kept)
             quantized = variant.quantized(kept) if fraction >= min_fraction else None
             drop = reference - score(quantized) if quantized is not None else np.inf

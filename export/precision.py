@@ -23,6 +23,7 @@ from export import fp16, int8, int8_channels, int8_search
 from export.onnx_export import proto_infer, set_metadata, to_onnx
 from models.registry import architecture
 from runtime.errors import SrDeployError
+from runtime.progress import Stages
 
 DEFAULT_MAX_DROP = {"fp32": 0.0, "fp16": 0.01, "int8": 0.1}
 PRECISIONS = tuple(DEFAULT_MAX_DROP)
@@ -70,6 +71,8 @@ def export_precision(
     if precision not in PRECISIONS:
         raise SrDeployError(f"precision {precision!r} is not available: choose one of {', '.join(PRECISIONS)}")
     info = model.srdeploy
+    stage = Stages(f"{precision} {info.name} ×{info.scale}", progress)
+    stage("ONNX graph from PyTorch (torch.export)")
     proto = to_onnx(model)
     report = PrecisionReport(precision)
     if precision == "fp32":
@@ -79,17 +82,20 @@ def export_precision(
     calibration = source_images(calib_dir, "calibration")
     data_key = {"checkpoint": info.checkpoint_sha256, "model": info.name, "scale": info.scale, "options": info.options,
                 "data": fingerprint(calibration, info.scale, spec)}
+    stage(f"{spec.count} calibration crops from {len(calibration)} photos")
     pairs = lr_hr_crops(calibration, info.scale, spec, progress)
     batch = network_batch(pairs, info.colour)
     rounding = architecture(info.name).eval_rounding
     if precision == "fp16":
+        stage("overflow pre-flight: activation peaks (cached after the first export)")
         peaks = cached_stats({"stat": "activation_peaks", "graph": graph_digest(proto), **data_key},
                              lambda: fp16.activation_peaks(proto, batch))
         report.peak_activation = max(peaks.values())
         report.kept_float = fp16.overflow_risks(proto, peaks)
         converted = fp16.to_fp16(proto, report.kept_float, fp16_io)
     else:
-        converted = _int8(proto, report, pairs, batch, data_key, limit, method, progress)
+        converted = _int8(proto, report, pairs, batch, data_key, limit, method, progress, stage)
+    stage(f"accuracy gate: held-out PSNR against FP32 on {VALIDATION_SPEC.count} crops (limit {limit} dB)")
     validation = lr_hr_crops(source_images(calib_dir, "validation"), info.scale, VALIDATION_SPEC)
     report.validation_psnr_fp32 = crop_psnr(proto_infer(proto), validation, info.scale, info.colour, rounding)
     infer, io_dtype = proto_infer(converted), "float16" if fp16_io and precision == "fp16" else "float32"
@@ -130,6 +136,7 @@ def _int8(
     limit: float,
     method: str,
     progress: bool,
+    stage: Stages,
 ) -> onnx.ModelProto:
     """The ``int8_search`` plan's graph, checked against TensorRT's Q/DQ rules; fills the report."""
     scale, colour = data_key["scale"], architecture(data_key["model"]).colour
@@ -144,7 +151,7 @@ def _int8(
                             lambda: int8.activation_histograms(graph, batch, histograms))
 
     converted, plan = int8_search.plan(proto, batch, score, INT8_TARGET_SHARE * limit, stats_for, method, INT8_ALPHAS,
-                                       INT8_MIN_MAC_FRACTION, progress)
+                                       INT8_MIN_MAC_FRACTION, progress, stage)
     problems = int8.check_qdq(converted)
     if problems:
         raise SrDeployError(f"the INT8 graph breaks TensorRT's Q/DQ rules ({problems[0]}): this is a bug, please report it")

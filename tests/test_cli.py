@@ -87,3 +87,16 @@ def test_numeric_options_are_checked_before_any_work(tmp_path, args, message):
                             text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_reports_each_stage_from_its_first_second(tmp_path):
+    need_shared("weights", "fsrcnn_x2.pth")
+    result = run_cli("export", "--model", "fsrcnn", "--precision", "fp16", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == "exporting fsrcnn ×2 for onnx (fp16): loading the checkpoint"
+    assert lines[1] == "[    0.0 s] fp16 fsrcnn ×2: ONNX graph from PyTorch (torch.export)"
+    stages = [line.split("] ", 1)[1] for line in lines if line.startswith("[")]
+    assert stages[1:] == ["fp16 fsrcnn ×2: 128 calibration crops from 6 photos",
+                          "fp16 fsrcnn ×2: overflow pre-flight: activation peaks (cached after the first export)",
+                          "fp16 fsrcnn ×2: accuracy gate: held-out PSNR against FP32 on 24 crops (limit 0.01 dB)"]
