@@ -254,25 +254,16 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from runtime.upscale import exit_status, fit_tile, plan_jobs, upscale_each
+    from runtime.upscale import fit_tile, plan_jobs, report, upscale_each
 
     jobs = plan_jobs(Path(args.input), Path(args.output))  # paths checked before the model or artifact opens
     runner = _runner(args)
     overlap = runner.receptive_radius if args.tile_overlap is None else args.tile_overlap
-    failed = 0
     tile = fit_tile(args.tile, overlap, runner.max_shape)
     results = upscale_each(jobs, runner.infer, runner.scale, runner.colour, tile, overlap, runner.min_size,
                            args.max_pixels)
-    for job, written, problem in tqdm(results, total=len(jobs), desc="upscale", unit="img", leave=False,
-                                      disable=True if len(jobs) == 1 else None):
-        if problem:
-            failed += 1
-            print(f"skipped {job.source}: {problem}", file=sys.stderr)
-        else:
-            print(written)
-    if failed:
-        print(f"error: {failed} of {len(jobs)} images failed (see above)", file=sys.stderr)
-    return exit_status(failed, len(jobs))
+    return report(tqdm(results, total=len(jobs), desc="upscale", unit="img", leave=False,
+                       disable=True if len(jobs) == 1 else None), len(jobs))
 
 
 def _reference_model(session, weights: str | None):

@@ -101,15 +101,21 @@ def export_precision(
     infer, io_dtype = proto_infer(converted), "float16" if fp16_io and precision == "fp16" else "float32"
     report.validation_psnr = crop_psnr(lambda x: infer(x.astype(io_dtype)), validation, info.scale, info.colour, rounding)
     report.drop_db = report.validation_psnr_fp32 - report.validation_psnr
-    if enforce and report.drop_db > limit:
+    if enforce:
+        check_gate(report, limit, f"{info.name} ×{info.scale}")
+    set_metadata(converted, report.metadata())
+    return converted, report
+
+
+def check_gate(report: PrecisionReport, limit: float, name: str) -> None:
+    """The accuracy gate: a one-line error when the held-out drop is over ``limit`` dB."""
+    if report.drop_db > limit:
         share = "" if report.int8_mac_fraction is None else f" with {report.int8_mac_fraction:.0%} of MACs in INT8"
         raise SrDeployError(
-            f"{precision.upper()} {info.name} ×{info.scale} loses {report.drop_db:.3f} dB on the held-out photos{share} "
+            f"{report.precision.upper()} {name} loses {report.drop_db:.3f} dB on the held-out photos{share} "
             f"({report.validation_psnr:.2f} vs {report.validation_psnr_fp32:.2f} dB FP32), over the "
             f"{limit} dB limit: nothing written; raise --max-psnr-drop to accept it"
         )
-    set_metadata(converted, report.metadata())
-    return converted, report
 
 
 def float_summary(kept_float: list[str], float_channels: dict[str, list[int]]) -> str:

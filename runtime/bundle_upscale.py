@@ -16,7 +16,7 @@ from pathlib import Path
 from runtime.bundle_check import BUNDLE, load_manifest, open_session
 from runtime.errors import SrDeployError
 from runtime.images import DEFAULT_MAX_PIXELS
-from runtime.upscale import exit_status, fit_tile, plan_jobs, upscale_each
+from runtime.upscale import fit_tile, plan_jobs, report, upscale_each
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,19 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     except SrDeployError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    failed = 0
     overlap = session.receptive_radius
     tile = fit_tile(args.tile, overlap, session.shape_bounds["max"])
-    for job, written, problem in upscale_each(jobs, session.infer, session.scale, session.colour, tile, overlap,
-                                              session.shape_bounds["min"][2], args.max_pixels):
-        if problem:
-            failed += 1
-            print(f"skipped {job.source}: {problem}", file=sys.stderr)
-        else:
-            print(written)
-    if failed:
-        print(f"error: {failed} of {len(jobs)} images failed (see above)", file=sys.stderr)
-    return exit_status(failed, len(jobs))
+    return report(upscale_each(jobs, session.infer, session.scale, session.colour, tile, overlap,
+                               session.shape_bounds["min"][2], args.max_pixels), len(jobs))
 
 
 if __name__ == "__main__":

@@ -2,14 +2,15 @@
 one failing file never stopping the rest. numpy + Pillow only: ``cli.py upscale`` and the Jetson bundle's
 ``runtime.bundle_upscale`` both run it.
 
-Exit status of a run (``exit_status``): 0 every image written; 1 some failed, the others written; 2 none written.
+Exit status of a run (``report``): 0 every image written; 1 some failed, the others written; 2 none written.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from runtime import images
 from runtime.errors import SrDeployError
@@ -69,5 +70,15 @@ def fit_tile(tile: int, overlap: int, max_shape: list[int] | None) -> int:
     return max(1, min(tile, min(max_shape[2], max_shape[3]) - 2 * overlap))
 
 
-def exit_status(failed: int, total: int) -> int:
+def report(results: Iterable[tuple[Job, Path, str | None]], total: int) -> int:
+    """Each output written on stdout, each failure on stderr (one line each, then a count); the exit status."""
+    failed = 0
+    for job, written, problem in results:
+        if problem:
+            failed += 1
+            print(f"skipped {job.source}: {problem}", file=sys.stderr)
+        else:
+            print(written)
+    if failed:
+        print(f"error: {failed} of {total} images failed (see above)", file=sys.stderr)
     return 0 if not failed else 2 if failed == total else 1
