@@ -338,7 +338,6 @@ def matmul_ceilings(device: str) -> dict[str, float]:
         b = torch.randn(n, n, device=device, dtype=dtype)
         ms = event_times(lambda: a @ b, warmup=3, runs=10)
         ceilings[precision] = 2 * n**3 / (np.median(ms) / 1000) / 1e12
-        del a, b
     set_tf32(False)
     return ceilings
 

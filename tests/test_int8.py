@@ -19,7 +19,7 @@ from models.registry import architecture
 from runtime.compare import TOLERANCES, compare
 from runtime.errors import SrDeployError
 from runtime.onnx_backend import OnnxSession
-from tests.conftest import REPO, SHARED, need_shared, weights
+from tests.conftest import REPO, weights
 
 
 def _conv_graph(op: str, weight: np.ndarray, **attributes) -> onnx.ModelProto:
