@@ -46,8 +46,8 @@ def check_package(path: Path) -> None:
     data = spec.read_bytes()
     digest.check(data, path, REEXPORT)
     weights = path / WEIGHTS_FILE
-    found = digest.recorded(data, WEIGHTS_KEY)
-    if found is not None and (not weights.is_file() or hashlib.sha256(weights.read_bytes()).hexdigest().encode() != found[1]):
+    found = digest.recorded(data, WEIGHTS_KEY)  # sealed with the spec, so present in every package we wrote
+    if found is None or not weights.is_file() or hashlib.sha256(weights.read_bytes()).hexdigest().encode() != found[1]:
         raise SrDeployError(f"artifact {path} is damaged (its weights no longer match the sha256 recorded at export): "
                             f"{REEXPORT}")
 
