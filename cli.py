@@ -118,6 +118,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         require_tensorrt()
         Cuda()
+    if args.target == "openvino":
+        from runtime.openvino_backend import import_openvino
+
+        import_openvino()
     apple = args.target in ("coreml", "ios")
     args.precision = args.precision or ("fp16" if apple else "fp32")
     if apple:
@@ -140,6 +144,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         return _export_apple(args, model, _coreml_options(args, profile))
     if args.target == "jetson":
         return _export_jetson(args, model, profile)
+    if args.target == "openvino":
+        return _export_openvino(args, model)
     proto, report = _export_onnx(args, model, args.precision, args.max_psnr_drop)
     stem = f"{args.model}_x{args.scale}_{args.precision}"
     if args.target == "trt":
@@ -221,6 +227,28 @@ def _export_trt(args: argparse.Namespace, model, proto, profile, stem: str):
                      (("min", profile.min), ("opt", profile.opt), ("max", profile.max)))
     rebuild = f"python cli.py export --model {args.model} --scale {args.scale} --target trt --precision {args.precision}{shapes}"
     return export_model_engine(model, proto, args.precision, profile, Path(args.out), stem, rebuild)
+
+
+def _export_openvino(args: argparse.Namespace, model) -> int:
+    """IR of the gated ONNX graph, gated again on OpenVINO; the executed precisions on stderr."""
+    from pathlib import Path
+
+    from export.openvino_export import export_ir
+
+    path, report, measured = export_ir(model, args.precision, Path(args.out), args.calib, args.max_psnr_drop,
+                                       args.calib_method, progress=not args.json)
+    if args.json:
+        print(json.dumps({"artifacts": [str(path)], "model": args.model, "scale": args.scale, "target": args.target,
+                          "precision": args.precision, "report": vars(report), "openvino": measured}))
+        return 0
+    share = "" if report.int8_mac_fraction is None else (
+        f", {measured['int8_executed_mac_fraction']:.1%} of conv MACs executed in u8/i8 "
+        f"({report.int8_mac_fraction:.1%} carry Q/DQ)")
+    print(f"openvino {args.precision} ({measured['inference_precision']} inference precision, int8 dot product "
+          f"{measured['int8_dot']}){share}: held-out PSNR {measured['validation_psnr']:.3f} vs "
+          f"{measured['validation_psnr_fp32']:.3f} dB FP32 (drop {measured['drop_db']:+.4f} dB)", file=sys.stderr)
+    print(path)
+    return 0
 
 
 def _export_jetson(args: argparse.Namespace, model, profile) -> int:
@@ -541,8 +569,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a model: ONNX, a TensorRT engine, a Jetson bundle, Core ML, an iOS bundle")
     _add_model_arguments(p)
-    p.add_argument("--target", choices=("onnx", "trt", "jetson", "coreml", "ios"), default="onnx",
+    p.add_argument("--target", choices=("onnx", "trt", "jetson", "coreml", "ios", "openvino"), default="onnx",
                    help="onnx: an .onnx file; trt: a TensorRT engine built here (needs TensorRT and a GPU); "
+                        "openvino: OpenVINO IR (.xml + .bin) for CPUs, gated on OpenVINO itself; "
                         "jetson: a folder with the ONNX files, build.sh and golden outputs for the device; "
                         "coreml: a checked .mlpackage; ios: the .mlpackage with Swift code and a README")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"),

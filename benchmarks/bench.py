@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.backends import BACKENDS, make_infer, unavailable
+from runtime.cpu import features, int8_dot
 from runtime.tables import markdown_table
 from runtime.timing import measure
 
@@ -83,6 +84,8 @@ def machine() -> dict:
     info = _cpuinfo()
     facts = {
         "cpu": info.get("model name", platform.processor() or platform.machine()),
+        "cpu_features": features(set(info.get("flags", "").split())),
+        "int8_dot": int8_dot(set(info.get("flags", "").split())),
         "logical_cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "os": f"{platform.system()} {platform.release()}",
@@ -90,7 +93,7 @@ def machine() -> dict:
         "libraries": {},
         "gpu": None,
     }
-    for package in ("numpy", "torch", "onnxruntime", "tensorrt", "coremltools"):
+    for package in ("numpy", "torch", "onnxruntime", "openvino", "tensorrt", "coremltools"):
         try:
             facts["libraries"][package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -176,7 +179,8 @@ def markdown(report: dict) -> str:
     lines = [
         f"`{report['command']}` — {report['date']}",
         "",
-        f"Machine: {m['cpu']}, {m['usable_cores']} usable cores ({m['logical_cores']} logical), {m['os']}, "
+        f"Machine: {m['cpu']} ({', '.join(m.get('cpu_features', [])) or 'features unknown'}; int8 dot product: "
+        f"{m.get('int8_dot', 'unknown')}), {m['usable_cores']} usable cores ({m['logical_cores']} logical), {m['os']}, "
         f"Python {m['python']}; GPU: {m['gpu'] or 'none'}; "
         + ", ".join(f"{k} {v}" for k, v in m["libraries"].items()) + ".",
         f"CPU FP32 peak (the 'of measured CPU peak' column; none for GPU backends): theoretical {peak['theoretical_gflops']:.0f} GFLOP/s ({peak['theoretical_how']}); measured "

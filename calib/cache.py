@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from models.checkpoints import cache_dir
+from runtime.cache import cache_dir
 from runtime.atomic import atomic_path
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from export.trt_plan import BuildPlan
-from models.checkpoints import cache_dir
+from runtime.cache import cache_dir
 from runtime.artifact import srdeploy_metadata
 from runtime.atomic import atomic_path
 from runtime.cuda import Cuda

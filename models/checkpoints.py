@@ -21,16 +21,11 @@ from tqdm import tqdm
 
 from models.registry import Checkpoint
 from runtime.atomic import atomic_path
+from runtime.cache import cache_dir
 from runtime.errors import SrDeployError
 
 WEIGHTS_DIR_ENV = "SRDEPLOY_WEIGHTS_DIR"
-CACHE_DIR_ENV = "SRDEPLOY_CACHE_DIR"
 _CHUNK = 1 << 20
-
-
-def cache_dir() -> Path:
-    default = Path.home() / ".cache" / "srdeploy" / "checkpoints"
-    return Path(os.environ.get(CACHE_DIR_ENV) or default)
 
 
 def sha256_of(path: Path) -> str:

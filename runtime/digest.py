@@ -17,11 +17,12 @@ KEY = "srdeploy.sha256"
 PLACEHOLDER = b"srdeploy: sha256 of this file with this text in its place".ljust(64, b".")
 
 
-def seal(data: bytes) -> bytes:
-    """``data`` (holding ``PLACEHOLDER`` once) with its digest written in place of the placeholder."""
+def seal(data: bytes, extra: bytes = b"") -> bytes:
+    """``data`` (holding ``PLACEHOLDER`` once) with the digest of ``data + extra`` written in place of the
+    placeholder (``extra``: a file that belongs with it, e.g. an OpenVINO IR's weights)."""
     if data.count(PLACEHOLDER) != 1:
         raise ValueError("a sealed artifact must hold the digest placeholder exactly once")
-    return data.replace(PLACEHOLDER, hashlib.sha256(data).hexdigest().encode())
+    return data.replace(PLACEHOLDER, hashlib.sha256(data + extra).hexdigest().encode())
 
 
 def recorded(data: bytes, key: str) -> tuple[int, bytes] | None:
@@ -40,7 +41,12 @@ def check(data: bytes, path: str | Path, fix: str) -> None:
     if found is None:
         raise SrDeployError(f"artifact {path} carries no srdeploy digest (damaged, or not exported by this srdeploy "
                             f"version): {fix}")
-    start, recorded_digest = found
-    if hashlib.sha256(data[:start] + PLACEHOLDER + data[start + 64:]).hexdigest().encode() != recorded_digest:
+    verify(data, found[0], path, fix)
+
+
+def verify(data: bytes, start: int, path: str | Path, fix: str, extra: bytes = b"") -> None:
+    """A one-line error unless the 64 bytes at ``start`` are the digest ``seal`` wrote for ``data + extra``."""
+    recorded_digest = data[start:start + 64]
+    if hashlib.sha256(data[:start] + PLACEHOLDER + data[start + 64:] + extra).hexdigest().encode() != recorded_digest:
         raise SrDeployError(f"artifact {path} is damaged (its bytes no longer match the sha256 recorded at export): "
                             f"{fix}")

@@ -1,0 +1,103 @@
+"""OpenVINO IR (``.xml`` + ``.bin``) from the ONNX graph ``export_precision`` gated, gated again on OpenVINO.
+
+FP32 and INT8: our FP32 and Q/DQ graphs (OpenVINO turns each Q/DQ pair into a FakeQuantize it compiles into
+u8/i8 convolutions). FP16: the FP32 graph with its weights stored in FP16 (OpenVINO's compressed IR). The
+written files are compiled at f32 inference precision and scored on the held-out crops before they are
+moved into place: the gate measures what OpenVINO computes, integer kernels included, not what ONNX Runtime
+computes. The IR's rt_info carries the srdeploy metadata, the OpenVINO measurement, and a digest over both
+files (``runtime.openvino_backend.check_ir``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import onnx
+from torch import nn
+
+from benchmarks.quality import crop_psnr
+from calib.data import lr_hr_crops, source_images
+from export.onnx_export import proto_infer
+from export.precision import DEFAULT_MAX_DROP, VALIDATION_SPEC, PrecisionReport, check_gate, export_precision
+from models.registry import architecture
+from runtime import digest
+from runtime.artifact import PREFIX
+from runtime.cpu import int8_dot
+from runtime.openvino_backend import RT_SECTION, OpenVinoSession, import_openvino, ir_weights, seal_ir
+from runtime.progress import Stages
+
+FP32_NOISE_DB = 0.001  # OpenVINO's FP32 kernels may sum in another order than ONNX Runtime's
+
+
+def export_ir(
+    model: nn.Module,
+    precision: str,
+    out: Path,
+    calib_dir: str | None = None,
+    max_drop: float | None = None,
+    method: str = "minmax",
+    progress: bool = True,
+) -> tuple[Path, PrecisionReport, dict]:
+    """Write ``out/<model>_x<scale>_<precision>.xml`` (+ ``.bin``) after both gates: (path, the ONNX graph's
+    report, the OpenVINO measurement). Over the limit: a one-line error and nothing written."""
+    ov = import_openvino()
+    info = model.srdeploy
+    proto, report = export_precision(model, "fp32" if precision == "fp16" else precision, calib_dir, max_drop,
+                                     progress=progress, method=method)
+    limit = DEFAULT_MAX_DROP[precision] if max_drop is None else max_drop
+    stage = Stages(f"openvino {precision} {info.name} ×{info.scale}", progress)
+    stem = f"{info.name}_x{info.scale}_{precision}"
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{stem}.", dir=out))
+    try:
+        stage("OpenVINO IR from the ONNX graph")
+        onnx.save(proto, work / "graph.onnx")
+        ir = ov.convert_model(str(work / "graph.onnx"))
+        metadata = {k.removeprefix(PREFIX): v for k, v in ((p.key, p.value) for p in proto.metadata_props)
+                    if k.startswith(PREFIX) and k != digest.KEY}
+        metadata.update(precision=precision, openvino_weights="fp16" if precision == "fp16" else "fp32")
+        draft = _save(ov, ir, metadata, work / f"{stem}.xml", precision == "fp16")
+        stage(f"accuracy gate on OpenVINO (f32 inference precision, int8 dot product: {int8_dot()}): held-out "
+              f"PSNR against FP32 on {VALIDATION_SPEC.count} crops (limit {limit} dB)")
+        session = OpenVinoSession(draft, cache=False)
+        validation = lr_hr_crops(source_images(calib_dir, "validation"), info.scale, VALIDATION_SPEC)
+        rounding = architecture(info.name).eval_rounding
+        reference = report.validation_psnr_fp32
+        if reference is None:  # an FP32 graph: measure its ONNX Runtime score here
+            reference = crop_psnr(proto_infer(proto), validation, info.scale, info.colour, rounding)
+        measured = crop_psnr(session.infer, validation, info.scale, info.colour, rounding)
+        executed = session.executed_precisions()
+        gated = replace(report, precision=precision, validation_psnr=measured, validation_psnr_fp32=reference,
+                        drop_db=reference - measured)
+        check_gate(gated, max(limit, FP32_NOISE_DB), f"{info.name} ×{info.scale} on OpenVINO (int8 dot product: "
+                   f"{int8_dot()})")
+        measurement = {"openvino": ov.get_version(), "inference_precision": session.compiled_precision,
+                       "int8_dot": int8_dot(), "validation_psnr": measured, "validation_psnr_fp32": reference,
+                       "drop_db": reference - measured, "int8_executed_mac_fraction": executed.int8_mac_fraction}
+        metadata.update(openvino_report=json.dumps(measurement), validation_drop_db=f"{reference - measured:.4f}",
+                        precision_report=json.dumps(asdict(gated)))
+        final = _save(ov, ov.Core().read_model(draft), metadata, work / "final" / f"{stem}.xml", precision == "fp16")
+        target = out / f"{stem}.xml"
+        os.replace(ir_weights(final), ir_weights(target))  # the .bin first: the .xml is the entry point
+        os.replace(final, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target, gated, measurement
+
+
+def _save(ov, ir, metadata: dict[str, str], path: Path, fp16_weights: bool) -> Path:
+    """``ir`` written with ``metadata`` as its only rt_info besides OpenVINO's own, sealed (``seal_ir``)."""
+    info = ir.get_rt_info()
+    for section in ("framework", "conversion_parameters", RT_SECTION):  # the ONNX's keys, our temporary paths
+        if section in info.keys():
+            del info[section]
+    for key, value in {**metadata, "sha256": digest.PLACEHOLDER.decode()}.items():
+        ir.set_rt_info(value, [RT_SECTION, key])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(ir, str(path), compress_to_fp16=fp16_weights)
+    path.write_bytes(seal_ir(path.read_bytes(), ir_weights(path).read_bytes()))
+    return path

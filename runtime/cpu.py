@@ -1,0 +1,34 @@
+"""The CPU's vector and integer-dot-product features, recorded beside every number measured on it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8",
+            "amx_bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The flags of /proc/cpuinfo (empty off Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((x for x in text.splitlines() if x.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
+def features(flags: set[str] | None = None) -> list[str]:
+    """The ``FEATURES`` this CPU has."""
+    flags = cpu_flags() if flags is None else flags
+    return [f for f in FEATURES if f in flags]
+
+
+def int8_dot(flags: set[str] | None = None) -> str:
+    """How the CPU multiplies int8: ``amx``, ``vnni`` (int32 accumulation), or ``pairwise-int16`` (AVX2 and
+    AVX-512F without VNNI: vpmaddubsw adds two products in int16, which can saturate)."""
+    flags = cpu_flags() if flags is None else flags
+    if "amx_int8" in flags:
+        return "amx"
+    if {"avx512_vnni", "avx_vnni"} & flags:
+        return "vnni"
+    return "pairwise-int16"

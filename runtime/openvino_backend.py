@@ -1,0 +1,210 @@
+"""OpenVINO backend: ``OpenVinoSession(path).infer(x)`` — numpy and openvino only, never torch.
+
+Opens OpenVINO IR (``.xml`` + ``.bin`` from ``export --target openvino``) and any of our ``.onnx`` artifacts.
+OpenVINO compiles the Q/DQ pairs of an INT8 graph into u8/i8 convolutions, as TensorRT's explicit
+quantization does; ``executed_precisions`` reads the compiled model back and says, per convolution, in
+which precision it runs. The inference precision is always set (OpenVINO would pick bf16 by itself on
+CPUs with AVX-512 BF16 or AMX), and compiled models are cached so a second open does not recompile.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime import digest
+from runtime.artifact import ArtifactSession, srdeploy_metadata
+from runtime.errors import SrDeployError
+
+INFERENCE_PRECISIONS = ("f32", "bf16", "f16")
+CONV_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData")
+INTEGER = ("u8", "i8")
+RT_SECTION = "srdeploy"  # the IR's rt_info section holding the srdeploy metadata
+FIX = "re-export it with `python cli.py export --target openvino`"
+
+
+def import_openvino():
+    try:
+        import openvino
+    except ImportError:
+        raise SrDeployError("OpenVINO is not installed: pip install openvino (or pip install -e '.[openvino]')") from None
+    return openvino
+
+
+def compile_cache_dir() -> Path:
+    """Where OpenVINO keeps compiled models: beside the checkpoint cache (``$SRDEPLOY_CACHE_DIR``)."""
+    from runtime.cache import cache_root
+
+    return cache_root() / "openvino"
+
+
+# ---- IR files: metadata and the digest over both files -------------------------------------------
+
+_IR_DIGEST = re.compile(rb'<sha256 value="([^"]{64})"')
+
+
+def ir_weights(xml: Path) -> Path:
+    return xml.with_suffix(".bin")
+
+
+def seal_ir(xml: bytes, weights: bytes) -> bytes:
+    """``xml`` (holding the digest placeholder once) with the sha256 of xml + weights in its place."""
+    return digest.seal(xml, extra=weights)
+
+
+def check_ir(xml_path: Path) -> None:
+    """A one-line error unless the IR's .xml and .bin are the pair the export sealed."""
+    weights = ir_weights(xml_path)
+    if not weights.is_file():
+        raise SrDeployError(f"artifact {xml_path} has no weights file {weights.name} beside it: {FIX}")
+    xml = xml_path.read_bytes()
+    found = [m for m in _IR_DIGEST.finditer(xml)]
+    if len(found) != 1:
+        raise SrDeployError(f"artifact {xml_path} carries no srdeploy digest (damaged, or not exported by this "
+                            f"srdeploy version): {FIX}")
+    digest.verify(xml, found[0].start(1), xml_path, FIX, extra=weights.read_bytes())
+
+
+def _rt_metadata(model) -> dict[str, str]:
+    """srdeploy metadata of a model OpenVINO read: our IR's ``srdeploy`` section, or an ONNX file's
+    ``metadata_props`` (OpenVINO puts them under ``framework``)."""
+    info = model.get_rt_info()
+    if RT_SECTION in info.keys():
+        return {k: v.astype(str) for k, v in info[RT_SECTION].items()}
+    if "framework" in info.keys():
+        return srdeploy_metadata((k, v.astype(str)) for k, v in info["framework"].items())
+    return {}
+
+
+# ---- what the compiled model executes --------------------------------------------------------------
+
+@dataclass
+class ExecutedConv:
+    name: str  # the convolution's name in the graph OpenVINO read
+    layer: str  # the compiled layer it runs in (Convolution, Deconvolution, ...)
+    precision: str  # the precision the compiled layer computes in: u8/i8 (integer kernels), f32, bf16, f16
+    macs_per_output_pixel: float
+
+
+@dataclass
+class ExecutedPrecisions:
+    """Per convolution, the precision the compiled model runs it in; the shares of conv MACs."""
+
+    inference_precision: str
+    convs: list[ExecutedConv]
+    qdq_mac_fraction: float | None  # what the export put between Q/DQ pairs (None: a float artifact)
+
+    @property
+    def int8_mac_fraction(self) -> float:
+        total = sum(c.macs_per_output_pixel for c in self.convs)
+        return sum(c.macs_per_output_pixel for c in self.convs if c.precision in INTEGER) / total if total else 0.0
+
+    def summary(self) -> str:
+        claimed = "" if self.qdq_mac_fraction is None else f" ({self.qdq_mac_fraction:.1%} carry Q/DQ)"
+        return (f"OpenVINO runs {self.int8_mac_fraction:.1%} of conv MACs in u8/i8{claimed}, "
+                f"{self.inference_precision} inference precision")
+
+    def as_dict(self) -> dict:
+        return {"inference_precision": self.inference_precision, "int8_mac_fraction": self.int8_mac_fraction,
+                "qdq_mac_fraction": self.qdq_mac_fraction, "convs": [asdict(c) for c in self.convs]}
+
+
+def conv_macs(model, channels: int, size: int = 64, scale: int = 1) -> dict[str, float]:
+    """MACs per output pixel of each convolution of ``model`` (shapes from a ``size``² input)."""
+    static = model.clone()
+    static.reshape({0: [1, channels, size, size]})
+    pixels = size * size * scale * scale
+    macs = {}
+    for op in static.get_ordered_ops():
+        kind = op.get_type_name()
+        if kind not in CONV_TYPES:
+            continue
+        weight = list(op.input(1).get_shape())
+        grouped = kind.startswith("Group")
+        if kind.endswith("BackpropData"):  # every input pixel is scattered through the kernel
+            count = np.prod(op.input(0).get_shape()) * np.prod(weight[2 if grouped else 1:])
+        else:  # every output pixel gathers from the kernel
+            count = np.prod(op.output(0).get_shape()) * np.prod(weight[2 if grouped else 1:])
+        macs[op.get_friendly_name()] = float(count) / pixels
+    return macs
+
+
+def executed_convs(compiled, macs: dict[str, float]) -> list[ExecutedConv]:
+    """The convolutions of ``macs`` as the compiled model runs them (matched through the names of the
+    layers each compiled layer fused)."""
+    found = []
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        for name in info["originalLayersNames"].astype(str).split(","):
+            if name in macs:
+                found.append(ExecutedConv(name, info["layerType"].astype(str), info["runtimePrecision"].astype(str),
+                                          macs[name]))
+    missing = set(macs) - {c.name for c in found}
+    if missing:
+        raise SrDeployError(f"OpenVINO's compiled model does not show where convolution {sorted(missing)[0]} runs: "
+                            "this OpenVINO version names layers differently; please report it")
+    return found
+
+
+# ---- the session ---------------------------------------------------------------------------------
+
+class OpenVinoSession(ArtifactSession):
+    """An IR or ONNX artifact compiled by OpenVINO for the CPU, with its srdeploy metadata."""
+
+    def __init__(self, path: str | Path, inference_precision: str = "f32", threads: int | None = None,
+                 cache: bool = True, device: str = "CPU"):
+        ov = import_openvino()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise SrDeployError(f"artifact {self.path} does not exist: export one with `python cli.py export`")
+        if inference_precision not in INFERENCE_PRECISIONS:
+            raise SrDeployError(f"inference precision {inference_precision!r}: choose one of "
+                                f"{', '.join(INFERENCE_PRECISIONS)}")
+        if self.path.suffix.lower() == ".xml":
+            check_ir(self.path)
+        else:
+            digest.check(self.path.read_bytes(), self.path, "re-export it with `python cli.py export`")
+        core = ov.Core()
+        try:
+            self.model = core.read_model(self.path)
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises untyped errors on bad files
+            reason = str(exc).strip().splitlines()[0][:160]
+            raise SrDeployError(f"artifact {self.path} cannot be read by OpenVINO ({reason}): {FIX}") from None
+        self.metadata = _rt_metadata(self.model)
+        self.check_metadata()
+        self.bounds = json.loads(self.metadata["shape_bounds"])
+        self.inference_precision = inference_precision
+        config = {"INFERENCE_PRECISION_HINT": inference_precision, "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        if cache:
+            config["CACHE_DIR"] = str(compile_cache_dir())
+        self.compiled = core.compile_model(self.model, device, config)
+        self.request = self.compiled.create_infer_request()
+        # what OpenVINO compiled for, read back: the record of every report
+        self.compiled_precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """N×C×H×W in [0, 1] → float32 N×C×(s·H)×(s·W)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        self.check_input(x)
+        self.request.infer({0: x})
+        return self.request.get_output_tensor(0).data.astype(np.float32, copy=True)
+
+    def executed_precisions(self) -> ExecutedPrecisions:
+        """Per convolution, the precision the compiled model executes it in."""
+        macs = conv_macs(self.model, self.channels, scale=self.scale)
+        claimed = self.metadata.get("int8_mac_fraction") or None
+        return ExecutedPrecisions(self.compiled_precision, executed_convs(self.compiled, macs),
+                                  None if claimed is None else float(claimed))
+
+
+def cpu_supports(precision: str) -> bool:
+    """Whether this machine's CPU computes ``precision`` natively (OpenVINO's capability list)."""
+    ov = import_openvino()
+    capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return {"f32": "FP32", "bf16": "BF16", "f16": "FP16"}[precision] in capabilities
+
