@@ -57,12 +57,22 @@ class Runner(NamedTuple):
     max_shape: list[int] | None  # an artifact's largest N×C×H×W input; None for PyTorch
 
 
+def _open_artifact(args: argparse.Namespace):
+    """The session for ``--artifact`` on the ``--backend`` asked for (OpenVINO: at ``--inference-precision``)."""
+    from runtime.artifact import open_artifact
+
+    options = {}
+    if args.inference_precision:
+        if not (args.backend == "openvino" or str(args.artifact).lower().endswith(".xml")):
+            raise SrDeployError("--inference-precision is an OpenVINO setting: add --backend openvino or open an .xml")
+        options["inference_precision"] = args.inference_precision
+    return open_artifact(args.artifact, backend=args.backend, **options)
+
+
 def _runner(args: argparse.Namespace) -> Runner:
     """The runner ``--artifact FILE`` or ``--model NAME --scale S [--weights] [--gate]`` asks for."""
     if args.artifact:
-        from runtime.artifact import open_artifact
-
-        session = open_artifact(args.artifact)
+        session = _open_artifact(args)
         return Runner(session.infer, session.metadata["model"], session.scale, session.colour,
                       session.receptive_radius, session.shape_bounds["min"][2], str(args.artifact),
                       session.shape_bounds["max"])
@@ -331,13 +341,12 @@ def _print_parity(report) -> None:
 def cmd_parity(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from runtime.artifact import open_artifact
     from runtime.compare import TOLERANCES
     from runtime.golden import load_golden, save_golden
     from runtime.parity import ParityReport, check_cases, probe_inputs
     from runtime.pipeline import network_input
 
-    session = open_artifact(args.artifact)
+    session = _open_artifact(args)
     precision = session.metadata.get("precision", "fp32")
     report = ParityReport(str(args.artifact), precision, TOLERANCES[precision])
     progress = not args.json
@@ -375,6 +384,13 @@ def cmd_parity(args: argparse.Namespace) -> int:
                 "checkpoint_sha256": session.metadata["checkpoint_sha256"], "reference": "pytorch fp32",
             })
     check_cases(session.infer, cases, report)
+    report.backend = type(session).__name__
+    if hasattr(session, "executed_precisions"):
+        executed = session.executed_precisions()
+        report.backend = f"OpenVINO {executed.inference_precision}"
+        report.executed = executed.as_dict()
+        if not args.json:
+            print(executed.summary())
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
@@ -444,8 +460,9 @@ def _bench_jobs(args: argparse.Namespace, work) -> tuple[list[tuple[str, dict, f
         for path in args.artifacts:
             session = open_artifact(path, run=False)  # bench runs it in its own process (or lists it as skipped)
             precision = session.metadata.get("precision", "fp32")
-            kind = "trt" if path.endswith((".engine", ".plan", ".trt")) else "onnx"
-            backend = kind if precision == "fp32" else f"{kind}-{precision}"
+            kind = "trt" if path.endswith((".engine", ".plan", ".trt")) else "openvino" if path.endswith(".xml") else "onnx"
+            # an FP16-weights IR computes at f32 inference precision, as the FP32 one does
+            backend = kind if precision == "fp32" or (kind, precision) == ("openvino", "fp16") else f"{kind}-{precision}"
             if path.rstrip("/").endswith(".mlpackage"):
                 backend = "coreml"
             drop = None if precision == "fp32" else float(session.metadata.get("validation_drop_db") or 0)
@@ -469,7 +486,7 @@ def _bench_jobs(args: argparse.Namespace, work) -> tuple[list[tuple[str, dict, f
         source = {"model": args.model, "scale": args.scale, "weights": args.weights}
         drop = None
         if backend.needs_artifact and not unavailable(backend):
-            key = f"{backend.kind}-{backend.precision}"
+            key = f"{'onnx' if backend.kind == 'openvino' else backend.kind}-{backend.precision}"  # OpenVINO runs the .onnx
             if key not in exported:
                 exported[key] = _bench_artifact(args, model, backend, work / "artifacts")
             artifact, drop = exported[key]
@@ -493,7 +510,7 @@ def _bench_artifact(args: argparse.Namespace, model, backend, folder) -> tuple[d
     drop = None if backend.precision == "fp32" else report.drop_db
     stem = f"{args.model}_x{args.scale}_{backend.precision}"
     macs = _recorded_macs(srdeploy_metadata((p.key, p.value) for p in proto.metadata_props))  # engines too
-    if backend.kind == "onnx":
+    if backend.kind in ("onnx", "openvino"):
         return {"artifact": str(save(proto, folder / f"{stem}.onnx")), **macs}, drop
     from benchmarks.bench import parse_size
     from export.trt_build import export_model_engine
@@ -561,7 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="PSNR/SSIM of a model or an artifact on a BasicSR-layout dataset")
     _add_model_arguments(p, required=False)
     p.add_argument("--artifact", help="evaluate an exported artifact instead of the PyTorch model: .onnx (ONNX Runtime), "
-                                      ".engine (TensorRT) or .mlpackage (Core ML, macOS)")
+                                      ".xml (OpenVINO), .engine (TensorRT) or .mlpackage (Core ML, macOS)")
+    _add_backend_arguments(p)
     p.add_argument("--dataset", required=True, help="folder with HR/ and LR_bicubic/X{scale}/")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -605,8 +623,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "others written); 2 nothing done (bad arguments, or every image failed).")
     p.add_argument("input", help="image file or folder")
     p.add_argument("output", help="output file, or folder (created) for NAME_x{scale}.png")
-    p.add_argument("--artifact", help="an exported .onnx (ONNX Runtime), .engine (TensorRT) or .mlpackage (Core ML, "
-                                      "macOS); no torch needed")
+    p.add_argument("--artifact", help="an exported .onnx (ONNX Runtime), .xml (OpenVINO), .engine (TensorRT) or "
+                                      ".mlpackage (Core ML, macOS); no torch needed")
+    _add_backend_arguments(p)
     _add_model_arguments(p, required=False)
     p.add_argument("--tile", type=_number(int, 0), default=256, help="LR tile size in pixels (0: whole image); default 256")
     p.add_argument("--tile-overlap", type=_number(int, 0),
@@ -616,14 +635,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_upscale)
 
     p = sub.add_parser("bench", help="latency of backends side by side: median/p90/p99, MP/s, GFLOP/s, memory")
-    p.add_argument("artifacts", nargs="*", help="existing .onnx/.engine/.mlpackage artifacts to benchmark (instead of "
-                                                 "--model)")
+    p.add_argument("artifacts", nargs="*", help="existing .onnx/.xml/.engine/.mlpackage artifacts to benchmark (instead "
+                                                 "of --model)")
     p.add_argument("--model", help="zoo name: artifacts for the backends are exported first")
     p.add_argument("--scale", type=int, choices=(2, 3, 4), default=2, help="upscaling factor (default 2)")
     p.add_argument("--weights", help="checkpoint path (default: the official checkpoint)")
     p.add_argument("--backends", default="torch,onnx,onnx-fp16,onnx-int8",
                    help="comma-separated, from: torch, torch-cuda, torch-cuda-fp16, onnx, onnx-fp16, onnx-int8, "
-                        "onnx-cuda, onnx-trt, trt, trt-fp16, trt-int8, coreml (unavailable ones are listed as skipped)")
+                        "openvino, openvino-bf16, openvino-int8, onnx-cuda, onnx-trt, trt, trt-fp16, trt-int8, coreml "
+                        "(unavailable ones are listed as skipped)")
     p.add_argument("--sizes", default="256x256", help="LR input sizes, WxH, comma-separated (default 256x256)")
     p.add_argument("--warmup", type=_number(int, 0), default=2, help="untimed calls first (default 2)")
     p.add_argument("--runs", type=_number(int, 1), default=30, help="most timed calls per measurement (default 30)")
@@ -635,7 +655,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_bench)
 
     p = sub.add_parser("parity", help="check an artifact against the PyTorch model it came from (or golden files)")
-    p.add_argument("artifact", help="an exported .onnx, .engine (with its sidecar) or .mlpackage (Core ML, macOS)")
+    p.add_argument("artifact", help="an exported .onnx, .xml (OpenVINO IR), .engine (with its sidecar) or .mlpackage "
+                                    "(Core ML, macOS)")
+    _add_backend_arguments(p)
     p.add_argument("--weights", help="checkpoint the artifact was exported from, if not an official one")
     p.add_argument("--dataset", help="BasicSR-layout dataset: real images and the PSNR-vs-ground-truth delta")
     p.add_argument("--save-golden", metavar="DIR", help="also write the inputs and PyTorch outputs to DIR")
@@ -643,6 +665,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(run=cmd_parity)
     return parser
+
+
+def _add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    from runtime.artifact import BACKENDS
+
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="what runs an .onnx artifact: onnxruntime (auto) or openvino; other files choose their own")
+    p.add_argument("--inference-precision", choices=("f32", "bf16", "f16"),
+                   help="OpenVINO's compute precision (default f32; bf16 where the CPU has AVX-512 BF16 or AMX)")
 
 
 def _add_model_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:

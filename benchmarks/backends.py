@@ -20,11 +20,12 @@ class Backend:
     name: str
     description: str
     precision: str  # the artifact precision it runs (torch backends: their compute precision)
-    kind: str  # torch | onnx | trt | coreml
+    kind: str  # torch | onnx | openvino | trt | coreml
+    inference_precision: str = "f32"  # openvino: the compute precision it is compiled for
 
     @property
     def needs_artifact(self) -> bool:
-        return self.kind in ("onnx", "trt", "coreml")
+        return self.kind in ("onnx", "openvino", "trt", "coreml")
 
     @property
     def on_gpu(self) -> bool:
@@ -40,6 +41,10 @@ BACKENDS = {b.name: b for b in (
     Backend("onnx", "ONNX Runtime CPU, FP32 artifact", "fp32", "onnx"),
     Backend("onnx-fp16", "ONNX Runtime CPU, FP16 artifact", "fp16", "onnx"),
     Backend("onnx-int8", "ONNX Runtime CPU, INT8 Q/DQ artifact", "int8", "onnx"),
+    Backend("openvino", "OpenVINO CPU, FP32 artifact, f32 inference precision", "fp32", "openvino"),
+    Backend("openvino-bf16", "OpenVINO CPU, FP32 artifact, bf16 inference precision", "fp32", "openvino", "bf16"),
+    Backend("openvino-int8", "OpenVINO CPU, INT8 Q/DQ artifact (u8/i8 convolutions), f32 inference precision", "int8",
+            "openvino"),
     Backend("onnx-cuda", "ONNX Runtime CUDA execution provider, FP32 artifact", "fp32", "onnx"),
     Backend("onnx-trt", "ONNX Runtime TensorRT execution provider, FP32 artifact", "fp32", "onnx"),
     Backend("trt", "TensorRT engine, FP32", "fp32", "trt"),
@@ -71,6 +76,14 @@ def unavailable(backend: Backend) -> str | None:
             return (f"onnxruntime {onnxruntime.__version__} here has no {provider} "
                     f"(it has {', '.join(onnxruntime.get_available_providers())})")
         return None
+    if backend.kind == "openvino":
+        if importlib.util.find_spec("openvino") is None:
+            return "OpenVINO is not installed: pip install openvino"
+        from runtime.openvino_backend import cpu_supports
+
+        if not cpu_supports(backend.inference_precision):
+            return f"this CPU has no native {backend.inference_precision} (OpenVINO would compute in f32)"
+        return None
     if backend.kind == "trt":
         from runtime.cuda import Cuda
         from runtime.errors import SrDeployError
@@ -89,8 +102,9 @@ def unavailable(backend: Backend) -> str | None:
     return None
 
 
-def make_infer(backend: Backend, source: dict, threads: int | None) -> tuple[Infer, Callable[[], float | None]]:
-    """(infer, peak device memory in MB or None) for ``backend`` on ``source`` (model/scale/weights or artifact)."""
+def make_infer(backend: Backend, source: dict, threads: int | None) -> tuple[Infer, Callable[[], float | None], dict]:
+    """(infer, peak device memory in MB or None, what the backend reports of itself) for ``backend`` on ``source``
+    (model/scale/weights or artifact); OpenVINO reports the share of conv MACs it executes in u8/i8."""
     if backend.kind == "torch":
         import torch
 
@@ -102,7 +116,7 @@ def make_infer(backend: Backend, source: dict, threads: int | None) -> tuple[Inf
         if "cuda" not in backend.name:
             from runtime.torch_runner import TorchRunner
 
-            return TorchRunner(model).infer, lambda: None
+            return TorchRunner(model).infer, lambda: None, {}
         dtype = torch.float16 if backend.precision == "fp16" else torch.float32
         model = model.to("cuda", dtype)
         if backend.precision == "fp16":
@@ -115,17 +129,24 @@ def make_infer(backend: Backend, source: dict, threads: int | None) -> tuple[Inf
                     tensor = tensor.contiguous(memory_format=torch.channels_last)
                 return model(tensor).float().cpu().numpy()  # .cpu() synchronises
 
-        return infer_cuda, lambda: torch.cuda.max_memory_allocated() / 2**20
+        return infer_cuda, lambda: torch.cuda.max_memory_allocated() / 2**20, {}
     if backend.kind == "onnx":
         from runtime.onnx_backend import OnnxSession
 
         provider = ORT_PROVIDERS.get(backend.name, "CPUExecutionProvider")
         session = OnnxSession(source["artifact"], providers=[provider], threads=threads)
-        return session.infer, lambda: None
+        return session.infer, lambda: None, {}
+    if backend.kind == "openvino":
+        from runtime.openvino_backend import OpenVinoSession
+
+        session = OpenVinoSession(source["artifact"], backend.inference_precision, threads=threads)
+        executed = session.executed_precisions()
+        return session.infer, lambda: None, {"int8_executed": executed.int8_mac_fraction,
+                                             "inference_precision": executed.inference_precision}
     if backend.kind == "coreml":
         from runtime.coreml_backend import CoreMLSession
 
-        return CoreMLSession(source["artifact"]).infer, lambda: None
+        return CoreMLSession(source["artifact"]).infer, lambda: None, {}
     from runtime.trt_backend import TrtSession
 
     session = TrtSession(source["artifact"])
@@ -134,4 +155,4 @@ def make_infer(backend: Backend, source: dict, threads: int | None) -> tuple[Inf
         free, total = session.cuda.memory_info()
         return (total - free) / 2**20
 
-    return session.infer, device_mb
+    return session.infer, device_mb, {}

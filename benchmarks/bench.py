@@ -111,7 +111,7 @@ def machine() -> dict:
 def worker(spec: dict) -> dict:
     """Run in the child: build the backend, time it, report (see ``bench_one``)."""
     backend = BACKENDS[spec["backend"]]
-    infer, device_mb = make_infer(backend, spec["source"], spec.get("threads"))
+    infer, device_mb, details = make_infer(backend, spec["source"], spec.get("threads"))
     width, height = spec["size"]
     x = np.random.default_rng(0).random((1, spec["channels"], height, width), dtype=np.float32)
     start = time.perf_counter()
@@ -126,7 +126,7 @@ def worker(spec: dict) -> dict:
 
         threads = torch.get_num_threads()
     return {"timing": vars(timing), "peak_rss_mb": peak_rss_mb(),
-            "device_mem_mb": device_mb(), "threads": threads}
+            "device_mem_mb": device_mb(), "threads": threads, **details}
 
 
 def peak_rss_mb() -> float:
@@ -146,7 +146,8 @@ def bench_one(backend_name: str, size: tuple[int, int], source: dict, channels: 
     row = {"backend": backend_name, "description": backend.description, "size": f"{size[0]}x{size[1]}",
            "output": f"{size[0] * scale}x{size[1] * scale}", "status": "ok", "reason": None,
            **dict.fromkeys(("median_ms", "p90_ms", "p99_ms", "min_ms", "images_per_s", "mpix_per_s", "gflops",
-                            "peak_rss_mb", "device_mem_mb", "runs", "threads")), "psnr_drop_db": psnr_drop,
+                            "peak_rss_mb", "device_mem_mb", "runs", "threads", "int8_executed")),
+           "psnr_drop_db": psnr_drop,
            "macs_per_output_pixel": None if macs is None else macs / (size[0] * size[1] * scale * scale)}
     reason = unavailable(backend) or source.get("unavailable")
     if reason:
@@ -165,7 +166,8 @@ def bench_one(backend_name: str, size: tuple[int, int], source: dict, channels: 
     return {**row, **{k: t[k] for k in ("median_ms", "p90_ms", "p99_ms", "min_ms", "runs")},
             "images_per_s": 1 / median_s, "mpix_per_s": output_mpix / median_s,
             "gflops": None if macs is None else 2 * macs / median_s / 1e9,
-            "peak_rss_mb": result["peak_rss_mb"], "device_mem_mb": result["device_mem_mb"], "threads": result["threads"]}
+            "peak_rss_mb": result["peak_rss_mb"], "device_mem_mb": result["device_mem_mb"], "threads": result["threads"],
+            "int8_executed": result.get("int8_executed")}
 
 
 # ---- the report ----------------------------------------------------------------------------------
@@ -201,11 +203,13 @@ def markdown(report: dict) -> str:
                      _fmt(r["gflops"], ".0f"),
                      "" if r["gflops"] is None or BACKENDS[r["backend"]].on_gpu
                      else f"{100 * r['gflops'] / peak['measured_gflops']:.0f}%",
-                     _fmt(r["peak_rss_mb"], ".0f"), _fmt(r["psnr_drop_db"], "+.3f") if r["psnr_drop_db"] is not None else "",
+                     _fmt(r["peak_rss_mb"], ".0f"), _fmt(r.get("int8_executed"), ".1%"),
+                     _fmt(r["psnr_drop_db"], "+.3f") if r["psnr_drop_db"] is not None else "",
                      r["reason"] or ""])
     lines.append(markdown_table(
         ["backend", "LR → output", "status", "median ms", "p90 ms", "p99 ms", "min ms", "runs", "img/s", "out MP/s",
-         "GFLOP/s", "of measured CPU peak", "peak RSS MB", "PSNR loss dB (held-out)", "reason"], rows))
+         "GFLOP/s", "of measured CPU peak", "peak RSS MB", "conv MACs run in u8/i8", "PSNR loss dB (held-out)",
+         "reason"], rows))
     return "\n".join(lines)
 
 

@@ -61,11 +61,18 @@ def adopt_engine(root: Path, entry: dict, precision: str, typing: str) -> None:
                   built_by=f"trtexec via build.sh ({typing}ly typed)", parity=None)
 
 
+BUNDLE_BACKENDS = ("tensorrt", "onnxruntime", "openvino")
+
+
 def open_session(root: Path, entry: dict, backend: str, cuda_graphs: bool, precision: str):
     if backend == "onnxruntime":
         from runtime.onnx_backend import OnnxSession
 
         return OnnxSession(root / entry["onnx"], providers=["CPUExecutionProvider"])
+    if backend == "openvino":
+        from runtime.openvino_backend import OpenVinoSession
+
+        return OpenVinoSession(root / entry["onnx"])
     if not (root / entry["engine"]).is_file():
         raise SrDeployError(f"engine {entry['engine']} is not built yet: run `bash build.sh {precision}` in this bundle "
                             "(or use --backend onnxruntime)")
@@ -126,7 +133,9 @@ def report(result: dict, tolerance: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m runtime.bundle_check", description=__doc__.split("\n")[0])
     parser.add_argument("precisions", nargs="*", help="fp32 fp16 int8 (default: every one in the bundle)")
-    parser.add_argument("--backend", choices=("tensorrt", "onnxruntime"), default="tensorrt")
+    parser.add_argument("--backend", choices=BUNDLE_BACKENDS, default="tensorrt",
+                        help="tensorrt: the engines build.sh built (default); onnxruntime or openvino: the bundle's "
+                             "ONNX files on this CPU")
     parser.add_argument("--typing", choices=("strong", "weak"), help="(build.sh) engines just built here: write their sidecars")
     parser.add_argument("--runs", type=int, default=50, help="timed runs per profile shape (0: parity only)")
     parser.add_argument("--warmup", type=int, default=5)

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from runtime.bundle_check import BUNDLE, load_manifest, open_session
+from runtime.bundle_check import BUNDLE, BUNDLE_BACKENDS, load_manifest, open_session
 from runtime.errors import SrDeployError
 from runtime.images import DEFAULT_MAX_PIXELS
 from runtime.upscale import fit_tile, plan_jobs, report, upscale_each
@@ -24,8 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("input", help="image file or folder")
     parser.add_argument("output", help="output image file, or folder (created) for NAME_x{scale}.png")
     parser.add_argument("--precision", help="fp32, fp16 or int8 (default: fp16 where the bundle has it)")
-    parser.add_argument("--backend", choices=("tensorrt", "onnxruntime"), default="tensorrt",
-                        help="tensorrt: the engine build.sh built (default); onnxruntime: the bundle's ONNX on the CPU")
+    parser.add_argument("--backend", choices=BUNDLE_BACKENDS, default="tensorrt",
+                        help="tensorrt: the engine build.sh built (default); onnxruntime or openvino: the bundle's "
+                             "ONNX on the CPU")
     parser.add_argument("--tile", type=int, default=256, help="LR tile size in pixels (0: whole image); default 256")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help=f"largest input image in pixels, checked from the header (default {DEFAULT_MAX_PIXELS})")

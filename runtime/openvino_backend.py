@@ -113,23 +113,34 @@ class ExecutedPrecisions:
 
 
 def conv_macs(model, channels: int, size: int = 64, scale: int = 1) -> dict[str, float]:
-    """MACs per output pixel of each convolution of ``model`` (shapes from a ``size``² input)."""
+    """MACs per output pixel of each convolution of ``model``, by name (shapes from a ``size``² input)."""
     static = model.clone()
     static.reshape({0: [1, channels, size, size]})
     pixels = size * size * scale * scale
+    names = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in CONV_TYPES]
+    # a clone gets new generated names (an unnamed ConvolutionBackpropData_N): matched by position instead
+    convs = [op for op in static.get_ordered_ops() if op.get_type_name() in CONV_TYPES]
     macs = {}
-    for op in static.get_ordered_ops():
+    for name, op in zip(names, convs, strict=True):
         kind = op.get_type_name()
-        if kind not in CONV_TYPES:
-            continue
         weight = list(op.input(1).get_shape())
-        grouped = kind.startswith("Group")
+        per_tap = np.prod(weight[2 if kind.startswith("Group") else 1:])
         if kind.endswith("BackpropData"):  # every input pixel is scattered through the kernel
-            count = np.prod(op.input(0).get_shape()) * np.prod(weight[2 if grouped else 1:])
+            count = np.prod(op.input(0).get_shape()) * per_tap
         else:  # every output pixel gathers from the kernel
-            count = np.prod(op.output(0).get_shape()) * np.prod(weight[2 if grouped else 1:])
-        macs[op.get_friendly_name()] = float(count) / pixels
+            count = np.prod(op.output(0).get_shape()) * per_tap
+        macs[name] = float(count) / pixels
     return macs
+
+
+def _name_convolutions(model) -> None:
+    """Give each convolution OpenVINO named by a counter (an unnamed ``ConvolutionBackpropData_26506``) a
+    name from its position, the same in every process: the compiled model, from the cache or not, reports
+    the names of the layers it fused, and ``conv_macs`` finds them."""
+    convs = [op for op in model.get_ordered_ops() if op.get_type_name() in CONV_TYPES]
+    for i, op in enumerate(convs):
+        if re.fullmatch(rf"{op.get_type_name()}_\d+", op.get_friendly_name()):
+            op.set_friendly_name(f"{op.get_type_name()}.{i}")
 
 
 def executed_convs(compiled, macs: dict[str, float]) -> list[ExecutedConv]:
@@ -155,7 +166,7 @@ class OpenVinoSession(ArtifactSession):
     """An IR or ONNX artifact compiled by OpenVINO for the CPU, with its srdeploy metadata."""
 
     def __init__(self, path: str | Path, inference_precision: str = "f32", threads: int | None = None,
-                 cache: bool = True, device: str = "CPU"):
+                 cache: bool = True, device: str = "CPU", run: bool = True):
         ov = import_openvino()
         self.path = Path(path)
         if not self.path.is_file():
@@ -173,10 +184,13 @@ class OpenVinoSession(ArtifactSession):
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises untyped errors on bad files
             reason = str(exc).strip().splitlines()[0][:160]
             raise SrDeployError(f"artifact {self.path} cannot be read by OpenVINO ({reason}): {FIX}") from None
+        _name_convolutions(self.model)
         self.metadata = _rt_metadata(self.model)
         self.check_metadata()
         self.bounds = json.loads(self.metadata["shape_bounds"])
         self.inference_precision = inference_precision
+        if not run:  # metadata only
+            return
         config = {"INFERENCE_PRECISION_HINT": inference_precision, "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads

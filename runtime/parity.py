@@ -48,6 +48,8 @@ class ParityReport:
     tolerance: Tolerance
     cases: dict[str, Comparison] = field(default_factory=dict)
     dataset: dict[str, float] = field(default_factory=dict)  # psnr_artifact, psnr_reference, delta_db
+    backend: str = ""  # what ran the artifact, with its settings
+    executed: dict | None = None  # OpenVINO: the precision each convolution executed in (``ExecutedPrecisions``)
 
     @property
     def violations(self) -> dict[str, list[str]]:
@@ -63,6 +65,7 @@ class ParityReport:
             "artifact": self.artifact, "precision": self.precision, "passed": self.passed,
             "tolerance": vars(self.tolerance), "violations": self.violations,
             "cases": {name: c.as_dict() for name, c in self.cases.items()}, "dataset": self.dataset,
+            "backend": self.backend, "executed": self.executed,
         }
 
 

@@ -1,0 +1,162 @@
+"""OpenVINO: the session against ONNX Runtime, the executed-precision report against the export's own claim,
+the export's gate on OpenVINO, IR that verify themselves, and the CLI around them."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, weights
+
+ov = pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install -e '.[dev]' installs it")
+
+from export.onnx_export import save, to_onnx  # noqa: E402
+from export.openvino_export import export_ir  # noqa: E402
+from runtime import openvino_backend  # noqa: E402
+from runtime.artifact import open_artifact  # noqa: E402
+from runtime.errors import SrDeployError  # noqa: E402
+from runtime.onnx_backend import OnnxSession  # noqa: E402
+from runtime.openvino_backend import OpenVinoSession  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fsrcnn():
+    import models
+
+    return models.load("fsrcnn", 2, weights("fsrcnn_x2.pth"))
+
+
+@pytest.fixture(scope="module")
+def fp32_onnx(fsrcnn, tmp_path_factory):
+    return save(to_onnx(fsrcnn), tmp_path_factory.mktemp("onnx") / "fsrcnn_x2_fp32.onnx")
+
+
+@pytest.fixture(scope="module")
+def fp32_ir(fsrcnn, tmp_path_factory):
+    path, report, measured = export_ir(fsrcnn, "fp32", tmp_path_factory.mktemp("ir"), progress=False)
+    return path, report, measured
+
+
+def test_session_matches_onnx_runtime_on_any_size(fp32_onnx):
+    session, reference = OpenVinoSession(fp32_onnx), OnnxSession(fp32_onnx)
+    rng = np.random.default_rng(0)
+    for shape in ((1, 1, 17, 23), (2, 1, 40, 32)):  # dynamic H, W and batch in one compiled model
+        x = rng.random(shape, dtype=np.float32)
+        got, want = session.infer(x), reference.infer(x)
+        assert got.shape == (shape[0], 1, 2 * shape[2], 2 * shape[3])
+        assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+    assert session.compiled_precision == "f32"
+    with pytest.raises(SrDeployError, match="below the artifact's minimum"):
+        session.infer(np.zeros((1, 1, 4, 4), np.float32))
+
+
+def test_session_records_the_precision_openvino_compiled_for(fp32_onnx):
+    session = OpenVinoSession(fp32_onnx, "bf16")
+    native = openvino_backend.cpu_supports("bf16")
+    assert session.compiled_precision == ("bf16" if native else "f32")  # read back from the compiled model
+    with pytest.raises(SrDeployError, match="choose one of f32, bf16, f16"):
+        OpenVinoSession(fp32_onnx, "int8")
+
+
+def test_second_open_reads_the_compile_cache(fp32_onnx, tmp_path, monkeypatch):
+    monkeypatch.setenv("SRDEPLOY_CACHE_DIR", str(tmp_path / "cache" / "checkpoints"))
+    cache = tmp_path / "cache" / "openvino"
+    assert openvino_backend.compile_cache_dir() == cache
+    OpenVinoSession(fp32_onnx)
+    blobs = {p: p.stat().st_mtime_ns for p in cache.glob("*.blob")}
+    assert len(blobs) == 1
+    OpenVinoSession(fp32_onnx)
+    assert {p: p.stat().st_mtime_ns for p in cache.glob("*.blob")} == blobs  # read, not compiled and written again
+    OpenVinoSession(fp32_onnx, cache=False)
+    assert len(list(cache.glob("*.blob"))) == 1
+
+
+def test_executed_precisions_confirm_the_int8_share_the_export_claims(fsrcnn_int8, tmp_path):
+    proto, report = fsrcnn_int8
+    session = OpenVinoSession(save(proto, tmp_path / "fsrcnn_x2_int8.onnx"))
+    executed = session.executed_precisions()
+    # OpenVINO's compiled model, read back, against the export's own MAC count (two independent countings)
+    assert executed.qdq_mac_fraction == pytest.approx(report.int8_mac_fraction, abs=1e-4)
+    assert executed.int8_mac_fraction == pytest.approx(report.int8_mac_fraction, abs=1e-3)
+    total = sum(c.macs_per_output_pixel for c in executed.convs)
+    recorded = float(session.metadata["macs_per_output_pixel"])
+    assert total == pytest.approx(recorded, rel=1e-6)
+    assert "u8/i8" in executed.summary() and "f32 inference precision" in executed.summary()
+
+
+def test_float_artifact_executes_no_integer_convolution(fp32_onnx):
+    executed = OpenVinoSession(fp32_onnx).executed_precisions()
+    assert executed.int8_mac_fraction == 0.0 and executed.qdq_mac_fraction is None
+    assert {c.precision for c in executed.convs} == {"f32"}
+
+
+def test_ir_carries_the_metadata_and_the_measurement(fp32_ir, fp32_onnx):
+    path, report, measured = fp32_ir
+    assert path.suffix == ".xml" and path.with_suffix(".bin").is_file()
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    session = open_artifact(path)
+    assert isinstance(session, OpenVinoSession)
+    assert session.metadata["precision"] == "fp32" and session.metadata["model"] == "fsrcnn"
+    assert json.loads(session.metadata["openvino_report"])["inference_precision"] == "f32"
+    assert abs(measured["drop_db"]) <= 1e-3 and measured["int8_executed_mac_fraction"] == 0.0
+    x = np.random.default_rng(1).random((1, 1, 24, 30), dtype=np.float32)
+    want = OnnxSession(fp32_onnx).infer(x)
+    assert np.abs(session.infer(x) - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_export_gate_refuses_and_writes_nothing(fsrcnn, fp32_ir, tmp_path):
+    # FP16 weights cost a few thousandths of a dB: a 0 dB limit refuses them, a limit above the cost passes
+    with pytest.raises(SrDeployError, match=r"FP16 fsrcnn ×2 on OpenVINO .* over the 0.0 dB limit: nothing written"):
+        export_ir(fsrcnn, "fp16", tmp_path / "refused", max_drop=0.0, progress=False)
+    assert list((tmp_path / "refused").iterdir()) == []
+    path, report, measured = export_ir(fsrcnn, "fp16", tmp_path / "passed", max_drop=0.05, progress=False)
+    assert 0 < measured["drop_db"] < 0.05
+    assert path.with_suffix(".bin").stat().st_size < 0.55 * fp32_ir[0].with_suffix(".bin").stat().st_size  # FP16
+
+
+@pytest.mark.parametrize("damage", ["bin byte", "xml byte", "missing bin", "foreign"])
+def test_damaged_or_foreign_ir_is_one_line_error(fp32_ir, fp32_onnx, tmp_path, damage):
+    source = fp32_ir[0]
+    xml, weights_file = tmp_path / "model.xml", tmp_path / "model.bin"
+    xml.write_bytes(source.read_bytes())
+    weights_file.write_bytes(source.with_suffix(".bin").read_bytes())
+    if damage == "bin byte":
+        data = bytearray(weights_file.read_bytes())
+        data[len(data) // 2] ^= 1
+        weights_file.write_bytes(bytes(data))
+        expected = "is damaged"
+    elif damage == "xml byte":
+        xml.write_text(xml.read_text().replace('stride', 'strade', 1))
+        expected = "is damaged"
+    elif damage == "missing bin":
+        weights_file.unlink()
+        expected = "has no weights file model.bin"
+    else:  # an IR not written by srdeploy
+        ov.save_model(ov.convert_model(str(fp32_onnx)), str(xml))
+        expected = "carries no srdeploy digest"
+    with pytest.raises(SrDeployError, match=expected):
+        OpenVinoSession(xml)
+    done = subprocess.run([sys.executable, "cli.py", "parity", str(xml), "--json"], cwd=REPO, capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and expected in done.stderr
+
+
+def test_cli_parity_on_openvino_reports_executed_precisions(fp32_onnx):
+    done = subprocess.run([sys.executable, "cli.py", "parity", str(fp32_onnx), "--backend", "openvino", "--json"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["passed"] and report["backend"] == "OpenVINO f32"
+    assert report["executed"]["int8_mac_fraction"] == 0.0 and len(report["executed"]["convs"]) == 8
+
+
+def test_backend_flag_is_checked(fp32_ir):
+    with pytest.raises(SrDeployError, match="runs .onnx artifacts"):
+        open_artifact(fp32_ir[0], backend="onnxruntime")
+    done = subprocess.run([sys.executable, "cli.py", "eval", "--artifact", "x.onnx", "--dataset", "d",
+                           "--inference-precision", "bf16"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 2 and "--inference-precision is an OpenVINO setting" in done.stderr
