@@ -181,8 +181,9 @@ def markdown(report: dict) -> str:
     lines = [
         f"`{report['command']}` — {report['date']}",
         "",
-        f"Machine: {m['cpu']} ({', '.join(m.get('cpu_features', [])) or 'features unknown'}; int8 dot product: "
-        f"{m.get('int8_dot', 'unknown')}), {m['usable_cores']} usable cores ({m['logical_cores']} logical), {m['os']}, "
+        f"Machine: {m['cpu']}"
+        + (f" ({', '.join(m['cpu_features'])}; int8 dot product: {m['int8_dot']})" if "cpu_features" in m else "")
+        + f", {m['usable_cores']} usable cores ({m['logical_cores']} logical), {m['os']}, "
         f"Python {m['python']}; GPU: {m['gpu'] or 'none'}; "
         + ", ".join(f"{k} {v}" for k, v in m["libraries"].items()) + ".",
         f"CPU FP32 peak (the 'of measured CPU peak' column; none for GPU backends): theoretical {peak['theoretical_gflops']:.0f} GFLOP/s ({peak['theoretical_how']}); measured "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -191,6 +192,7 @@ class OpenVinoSession(ArtifactSession):
         self.inference_precision = inference_precision
         if not run:  # metadata only
             return
+        _warn_if_unvalidated(self.metadata, self.path)
         config = {"INFERENCE_PRECISION_HINT": inference_precision, "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
@@ -214,6 +216,20 @@ class OpenVinoSession(ArtifactSession):
         claimed = self.metadata.get("int8_mac_fraction") or None
         return ExecutedPrecisions(self.compiled_precision, executed_convs(self.compiled, macs),
                                   None if claimed is None else float(claimed))
+
+
+def _warn_if_unvalidated(metadata: dict[str, str], path: Path) -> None:
+    """Warn when INT8 runs on a CPU that adds int8 products pairwise in int16 (no VNNI), and the artifact's
+    accuracy was not measured on such a CPU: the sums can saturate (FSRCNN ×2 loses 0.5 dB on an AVX2 EPYC)."""
+    from runtime.cpu import int8_dot
+
+    if metadata.get("precision") != "int8" or int8_dot() != "pairwise-int16":
+        return
+    validated = json.loads(metadata.get("openvino_report") or "{}").get("int8_dot")
+    if validated != "pairwise-int16":
+        warnings.warn(f"{path.name} is INT8 and this CPU has no VNNI: OpenVINO adds int8 products pairwise in int16, "
+                      f"which can saturate, and its accuracy was measured {'on a ' + validated + ' CPU' if validated else 'on ONNX Runtime'}"
+                      f": check it here with `python cli.py parity {path.name} --backend openvino`", stacklevel=3)
 
 
 def cpu_supports(precision: str) -> bool:

@@ -14,7 +14,10 @@ from conftest import REPO, weights
 ov = pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install -e '.[dev]' installs it")
 
 from export.onnx_export import save, to_onnx  # noqa: E402
-from export.openvino_export import export_ir  # noqa: E402
+from export import openvino_export  # noqa: E402
+from export.openvino_export import export_ir, write_ir  # noqa: E402
+from export.precision import PrecisionReport  # noqa: E402
+from runtime import cpu  # noqa: E402
 from runtime import openvino_backend  # noqa: E402
 from runtime.artifact import open_artifact  # noqa: E402
 from runtime.errors import SrDeployError  # noqa: E402
@@ -160,3 +163,59 @@ def test_backend_flag_is_checked(fp32_ir):
     done = subprocess.run([sys.executable, "cli.py", "eval", "--artifact", "x.onnx", "--dataset", "d",
                            "--inference-precision", "bf16"], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 2 and "--inference-precision is an OpenVINO setting" in done.stderr
+
+
+def test_int8_dot_product_from_the_cpu_flags():
+    assert cpu.int8_dot({"avx2", "fma"}) == "pairwise-int16"
+    assert cpu.int8_dot({"avx2", "avx512f", "avx512bw"}) == "pairwise-int16"  # Skylake-SP: no VNNI
+    assert cpu.int8_dot({"avx2", "avx_vnni"}) == "vnni"
+    assert cpu.int8_dot({"avx512f", "avx512_vnni"}) == "vnni"
+    assert cpu.int8_dot({"avx512_vnni", "amx_tile", "amx_int8"}) == "amx"
+
+
+def test_int8_ir_on_this_cpu_is_gated_on_what_openvino_computes(fsrcnn_int8, fsrcnn, tmp_path):
+    """FSRCNN ×2's INT8 graph (0.07 dB on ONNX Runtime): on a CPU with VNNI, OpenVINO runs 80 % of its MACs
+    in u8/i8 within the gate; without VNNI its pairwise int16 sums saturate and the gate must refuse it."""
+    proto, report = fsrcnn_int8
+    if cpu.int8_dot() == "pairwise-int16":
+        with pytest.raises(SrDeployError, match=r"INT8 fsrcnn ×2 on OpenVINO .*int16 saturation.*--precision fp32"):
+            write_ir(proto, report, fsrcnn.srdeploy, "int8", tmp_path, progress=False)
+        assert list(tmp_path.iterdir()) == []
+    else:
+        path, gated, measured = write_ir(proto, report, fsrcnn.srdeploy, "int8", tmp_path, progress=False)
+        assert gated.drop_db <= 0.1 and measured["int8_executed_mac_fraction"] >= 0.8
+        assert json.loads(OpenVinoSession(path).metadata["openvino_report"])["int8_dot"] == cpu.int8_dot()
+
+
+@pytest.mark.parametrize("openvino_drop, dot, explained", [
+    (0.5, "pairwise-int16", True),
+    (0.07 + openvino_export.SATURATION_DB, "pairwise-int16", True),  # at the threshold
+    (0.07 + 0.99 * openvino_export.SATURATION_DB, "pairwise-int16", False),  # just under it
+    (0.5, "vnni", False),
+])
+def test_gate_names_saturation_only_where_it_is_the_cause(monkeypatch, openvino_drop, dot, explained):
+    monkeypatch.setattr(openvino_export, "int8_dot", lambda: dot)
+    onnx_report = PrecisionReport("int8", validation_psnr_fp32=36.0, validation_psnr=35.93, drop_db=0.07)
+    gated = PrecisionReport("int8", validation_psnr_fp32=36.0, validation_psnr=36.0 - openvino_drop, drop_db=openvino_drop)
+    with pytest.raises(SrDeployError, match="over the 0.1 dB limit") as refused:
+        openvino_export._gate(gated, onnx_report, 0.1, "fsrcnn ×2")
+    assert ("int16 saturation" in str(refused.value)) == explained
+    assert "\n" not in str(refused.value)
+
+
+def test_int8_without_vnni_warns_unless_measured_on_such_a_cpu(monkeypatch, recwarn):
+    from pathlib import Path
+
+    measured_on = {dot: {"precision": "int8", "openvino_report": json.dumps({"int8_dot": dot})}
+                   for dot in ("vnni", "pairwise-int16")}
+    monkeypatch.setattr(cpu, "int8_dot", lambda flags=None: "pairwise-int16")
+    with pytest.warns(UserWarning, match="measured on ONNX Runtime: check it here with `python cli.py parity"):
+        openvino_backend._warn_if_unvalidated({"precision": "int8"}, Path("m.onnx"))
+    with pytest.warns(UserWarning, match="measured on a vnni CPU"):
+        openvino_backend._warn_if_unvalidated(measured_on["vnni"], Path("m.xml"))
+    recwarn.clear()
+    openvino_backend._warn_if_unvalidated(measured_on["pairwise-int16"], Path("m.xml"))
+    openvino_backend._warn_if_unvalidated({"precision": "fp32"}, Path("m.xml"))
+    monkeypatch.setattr(cpu, "int8_dot", lambda flags=None: "vnni")
+    openvino_backend._warn_if_unvalidated({"precision": "int8"}, Path("m.onnx"))
+    assert not recwarn.list
