@@ -202,7 +202,8 @@ def markdown(report: dict) -> str:
                      _fmt(r["p90_ms"], ".1f"), _fmt(r["p99_ms"], ".1f"), _fmt(r["min_ms"], ".1f"),
                      _fmt(r["runs"], "d"), _fmt(r["images_per_s"], ".2f"), _fmt(r["mpix_per_s"], ".2f"),
                      _fmt(r["gflops"], ".0f"),
-                     "" if r["gflops"] is None or BACKENDS[r["backend"]].on_gpu
+                     # an FP32 peak says nothing of GPUs, nor of int8 arithmetic
+                     "" if r["gflops"] is None or BACKENDS[r["backend"]].on_gpu or BACKENDS[r["backend"]].precision == "int8"
                      else f"{100 * r['gflops'] / peak['measured_gflops']:.0f}%",
                      _fmt(r["peak_rss_mb"], ".0f"), _fmt(r.get("int8_executed"), ".1%"),
                      _fmt(r["psnr_drop_db"], "+.3f") if r["psnr_drop_db"] is not None else "",
