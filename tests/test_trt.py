@@ -246,6 +246,16 @@ def test_bundle_parity_passes_on_onnx_runtime_for_every_precision(bundle):
     assert worst["fp32"] > 100 and worst["fp16"] > 70 and 35 < worst["int8"] < 70
 
 
+def test_bundle_parity_passes_on_openvino_from_the_bundle_alone(bundle):
+    pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install openvino")
+    # FP32 and FP16: INT8 on OpenVINO depends on the CPU's int8 dot product (tests/test_openvino.py)
+    result = _bundle_check(bundle, "--backend", "openvino", "--runs", "0", "--json", "fp32", "fp16")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [r["precision"] for r in report["results"]] == ["fp32", "fp16"]
+    assert all(r["passed"] and len(r["parity"]) >= 4 for r in report["results"])
+
+
 def test_bundle_check_fails_on_a_wrong_golden_output(bundle, tmp_path):
     broken = tmp_path / "broken"
     subprocess.run(["cp", "-r", str(bundle), str(broken)], check=True)
