@@ -219,3 +219,21 @@ def test_int8_without_vnni_warns_unless_measured_on_such_a_cpu(monkeypatch, recw
     monkeypatch.setattr(cpu, "int8_dot", lambda flags=None: "vnni")
     openvino_backend._warn_if_unvalidated({"precision": "int8"}, Path("m.onnx"))
     assert not recwarn.list
+
+
+def test_cli_upscale_with_the_ir_matches_onnx_runtime(fp32_ir, fp32_onnx, tmp_path):
+    from conftest import need_shared
+    from runtime.images import read_rgb
+
+    photo = sorted(need_shared("datasets", "Set5", "LR_bicubic", "X2").iterdir())[0]
+    outputs = {}
+    for name, extra in (("ir", [str(fp32_ir[0])]), ("ort", [str(fp32_onnx)]),
+                        ("onnx-on-openvino", [str(fp32_onnx), "--backend", "openvino"])):
+        out = tmp_path / f"{name}.png"
+        done = subprocess.run([sys.executable, "cli.py", "upscale", str(photo), str(out), "--tile", "64", "--artifact",
+                               *extra], cwd=REPO, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        outputs[name] = read_rgb(out).astype(int)
+    assert outputs["ir"].shape[:2] == tuple(2 * s for s in read_rgb(photo).shape[:2])
+    assert np.abs(outputs["ir"] - outputs["ort"]).max() <= 1  # FP32 on both: at most a rounding apart
+    assert np.array_equal(outputs["ir"], outputs["onnx-on-openvino"])
