@@ -18,7 +18,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,17 +30,18 @@ from export.precision import VALIDATION_SPEC, export_precision
 from models.registry import architecture
 from runtime.atomic import atomic_path
 from runtime.onnx_backend import OnnxSession
-from runtime.openvino_backend import conv_macs, executed_convs
+from runtime.openvino_backend import ExecutedPrecisions, compile_config, conv_macs, executed_convs
 from runtime.progress import Stages
 from runtime.tables import markdown_table
+from runtime.timing import measure
 
 BUDGET_DB = 0.1
 SIZE = 256
 
 
 def compiled(ov, model):
-    """OpenVINO's CPU compilation at f32 inference precision (set explicitly: bf16 CPUs default to bf16)."""
-    return ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
+    """OpenVINO's CPU compilation at f32 inference precision, as the session compiles."""
+    return ov.Core().compile_model(model, "CPU", compile_config(cache=False))
 
 
 def infer_of(model_compiled):
@@ -55,14 +55,7 @@ def infer_of(model_compiled):
 
 def median_ms(infer, channels: int, runs: int = 15) -> float:
     x = np.random.default_rng(0).random((1, channels, SIZE, SIZE), dtype=np.float32)
-    for _ in range(3):
-        infer(x)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        infer(x)
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
+    return measure("", infer, x, 3, runs).median_ms
 
 
 def nncf_models(ov, fp32: Path, batch: np.ndarray, validation, psnr_of) -> dict:
@@ -129,14 +122,13 @@ def compare(name: str, scale: int, datasets: Path, work: Path, stage: Stages) ->
             continue
         macs = conv_macs(candidate, info.channels, scale=scale)
         model_compiled = compiled(ov, candidate)
-        convs = executed_convs(model_compiled, macs)
+        executed = ExecutedPrecisions("f32", executed_convs(model_compiled, macs), None)
         infer = infer_of(model_compiled)
         row["held_out_drop_db"] = held_out_fp32 - psnr_of(infer, validation)
         for d, p in sets.items():
             row[f"{d}_drop_db"] = set_fp32[d] - evaluate(infer, p, model=name, scale=scale, colour=info.colour,
                                                          rounding=rounding, dataset=d, progress=False).psnr
-        total = sum(c.macs_per_output_pixel for c in convs)
-        row["int8_executed"] = sum(c.macs_per_output_pixel for c in convs if c.precision in ("u8", "i8")) / total
+        row["int8_executed"] = executed.int8_mac_fraction
         row["median_ms"] = median_ms(infer, info.channels)
         row["vs_ort_fp32"] = row["median_ms"] / ort_ms
         rows.append(row)

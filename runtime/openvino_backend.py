@@ -161,6 +161,17 @@ def executed_convs(compiled, macs: dict[str, float]) -> list[ExecutedConv]:
     return found
 
 
+def compile_config(inference_precision: str = "f32", threads: int | None = None, cache: bool = True) -> dict:
+    """OpenVINO's CPU settings: the inference precision always explicit (bf16 CPUs would default to bf16),
+    latency first, the compile cache."""
+    config = {"INFERENCE_PRECISION_HINT": inference_precision, "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    if cache:
+        config["CACHE_DIR"] = str(compile_cache_dir())
+    return config
+
+
 # ---- the session ---------------------------------------------------------------------------------
 
 class OpenVinoSession(ArtifactSession):
@@ -193,12 +204,7 @@ class OpenVinoSession(ArtifactSession):
         if not run:  # metadata only
             return
         _warn_if_unvalidated(self.metadata, self.path)
-        config = {"INFERENCE_PRECISION_HINT": inference_precision, "PERFORMANCE_HINT": "LATENCY"}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-        if cache:
-            config["CACHE_DIR"] = str(compile_cache_dir())
-        self.compiled = core.compile_model(self.model, device, config)
+        self.compiled = core.compile_model(self.model, device, compile_config(inference_precision, threads, cache))
         self.request = self.compiled.create_infer_request()
         # what OpenVINO compiled for, read back: the record of every report
         self.compiled_precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
