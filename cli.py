@@ -55,6 +55,7 @@ class Runner(NamedTuple):
     min_size: int
     source: str
     max_shape: list[int] | None  # an artifact's largest N×C×H×W input; None for PyTorch
+    gate: Callable | None  # a globally gated network's GateSplit, for tiling (runtime.global_gate); else None
 
 
 def _open_artifact(args: argparse.Namespace):
@@ -75,7 +76,7 @@ def _runner(args: argparse.Namespace) -> Runner:
         session = _open_artifact(args)
         return Runner(session.infer, session.metadata["model"], session.scale, session.colour,
                       session.receptive_radius, session.shape_bounds["min"][2], str(args.artifact),
-                      session.shape_bounds["max"])
+                      session.shape_bounds["max"], session.gate_split if session.has_global_gate else None)
     if not (args.model and args.scale):
         raise SrDeployError(f"{args.command} needs --artifact FILE, or --model NAME and --scale S")
     import models
@@ -83,8 +84,10 @@ def _runner(args: argparse.Namespace) -> Runner:
     from runtime.torch_runner import TorchRunner
 
     model = models.load(args.model, args.scale, args.weights, **_model_options(args))
-    return Runner(TorchRunner(model).infer, args.model, args.scale, model.srdeploy.colour,
-                  export_config(args.model).receptive_radius, 1, model.srdeploy.checkpoint, None)
+    runner = TorchRunner(model)
+    return Runner(runner.infer, args.model, args.scale, model.srdeploy.colour,
+                  export_config(args.model).receptive_radius, 1, model.srdeploy.checkpoint, None,
+                  runner.gate_split if runner.has_global_gate else None)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -299,7 +302,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     overlap = runner.receptive_radius if args.tile_overlap is None else args.tile_overlap
     tile = fit_tile(args.tile, overlap, runner.max_shape)
     results = upscale_each(jobs, runner.infer, runner.scale, runner.colour, tile, overlap, runner.min_size,
-                           args.max_pixels)
+                           args.max_pixels, runner.gate)
     return report(tqdm(results, total=len(jobs), desc="upscale", unit="img", leave=False,
                        disable=True if len(jobs) == 1 else None), len(jobs))
 

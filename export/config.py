@@ -42,8 +42,9 @@ EXPORT_CONFIGS: dict[str, OnnxExportConfig] = {
     "cfsrcnn": replace(_DEFAULT, receptive_radius=28),
     # head 1 + 6 modules × 6 + merge 1 + upsampler ≤ 2 + HR tail 1
     "esrgcnn": replace(_DEFAULT, receptive_radius=41),
-    # 4 + 2 + 4 + 6 + upsampler ≤ 2 + HR tail 1; the gate also sees the global average (tiles may gate
-    # differently from the whole image). A larger trace input keeps the traced gate logits apart.
+    # 4 + 2 + 4 + 6 + upsampler ≤ 2 + HR tail 1; the gate also sees the global average (tiling takes its
+    # decision once, on the whole image: runtime.global_gate). A larger trace input keeps the traced gate
+    # logits apart.
     "dsrnet": replace(_DEFAULT, receptive_radius=19, trace_size=48),
 }
 

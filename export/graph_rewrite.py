@@ -1,4 +1,4 @@
-"""Exact rewrites of an exported graph that save work the network does twice.
+"""Exact rewrites of an exported graph: work the network does twice, ops an older TensorRT misreads.
 
 ``merge_shared_branches``: LESRCNN and CFSRCNN upsample two feature maps with the *same* sub-pixel
 upsampler and add the results, ``up(a) + up(b)``. The upsampler is affine (convolutions with zero padding,
@@ -88,3 +88,56 @@ def merge_shared_branches(proto: onnx.ModelProto) -> int:
         del graph.initializer[:]
         graph.initializer.extend(kept_weights)
         merged += 1
+
+
+def _graphs(graph: onnx.GraphProto):
+    """``graph`` and every subgraph under it (``If`` branches), depth first."""
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            for sub in ([attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs):
+                yield from _graphs(sub)
+
+
+def tensorrt86_gate(proto: onnx.ModelProto) -> int:
+    """Rewrite a data-dependent gate into ops TensorRT 8.6's ONNX parser reads as written (both exact):
+
+    - ``ReduceMean`` over H and W with keepdims (opset 18: ``axes`` as an input, which 8.6 ignores and
+      reduces everything) → ``GlobalAveragePool``;
+    - ``Cast(bool → INT64) → ReduceMin/ReduceMax → Cast(→ bool)`` (8.6 reduces FP32/FP16 only) → the same
+      with a FLOAT cast: min/max of 0/1 values are 0/1 in either type.
+
+    Returns the number of nodes rewritten."""
+    constants = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    rewritten, retyped = 0, set()
+    for graph in _graphs(proto.graph):
+        consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in graph.node:
+            for name in node.input:
+                consumers.setdefault(name, []).append(node)
+        for node in graph.node:
+            if node.op_type == "ReduceMean" and len(node.input) == 2 and node.input[1] in constants:
+                axes = sorted(int(a) % 4 for a in constants[node.input[1]].ravel())
+                keepdims = next((a.i for a in node.attribute if a.name == "keepdims"), 1)
+                if axes == [2, 3] and keepdims == 1:
+                    node.op_type = "GlobalAveragePool"
+                    del node.input[1:]
+                    del node.attribute[:]
+                    rewritten += 1
+            if node.op_type == "Cast" and helper.get_attribute_value(node.attribute[0]) == onnx.TensorProto.INT64:
+                reduces = consumers.get(node.output[0], [])
+                if reduces and all(r.op_type in ("ReduceMin", "ReduceMax") and len(r.input) == 1 and all(
+                        c.op_type == "Cast" and helper.get_attribute_value(c.attribute[0]) == onnx.TensorProto.BOOL
+                        for c in consumers.get(r.output[0], [])) for r in reduces):
+                    node.attribute[0].i = onnx.TensorProto.FLOAT
+                    retyped.update([node.output[0], *(r.output[0] for r in reduces)])
+                    rewritten += 1
+    used = {name for graph in _graphs(proto.graph) for node in graph.node for name in node.input}
+    unused = [t for t in proto.graph.initializer if t.name not in used]  # the axes of a rewritten ReduceMean
+    for tensor in unused:
+        proto.graph.initializer.remove(tensor)
+    for graph in _graphs(proto.graph):
+        for info in graph.value_info:
+            if info.name in retyped:
+                info.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    return rewritten

@@ -33,8 +33,21 @@ def swift_model(model: nn.Module, options: CoreMLOptions, resource: str) -> Swif
         class_name=f"{info.name.replace('_', ' ').title().replace(' ', '')}X{info.scale}Upscaler",
         resource=resource, input_name=config.input_name, output_name=config.output_name, scale=info.scale,
         channels=info.channels, overlap=config.receptive_radius, sizes=options.shapes.enumerated,
-        min_size=tuple(bounds["min"][2:]), max_size=tuple(bounds["max"][2:]), fp16_io=options.fp16_io,
+        min_size=tuple(bounds["min"][2:]), max_size=tuple(bounds["max"][2:]), default_size=options.shapes.default,
+        fp16_io=options.fp16_io, whole_image_only=bool(getattr(model, "has_global_gate", False)),
     )
+
+
+def _tiling_note(swift: SwiftModel) -> str:
+    if swift.whole_image_only:
+        return ("This network's gate looks at the whole image, so the Swift code never tiles: an image must fit one\n"
+                "size the package accepts (else `UpscaleError.imageTooLargeForOneWindow`). Tiles alone could take\n"
+                "other branches than the whole image; `python cli.py upscale` tiles it exactly by taking the gate's\n"
+                "decision once on the whole image, which this package cannot take from outside.")
+    return (f"Images larger than a tile are processed in tiles with {swift.overlap} low-resolution pixels of context on every\n"
+            "side (the network's receptive radius), keeping only each tile's core: the result equals a whole-image run\n"
+            "(the same rule as `python cli.py upscale`, tested in srdeploy's suite). Range-flexible packages tile at\n"
+            f"their default size, {swift.default_size[0]}×{swift.default_size[1]}, the one size Core ML runs on the Neural Engine.")
 
 
 def bundle_readme(model: nn.Module, report: CoreMLReport, swift: SwiftModel) -> str:
@@ -70,9 +83,7 @@ let upscaler = try {swift.class_name}()
 let upscaled: CGImage = try upscaler.upscale(image)         // or upscale(pixelBuffer)
 ```
 
-Images larger than a tile are processed in tiles with {swift.overlap} low-resolution pixels of context on every
-side (the network's receptive radius), keeping only each tile's core: the result equals a whole-image run
-(the same rule as `python cli.py upscale`, tested in srdeploy's suite).
+{_tiling_note(swift)}
 
 ## Quality (Y channel PSNR, dB)
 {markdown_table(["data", "PSNR", "Δ vs PyTorch"], quality)}

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from export.config import OnnxExportConfig, export_config
-from export.graph_rewrite import merge_shared_branches
+from export.graph_rewrite import merge_shared_branches, tensorrt86_gate
 from export.onnx_macs import onnx_macs_per_output_pixel
 from runtime import digest
 from runtime.atomic import atomic_path
@@ -103,6 +103,8 @@ def metadata(model: nn.Module, config: OnnxExportConfig, simplified: bool,
         "srdeploy.shape_bounds": json.dumps(config.shape_bounds(info.channels)),
         "srdeploy.export_config": json.dumps(asdict(config), sort_keys=True),
         "srdeploy.simplified": str(simplified).lower(),
+        # an output pixel depends on the whole image (tiling then takes the gate's decision once, on the whole)
+        "srdeploy.global_gate": str(bool(getattr(model, "has_global_gate", False))).lower(),
         "srdeploy.version": SRDEPLOY_VERSION,
         "srdeploy.torch_version": torch.__version__,
     }
@@ -120,7 +122,7 @@ def to_onnx(model: nn.Module) -> onnx.ModelProto:
     proto = _trace(model, config)
     probe = np.random.default_rng(0).random((1, info.channels, 19, 23), dtype=np.float32)
     proto, simplified = simplify(proto, probe, config.fp32_rtol)
-    rewrites = {"merge_shared_branches": merge_shared_branches(proto)}
+    rewrites = {"merge_shared_branches": merge_shared_branches(proto), "tensorrt86_gate": tensorrt86_gate(proto)}
     onnx.checker.check_model(proto, full_check=True)
     with torch.inference_mode():
         expected = model(torch.from_numpy(probe)).numpy()

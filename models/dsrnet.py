@@ -41,7 +41,16 @@ class Gate(nn.Module):
         self.fc2 = nn.Linear(channels // reduction, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1).flatten(1))))
+        return self.logits(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+    def logits(self, mean: torch.Tensor) -> torch.Tensor:
+        """The two branch logits from the features' global average (N×C)."""
+        return self.fc2(F.relu(self.fc1(mean)))
+
+
+def _branch1(logits: torch.Tensor) -> torch.Tensor:
+    """Per image, whether the gate picks branch 1 (ties go to index 0, like argmax)."""
+    return logits[:, 1] > logits[:, 0]
 
 
 class DSRNet(nn.Module):
@@ -63,16 +72,21 @@ class DSRNet(nn.Module):
         self.tail = conv(FEATURES, 3)
         self.add_mean = MeanShift(+1)
 
-    def choose_branch1(self, features: torch.Tensor) -> torch.Tensor:
-        """Per-image gate decision (bool, shape N): True → branch 1. Ties go to index 0, like argmax."""
-        logits = self.gate(features)
-        return logits[:, 1] > logits[:, 0]
+    @property
+    def has_global_gate(self) -> bool:
+        """Whether an output pixel depends on the whole image (through the gate's global average)."""
+        return self.gate_mode == "argmax"
 
-    def gated_branch(self, features: torch.Tensor) -> torch.Tensor:
+    def decide(self, mean: torch.Tensor) -> torch.Tensor:
+        """Per-image gate decision from the gate features' global average (N×C): bool N, True → branch 1."""
+        return _branch1(self.gate.logits(mean))
+
+    def gated_branch(self, features: torch.Tensor, branch1: torch.Tensor | None = None) -> torch.Tensor:
         """The chosen branch's output, per image, as a data-dependent conditional (ONNX ``If``).
 
         All images pick branch 1 → only branch 1 runs; none does → only branch 0 runs; a mixed batch runs
         both and selects per image. Uniform batches (batch 1 included) compute one branch only.
+        ``branch1``: a decision taken elsewhere (bool N, e.g. on the whole image for its tiles), used as is.
         """
         if self.gate_mode == "branch0":
             return self.branch0(features)
@@ -80,7 +94,7 @@ class DSRNet(nn.Module):
             return self.branch1(features)
         if self.gate_execution not in GATE_EXECUTIONS:
             raise ValueError(f"gate_execution must be one of {GATE_EXECUTIONS}, not {self.gate_execution!r}")
-        pick1 = self.choose_branch1(features)
+        pick1 = _branch1(self.gate(features)) if branch1 is None else branch1
 
         def per_image(f: torch.Tensor) -> torch.Tensor:
             return torch.where(pick1.view(-1, 1, 1, 1), self.branch1(f), self.branch0(f))
@@ -93,13 +107,21 @@ class DSRNet(nn.Module):
 
         return torch.cond(pick1.all(), self.branch1, not_all_branch1, (features,))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def front(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """REB and the WEB's first two layers: (x1, x4, x6); x6 feeds the trunk, the gate and its branches."""
         x1 = self.reb[0](self.sub_mean(x))
         x2 = self.reb[1](x1)
         x4 = self.reb[3](self.reb[2](x2))
-        x6 = self.web[1](self.web[0](x2 + x4))
+        return x1, x4, self.web[1](self.web[0](x2 + x4))
+
+    def gate_features(self, x: torch.Tensor) -> torch.Tensor:
+        """What the gate averages over the image (N×64×H×W)."""
+        return self.front(x)[2]
+
+    def forward(self, x: torch.Tensor, branch1: torch.Tensor | None = None) -> torch.Tensor:
+        x1, x4, x6 = self.front(x)
         trunk = self.web[3](self.web[3](self.web[3](self.web[2](x6))))
-        y = trunk + self.gated_branch(x6)
+        y = trunk + self.gated_branch(x6, branch1)
         for layer in self.frb[:5]:
             y = layer(y)
         y = self.frb[5](y + x4 + x1)

@@ -10,6 +10,7 @@ from typing import Iterable
 import numpy as np
 
 from runtime.errors import SrDeployError
+from runtime.global_gate import GateSplit, no_split
 
 REQUIRED_METADATA = ("model", "scale", "colour", "shape_bounds", "export_config")
 PREFIX = "srdeploy."
@@ -29,6 +30,7 @@ class ArtifactSession:
     path: Path
     metadata: dict[str, str]
     bounds: dict[str, list[int]]
+    runtime_name: str  # the runtime in words, for messages
 
     def check_metadata(self) -> None:
         missing = [k for k in REQUIRED_METADATA if k not in self.metadata]
@@ -57,6 +59,15 @@ class ArtifactSession:
     @property
     def receptive_radius(self) -> int:
         return int(json.loads(self.metadata["export_config"])["receptive_radius"])
+
+    @property
+    def has_global_gate(self) -> bool:
+        """Whether an output pixel depends on the whole image, through a gate on a global average (DSRNet)."""
+        return self.metadata.get("global_gate") == "true"
+
+    def gate_split(self) -> GateSplit:
+        """The artifact's gate cut out (``runtime.global_gate``), for tiling a globally gated network."""
+        raise no_split(self.path.name, self.runtime_name)
 
     def accepts(self, shape: tuple[int, ...]) -> bool:
         low, high = self.bounds["min"], self.bounds["max"]

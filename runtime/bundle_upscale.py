@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     overlap = session.receptive_radius
     tile = fit_tile(args.tile, overlap, session.shape_bounds["max"])
     return report(upscale_each(jobs, session.infer, session.scale, session.colour, tile, overlap,
-                               session.shape_bounds["min"][2], args.max_pixels), len(jobs))
+                               session.shape_bounds["min"][2], args.max_pixels,
+                               session.gate_split if session.has_global_gate else None), len(jobs))
 
 
 if __name__ == "__main__":

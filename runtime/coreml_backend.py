@@ -53,6 +53,8 @@ def check_package(path: Path) -> None:
 
 
 class CoreMLSession(ArtifactSession):
+    runtime_name = "Core ML"
+
     def __init__(self, path: str | Path, compute_units: str = "ALL", run: bool = True):
         """``run=False`` reads the package's metadata only (anywhere); else a machine without Core ML refuses it here."""
         self.path = Path(path)

@@ -12,12 +12,15 @@ import numpy as np
 from runtime import digest
 from runtime.artifact import ArtifactSession, srdeploy_metadata
 from runtime.errors import SrDeployError
+from runtime.global_gate import GateSplit, onnxruntime_split
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
 class OnnxSession(ArtifactSession):
     """An ONNX artifact ready to run, with its srdeploy metadata."""
+
+    runtime_name = "ONNX Runtime"
 
     def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None):
         import onnxruntime as ort
@@ -33,6 +36,7 @@ class OnnxSession(ArtifactSession):
             options.intra_op_num_threads = threads
         data = self.path.read_bytes()
         digest.check(data, self.path, "re-export it with `python cli.py export`")
+        self._options, self._data = options, data
         try:
             self.session = ort.InferenceSession(data, options, providers=self.providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors on bad files
@@ -51,3 +55,9 @@ class OnnxSession(ArtifactSession):
         x = np.ascontiguousarray(x, dtype=self.input_dtype)
         self.check_input(x)
         return self.session.run([self.output_name], {self.input.name: x})[0].astype(np.float32, copy=False)
+
+    def gate_split(self) -> GateSplit:
+        """The gate's features, decision and forced graph cut from this artifact, on ONNX Runtime."""
+        import onnx
+
+        return onnxruntime_split(onnx.load_model_from_string(self._data), self._options, self.providers)

@@ -19,6 +19,7 @@ import numpy as np
 from runtime import digest
 from runtime.artifact import ArtifactSession, srdeploy_metadata
 from runtime.errors import SrDeployError
+from runtime.global_gate import DECISION_OP, GateSplit
 
 INFERENCE_PRECISIONS = ("f32", "bf16", "f16")
 CONV_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData")
@@ -172,10 +173,67 @@ def compile_config(inference_precision: str = "f32", threads: int | None = None,
     return config
 
 
+class ShapeCompiled:
+    """A model run on OpenVINO: compiled once with its dynamic shapes, or, where it holds an ``If``, once per
+    input shape, reshaped to it: OpenVINO 2026.4's CPU plugin returns wrong values from a dynamic-shape ``If``
+    (DSRNet's gate: max |error| 0.26 on the first inference at 64×64, garbage at 32×32; correct when static)."""
+
+    def __init__(self, model, compile_model, compiled=None):
+        self.model, self.compile_model = model, compile_model
+        self.per_shape = any(op.get_type_name() == "If" for op in model.get_ordered_ops())
+        self.compiled: dict[tuple, object] = {}
+        if not self.per_shape:
+            self.request = (compiled or compile_model(model)).create_infer_request()
+
+    def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        if not self.per_shape:
+            self.request.infer(list(inputs))
+            return [self.request.get_output_tensor(i).data for i in range(len(self.model.outputs))]
+        shapes = tuple(a.shape for a in inputs)
+        if shapes not in self.compiled:
+            static = self.model.clone()
+            static.reshape({i: list(shape) for i, shape in enumerate(shapes)})
+            self.compiled[shapes] = self.compile_model(static).create_infer_request()
+        request = self.compiled[shapes]
+        request.infer(list(inputs))
+        return [request.get_output_tensor(i).data for i in range(len(self.model.outputs))]
+
+
+# ---- cutting a global gate (runtime.global_gate) -------------------------------------------------
+
+def split_model(model) -> tuple[object, object, object]:
+    """(features, decide, forced) models of a globally gated network, as ``global_gate.split_onnx`` cuts ONNX."""
+    ov = import_openvino()
+
+    def only(graph, op_type: str):  # OpenVINO reads ONNX's GlobalAveragePool and ReduceMean as ReduceMean
+        found = [op for op in graph.get_ordered_ops() if op.get_type_name() == op_type]
+        if len(found) != 1:
+            raise SrDeployError(f"the model has {len(found)} {op_type} operations, not the one global gate srdeploy "
+                                "can cut: re-export it with `python cli.py export`")
+        return found[0]
+
+    features_graph = model.clone()
+    features = ov.Model([only(features_graph, "ReduceMean").input_value(0)], features_graph.get_parameters(), "gate_features")
+    decide_graph = model.clone()
+    pool, decision = only(decide_graph, "ReduceMean"), only(decide_graph, DECISION_OP)
+    mean = ov.opset13.parameter(pool.output(0).get_partial_shape(), pool.output(0).get_element_type(), "mean")
+    pool.output(0).replace(mean.output(0))
+    decide = ov.Model([decision.output(0)], [mean], "gate_decide")
+    forced_graph = model.clone()
+    decision = only(forced_graph, DECISION_OP)
+    chosen = ov.opset13.parameter(decision.output(0).get_partial_shape(), decision.output(0).get_element_type(), "branch1")
+    for target in list(decision.output(0).get_target_inputs()):
+        target.replace_source_output(chosen.output(0))
+    forced = ov.Model(forced_graph.outputs, [*forced_graph.get_parameters(), chosen], "gate_forced")
+    return features, decide, forced
+
+
 # ---- the session ---------------------------------------------------------------------------------
 
 class OpenVinoSession(ArtifactSession):
     """An IR or ONNX artifact compiled by OpenVINO for the CPU, with its srdeploy metadata."""
+
+    runtime_name = "OpenVINO"
 
     def __init__(self, path: str | Path, inference_precision: str = "f32", threads: int | None = None,
                  cache: bool = True, device: str = "CPU", run: bool = True):
@@ -204,8 +262,10 @@ class OpenVinoSession(ArtifactSession):
         if not run:  # metadata only
             return
         _warn_if_unvalidated(self.metadata, self.path)
-        self.compiled = core.compile_model(self.model, device, compile_config(inference_precision, threads, cache))
-        self.request = self.compiled.create_infer_request()
+        config = compile_config(inference_precision, threads, cache)
+        self._compile = lambda model: core.compile_model(model, device, config)
+        self.compiled = self._compile(self.model)
+        self._run = ShapeCompiled(self.model, self._compile, self.compiled)
         # what OpenVINO compiled for, read back: the record of every report
         self.compiled_precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
 
@@ -213,8 +273,15 @@ class OpenVinoSession(ArtifactSession):
         """N×C×H×W in [0, 1] → float32 N×C×(s·H)×(s·W)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         self.check_input(x)
-        self.request.infer({0: x})
-        return self.request.get_output_tensor(0).data.astype(np.float32, copy=True)
+        return self._run(x)[0].astype(np.float32, copy=True)
+
+    def gate_split(self) -> GateSplit:
+        """The gate's features, decision and forced model cut from this one (``runtime.global_gate``)."""
+        features, decide, forced = (ShapeCompiled(part, self._compile) for part in split_model(self.model))
+        mean_rank = decide.model.input(0).get_partial_shape().rank.get_length()  # N×C, or N×C×1×1
+        return GateSplit(lambda x: features(np.ascontiguousarray(x, dtype=np.float32))[0],
+                         lambda mean: decide(mean.astype(np.float32).reshape(*mean.shape, *[1] * (mean_rank - 2)))[0].copy(),
+                         lambda x, chosen: forced(np.ascontiguousarray(x, dtype=np.float32), chosen.astype(bool))[0])
 
     def executed_precisions(self) -> ExecutedPrecisions:
         """Per convolution, the precision the compiled model executes it in."""

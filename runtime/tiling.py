@@ -3,15 +3,19 @@
 Each tile is run with a context margin of ``overlap`` LR pixels on every side (clipped at the image
 border) and only its core is kept. With ``overlap`` ≥ the network's receptive radius, every kept output
 pixel saw exactly the input it sees in a whole-image run, so there are no seams to blend away; the
-results agree up to floating-point noise. (DSRNet's gate also sees a global average, so its tiles may
-gate differently from the whole image.)
+results agree up to floating-point noise.
+
+A network whose gate reads a global average (DSRNet) is tiled in two passes: the average of the gate's
+features is summed over the tile cores (exact: the whole image's average), the decision taken once from it,
+and every tile then run with that decision (``runtime.global_gate``).
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
+from runtime.global_gate import GateSplit
 from runtime.pipeline import Infer
 
 
@@ -25,11 +29,19 @@ def _spans(length: int, tile: int, overlap: int, min_size: int) -> Iterator[tupl
         yield start, end, lo, hi
 
 
-def tiled_infer(x: np.ndarray, infer: Infer, scale: int, tile: int, overlap: int, min_size: int = 1) -> np.ndarray:
-    """``infer`` applied tile by tile to float32 N×C×H×W; returns N×C×(s·H)×(s·W) float32."""
+def tiled_infer(x: np.ndarray, infer: Infer, scale: int, tile: int, overlap: int, min_size: int = 1,
+                gate: Callable[[], GateSplit] | None = None) -> np.ndarray:
+    """``infer`` applied tile by tile to float32 N×C×H×W; returns N×C×(s·H)×(s·W) float32.
+
+    ``gate``: for a network whose gate reads the whole image, what gives its GateSplit (asked for only when
+    the image needs more than one tile); the decision is then taken once, on the whole image."""
     n, c, height, width = x.shape
     if tile <= 0 or (height <= tile and width <= tile):
         return infer(x)
+    if gate is not None:
+        split = gate()
+        decision = split.decide(whole_image_mean(x, split.features, tile, overlap, min_size))
+        infer = lambda part: split.forced(part, decision)  # noqa: E731
     out = np.empty((n, c, height * scale, width * scale), dtype=np.float32)
     for y0, y1, ya, yb in _spans(height, tile, overlap, min_size):
         for x0, x1, xa, xb in _spans(width, tile, overlap, min_size):
@@ -38,6 +50,17 @@ def tiled_infer(x: np.ndarray, infer: Infer, scale: int, tile: int, overlap: int
                 :, :, (y0 - ya) * scale : (y1 - ya) * scale, (x0 - xa) * scale : (x1 - xa) * scale
             ]
     return out
+
+
+def whole_image_mean(x: np.ndarray, features: Infer, tile: int, overlap: int, min_size: int = 1) -> np.ndarray:
+    """The mean over H×W of ``features(x)`` (N×C), computed tile by tile: each tile's core summed in float64."""
+    height, width = x.shape[2:]
+    total = 0.0
+    for y0, y1, ya, yb in _spans(height, tile, overlap, min_size):
+        for x0, x1, xa, xb in _spans(width, tile, overlap, min_size):
+            part = features(np.ascontiguousarray(x[:, :, ya:yb, xa:xb]))
+            total = total + part[:, :, y0 - ya:y1 - ya, x0 - xa:x1 - xa].sum(axis=(2, 3), dtype=np.float64)
+    return total / (height * width)
 
 
 def _fixed_spans(length: int, window: int, overlap: int) -> Iterator[tuple[int, int, int]]:

@@ -77,6 +77,8 @@ class _Buffer:
 class TrtSession(ArtifactSession):
     """A TensorRT engine with its sidecar, ready to run on this machine's GPU."""
 
+    runtime_name = "TensorRT"
+
     def __init__(self, path: str | Path, cuda_graphs: bool = False, device: int = 0):
         self.path = Path(path)
         self.record = read_sidecar(self.path)

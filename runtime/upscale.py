@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from runtime import images
 from runtime.errors import SrDeployError
+from runtime.global_gate import GateSplit
 from runtime.pipeline import Infer, upscale_picture
 from runtime.tiling import tiled_infer
 
@@ -49,9 +50,12 @@ def plan_jobs(source: Path, target: Path) -> list[Job]:
 
 
 def upscale_each(jobs: list[Job], infer: Infer, scale: int, colour: str, tile: int, overlap: int, min_size: int = 1,
-                 max_pixels: int = images.DEFAULT_MAX_PIXELS) -> Iterator[tuple[Job, Path, str | None]]:
-    """For each job, in order: (job, output, None) once written, or (job, output, the one-line reason it failed)."""
-    tiled = partial(tiled_infer, infer=infer, scale=scale, tile=tile, overlap=overlap, min_size=min_size)
+                 max_pixels: int = images.DEFAULT_MAX_PIXELS, gate: Callable[[], GateSplit] | None = None,
+                 ) -> Iterator[tuple[Job, Path, str | None]]:
+    """For each job, in order: (job, output, None) once written, or (job, output, the one-line reason it failed).
+    ``gate``: a globally gated network's GateSplit factory (see ``tiled_infer``)."""
+    tiled = partial(tiled_infer, infer=infer, scale=scale, tile=tile, overlap=overlap, min_size=min_size,
+                    gate=cache(gate) if gate else None)  # the split compiles once
     for job in jobs:
         output = job.output(scale)
         try:

@@ -102,7 +102,7 @@ def test_dsrnet_gate_decisions_match_on_both_branches(tmp_path):
     package = saved(model, CoreMLOptions(shapes=SMALL), tmp_path / "d.mlpackage")
     net = traceable(model, image_io=False)
     with torch.no_grad():
-        picks = model.choose_branch1(model.web[1](model.web[0](_trunk_input(model, batch))))
+        picks = model.decide(model.web[1](model.web[0](_trunk_input(model, batch))).mean((2, 3)))
     assert set(picks.tolist()) == {False, True}
     report = verify_package(package, net, {f"image{i}": batch[i:i + 1].numpy() for i in range(len(batch))})
     assert report.passed, report.problems
@@ -343,8 +343,54 @@ def _swift_errors(source: str) -> list[str]:
     return found
 
 
-def test_swift_syntax_check_can_fail():
-    assert _swift_errors("let x = foo(1, \nfunc {")
+def _swift(name: str, scale: int, options: CoreMLOptions) -> tuple[object, str]:
+    from export.ios_bundle import swift_model
+    from export.ios_swift import swift_source
+
+    torch.manual_seed(0)
+    model = models.load(name, scale, weights(f"{name}_x{scale}.pth"))
+    swift = swift_model(model, options, f"{name}_x{scale}")
+    return swift, swift_source(swift)
+
+
+def _top_level_names(source: str) -> list[str]:
+    tree_sitter, tree_sitter_swift = pytest.importorskip("tree_sitter"), pytest.importorskip("tree_sitter_swift")
+    tree = tree_sitter.Parser(tree_sitter.Language(tree_sitter_swift.language())).parse(source.encode())
+    return [node.child_by_field_name("name").text.decode() for node in tree.root_node.children
+            if node.child_by_field_name("name") is not None]
+
+
+def test_generated_swift_that_is_cut_short_fails_the_syntax_check():
+    _, source = _swift("lesrcnn", 2, CoreMLOptions())
+    assert _swift_errors(source) == []
+    assert _swift_errors(source[: len(source) // 2])
+
+
+def test_two_swift_bundles_share_one_module():
+    """A ×2 and a ×4 bundle in one app: every type is nested in its class, so nothing is declared twice."""
+    _, x2 = _swift("lesrcnn", 2, CoreMLOptions())
+    _, x4 = _swift("lesrcnn", 4, CoreMLOptions(fp16_io=True, shapes=CoreMLShapes(enumerated=((64, 64), (96, 128)))))
+    module = x2 + "\n" + x4
+    assert _swift_errors(module) == []
+    assert _top_level_names(module) == ["LesrcnnX2Upscaler", "LesrcnnX4Upscaler"]
+
+
+def test_swift_tiles_at_the_default_shape_and_reads_outputs_by_type_and_strides():
+    swift, source = _swift("lesrcnn", 2, CoreMLOptions(shapes=CoreMLShapes(min=(16, 16), default=(200, 320), max=(400, 640))))
+    assert swift.default_size == (200, 320) and "rangeWindow = Size(height: 200, width: 320)" in source
+    assert "dataPointer" not in source
+    for read in ("case .float16:\n                    sr.withUnsafeBufferPointer(ofType: Float16.self)",
+                 "case .float32:\n                    sr.withUnsafeBufferPointer(ofType: Float.self)",
+                 "throw UpscaleError.unsupportedOutputType(sr.dataType)", "let strides = sr.strides.map"):
+        assert read in source
+    assert source.count("CIContext()") == 1 and "private let context = CIContext()" in source
+
+
+def test_swift_never_tiles_a_network_whose_gate_sees_the_whole_image():
+    dsrnet, source = _swift("dsrnet", 2, CoreMLOptions())
+    assert dsrnet.whole_image_only and "wholeImageOnly = true" in source and _swift_errors(source) == []
+    lesrcnn, other = _swift("lesrcnn", 2, CoreMLOptions())
+    assert not lesrcnn.whole_image_only and "wholeImageOnly = false" in other
 
 
 def test_ios_bundle_swift_matches_the_package(tmp_path):

@@ -76,7 +76,7 @@ def lesrcnn_x2():
 def test_lesrcnn_export_runs_its_upsampler_once(lesrcnn_x2):
     model, proto = lesrcnn_x2
     meta = {p.key: p.value for p in proto.metadata_props}
-    assert json.loads(meta["srdeploy.rewrites"]) == {"merge_shared_branches": 1}
+    assert json.loads(meta["srdeploy.rewrites"]) == {"merge_shared_branches": 1, "tensorrt86_gate": 0}
     assert ops(proto).count("DepthToSpace") == 1
     # one 3×3 conv 64 → 256 at LR resolution less: 64·256·9 MACs per LR pixel, /4 per output pixel
     assert onnx_macs_per_output_pixel(proto, 2) == measure("lesrcnn", 2).macs_per_output_pixel - 64 * 256 * 9 / 4
@@ -86,3 +86,39 @@ def test_lesrcnn_export_runs_its_upsampler_once(lesrcnn_x2):
 def test_onnx_mac_count_matches_the_pytorch_count_where_nothing_is_rewritten():
     proto = to_onnx(models.load("fsrcnn", 2, weights("fsrcnn_x2.pth")))
     assert onnx_macs_per_output_pixel(proto, 2) == measure("fsrcnn", 2).macs_per_output_pixel == 3116
+
+
+def _all_nodes(graph: onnx.GraphProto):
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for sub in ([attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs):
+                yield from _all_nodes(sub)
+
+
+def test_dsrnet_gate_reads_as_written_on_tensorrt_8_6(tmp_path):
+    """TensorRT 8.6's parser ignores opset-18 ReduceMean's axes input and reduces only FP32/FP16: the exported
+    DSRNet gate averages with GlobalAveragePool and takes its all/any over FLOAT, and computes what PyTorch does
+    on a batch whose images pick different branches."""
+    import torch
+
+    from tests.test_models import split_gate_checkpoint
+
+    batch, path = split_gate_checkpoint(tmp_path)
+    model = models.load("dsrnet", 2, path)
+    proto = to_onnx(model)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta["srdeploy.rewrites"])["tensorrt86_gate"] == 3
+    nodes = list(_all_nodes(proto.graph))
+    assert [n.op_type for n in nodes].count("GlobalAveragePool") == 1
+    assert not any(n.op_type == "ReduceMean" for n in nodes)
+    reduces = [n for n in nodes if n.op_type in ("ReduceMin", "ReduceMax")]
+    assert len(reduces) == 2
+    producers = {o: n for n in nodes for o in n.output}
+    for reduce in reduces:
+        cast = producers[reduce.input[0]]
+        assert cast.op_type == "Cast" and cast.attribute[0].i == TensorProto.FLOAT
+    onnx.checker.check_model(proto, full_check=True)
+    with torch.no_grad():
+        expected = model(batch).numpy()
+    assert np.abs(proto_infer(proto)(batch.numpy()) - expected).max() <= 1e-4 * np.abs(expected).max()

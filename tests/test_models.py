@@ -58,7 +58,7 @@ def test_dsrnet_gate_is_per_image(tmp_path):
     batch, path = split_gate_checkpoint(tmp_path)
     split = models.load("dsrnet", 2, path)
     with torch.no_grad():
-        decisions = split.choose_branch1(split.web[1](split.web[0](_reb_output(split, batch))))
+        decisions = split.decide(split.web[1](split.web[0](_reb_output(split, batch))).mean((2, 3)))
         assert 0 < int(decisions.sum()) < 4
         together = split(batch)
         forced = {b: models.load("dsrnet", 2, path, gate=f"branch{b}") for b in (0, 1)}

@@ -144,3 +144,102 @@ def test_upscale_cli_a_folder_goes_to_a_folder(lesrcnn_artifact, tmp_path):
     result = subprocess.run([sys.executable, "cli.py", "upscale", str(tmp_path / "in"), str(tmp_path / "out.png"),
                              "--artifact", str(lesrcnn_artifact)], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2 and "is a folder, so the output must be a folder" in result.stderr
+
+
+# --- a network whose gate looks at the whole image (DSRNet): the decision is taken once, for all tiles -------
+
+TILE, RADIUS = 48, export_config("dsrnet").receptive_radius
+
+
+def _tile_windows(length: int) -> list[tuple[int, int]]:
+    """The context window of each LR tile along one axis: the core ± the receptive radius, clipped."""
+    return [(max(start - RADIUS, 0), min(start + TILE + RADIUS, length)) for start in range(0, length, TILE)]
+
+
+@pytest.fixture(scope="module")
+def gate_sensitive(tmp_path_factory):
+    """The official DSRNet ×2 weights with the gate's branch-1 bias moved so that the whole butterfly image takes
+    branch 1 while some of its 48-pixel tiles, alone, would take branch 0: (checkpoint, LR image, model)."""
+    lr = images.read_rgb(need_shared("datasets", "Set5", "LR_bicubic", "X2", "butterflyx2.png"))
+    x = torch.from_numpy(images.to_unit_float(lr))
+    model = models.load("dsrnet", 2, weights("dsrnet_x2.pth"))
+
+    def margin(part: torch.Tensor) -> float:  # logit of branch 1 minus branch 0, computed here from the layers
+        x2 = model.reb[1](model.reb[0](model.sub_mean(part)))
+        features = model.web[1](model.web[0](x2 + model.reb[3](model.reb[2](x2))))
+        logits = model.gate.fc2(torch.relu(model.gate.fc1(features.mean((2, 3)))))
+        return float(logits[0, 1] - logits[0, 0])
+
+    with torch.no_grad():
+        whole = margin(x)
+        tiles = [margin(x[..., ya:yb, xa:xb]) for ya, yb in _tile_windows(x.shape[2]) for xa, xb in _tile_windows(x.shape[3])]
+    assert min(tiles) < whole, "no tile of this image leans towards branch 0"
+    state = torch.load(weights("dsrnet_x2.pth"), map_location="cpu", weights_only=True)
+    state["gate.fc2.bias"][1] -= (whole + min(tiles)) / 2  # whole image: branch 1; the lowest tile: branch 0
+    path = tmp_path_factory.mktemp("gate") / "dsrnet_gate_sensitive.pth"
+    torch.save(state, path)
+    return path, lr, models.load("dsrnet", 2, path)
+
+
+@pytest.fixture(scope="module")
+def gate_sensitive_onnx(gate_sensitive, tmp_path_factory):
+    return export_onnx(gate_sensitive[2], tmp_path_factory.mktemp("gate") / "dsrnet_gate_sensitive.onnx")
+
+
+def _sr(output: np.ndarray) -> np.ndarray:
+    return images.to_uint8(output[0].transpose(1, 2, 0))
+
+
+def test_gate_decided_on_the_whole_image_pytorch(gate_sensitive):
+    from runtime.torch_runner import TorchRunner
+
+    _, lr, model = gate_sensitive
+    runner, x = TorchRunner(model), images.to_unit_float(lr)
+    whole = _sr(runner.infer(x))
+    each_tile_its_own_gate = _sr(tiled_infer(x, runner.infer, 2, TILE, RADIUS, 8))
+    assert metrics.psnr(each_tile_its_own_gate, whole) < 50  # the checkpoint does flip the gate between tiles
+    assert metrics.psnr(_sr(tiled_infer(x, runner.infer, 2, TILE, RADIUS, 8, gate=runner.gate_split)), whole) >= 60
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_gate_decided_on_the_whole_image_artifact(gate_sensitive, gate_sensitive_onnx, backend):
+    from runtime.artifact import open_artifact
+    from runtime.torch_runner import TorchRunner
+
+    _, lr, model = gate_sensitive
+    session, x = open_artifact(gate_sensitive_onnx, backend=backend), images.to_unit_float(lr)
+    assert session.has_global_gate
+    whole = _sr(session.infer(x))
+    assert metrics.psnr(whole, _sr(TorchRunner(model).infer(x))) >= 60
+    assert metrics.psnr(_sr(tiled_infer(x, session.infer, 2, TILE, RADIUS, 8)), whole) < 50
+    assert metrics.psnr(_sr(tiled_infer(x, session.infer, 2, TILE, RADIUS, 8, gate=session.gate_split)), whole) >= 60
+
+
+def test_upscale_cli_tiles_a_gated_network_as_the_whole_image(gate_sensitive, gate_sensitive_onnx, tmp_path):
+    path, lr, _ = gate_sensitive
+    images.write_image(tmp_path / "in.png", lr)
+    for tile in (0, TILE):
+        result = subprocess.run([sys.executable, "cli.py", "upscale", str(tmp_path / "in.png"), str(tmp_path / f"t{tile}.png"),
+                                 "--artifact", str(gate_sensitive_onnx), "--tile", str(tile)],
+                                cwd=REPO, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    assert metrics.psnr(images.read_rgb(tmp_path / f"t{TILE}.png"), images.read_rgb(tmp_path / "t0.png")) >= 60
+
+
+def test_a_runtime_that_cannot_split_the_gate_refuses_to_tile(gate_sensitive):
+    """TensorRT plans and Core ML packages take no decision from outside: more than one tile is refused, one
+    line, and an image that fits one tile still runs."""
+    from pathlib import Path
+
+    from runtime.artifact import ArtifactSession
+    from runtime.errors import SrDeployError
+
+    class Plan(ArtifactSession):
+        runtime_name = "TensorRT"
+        path = Path("dsrnet_x2_fp16.engine")
+
+    x = images.to_unit_float(gate_sensitive[1])
+    with pytest.raises(SrDeployError, match=r"dsrnet_x2_fp16.engine: this network's gate looks at the whole image, "
+                                            r"and TensorRT cannot .* --tile 0"):
+        tiled_infer(x, lambda a: a, 2, TILE, RADIUS, 8, gate=Plan().gate_split)
+    assert tiled_infer(x, lambda a: a + 1, 1, 128, RADIUS, 8, gate=Plan().gate_split).min() >= 1
