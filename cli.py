@@ -219,14 +219,21 @@ def _export_onnx(args: argparse.Namespace, model, precision: str, max_drop: floa
     """The ONNX graph at ``precision`` through its accuracy gate; the cost is printed on stderr."""
     from export.precision import export_precision, float_summary
 
+    for_tensorrt = args.target in ("trt", "jetson")  # INT8 engines: may their float parts run in FP16?
     proto, report = export_precision(model, precision, args.calib, max_drop, args.fp16_io,
-                                     progress=not args.json, method=args.calib_method)
+                                     progress=not args.json, method=args.calib_method, fp16_float_parts=for_tensorrt)
     if precision != "fp32" and not args.json:
         share = "" if report.int8_mac_fraction is None else f", {report.int8_mac_fraction:.1%} of conv MACs in INT8"
         kept = float_summary(report.kept_float, (report.int8 or {}).get("float_channels", {}))
         print(f"{precision}: {kept} kept in float{share}, held-out PSNR "
               f"{report.validation_psnr:.3f} dB vs {report.validation_psnr_fp32:.3f} dB FP32 "
               f"(drop {report.drop_db:+.4f} dB)", file=sys.stderr)
+    if report.fp16_float and not args.json:
+        f16 = report.fp16_float
+        verdict = "TensorRT runs them in FP16" if f16["passed"] else "over the limit: TensorRT keeps them in FP32"
+        openvino = "" if f16["drop_db_openvino"] is None else f"; OpenVINO {f16['drop_db_openvino']:+.4f} dB"
+        print(f"int8 with FP16 float parts: drop {f16['drop_db_onnxruntime']:+.4f} dB on ONNX Runtime{openvino}: "
+              f"{verdict}", file=sys.stderr)
     return proto, report
 
 

@@ -59,3 +59,18 @@ def to_fp16(proto: onnx.ModelProto, keep_fp32: list[str], fp16_io: bool = False)
         converted, keep_io_types=not fp16_io, node_block_list=keep_fp32, disable_shape_infer=True,
         max_finite_val=FP16_MAX,
     )
+
+
+QDQ_FP16_OPSET = 19  # QuantizeLinear/DequantizeLinear take FP16 inputs and scales from opset 19
+
+
+def int8_with_fp16_float(proto: onnx.ModelProto, keep_fp32: list[str]) -> onnx.ModelProto:
+    """An INT8 Q/DQ graph whose float parts run in FP16: the float side of every Q/DQ, the layers the INT8
+    search kept in float, the residual adds. What a strongly typed TensorRT engine then runs in FP16 instead of
+    FP32. Opset 19 (FP16 scales); ``keep_fp32`` nodes (the overflow pre-flight's) stay FP32."""
+    bumped = onnx.ModelProto()
+    bumped.CopyFrom(proto)
+    for entry in bumped.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            entry.version = max(entry.version, QDQ_FP16_OPSET)
+    return to_fp16(bumped, keep_fp32)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from export.fp16 import int8_with_fp16_float
 from export.onnx_export import save
 from export.trt_plan import BuildPlan, Profile
 from runtime.artifact import srdeploy_metadata
@@ -58,17 +59,28 @@ def _metadata(proto: onnx.ModelProto) -> dict[str, str]:
     return srdeploy_metadata((p.key, p.value) for p in proto.metadata_props)
 
 
-def precision_entry(stem: str, precision: str, proto_path: Path, proto: onnx.ModelProto, profile: Profile) -> dict:
-    onnx_rel, engine_rel = f"onnx/{proto_path.name}", f"engines/{stem}_{precision}.engine"
-    plans = {name: BuildPlan(precision, profile, strong) for name, strong in TYPINGS.items()}
+def precision_entry(stem: str, precision: str, work: Path, proto: onnx.ModelProto, profile: Profile) -> dict:
+    """Write the precision's ONNX (and, for an INT8 graph whose FP16 float parts passed, their FP16 form, which
+    strongly typed builds read) into ``work/onnx``; the manifest entry with both typings' trtexec lines."""
+    proto_path = save(proto, work / "onnx" / f"{stem}_{precision}.onnx")
+    engine_rel = f"engines/{stem}_{precision}.engine"
+    metadata = _metadata(proto)
+    plans = {name: BuildPlan.for_artifact(metadata, profile, strong) for name, strong in TYPINGS.items()}
+    sources = {}
+    for name, plan in plans.items():
+        path = proto_path
+        if plan.fp16_float_onnx:
+            path = save(int8_with_fp16_float(proto, list(plan.fp32_layers)), work / "onnx" / f"{stem}_{precision}_fp16float.onnx")
+        sources[name] = f"onnx/{path.name}"
     return {
-        "onnx": onnx_rel,
+        "onnx": f"onnx/{proto_path.name}",
         "onnx_sha256": hashlib.sha256(proto_path.read_bytes()).hexdigest(),
+        "build_onnx": sources,
         "engine": engine_rel,
-        "metadata": _metadata(proto),
+        "metadata": metadata,
         "tolerance": vars(TOLERANCES[precision]),
         "plans": {name: plan.as_dict() for name, plan in plans.items()},
-        "trtexec": {name: plan.trtexec_args(onnx_rel, engine_rel) for name, plan in plans.items()},
+        "trtexec": {name: plan.trtexec_args(sources[name], engine_rel) for name, plan in plans.items()},
     }
 
 
@@ -180,7 +192,9 @@ bundle: each run checks them first, and a damaged file is named in one line.
 
 Runs the engine `build.sh` built (`--backend onnxruntime` for the ONNX files on the CPU), tiled so that every
 tile stays inside the optimization profile, with the network's receptive radius as context (the result equals a
-whole-image run). Needs Pillow (`sudo apt install python3-pil`). Images are read as a viewer shows them (EXIF
+whole-image run). A network whose gate reads the whole image (DSRNet) is tiled only with `--backend onnxruntime`
+or `--backend openvino`, where its gate's decision is taken once and shared by the tiles; the engine refuses
+images larger than one tile (`--tile 0` runs them whole). Needs Pillow (`sudo apt install python3-pil`). Images are read as a viewer shows them (EXIF
 orientation, CMYK, transparency and colour profiles kept). Exit status: 0 all written, 1 some images failed
 (each named, the others written), 2 nothing done.
 """
@@ -202,8 +216,7 @@ def write_bundle(out: Path, model_name: str, scale: int, artifacts: dict[str, on
                     "golden": "golden", "profile": profile.as_dict(), "workspace_mib": plan.workspace_mib,
                     "optimization_level": plan.optimization_level, "precisions": {}}
         for precision, proto in artifacts.items():
-            path = save(proto, work / "onnx" / f"{stem}_{precision}.onnx")
-            manifest["precisions"][precision] = precision_entry(stem, precision, path, proto, profile)
+            manifest["precisions"][precision] = precision_entry(stem, precision, work, proto, profile)
         cases = {name: (x, reference(x)) for name, x in golden_inputs(photo, profile).items()}
         save_golden(work / "golden", cases, {"model": model_name, "scale": scale, "reference": REFERENCE,
                                              "checkpoint_sha256": _metadata(next(iter(artifacts.values())))["checkpoint_sha256"]})

@@ -9,6 +9,7 @@ INT8 share of convolution MACs and the measured drop.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from dataclasses import asdict, dataclass, field
 
@@ -44,6 +45,8 @@ class PrecisionReport:
     peak_activation: float | None = None
     int8_mac_fraction: float | None = None  # INT8 share of convolution MACs (int8 only)
     int8: dict | None = None  # the INT8 search: method, alpha, calibration drop, per-layer sensitivity
+    # INT8 for TensorRT: its float parts in FP16 measured against the same gate (``fp16_float_parts``)
+    fp16_float: dict | None = None
 
     def metadata(self) -> dict[str, str]:
         return {
@@ -52,6 +55,7 @@ class PrecisionReport:
             "srdeploy.validation_drop_db": f"{self.drop_db:.4f}",
             "srdeploy.int8_mac_fraction": "" if self.int8_mac_fraction is None else f"{self.int8_mac_fraction:.4f}",
             "srdeploy.precision_report": json.dumps(asdict(self)),
+            **({"srdeploy.fp16_float": json.dumps(self.fp16_float)} if self.fp16_float else {}),
         }
 
 
@@ -65,9 +69,12 @@ def export_precision(
     progress: bool = True,
     method: str = "minmax",
     enforce: bool = True,
+    fp16_float_parts: bool = False,
 ) -> tuple[onnx.ModelProto, PrecisionReport]:
     """The ONNX graph of ``model`` at ``precision`` and what it cost, or a one-line error if over budget
-    (``enforce=False`` reports instead: the quality report measures every variant)."""
+    (``enforce=False`` reports instead: the quality report measures every variant). ``fp16_float_parts``
+    (INT8 for TensorRT): also measure the graph with its float parts in FP16 against the same gate; the
+    report's ``fp16_float`` says whether TensorRT may run them in FP16 (the graph returned keeps them FP32)."""
     if precision not in PRECISIONS:
         raise SrDeployError(f"precision {precision!r} is not available: choose one of {', '.join(PRECISIONS)}")
     info = model.srdeploy
@@ -103,8 +110,30 @@ def export_precision(
     report.drop_db = report.validation_psnr_fp32 - report.validation_psnr
     if enforce:
         check_gate(report, limit, f"{info.name} ×{info.scale}")
+    if precision == "int8" and fp16_float_parts:
+        stage("FP16 float parts: overflow pre-flight on the INT8 graph, then the same held-out gate")
+        report.fp16_float = measure_fp16_float(converted, batch, validation, report, limit, info, rounding)
     set_metadata(converted, report.metadata())
     return converted, report
+
+
+def measure_fp16_float(int8_proto: onnx.ModelProto, batch: np.ndarray, validation, report: PrecisionReport,
+                       limit: float, info, rounding) -> dict:
+    """The INT8 graph with FP16 float parts (``fp16.int8_with_fp16_float``) on the held-out crops: its drop
+    against FP32 on ONNX Runtime (the gate: FP16 tensors between ops) and on OpenVINO where installed (reported
+    beside OpenVINO's drop for FP32 float parts: on CPUs without VNNI its INT8 sums saturate by themselves)."""
+    keep_fp32 = fp16.overflow_risks(int8_proto, fp16.activation_peaks(int8_proto, batch))
+    candidate = fp16.int8_with_fp16_float(int8_proto, keep_fp32)
+    drop = lambda infer: report.validation_psnr_fp32 - crop_psnr(infer, validation, info.scale, info.colour, rounding)  # noqa: E731
+    result = {"passed": False, "keep_fp32": keep_fp32, "drop_db_onnxruntime": round(drop(proto_infer(candidate)), 4),
+              "drop_db_openvino": None, "drop_db_openvino_fp32_float": None}
+    if importlib.util.find_spec("openvino") is not None:
+        from runtime.openvino_backend import proto_infer as openvino_infer
+
+        result["drop_db_openvino"] = round(drop(openvino_infer(candidate)), 4)
+        result["drop_db_openvino_fp32_float"] = round(drop(openvino_infer(int8_proto)), 4)
+    result["passed"] = result["drop_db_onnxruntime"] <= limit
+    return result
 
 
 def check_gate(report: PrecisionReport, limit: float, name: str) -> None:

@@ -96,6 +96,8 @@ def build_engine(onnx_path: Path, plan: BuildPlan, engine_path: Path) -> None:
         config.set_flag(getattr(trt.BuilderFlag, flag))
     if settings["clear_tf32"]:
         config.clear_flag(trt.BuilderFlag.TF32)
+    if settings["layer_precisions"]:
+        _pin_layer_precisions(trt, network, config, settings["layer_precisions"])
     shapes = settings["profile"]
     profile = builder.create_optimization_profile()
     profile.set_shape(shapes["input_name"], shapes["min"], shapes["opt"], shapes["max"])
@@ -110,6 +112,24 @@ def build_engine(onnx_path: Path, plan: BuildPlan, engine_path: Path) -> None:
         tmp.write_bytes(bytes(serialized))
     with atomic_path(cache_file) as tmp:
         tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+
+
+def _pin_layer_precisions(trt, network, config, precisions: dict[str, str]) -> None:
+    """``trtexec --precisionConstraints=obey --layerPrecisions=…`` in the Python API (weakly typed builds)."""
+    config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    types = {"fp32": trt.float32, "fp16": trt.float16}
+    found = set()
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.name in precisions:
+            layer.precision = types[precisions[layer.name]]
+            for j in range(layer.num_outputs):
+                layer.set_output_type(j, types[precisions[layer.name]])
+            found.add(layer.name)
+    missing = sorted(set(precisions) - found)
+    if missing:
+        raise SrDeployError(f"no TensorRT layer is named {missing[0]} (of {len(missing)} FP32 layers to pin): "
+                            "the ONNX parser named its layers differently; this is a bug, please report it")
 
 
 def engine_parity(session: TrtSession, reference, inputs: dict[str, np.ndarray], tolerance) -> dict:
@@ -136,6 +156,10 @@ def export_engine(onnx_proto, plan_for, out_dir: Path, stem: str, reference, inp
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{stem}.", dir=out_dir))
     try:
+        if plan.fp16_float_onnx:  # strongly typed: the FP16 float parts must be FP16 in the graph itself
+            from export.fp16 import int8_with_fp16_float
+
+            onnx_proto = int8_with_fp16_float(onnx_proto, list(plan.fp32_layers))
         onnx_path = save(onnx_proto, work / f"{stem}.onnx")
         onnx_sha = file_sha256(onnx_path)
         cached = engines_dir() / f"{engine_cache_key(onnx_sha, plan, target)}.engine"
@@ -176,5 +200,6 @@ def export_model_engine(model, proto, precision: str, profile, out_dir: Path, st
 
     photo = held_out_photo(model.srdeploy.colour) if precision == "int8" else None
     inputs = probe_inputs(model.srdeploy.channels, {"min": list(profile.min), "max": list(profile.max)}, photo=photo)
-    return export_engine(proto, lambda strong, cache: BuildPlan(precision, profile, strong, timing_cache=cache),
+    metadata = srdeploy_metadata((p.key, p.value) for p in proto.metadata_props)
+    return export_engine(proto, lambda strong, cache: BuildPlan.for_artifact(metadata, profile, strong, timing_cache=cache),
                          out_dir, stem, TorchRunner(model).infer, inputs, TOLERANCES[precision], rebuild)

@@ -4,12 +4,17 @@ No TensorRT import here: the plan, its builder settings and its ``trtexec`` comm
 so the Jetson bundle's ``build.sh`` and the Python builder provably ask TensorRT for the same engine.
 
 Precision lives in the ONNX (FP32, FP16 with float-kept layers, INT8 Q/DQ). On TensorRT with strong
-typing (10.x, 11.x) the network is built strongly typed: every tensor keeps the type the ONNX gives it.
-On older TensorRT (8.6 to 9.0, no strong typing) the plan falls back to the weakly typed flags that reproduce
-the same precision: FP16 for an FP16 ONNX, INT8 for a Q/DQ ONNX (explicit quantization), none for FP32.
+typing (10.x, 11.x) the network is built strongly typed: every tensor keeps the type the ONNX gives it; an
+INT8 graph whose FP16 float parts passed the accuracy gate is built from its FP16-float-parts form
+(``fp16_float``). On older TensorRT (8.6 to 9.0, no strong typing) the plan falls back to the weakly typed
+flags that reproduce the same precision: FP16 for an FP16 ONNX, INT8 for a Q/DQ ONNX (explicit
+quantization), INT8 + FP16 where its FP16 float parts passed, none for FP32; with FP16 allowed, the layers
+the ONNX keeps in FP32 (``fp32_layers``) are pinned there by precision constraints (``obey``), since a weakly
+typed builder may otherwise pick FP16 for them.
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -103,13 +108,32 @@ class BuildPlan:
     workspace_mib: int = DEFAULT_WORKSPACE_MIB
     optimization_level: int = DEFAULT_OPTIMIZATION_LEVEL
     timing_cache: str = TIMING_CACHE
+    fp16_float: bool = False  # int8: its float parts run in FP16 (they passed the accuracy gate)
+    fp32_layers: tuple[str, ...] = ()  # ONNX nodes kept in FP32 where FP16 runs (overflow pre-flight)
+
+    @classmethod
+    def for_artifact(cls, metadata: dict[str, str], profile: Profile, strongly_typed: bool = True, **options) -> BuildPlan:
+        """The plan for an srdeploy ONNX, from its metadata (``srdeploy.*`` keys without the prefix)."""
+        precision = metadata.get("precision", "fp32")
+        fp16_float = json.loads(metadata.get("fp16_float") or "{}")
+        passed = precision == "int8" and bool(fp16_float.get("passed"))
+        kept = fp16_float.get("keep_fp32", []) if passed else json.loads(metadata.get("kept_float") or "[]")
+        return cls(precision, profile, strongly_typed, fp16_float=passed,
+                   fp32_layers=tuple(sorted(kept)) if precision == "fp16" or passed else (), **options)
 
     @property
     def builder_flags(self) -> tuple[str, ...]:
         """``tensorrt.BuilderFlag`` names to set. TF32 is cleared for FP32 (its 10-bit mantissa would break
         FP32 parity); weakly typed builds also enable the precision the ONNX was made for."""
-        flags = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8",)}[self.precision]
+        flags = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8", "FP16") if self.fp16_float else ("INT8",)}[self.precision]
         return () if self.strongly_typed else flags
+
+    @property
+    def layer_precisions(self) -> dict[str, str]:
+        """Weakly typed builds with FP16 allowed: the layers pinned to FP32 (with ``OBEY_PRECISION_CONSTRAINTS``)."""
+        if self.strongly_typed or "FP16" not in self.builder_flags:
+            return {}
+        return dict.fromkeys(self.fp32_layers, "fp32")
 
     @property
     def clear_tf32(self) -> bool:
@@ -125,6 +149,7 @@ class BuildPlan:
             "optimization_level": self.optimization_level,
             "profile": self.profile.as_dict(),
             "timing_cache": self.timing_cache,
+            "layer_precisions": self.layer_precisions,
         }
 
     def trtexec_args(self, onnx_path: str, engine_path: str) -> list[str]:
@@ -141,12 +166,20 @@ class BuildPlan:
             f"--timingCacheFile={self.timing_cache}",
         ]
         args += ["--stronglyTyped"] if self.strongly_typed else [f"--{f.lower()}" for f in self.builder_flags]
+        if self.layer_precisions:
+            args += ["--precisionConstraints=obey",
+                     "--layerPrecisions=" + ",".join(f"{name}:{p}" for name, p in self.layer_precisions.items())]
         if self.clear_tf32:
             args.append("--noTF32")
         return args + ["--skipInference"]
 
+    @property
+    def fp16_float_onnx(self) -> bool:
+        """Whether the network is parsed from the INT8 graph's FP16-float-parts form (strongly typed builds)."""
+        return self.strongly_typed and self.fp16_float
+
     def as_dict(self) -> dict:
-        return {"precision": self.precision, **self.settings()}
+        return {"precision": self.precision, "fp16_float_onnx": self.fp16_float_onnx, **self.settings()}
 
 
 def settings_from_trtexec(args: list[str]) -> dict:
@@ -179,4 +212,13 @@ def settings_from_trtexec(args: list[str]) -> dict:
         "optimization_level": int(options["builderOptimizationLevel"]),
         "profile": {"input_name": names.pop(), **shapes},
         "timing_cache": options["timingCacheFile"],
+        "layer_precisions": _layer_precisions(options),
     }
+
+
+def _layer_precisions(options: dict[str, str]) -> dict[str, str]:
+    if "layerPrecisions" not in options:
+        return {}
+    if options.get("precisionConstraints") != "obey":
+        raise ValueError("--layerPrecisions without --precisionConstraints=obey is only a preference")
+    return dict(item.rsplit(":", 1) for item in options["layerPrecisions"].split(","))

@@ -58,6 +58,10 @@ class OnnxSession(ArtifactSession):
 
     def gate_split(self) -> GateSplit:
         """The gate's features, decision and forced graph cut from this artifact, on ONNX Runtime."""
-        import onnx
+        try:
+            import onnx
+        except ImportError:
+            raise SrDeployError("tiling this network cuts its graph with the onnx package: pip install onnx "
+                                "(or upscale with --tile 0)") from None
 
         return onnxruntime_split(onnx.load_model_from_string(self._data), self._options, self.providers)

@@ -199,6 +199,15 @@ class ShapeCompiled:
         return [request.get_output_tensor(i).data for i in range(len(self.model.outputs))]
 
 
+def proto_infer(proto, inference_precision: str = "f32"):
+    """``infer(x)`` of an in-memory ONNX graph on OpenVINO's CPU plugin (measurements; no file, no cache)."""
+    ov = import_openvino()
+    core = ov.Core()
+    config = compile_config(inference_precision, None, False)
+    run = ShapeCompiled(core.read_model(proto.SerializeToString()), lambda model: core.compile_model(model, "CPU", config))
+    return lambda x: run(np.ascontiguousarray(x, dtype=np.float32))[0].astype(np.float32, copy=True)
+
+
 # ---- cutting a global gate (runtime.global_gate) -------------------------------------------------
 
 def split_model(model) -> tuple[object, object, object]:

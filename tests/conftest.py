@@ -46,4 +46,5 @@ def fsrcnn_int8():
     import models
     from export.precision import export_precision
 
-    return export_precision(models.load("fsrcnn", 2, weights("fsrcnn_x2.pth")), "int8", progress=False)
+    return export_precision(models.load("fsrcnn", 2, weights("fsrcnn_x2.pth")), "int8", progress=False,
+                            fp16_float_parts=True)

@@ -311,3 +311,28 @@ def test_gptq_hessians_and_codes_equal_the_dense_computation(fsrcnn_proto):
     assert (blocks == 0).mean() > 0.7  # the four phases never meet: H is block-diagonal up to a permutation
     codes, _ = int8.gptq_weight(weight, "ConvTranspose", blocks)
     assert np.array_equal(codes, _dense_gptq(weight, "ConvTranspose", blocks))
+
+
+def test_int8_fp16_float_parts_measured_against_the_gate(fsrcnn_int8):
+    """The FP16-float-parts form TensorRT builds from: FP16 scales at opset 19, the pre-flight's nodes still
+    FP32, FP32 I/O; its recorded drop re-measured here from the two graphs, and the decision at the limit."""
+    from benchmarks.quality import crop_psnr
+    from export.fp16 import int8_with_fp16_float
+    from export.onnx_export import proto_infer
+    from export.precision import DEFAULT_MAX_DROP, VALIDATION_SPEC
+
+    proto, report = fsrcnn_int8
+    measured = report.fp16_float
+    candidate = int8_with_fp16_float(proto, measured["keep_fp32"])
+    assert candidate.opset_import[0].version == 19 and proto.opset_import[0].version == 18
+    types = {t.name: t.data_type for t in candidate.graph.initializer}
+    kept = set(measured["keep_fp32"])
+    scales = [types[n.input[1]] for n in candidate.graph.node if n.op_type == "DequantizeLinear" and n.name not in kept]
+    assert scales and set(scales) == {onnx.TensorProto.FLOAT16}
+    assert candidate.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    model = models.load("fsrcnn", 2, weights("fsrcnn_x2.pth"))
+    validation = lr_hr_crops(source_images(split="validation"), 2, VALIDATION_SPEC)
+    score = lambda graph: crop_psnr(proto_infer(graph), validation, 2, "y", architecture("fsrcnn").eval_rounding)  # noqa: E731
+    drop = score(to_onnx(model)) - score(candidate)
+    assert abs(drop - measured["drop_db_onnxruntime"]) <= 1e-3
+    assert measured["passed"] == (drop <= DEFAULT_MAX_DROP["int8"])

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 import models
@@ -85,6 +86,30 @@ def test_trtexec_command_line_for_a_strongly_typed_int8_build():
         "--maxShapes=lr:1x3x540x960", "--memPoolSize=workspace:1024", "--builderOptimizationLevel=3",
         "--timingCacheFile=timing.cache", "--stronglyTyped", "--skipInference",
     ]
+
+
+def test_weak_builds_pin_the_float_kept_layers_and_allow_fp16_where_it_passed():
+    """TensorRT 8.6 (weakly typed): FP16 may run only what the ONNX allows; INT8 adds FP16 for its float parts only
+    where they passed the gate; the layers kept in FP32 are pinned (obey), and the trtexec line says the same."""
+    profile = default_profile("lr", 1, 3)
+    passed = {"precision": "int8", "fp16_float": json.dumps({"passed": True, "keep_fp32": ["conv_b", "conv_a"]})}
+    failed = {"precision": "int8", "fp16_float": json.dumps({"passed": False, "keep_fp32": ["conv_a"]})}
+    fp16 = {"precision": "fp16", "kept_float": json.dumps(["tail_conv"])}
+    cases = [
+        (passed, False, ["FP16", "INT8"], {"conv_a": "fp32", "conv_b": "fp32"}, False),
+        (passed, True, [], {}, True),
+        (failed, False, ["INT8"], {}, False),
+        (failed, True, [], {}, False),
+        (fp16, False, ["FP16"], {"tail_conv": "fp32"}, False),
+        ({"precision": "int8"}, False, ["INT8"], {}, False),  # an INT8 ONNX not measured for FP16 float parts
+    ]
+    for metadata, strong, flags, pinned, fp16_onnx in cases:
+        plan = BuildPlan.for_artifact(metadata, profile, strong)
+        settings = settings_from_trtexec(plan.trtexec_args("a.onnx", "a.engine")[2:])
+        assert settings == plan.settings()
+        assert (settings["builder_flags"], settings["layer_precisions"], plan.fp16_float_onnx) == (flags, pinned, fp16_onnx)
+    with pytest.raises(ValueError, match="only a preference"):
+        settings_from_trtexec([*BuildPlan("fp32", profile).trtexec_args("a", "b")[2:], "--layerPrecisions=x:fp32"])
 
 
 @pytest.mark.parametrize("strong", [True, False])
@@ -220,10 +245,23 @@ def test_build_sh_calls_trtexec_exactly_as_the_python_builder_plans(bundle, tmp_
     manifest = json.loads((bundle / "manifest.json").read_text())
     profile = Profile.from_dict(manifest["profile"])
     calls = [(tmp_path / "bin" / f"call{i}.args").read_text().split() for i in range(3)]
+    typing = "strong" if strong else "weak"
     for args, (precision, entry) in zip(calls, manifest["precisions"].items(), strict=True):
-        assert args[:2] == [f"--onnx={entry['onnx']}", f"--saveEngine={entry['engine']}"]
-        assert settings_from_trtexec(args[2:]) == BuildPlan(precision, profile, strong).settings()
-        assert (bundle / entry["engine"]).is_file()
+        plan = BuildPlan.for_artifact(entry["metadata"], profile, strong)
+        assert args[:2] == [f"--onnx={entry['build_onnx'][typing]}", f"--saveEngine={entry['engine']}"]
+        assert settings_from_trtexec(args[2:]) == plan.settings()
+        assert (bundle / entry["engine"]).is_file() and (bundle / entry["build_onnx"][typing]).is_file()
+    int8 = manifest["precisions"]["int8"]
+    fp16_float = json.loads(int8["metadata"]["fp16_float"])
+    assert fp16_float["passed"]  # FSRCNN ×2: measured in the session's INT8 export
+    if strong:  # the FP16 float parts are in the graph TensorRT reads
+        graph = onnx.load(bundle / int8["build_onnx"]["strong"])
+        assert graph.opset_import[0].version >= 19 and "--stronglyTyped" in calls[2]
+        scales = {t.name: t.data_type for t in graph.graph.initializer}
+        dq = [n for n in graph.graph.node if n.op_type == "DequantizeLinear"]
+        assert dq and all(scales[n.input[1]] == onnx.TensorProto.FLOAT16 for n in dq if n.input[1] in scales)
+    else:  # the portable INT8 graph, with FP16 allowed for its float parts
+        assert int8["build_onnx"]["weak"] == int8["onnx"] and {"--int8", "--fp16"} <= set(calls[2])
 
 
 def _bundle_check(bundle: Path, *args: str) -> subprocess.CompletedProcess:
