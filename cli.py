@@ -60,7 +60,7 @@ class Runner(NamedTuple):
 
 def _open_artifact(args: argparse.Namespace):
     """The session for ``--artifact`` on the ``--backend`` asked for (OpenVINO: at ``--inference-precision``)."""
-    from runtime.artifact import open_artifact
+    from runtime.opener import open_artifact
 
     options = {}
     if args.inference_precision:
@@ -93,7 +93,7 @@ def _runner(args: argparse.Namespace) -> Runner:
 def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from benchmarks.quality import dataset_pairs, evaluate
+    from runtime.quality import dataset_pairs, evaluate
     from models.registry import architecture
 
     runner = _runner(args)
@@ -365,7 +365,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
         if manifest["checkpoint_sha256"] != session.metadata["checkpoint_sha256"]:
             raise SrDeployError(f"golden files in {args.golden} belong to another checkpoint than {args.artifact}")
     else:
-        from benchmarks.quality import dataset_pairs, evaluate
+        from runtime.quality import dataset_pairs, evaluate
         from models.registry import architecture
         from runtime import images
         from runtime.torch_runner import TorchRunner
@@ -464,7 +464,7 @@ def _bench_jobs(args: argparse.Namespace, work) -> tuple[list[tuple[str, dict, f
     from benchmarks.backends import BACKENDS
 
     if args.artifacts:
-        from runtime.artifact import open_artifact
+        from runtime.opener import open_artifact
 
         jobs, identity = [], None
         for path in args.artifacts:
@@ -678,7 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_backend_arguments(p: argparse.ArgumentParser) -> None:
-    from runtime.artifact import BACKENDS
+    from runtime.opener import BACKENDS
 
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="what runs an .onnx artifact: onnxruntime (auto) or openvino; other files choose their own")

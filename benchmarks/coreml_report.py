@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 import models
-from benchmarks.quality import dataset_pairs, evaluate
+from runtime.quality import dataset_pairs, evaluate
 from export.coreml_export import CoreMLOptions, CoreMLShapes
 from export.coreml_package import export_package
 from export.coreml_verify import executor_infer

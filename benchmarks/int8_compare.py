@@ -26,7 +26,7 @@ import onnx
 from tqdm import tqdm
 
 import models
-from benchmarks.quality import crop_psnr
+from runtime.quality import crop_psnr
 from calib.data import CropSpec, lr_hr_crops, network_batch, source_images
 from export import int8, int8_search
 from export.onnx_export import proto_infer, to_onnx

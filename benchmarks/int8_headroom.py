@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 import models
-from benchmarks.quality import pooled_psnr
+from runtime.quality import pooled_psnr
 from calib.data import CropSpec, lr_hr_crops, network_batch, source_images
 from export.precision import INT8_SEARCH_CROPS
 from models.hooks import run_with_hooks

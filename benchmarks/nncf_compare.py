@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import models
-from benchmarks.quality import crop_psnr, dataset_pairs, evaluate
+from runtime.quality import crop_psnr, dataset_pairs, evaluate
 from calib.data import CropSpec, lr_hr_crops, network_batch, source_images
 from export.onnx_export import save, to_onnx
 from export.precision import VALIDATION_SPEC, export_precision

@@ -21,7 +21,7 @@ import onnxruntime
 from tqdm import tqdm
 
 import models
-from benchmarks.quality import dataset_pairs, evaluate
+from runtime.quality import dataset_pairs, evaluate
 from export import int8
 from export.onnx_export import save
 from export.precision import export_precision, float_summary

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from benchmarks.quality import crop_psnr
+from runtime.quality import crop_psnr
 from calib.data import CropSpec, held_out_photo, lr_hr_crops, source_images
 from export.config import export_config
 from export.coreml_export import CoreMLOptions, CoreMLShapes, convert, describe, traceable

@@ -20,7 +20,7 @@ from pathlib import Path
 import onnx
 from torch import nn
 
-from benchmarks.quality import crop_psnr
+from runtime.quality import crop_psnr
 from calib.data import lr_hr_crops, source_images
 from export.onnx_export import proto_infer
 from export.precision import DEFAULT_MAX_DROP, VALIDATION_SPEC, PrecisionReport, check_gate, export_precision

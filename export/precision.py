@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from torch import nn
 
-from benchmarks.quality import crop_psnr
+from runtime.quality import crop_psnr
 from calib.cache import cached_stats
 from calib.data import CropSpec, fingerprint, lr_hr_crops, network_batch, source_images
 from export import fp16, int8, int8_channels, int8_search

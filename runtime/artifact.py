@@ -1,6 +1,5 @@
-"""What every deployable artifact session shares: srdeploy metadata, shape bounds, the input check, and
-``open_artifact`` choosing the backend from the file (``.onnx`` → ONNX Runtime, or OpenVINO when asked;
-``.xml`` → OpenVINO; ``.engine`` → TensorRT; ``.mlpackage`` → Core ML)."""
+"""What every deployable artifact session shares: srdeploy metadata, shape bounds, the input check
+(``runtime.opener.open_artifact`` picks the backend for a file)."""
 from __future__ import annotations
 
 import json
@@ -19,8 +18,6 @@ PREFIX = "srdeploy."
 def srdeploy_metadata(entries: Iterable[tuple[str, str]]) -> dict[str, str]:
     """The ``srdeploy.*`` (key, value) pairs of an artifact's metadata, keys without the prefix."""
     return {k.removeprefix(PREFIX): v for k, v in entries if k.startswith(PREFIX)}
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-BACKENDS = ("auto", "onnxruntime", "openvino")  # what ``open_artifact`` may be asked to run an .onnx file on
 
 
 class ArtifactSession:
@@ -91,29 +88,3 @@ class ArtifactSession:
                     f"input {label} {x.shape[axis]} is above the artifact's maximum {high[axis]} "
                     f"(bounds {low[axis]}…{high[axis]}): tile the image (upscale --tile) or split the batch"
                 )
-
-
-def open_artifact(path: str | Path, run: bool = True, backend: str = "auto", **options) -> ArtifactSession:
-    """The session for an exported artifact: TensorRT for engines, Core ML for packages, OpenVINO for IR (and
-    for .onnx with ``backend="openvino"``), else ONNX Runtime. ``run=False``: only its metadata is wanted (a
-    Core ML package is then read off macOS too; nothing is compiled)."""
-    suffix = Path(path).suffix.lower()
-    if backend not in BACKENDS:
-        raise SrDeployError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    if backend != "auto" and suffix != ".onnx":
-        raise SrDeployError(f"--backend {backend} runs .onnx artifacts; {Path(path).name} chooses its own runtime")
-    if suffix == ".xml" or backend == "openvino":
-        from runtime.openvino_backend import OpenVinoSession
-
-        return OpenVinoSession(path, run=run, **options)
-    if suffix == ".mlpackage":
-        from runtime.coreml_backend import CoreMLSession
-
-        return CoreMLSession(path, run=run, **options)
-    if Path(path).suffix.lower() in ENGINE_SUFFIXES:
-        from runtime.trt_backend import TrtSession
-
-        return TrtSession(path, **options)
-    from runtime.onnx_backend import OnnxSession
-
-    return OnnxSession(path, **options)

@@ -23,7 +23,7 @@ from export.coreml_package import export_package, verification_inputs  # noqa: E
 from export.coreml_verify import load_program, macos_predict, used_parameters, verify_package  # noqa: E402
 from models.registry import default_checkpoint  # noqa: E402
 from runtime import images  # noqa: E402
-from runtime.artifact import open_artifact  # noqa: E402
+from runtime.opener import open_artifact  # noqa: E402
 from runtime.coreml_backend import CoreMLSession  # noqa: E402
 from runtime.errors import SrDeployError  # noqa: E402
 from tests.conftest import REPO, need_shared, weights  # noqa: E402

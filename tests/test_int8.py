@@ -316,7 +316,7 @@ def test_gptq_hessians_and_codes_equal_the_dense_computation(fsrcnn_proto):
 def test_int8_fp16_float_parts_measured_against_the_gate(fsrcnn_int8):
     """The FP16-float-parts form TensorRT builds from: FP16 scales at opset 19, the pre-flight's nodes still
     FP32, FP32 I/O; its recorded drop re-measured here from the two graphs, and the decision at the limit."""
-    from benchmarks.quality import crop_psnr
+    from runtime.quality import crop_psnr
     from export.fp16 import int8_with_fp16_float
     from export.onnx_export import proto_infer
     from export.precision import DEFAULT_MAX_DROP, VALIDATION_SPEC

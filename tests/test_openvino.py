@@ -19,7 +19,7 @@ from export.openvino_export import export_ir, write_ir  # noqa: E402
 from export.precision import PrecisionReport  # noqa: E402
 from runtime import cpu  # noqa: E402
 from runtime import openvino_backend  # noqa: E402
-from runtime.artifact import open_artifact  # noqa: E402
+from runtime.opener import open_artifact  # noqa: E402
 from runtime.errors import SrDeployError  # noqa: E402
 from runtime.onnx_backend import OnnxSession  # noqa: E402
 from runtime.openvino_backend import OpenVinoSession  # noqa: E402

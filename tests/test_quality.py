@@ -8,7 +8,7 @@ import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 import models
-from benchmarks.quality import dataset_pairs, evaluate
+from runtime.quality import dataset_pairs, evaluate
 from models.registry import ARCHITECTURES
 from runtime import images, metrics
 from runtime.torch_runner import TorchRunner

@@ -203,7 +203,7 @@ def test_gate_decided_on_the_whole_image_pytorch(gate_sensitive):
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_gate_decided_on_the_whole_image_artifact(gate_sensitive, gate_sensitive_onnx, backend):
-    from runtime.artifact import open_artifact
+    from runtime.opener import open_artifact
     from runtime.torch_runner import TorchRunner
 
     _, lr, model = gate_sensitive

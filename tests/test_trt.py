@@ -160,7 +160,7 @@ def test_sidecar_must_describe_the_engine(tmp_path):
 
 @pytest.mark.skipif(NO_TRT is None, reason="TensorRT and a GPU are present: the missing-TensorRT path cannot run")
 def test_engine_session_without_tensorrt_says_how_to_get_it(tmp_path):
-    from runtime.artifact import open_artifact
+    from runtime.opener import open_artifact
 
     with pytest.raises(SrDeployError) as error:
         open_artifact(_engine(tmp_path))
