@@ -1,4 +1,5 @@
-"""srdeploy command line: ``python cli.py {models,eval,export,upscale,parity,bench} …`` (``--help`` on each)."""
+"""srdeploy command line: ``srdeploy {models,eval,export,upscale,parity,bench} …`` (``--help`` on each); in a
+checkout, ``python cli.py …`` is the same command."""
 from __future__ import annotations
 
 import argparse
@@ -8,8 +9,20 @@ import sys
 import warnings
 from typing import Callable, NamedTuple
 
-from runtime.errors import SrDeployError
-from runtime.tables import markdown_table
+if __name__ == "__main__" and not __package__:  # `python cli.py` in a checkout: the checkout is the srdeploy package
+    import importlib
+    import importlib.machinery
+    import importlib.util
+    from pathlib import Path
+
+    if "srdeploy" not in sys.modules:
+        _spec = importlib.machinery.ModuleSpec("srdeploy", None, is_package=True)
+        _spec.submodule_search_locations = [str(Path(__file__).resolve().parent)]
+        sys.modules["srdeploy"] = importlib.util.module_from_spec(_spec)
+    sys.exit(importlib.import_module("srdeploy.cli").main())
+
+from .runtime.errors import COMMAND, SrDeployError, command
+from .runtime.tables import markdown_table
 
 
 def _model_options(args: argparse.Namespace) -> dict:
@@ -17,7 +30,7 @@ def _model_options(args: argparse.Namespace) -> dict:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from models import list_models
+    from .models import list_models
 
     entries = list_models()
     if args.json:
@@ -60,7 +73,7 @@ class Runner(NamedTuple):
 
 def _open_artifact(args: argparse.Namespace):
     """The session for ``--artifact`` on the ``--backend`` asked for (OpenVINO: at ``--inference-precision``)."""
-    from runtime.opener import open_artifact
+    from .runtime.opener import open_artifact
 
     options = {}
     if args.inference_precision:
@@ -79,9 +92,9 @@ def _runner(args: argparse.Namespace) -> Runner:
                       session.shape_bounds["max"], session.gate_split if session.has_global_gate else None)
     if not (args.model and args.scale):
         raise SrDeployError(f"{args.command} needs --artifact FILE, or --model NAME and --scale S")
-    import models
-    from export.config import export_config
-    from runtime.torch_runner import TorchRunner
+    from . import models
+    from .export.config import export_config
+    from .runtime.torch_runner import TorchRunner
 
     model = models.load(args.model, args.scale, args.weights, **_model_options(args))
     runner = TorchRunner(model)
@@ -93,8 +106,8 @@ def _runner(args: argparse.Namespace) -> Runner:
 def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from runtime.quality import dataset_pairs, evaluate
-    from models.registry import architecture
+    from .runtime.quality import dataset_pairs, evaluate
+    from .models.registry import architecture
 
     runner = _runner(args)
     infer, name, scale, source = runner.infer, runner.name, runner.scale, runner.source
@@ -117,22 +130,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import models
-    from export.config import export_config
-    from export.trt_plan import profile_from_args
+    from . import models
+    from .export.config import export_config
+    from .export.trt_plan import profile_from_args
 
-    from models.registry import architecture, check_scale
+    from .models.registry import architecture, check_scale
 
     arch = architecture(args.model)  # every flag is checked before any work (model load, download, export)
     check_scale(arch, args.scale)
     if args.target == "trt":  # nothing to build with: nothing written
-        from runtime.cuda import Cuda
-        from runtime.trt_backend import require_tensorrt
+        from .runtime.cuda import Cuda
+        from .runtime.trt_backend import require_tensorrt
 
         require_tensorrt()
         Cuda()
     if args.target == "openvino":
-        from runtime.openvino_backend import import_openvino
+        from .runtime.openvino_backend import import_openvino
 
         import_openvino()
     apple = args.target in ("coreml", "ios")
@@ -148,8 +161,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"exporting {args.model} ×{args.scale} for {args.target} ({args.precision}): loading the checkpoint",
               file=sys.stderr, flush=True)
     if args.target in ("jetson", "ios"):  # a foreign --out folder too
-        from export.ios_bundle import check_destination as ios_destination
-        from export.jetson import check_destination as jetson_destination
+        from .export.ios_bundle import check_destination as ios_destination
+        from .export.jetson import check_destination as jetson_destination
 
         (jetson_destination if args.target == "jetson" else ios_destination)(args.out)
     model = models.load(args.model, args.scale, args.weights, **_model_options(args))
@@ -164,7 +177,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.target == "trt":
         path = _export_trt(args, model, proto, profile, stem)
     else:
-        from export.onnx_export import save
+        from .export.onnx_export import save
 
         path = save(proto, Path(args.out) / f"{stem}.onnx")
     if args.json:
@@ -177,7 +190,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _coreml_options(args: argparse.Namespace, profile=None):
     """Core ML options from the export flags: ``--shapes`` (enumerated) or the profile's range."""
-    from export.coreml_export import CoreMLOptions, CoreMLShapes, parse_sizes
+    from .export.coreml_export import CoreMLOptions, CoreMLShapes, parse_sizes
 
     if args.shapes:
         shapes = CoreMLShapes(enumerated=parse_sizes(args.shapes))
@@ -194,11 +207,11 @@ def _export_apple(args: argparse.Namespace, model, options) -> int:
     from pathlib import Path
 
     if args.target == "ios":
-        from export.ios_bundle import write_ios_bundle
+        from .export.ios_bundle import write_ios_bundle
 
         path, report = write_ios_bundle(model, options, Path(args.out), args.calib, args.max_psnr_drop)
     else:
-        from export.coreml_package import export_package
+        from .export.coreml_package import export_package
 
         path, report = export_package(model, options, Path(args.out), args.calib, args.max_psnr_drop)
     if args.json:
@@ -217,7 +230,7 @@ def _export_apple(args: argparse.Namespace, model, options) -> int:
 
 def _export_onnx(args: argparse.Namespace, model, precision: str, max_drop: float | None):
     """The ONNX graph at ``precision`` through its accuracy gate; the cost is printed on stderr."""
-    from export.precision import export_precision, float_summary
+    from .export.precision import export_precision, float_summary
 
     for_tensorrt = args.target in ("trt", "jetson")  # INT8 engines: may their float parts run in FP16?
     proto, report = export_precision(model, precision, args.calib, max_drop, args.fp16_io,
@@ -241,11 +254,11 @@ def _export_trt(args: argparse.Namespace, model, proto, profile, stem: str):
     """Build the engine on this GPU, check its parity against PyTorch, write engine + sidecar."""
     from pathlib import Path
 
-    from export.trt_build import export_model_engine
+    from .export.trt_build import export_model_engine
 
     shapes = "".join(f" --{k}-shape {'x'.join(map(str, v))}" for k, v in
                      (("min", profile.min), ("opt", profile.opt), ("max", profile.max)))
-    rebuild = f"python cli.py export --model {args.model} --scale {args.scale} --target trt --precision {args.precision}{shapes}"
+    rebuild = f"{COMMAND} export --model {args.model} --scale {args.scale} --target trt --precision {args.precision}{shapes}"
     return export_model_engine(model, proto, args.precision, profile, Path(args.out), stem, rebuild)
 
 
@@ -253,7 +266,7 @@ def _export_openvino(args: argparse.Namespace, model) -> int:
     """IR of the gated ONNX graph, gated again on OpenVINO; the executed precisions on stderr."""
     from pathlib import Path
 
-    from export.openvino_export import export_ir
+    from .export.openvino_export import export_ir
 
     path, report, measured = export_ir(model, args.precision, Path(args.out), args.calib, args.max_psnr_drop,
                                        args.calib_method, progress=not args.json)
@@ -275,9 +288,9 @@ def _export_jetson(args: argparse.Namespace, model, profile) -> int:
     """FP32/FP16/INT8 ONNX through their gates, golden outputs, build.sh and the thin runtime in one folder."""
     from pathlib import Path
 
-    from calib.data import held_out_photo
-    from export.jetson import write_bundle
-    from runtime.torch_runner import TorchRunner
+    from .calib.data import held_out_photo
+    from .export.jetson import write_bundle
+    from .runtime.torch_runner import TorchRunner
 
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     unknown = sorted(set(precisions) - {"fp32", "fp16", "int8"})
@@ -302,7 +315,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from runtime.upscale import fit_tile, plan_jobs, report, upscale_each
+    from .runtime.upscale import fit_tile, plan_jobs, report, upscale_each
 
     jobs = plan_jobs(Path(args.input), Path(args.output))  # paths checked before the model or artifact opens
     runner = _runner(args)
@@ -316,8 +329,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
 def _reference_model(session, weights: str | None):
     """The PyTorch model an artifact came from, found through its metadata (checkpoint sha256 checked)."""
-    import models
-    from models.registry import checkpoint_by_sha256
+    from . import models
+    from .models.registry import checkpoint_by_sha256
 
     meta = session.metadata
     official = checkpoint_by_sha256(meta["checkpoint_sha256"])
@@ -351,10 +364,10 @@ def _print_parity(report) -> None:
 def cmd_parity(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from runtime.compare import TOLERANCES
-    from runtime.golden import load_golden, save_golden
-    from runtime.parity import ParityReport, check_cases, probe_inputs
-    from runtime.pipeline import network_input
+    from .runtime.compare import TOLERANCES
+    from .runtime.golden import load_golden, save_golden
+    from .runtime.parity import ParityReport, check_cases, probe_inputs
+    from .runtime.pipeline import network_input
 
     session = _open_artifact(args)
     precision = session.metadata.get("precision", "fp32")
@@ -365,16 +378,16 @@ def cmd_parity(args: argparse.Namespace) -> int:
         if manifest["checkpoint_sha256"] != session.metadata["checkpoint_sha256"]:
             raise SrDeployError(f"golden files in {args.golden} belong to another checkpoint than {args.artifact}")
     else:
-        from runtime.quality import dataset_pairs, evaluate
-        from models.registry import architecture
-        from runtime import images
-        from runtime.torch_runner import TorchRunner
+        from .runtime.quality import dataset_pairs, evaluate
+        from .models.registry import architecture
+        from .runtime import images
+        from .runtime.torch_runner import TorchRunner
 
         model = _reference_model(session, args.weights)
         reference = TorchRunner(model).infer
         photo = None
         if precision == "int8":  # calibrated on photos: probe with a held-out photo, not noise
-            from calib.data import held_out_photo
+            from .calib.data import held_out_photo
 
             photo = held_out_photo(session.colour)
         inputs = probe_inputs(session.channels, session.shape_bounds, photo=photo)
@@ -414,25 +427,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from benchmarks.bench import (
+    from .benchmarks.bench import (
         bar_chart,
         bench_one,
         markdown,
         parse_size,
         report_header,
     )
-    from runtime.atomic import atomic_path
+    from .runtime.atomic import atomic_path
 
     sizes = [parse_size(s) for s in args.sizes.split(",") if s]
     work = Path(args.out or tempfile.mkdtemp(prefix="srdeploy-bench-"))
     jobs, (name, scale, channels) = _bench_jobs(args, work)
     try:  # MACs of the PyTorch architecture; without torch the report has no GFLOP/s for it
-        from benchmarks.complexity import measure as complexity
+        from .benchmarks.complexity import measure as complexity
 
         per_pixel = complexity(name, scale).macs_per_output_pixel
     except ImportError:
         per_pixel = None
-    report = report_header("python cli.py " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("cli.py") else "bench",
+    report = report_header(f"{COMMAND} " + " ".join(sys.argv[1:]) if sys.argv[0].endswith(("cli.py", COMMAND)) else "bench",
                            name, scale, per_pixel)
     progress = tqdm(total=len(jobs) * len(sizes), desc="bench", unit="run", disable=None if not args.json else True)
     for backend, source, drop in jobs:
@@ -461,10 +474,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _bench_jobs(args: argparse.Namespace, work) -> tuple[list[tuple[str, dict, float | None]], tuple[str, int, int]]:
     """(backend, source, held-out PSNR drop) per backend, and (model, scale, channels): from ``--model`` with
     artifacts exported into ``work/artifacts``, or from existing artifacts (``bench ARTIFACT...``)."""
-    from benchmarks.backends import BACKENDS
+    from .benchmarks.backends import BACKENDS
 
     if args.artifacts:
-        from runtime.opener import open_artifact
+        from .runtime.opener import open_artifact
 
         jobs, identity = [], None
         for path in args.artifacts:
@@ -485,8 +498,8 @@ def _bench_jobs(args: argparse.Namespace, work) -> tuple[list[tuple[str, dict, f
     unknown = [b for b in names if b not in BACKENDS]
     if unknown:
         raise SrDeployError(f"unknown backend {', '.join(unknown)}: choose from {', '.join(BACKENDS)}")
-    import models
-    from benchmarks.backends import unavailable
+    from . import models
+    from .benchmarks.backends import unavailable
 
     model = models.load(args.model, args.scale, args.weights)
     exported: dict[str, tuple[dict, float | None]] = {}
@@ -507,9 +520,9 @@ def _bench_jobs(args: argparse.Namespace, work) -> tuple[list[tuple[str, dict, f
 
 def _bench_artifact(args: argparse.Namespace, model, backend, folder) -> tuple[dict, float | None]:
     """Export the artifact a backend runs ({"artifact": path} or {"unavailable": why}) and its held-out drop."""
-    from export.onnx_export import save
-    from export.precision import export_precision
-    from runtime.artifact import srdeploy_metadata
+    from .export.onnx_export import save
+    from .export.precision import export_precision
+    from .runtime.artifact import srdeploy_metadata
 
     if backend.kind == "coreml":
         return _bench_coreml_package(args, model, folder)
@@ -522,23 +535,23 @@ def _bench_artifact(args: argparse.Namespace, model, backend, folder) -> tuple[d
     macs = _recorded_macs(srdeploy_metadata((p.key, p.value) for p in proto.metadata_props))  # engines too
     if backend.kind in ("onnx", "openvino"):
         return {"artifact": str(save(proto, folder / f"{stem}.onnx")), **macs}, drop
-    from benchmarks.bench import parse_size
-    from export.trt_build import export_model_engine
-    from export.trt_plan import Profile
+    from .benchmarks.bench import parse_size
+    from .export.trt_build import export_model_engine
+    from .export.trt_plan import Profile
 
     width, height = max((parse_size(s) for s in args.sizes.split(",") if s), key=lambda wh: wh[0] * wh[1])
     channels = model.srdeploy.channels
     profile = Profile("lr", (1, channels, 16, 16), (1, channels, height, width), (1, channels, height, width))
     engine = export_model_engine(model, proto, backend.precision, profile, folder, stem,
-                                 f"python cli.py bench --model {args.model} --scale {args.scale} --backends {backend.name}")
+                                 f"{COMMAND} bench --model {args.model} --scale {args.scale} --backends {backend.name}")
     return {"artifact": str(engine), **macs}, drop
 
 
 def _bench_coreml_package(args: argparse.Namespace, model, folder) -> tuple[dict, float | None]:
     """A checked FP16 package with the bench sizes as its enumerated sizes (the Neural Engine's fast path)."""
-    from benchmarks.bench import parse_size
-    from export.coreml_export import CoreMLOptions, CoreMLShapes
-    from export.coreml_package import export_package
+    from .benchmarks.bench import parse_size
+    from .export.coreml_export import CoreMLOptions, CoreMLShapes
+    from .export.coreml_package import export_package
 
     sizes = tuple(dict.fromkeys((h, w) for w, h in (parse_size(s) for s in args.sizes.split(",") if s)))
     try:
@@ -577,7 +590,7 @@ def _number(kind: type, low: float, strict: bool = False) -> Callable[[str], flo
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="cli.py", description="srdeploy: super-resolution CNNs from PyTorch to edge devices, verified."
+        prog="srdeploy", description="srdeploy: super-resolution CNNs from PyTorch to edge devices, verified."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -678,7 +691,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_backend_arguments(p: argparse.ArgumentParser) -> None:
-    from runtime.opener import BACKENDS
+    from .runtime.opener import BACKENDS
 
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="what runs an .onnx artifact: onnxruntime (auto) or openvino; other files choose their own")
@@ -687,7 +700,7 @@ def _add_backend_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _add_model_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--model", required=required, help="zoo name (python cli.py models)")
+    p.add_argument("--model", required=required, help="zoo name (srdeploy models)")
     p.add_argument("--scale", type=int, choices=(2, 3, 4), default=2, help="upscaling factor (default 2)")
     p.add_argument("--weights", help="checkpoint path (default: the official checkpoint, downloaded and verified)")
     p.add_argument("--gate", choices=("argmax", "branch0", "branch1"),

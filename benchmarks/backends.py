@@ -79,15 +79,15 @@ def unavailable(backend: Backend) -> str | None:
     if backend.kind == "openvino":
         if importlib.util.find_spec("openvino") is None:
             return "OpenVINO is not installed: pip install openvino"
-        from runtime.openvino_backend import cpu_supports
+        from ..runtime.openvino_backend import cpu_supports
 
         if not cpu_supports(backend.inference_precision):
             return f"this CPU has no native {backend.inference_precision} (OpenVINO would compute in f32)"
         return None
     if backend.kind == "trt":
-        from runtime.cuda import Cuda
-        from runtime.errors import SrDeployError
-        from runtime.trt_backend import require_tensorrt
+        from ..runtime.cuda import Cuda
+        from ..runtime.errors import SrDeployError
+        from ..runtime.trt_backend import require_tensorrt
 
         try:
             require_tensorrt()
@@ -108,13 +108,12 @@ def make_infer(backend: Backend, source: dict, threads: int | None) -> tuple[Inf
     if backend.kind == "torch":
         import torch
 
-        import models
-
+        from .. import models
         if threads:
             torch.set_num_threads(threads)
         model = models.load(source["model"], source["scale"], source.get("weights"))
         if "cuda" not in backend.name:
-            from runtime.torch_runner import TorchRunner
+            from ..runtime.torch_runner import TorchRunner
 
             return TorchRunner(model).infer, lambda: None, {}
         dtype = torch.float16 if backend.precision == "fp16" else torch.float32
@@ -131,23 +130,23 @@ def make_infer(backend: Backend, source: dict, threads: int | None) -> tuple[Inf
 
         return infer_cuda, lambda: torch.cuda.max_memory_allocated() / 2**20, {}
     if backend.kind == "onnx":
-        from runtime.onnx_backend import OnnxSession
+        from ..runtime.onnx_backend import OnnxSession
 
         provider = ORT_PROVIDERS.get(backend.name, "CPUExecutionProvider")
         session = OnnxSession(source["artifact"], providers=[provider], threads=threads)
         return session.infer, lambda: None, {}
     if backend.kind == "openvino":
-        from runtime.openvino_backend import OpenVinoSession
+        from ..runtime.openvino_backend import OpenVinoSession
 
         session = OpenVinoSession(source["artifact"], backend.inference_precision, threads=threads)
         executed = session.executed_precisions()
         return session.infer, lambda: None, {"int8_executed": executed.int8_mac_fraction,
                                              "inference_precision": executed.inference_precision}
     if backend.kind == "coreml":
-        from runtime.coreml_backend import CoreMLSession
+        from ..runtime.coreml_backend import CoreMLSession
 
         return CoreMLSession(source["artifact"]).infer, lambda: None, {}
-    from runtime.trt_backend import TrtSession
+    from ..runtime.trt_backend import TrtSession
 
     session = TrtSession(source["artifact"])
 

@@ -1,4 +1,4 @@
-"""One latency harness for every backend: ``python cli.py bench`` (see ``--help``).
+"""One latency harness for every backend: ``srdeploy bench`` (see ``--help``).
 
 Each (backend, size) runs in its own Python process, so peak RSS and thread settings belong to that
 backend alone: ``warmup`` untimed calls, then timed calls until ``runs`` or the ``budget`` in seconds
@@ -22,17 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.backends import BACKENDS, make_infer, unavailable
-from runtime.cpu import features, int8_dot
-from runtime.tables import markdown_table
-from runtime.timing import measure
+from .backends import BACKENDS, make_infer, unavailable
+from ..runtime.cpu import features, int8_dot
+from ..runtime.tables import markdown_table
+from ..runtime.timing import measure
 
 MIN_RUNS = 3
 
 
 def parse_size(text: str) -> tuple[int, int]:
     """``WxH`` of the LR input → (width, height)."""
-    from runtime.errors import SrDeployError
+    from ..runtime.errors import SrDeployError
 
     try:
         width, height = (int(v) for v in text.lower().split("x"))
@@ -154,7 +154,7 @@ def bench_one(backend_name: str, size: tuple[int, int], source: dict, channels: 
         return {**row, "status": "skipped", "reason": reason}
     spec = {"backend": backend_name, "size": size, "source": source, "channels": channels, "warmup": warmup,
             "runs": runs, "budget_s": budget_s, "threads": threads}
-    done = subprocess.run([sys.executable, "-m", "benchmarks.bench", json.dumps(spec)], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "srdeploy.benchmarks.bench", json.dumps(spec)], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parent.parent)
     if done.returncode != 0:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()] or ["no output"]
@@ -250,7 +250,7 @@ def bar_chart(report: dict, path: Path) -> Path | None:
     ax.set_title(f"{report['model']} ×{report['scale']} — {report['machine']['cpu']}", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    from runtime.atomic import atomic_path
+    from ..runtime.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

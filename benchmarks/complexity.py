@@ -8,7 +8,7 @@ LESRCNN's and CFSRCNN's two passes through their upsampler into one. Element-wis
 pixel shuffles are left out (< 1 % here). Every layer is 'same'-padded, so MACs grow exactly with the pixel
 count and one probe gives the cost per output pixel at any size. A test checks FSRCNN against a hand count.
 
-    python -m benchmarks.complexity --out benchmarks/results/complexity.md
+    python -m srdeploy.benchmarks.complexity --out benchmarks/results/complexity.md
 """
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.hooks import run_with_hooks
-from models.registry import ARCHITECTURES
-from runtime.atomic import atomic_path
-from runtime.tables import markdown_table
+from ..models.hooks import run_with_hooks
+from ..models.registry import ARCHITECTURES
+from ..runtime.atomic import atomic_path
+from ..runtime.tables import markdown_table
 
 PROBE = 24  # LR side of the counting pass
 
@@ -69,8 +69,8 @@ def measure(name: str, scale: int, exported: bool = False) -> Complexity:
     macs = conv_macs(model, torch.zeros(1, arch.channels, PROBE, PROBE))
     graph = None
     if exported:
-        from export.onnx_export import to_onnx
-        from models.loading import ModelInfo
+        from ..export.onnx_export import to_onnx
+        from ..models.loading import ModelInfo
 
         model.srdeploy = ModelInfo(name, scale, arch.channels, arch.colour, "random", "", "", options)
         recorded = {p.key: p.value for p in to_onnx(model).metadata_props}
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(complexity_table())
     if args.out:
         with atomic_path(args.out) as tmp:
-            tmp.write_text("Command: `python -m benchmarks.complexity`\n\n" + table + "\n")
+            tmp.write_text("Command: `python -m srdeploy.benchmarks.complexity`\n\n" + table + "\n")
     print(table)
     return 0
 

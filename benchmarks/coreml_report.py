@@ -1,7 +1,7 @@
 """Core ML report: every zoo model and scale through ``export --target coreml`` (convert, Linux check,
 held-out gate), and the cost of weight compression on Set5 through the FP16-emulating MIL executor.
 
-    python -m benchmarks.coreml_report --fixtures ../shared/fixtures/reference --dataset ../shared/datasets/Set5
+    python -m srdeploy.benchmarks.coreml_report --fixtures ../shared/fixtures/reference --dataset ../shared/datasets/Set5
 
 Checkpoints: the official ones, or the fixtures' random-weight checkpoints where none is public (their held-out
 PSNR is meaningless, so their drop is reported, not gated). Writes ``benchmarks/results/coreml.{md,json}``.
@@ -17,15 +17,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-import models
-from runtime.quality import dataset_pairs, evaluate
-from export.coreml_export import CoreMLOptions, CoreMLShapes
-from export.coreml_package import export_package
-from export.coreml_verify import executor_infer
-from models.registry import architecture, default_checkpoint, list_models
-from runtime.atomic import atomic_path
-from runtime.tables import markdown_table
-from runtime.torch_runner import TorchRunner
+from .. import models
+from ..runtime.quality import dataset_pairs, evaluate
+from ..export.coreml_export import CoreMLOptions, CoreMLShapes
+from ..export.coreml_package import export_package
+from ..export.coreml_verify import executor_infer
+from ..models.registry import architecture, default_checkpoint, list_models
+from ..runtime.atomic import atomic_path
+from ..runtime.tables import markdown_table
+from ..runtime.torch_runner import TorchRunner
 
 RANDOM = {"lesrcnn_b": "lesrcnn_multiscale_random.pth", "esrgcnn": "esrgcnn_multiscale_random.pth",
           "cfsrcnn": "cfsrcnn_x{s}_random.pth", "dsrnet": "dsrnet_x{s}_random.pth"}
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", required=True, type=Path, help="Set5 (BasicSR layout) for the compression table")
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
-    command = "python -m benchmarks.coreml_report " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m srdeploy.benchmarks.coreml_report " + " ".join(sys.argv[1:] if argv is None else argv)
     with tempfile.TemporaryDirectory() as work:
         sweep, compression = zoo_sweep(args.fixtures, Path(work)), compression_table(args.dataset, Path(work))
     report = {"command": command, "zoo": sweep, "compression": compression}

@@ -1,7 +1,8 @@
 """The prepared GPU run: is the zoo correct on CUDA, how fast are PyTorch's GPU paths, and does our ctypes
 CUDA layer work against a real driver. One command, everything written under ``--out``:
 
-    python -m benchmarks.gpu_run --out DIR [--shared ../shared] [--budget 300]
+    pip install --no-deps --no-build-isolation -e .   # the checkout as the srdeploy package; downloads nothing
+    python -m srdeploy.benchmarks.gpu_run --out DIR [--shared ../shared] [--budget 300]
 
 Steps, each recorded as ok / failed (with the error) / skipped (with the reason); none stops the others:
 
@@ -45,9 +46,9 @@ from typing import Callable
 
 import numpy as np
 
-from runtime.atomic import atomic_path
-from runtime.compare import TOLERANCES, compare
-from runtime.tables import markdown_table
+from ..runtime.atomic import atomic_path
+from ..runtime.compare import TOLERANCES, compare
+from ..runtime.tables import markdown_table
 
 REPO = Path(__file__).resolve().parent.parent
 FP32_RTOL = 1e-5  # tests/test_golden_fixtures.py
@@ -111,7 +112,7 @@ def environment() -> tuple[bool, dict, str]:
             facts["packages"][package] = None
     for module in MODULES:
         try:
-            importlib.import_module(module)
+            importlib.import_module(f"srdeploy.{module}")
             facts["imports"][module] = "ok"
         except Exception as exc:  # noqa: BLE001 - recorded: this step exists to find exactly this
             facts["imports"][module] = f"{type(exc).__name__}: {exc}"
@@ -141,8 +142,7 @@ def fixture_verdicts(fixture, device: str, precisions=("fp32", "fp16")) -> list[
     """One row per (precision, case): the fixture's network on ``device`` against the reference output."""
     import torch
 
-    import models
-
+    from .. import models
     base = models.load(fixture.model, fixture.scale, fixture.checkpoint, **fixture.options)
     rows = []
     for precision in precisions:
@@ -173,7 +173,7 @@ def verdict(name: str, case: int, precision: str, ours: np.ndarray, reference: n
 
 
 def correctness(shared: Path, device: str, only: tuple[str, ...] | None) -> tuple[bool | None, list[dict], str]:
-    from benchmarks.reference_fixtures import load_fixtures
+    from .reference_fixtures import load_fixtures
 
     fixtures = [f for f in load_fixtures(shared) if only is None or f.name in only]
     if not fixtures:
@@ -195,9 +195,9 @@ def cuda_layer() -> tuple[bool | None, dict, str]:
 
     import torch
 
-    from runtime.cuda import Cuda, _candidates, load_cudart
-    from runtime.errors import SrDeployError
-    from runtime.trt_backend import _Buffer
+    from ..runtime.cuda import Cuda, _candidates, load_cudart
+    from ..runtime.errors import SrDeployError
+    from ..runtime.trt_backend import _Buffer
 
     try:
         library = load_cudart()
@@ -287,7 +287,7 @@ def _probe(name: str) -> str:
     """What one libcudart candidate is on this machine: absent, or usable, or why not."""
     import ctypes
 
-    from runtime.cuda import _unusable
+    from ..runtime.cuda import _unusable
 
     try:
         library = ctypes.CDLL(name)
@@ -404,9 +404,9 @@ def prepare(model, variant: Variant, x, device: str) -> tuple[Callable[[], objec
 def latency(shared: Path, device: str, sizes, budget_s: float, ceilings: dict[str, float]) -> tuple[bool, list[dict], str]:
     import torch
 
-    import models
-    from benchmarks.complexity import conv_macs
-    from benchmarks.complexity import measure as complexity
+    from .. import models
+    from .complexity import conv_macs
+    from .complexity import measure as complexity
 
     torch.backends.cudnn.benchmark = True
     began, rows = time.perf_counter(), []
@@ -599,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     device = "cpu" if missing else "cuda"
     print(f"gpu_run: {'DRY RUN on the CPU: ' + missing if missing else torch.cuda.get_device_name(0)}; "
           f"shared data {shared} ({'found' if shared.is_dir() else 'absent'})", flush=True)
-    report = {"command": "python -m benchmarks.gpu_run " + " ".join(argv if argv is not None else sys.argv[1:]),
+    report = {"command": "python -m srdeploy.benchmarks.gpu_run " + " ".join(argv if argv is not None else sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "dry_run": bool(missing),
               "cpu": cpu_name(), "ceilings": {}, "steps": {}}
     plan: list[tuple[str, Callable[[], Step]]] = [

@@ -1,6 +1,6 @@
 """INT8 quantizers compared: ONNX Runtime's ``quantize_static``, NVIDIA ModelOpt's ONNX PTQ and srdeploy.
 
-    python -m benchmarks.int8_compare --models lesrcnn:2,fsrcnn:2 --out benchmarks/results \\
+    python -m srdeploy.benchmarks.int8_compare --models lesrcnn:2,fsrcnn:2 --out benchmarks/results \\
         [--modelopt-python /path/to/venv/bin/python]
 
 Every quantizer gets the same FP32 graph and calibration crops (scikit-image photos) and TensorRT's
@@ -25,15 +25,15 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
-import models
-from runtime.quality import crop_psnr
-from calib.data import CropSpec, lr_hr_crops, network_batch, source_images
-from export import int8, int8_search
-from export.onnx_export import proto_infer, to_onnx
-from export.precision import VALIDATION_SPEC, export_precision, float_summary
-from models.registry import architecture
-from runtime.atomic import atomic_path
-from runtime.tables import markdown_table
+from .. import models
+from ..runtime.quality import crop_psnr
+from ..calib.data import CropSpec, lr_hr_crops, network_batch, source_images
+from ..export import int8, int8_search
+from ..export.onnx_export import proto_infer, to_onnx
+from ..export.precision import VALIDATION_SPEC, export_precision, float_summary
+from ..models.registry import architecture
+from ..runtime.atomic import atomic_path
+from ..runtime.tables import markdown_table
 
 MODELOPT_SCRIPT = textwrap.dedent("""
     import sys, numpy as np
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(rows)
     out = Path(args.out)
     with atomic_path(out / "int8_compare.json") as path:
-        path.write_text(json.dumps({"command": " ".join(["python -m benchmarks.int8_compare", *(argv or sys.argv[1:])]),
+        path.write_text(json.dumps({"command": " ".join(["python -m srdeploy.benchmarks.int8_compare", *(argv or sys.argv[1:])]),
                                     "rows": rows}, indent=2))
     with atomic_path(out / "int8_compare.md") as path:
         path.write_text(table + "\n")

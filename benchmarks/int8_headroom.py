@@ -1,6 +1,6 @@
 """How close can 8-bit activations get? A bound for one model, measured on the calibration crops.
 
-    python -m benchmarks.int8_headroom --model fsrcnn --scale 2 [--max-float-share 0.2]
+    python -m srdeploy.benchmarks.int8_headroom --model fsrcnn --scale 2 [--max-float-share 0.2]
 
 Activations at each convolution input are rounded to 8 bits with *per-channel* ranges and zero points
 (each channel's own [min, max] over the calibration crops mapped onto 256 levels) and weights stay float.
@@ -21,13 +21,13 @@ from itertools import combinations
 import torch
 from torch import nn
 
-import models
-from runtime.quality import pooled_psnr
-from calib.data import CropSpec, lr_hr_crops, network_batch, source_images
-from export.precision import INT8_SEARCH_CROPS
-from models.hooks import run_with_hooks
-from models.registry import architecture
-from runtime.tables import markdown_table
+from .. import models
+from ..runtime.quality import pooled_psnr
+from ..calib.data import CropSpec, lr_hr_crops, network_batch, source_images
+from ..export.precision import INT8_SEARCH_CROPS
+from ..models.hooks import run_with_hooks
+from ..models.registry import architecture
+from ..runtime.tables import markdown_table
 
 CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 

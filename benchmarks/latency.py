@@ -1,6 +1,6 @@
 """Latency of exported artifacts on ONNX Runtime CPU (e.g. FP32 vs FP16 vs INT8): median, p90, spread.
 
-    python -m benchmarks.latency out/lesrcnn_x2_fp32.onnx out/lesrcnn_x2_int8.onnx --size 128 \\
+    python -m srdeploy.benchmarks.latency out/lesrcnn_x2_fp32.onnx out/lesrcnn_x2_int8.onnx --size 128 \\
         --out benchmarks/results/latency_cpu.md
 
 A benchmark, not a test: it measures and reports, with the machine it ran on. Each artifact gets its
@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from runtime.atomic import atomic_path
-from runtime.onnx_backend import OnnxSession
-from runtime.tables import markdown_table
-from runtime.timing import Timing, measure
+from ..runtime.atomic import atomic_path
+from ..runtime.onnx_backend import OnnxSession
+from ..runtime.tables import markdown_table
+from ..runtime.timing import Timing, measure
 
 
 def machine() -> str:

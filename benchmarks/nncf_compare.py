@@ -1,6 +1,6 @@
 """Our INT8 against NNCF, OpenVINO's own quantizer, on OpenVINO: accuracy, executed INT8 share, latency.
 
-    python -m benchmarks.nncf_compare --models fsrcnn:2,lesrcnn:2,dsrnet:2 --datasets ../shared/datasets \\
+    python -m srdeploy.benchmarks.nncf_compare --models fsrcnn:2,lesrcnn:2,dsrnet:2 --datasets ../shared/datasets \\
         --out benchmarks/results
 
 Every quantizer starts from the same FP32 ONNX graph and calibrates on the same crops of the same
@@ -22,18 +22,18 @@ from pathlib import Path
 
 import numpy as np
 
-import models
-from runtime.quality import crop_psnr, dataset_pairs, evaluate
-from calib.data import CropSpec, lr_hr_crops, network_batch, source_images
-from export.onnx_export import save, to_onnx
-from export.precision import VALIDATION_SPEC, export_precision
-from models.registry import architecture
-from runtime.atomic import atomic_path
-from runtime.onnx_backend import OnnxSession
-from runtime.openvino_backend import ExecutedPrecisions, compile_config, conv_macs, executed_convs
-from runtime.progress import Stages
-from runtime.tables import markdown_table
-from runtime.timing import measure
+from .. import models
+from ..runtime.quality import crop_psnr, dataset_pairs, evaluate
+from ..calib.data import CropSpec, lr_hr_crops, network_batch, source_images
+from ..export.onnx_export import save, to_onnx
+from ..export.precision import VALIDATION_SPEC, export_precision
+from ..models.registry import architecture
+from ..runtime.atomic import atomic_path
+from ..runtime.onnx_backend import OnnxSession
+from ..runtime.openvino_backend import ExecutedPrecisions, compile_config, conv_macs, executed_convs
+from ..runtime.progress import Stages
+from ..runtime.tables import markdown_table
+from ..runtime.timing import measure
 
 BUDGET_DB = 0.1
 SIZE = 256
@@ -157,7 +157,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.nncf_compare", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m srdeploy.benchmarks.nncf_compare", description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="fsrcnn:2,lesrcnn:2,dsrnet:2", help="name:scale,... (default %(default)s)")
     parser.add_argument("--datasets", default="../shared/datasets", help="folder holding Set5/ and Set14/")
     parser.add_argument("--out", default="benchmarks/results", help="folder for nncf_compare_<machine>.{md,json}")
@@ -165,10 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from importlib import metadata
 
-    from benchmarks.bench import report_header
+    from .bench import report_header
 
     stage = Stages("nncf compare", True)
-    command = "python -m benchmarks.nncf_compare " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m srdeploy.benchmarks.nncf_compare " + " ".join(sys.argv[1:] if argv is None else argv)
     report = {**report_header(command, "", 0, None), "nncf": metadata.version("nncf"), "rows": []}
     with tempfile.TemporaryDirectory() as work:
         for item in args.models.split(","):

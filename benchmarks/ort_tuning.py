@@ -1,6 +1,6 @@
 """ONNX Runtime CPU session options, one change at a time, on one artifact: what each does to latency.
 
-    python -m benchmarks.ort_tuning out/lesrcnn_x2_fp32.onnx out/lesrcnn_x2_int8.onnx --size 256 \\
+    python -m srdeploy.benchmarks.ort_tuning out/lesrcnn_x2_fp32.onnx out/lesrcnn_x2_int8.onnx --size 256 \\
         --out benchmarks/results/ort_tuning_cpu.md
 
 Each variant gets a fresh session; ``--warmup`` untimed runs, then ``--runs`` timed ones on one
@@ -16,10 +16,10 @@ import numpy as np
 import onnxruntime as ort
 from tqdm import tqdm
 
-from benchmarks.bench import machine
-from runtime.atomic import atomic_path
-from runtime.tables import markdown_table
-from runtime.timing import measure
+from .bench import machine
+from ..runtime.atomic import atomic_path
+from ..runtime.tables import markdown_table
+from ..runtime.timing import measure
 
 LEVELS = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
           "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
@@ -68,7 +68,7 @@ def ort_cpu_int8(fp32_path: str, output: Path, scale: int, colour: str) -> str:
         quantize_static,
     )
 
-    from calib.data import CropSpec, lr_hr_crops, network_batch, source_images
+    from ..calib.data import CropSpec, lr_hr_crops, network_batch, source_images
 
     batch = network_batch(lr_hr_crops(source_images(), scale, CropSpec(size=64, count=16)), colour)
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{cores} cores, onnxruntime {ort.__version__}.\n\n{table}")
     if args.out:
         with atomic_path(args.out) as tmp:
-            tmp.write_text(f"Command: `python -m benchmarks.ort_tuning {' '.join(sys.argv[1:] if argv is None else argv)}`\n\n{text}\n")
+            tmp.write_text(f"Command: `python -m srdeploy.benchmarks.ort_tuning {' '.join(sys.argv[1:] if argv is None else argv)}`\n\n{text}\n")
     print(text)
     return 0
 

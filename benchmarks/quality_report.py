@@ -1,7 +1,7 @@
 """Quality report: model × scale × precision → PSNR/SSIM on test sets, ΔPSNR vs FP32, artifact size,
 INT8 share of convolution MACs.
 
-    python -m benchmarks.quality_report --datasets ../shared/datasets/Set5,../shared/datasets/Set14 \\
+    python -m srdeploy.benchmarks.quality_report --datasets ../shared/datasets/Set5,../shared/datasets/Set14 \\
         --out benchmarks/results [--artifacts DIR]
 
 Exports each artifact (calibrated on scikit-image's photos, gated on their held-out split, never on the
@@ -20,15 +20,15 @@ from pathlib import Path
 import onnxruntime
 from tqdm import tqdm
 
-import models
-from runtime.quality import dataset_pairs, evaluate
-from export import int8
-from export.onnx_export import save
-from export.precision import export_precision, float_summary
-from models.registry import CHECKPOINTS, architecture
-from runtime.atomic import atomic_path
-from runtime.onnx_backend import OnnxSession
-from runtime.tables import markdown_table
+from .. import models
+from ..runtime.quality import dataset_pairs, evaluate
+from ..export import int8
+from ..export.onnx_export import save
+from ..export.precision import export_precision, float_summary
+from ..models.registry import CHECKPOINTS, architecture
+from ..runtime.atomic import atomic_path
+from ..runtime.onnx_backend import OnnxSession
+from ..runtime.tables import markdown_table
 
 
 def measure(datasets: list[Path], precisions: list[str], names: list[str], artifacts: str | None) -> list[dict]:
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     table = markdown(rows, [d.name for d in datasets])
     with atomic_path(out / "quality.json") as tmp:
-        tmp.write_text(json.dumps({"machine": machine, "command": " ".join(["python -m benchmarks.quality_report", *argv]),
+        tmp.write_text(json.dumps({"machine": machine, "command": " ".join(["python -m srdeploy.benchmarks.quality_report", *argv]),
                                    "rows": rows}, indent=2))
     with atomic_path(out / "quality.md") as tmp:
         tmp.write_text(f"Measured on ONNX Runtime {onnxruntime.__version__} CPU.\n\n{table}\n")

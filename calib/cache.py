@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from runtime.cache import cache_dir
-from runtime.atomic import atomic_path
+from ..runtime.cache import cache_dir
+from ..runtime.atomic import atomic_path
 
 
 def cached_stats(key: dict, compute: Callable[[], dict]) -> dict:

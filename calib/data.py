@@ -16,9 +16,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from runtime import images
-from runtime.errors import SrDeployError
-from runtime.pipeline import network_input
+from ..runtime import images
+from ..runtime.errors import SrDeployError
+from ..runtime.pipeline import network_input
 
 CALIBRATION = ("astronaut.png", "chelsea.png", "hubble_deep_field.jpg", "ihc.png", "retina.jpg", "rocket.jpg")
 HELD_OUT = ("coffee.png", "motorcycle_left.png")  # motorcycle_right is left out: a near-copy of the left view

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.mil_numpy import MilExecutor
-from models.hooks import run_with_hooks
-from runtime.compare import compare
+from .mil_numpy import MilExecutor
+from ..models.hooks import run_with_hooks
+from ..runtime.compare import compare
 
 FP32_MAX_ABS = 1e-4  # × max(1, max|reference|): images in [0, 1] get an absolute 1e-4
 FP16_MIN_PSNR = 60.0  # dB, peak max(1, max|reference|)
@@ -247,6 +247,6 @@ def executor_infer(package: str | Path, mode: str = "fp16", image_io: bool = Fal
 
 def macos_predict(package: str | Path, x: np.ndarray, input_name: str = "lr") -> np.ndarray:
     """The package run by Core ML itself (macOS only; metadata not needed): float32 1×C×H×W in, output out."""
-    from runtime.coreml_backend import load_mlmodel, predict
+    from ..runtime.coreml_backend import load_mlmodel, predict
 
     return predict(load_mlmodel(package), input_name, x)

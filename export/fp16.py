@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from export.onnx_export import cpu_session
+from .onnx_export import cpu_session
 
 FP16_MAX = 65504.0
 DEFAULT_HEADROOM = 16.0

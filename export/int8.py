@@ -27,7 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 from scipy.sparse import csr_array
 from scipy.sparse.csgraph import connected_components
 
-from export.onnx_export import cpu_session
+from .onnx_export import cpu_session
 
 WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1}
 QMAX = 127

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from export.int8 import CENTRING_KERNEL, WEIGHT_AXIS, channel_ranges, layers, place_nodes, walk
+from .int8 import CENTRING_KERNEL, WEIGHT_AXIS, channel_ranges, layers, place_nodes, walk
 
 # Centre a tensor when that shrinks its symmetric range to this share or less (post-ReLU: 1/2).
 MIN_GAIN = 0.8

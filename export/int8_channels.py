@@ -21,9 +21,9 @@ import onnx
 from onnx import helper, numpy_helper
 from tqdm import tqdm
 
-from export.int8 import QMAX, Layer, equalization_chains, layers, place_nodes, walk
-from export.int8_centre import centre, centred_keys
-from export.onnx_export import cpu_session
+from .int8 import QMAX, Layer, equalization_chains, layers, place_nodes, walk
+from .int8_centre import centre, centred_keys
+from .onnx_export import cpu_session
 
 FLOAT = ".float_channels"
 INT8 = ".int8_channels"

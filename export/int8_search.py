@@ -26,9 +26,9 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
-from export import int8, int8_centre, int8_channels
-from export.onnx_export import proto_infer
-from runtime.progress import quiet
+from . import int8, int8_centre, int8_channels
+from .onnx_export import proto_infer
+from ..runtime.progress import quiet
 
 Score = Callable[[onnx.ModelProto], float]  # PSNR of a graph on the calibration crops
 ROUNDINGS = ("nearest", "gptq")
@@ -230,6 +230,6 @@ def calibration_score(pairs, scale: int, colour: str, rounding: str) -> Score:
     """Pooled PSNR on calibration crops: per-crop PSNRs let a few near-black crops steer the search
     (measured on FSRCNN ×2: the pooled drop predicts the held-out drop, 0.22 vs 0.26 dB; the per-crop
     mean said 1.26)."""
-    from runtime.quality import pooled_psnr
+    from ..runtime.quality import pooled_psnr
 
     return lambda graph: pooled_psnr(proto_infer(graph), pairs, scale, colour, rounding)

@@ -14,14 +14,14 @@ from pathlib import Path
 
 from torch import nn
 
-from export.config import export_config
-from export.coreml_export import CoreMLOptions
-from export.coreml_package import CoreMLReport, export_package
-from export.ios_swift import SwiftModel, swift_source
-from models.registry import default_checkpoint
-from runtime.atomic import atomic_dir, check_bundle_folder
-from runtime.errors import SrDeployError
-from runtime.tables import markdown_table
+from .config import export_config
+from .coreml_export import CoreMLOptions
+from .coreml_package import CoreMLReport, export_package
+from .ios_swift import SwiftModel, swift_source
+from ..models.registry import default_checkpoint
+from ..runtime.atomic import atomic_dir, check_bundle_folder
+from ..runtime.errors import SrDeployError, command
+from ..runtime.tables import markdown_table
 
 BUNDLE_MARKER = "srdeploy-ios.json"
 
@@ -42,11 +42,11 @@ def _tiling_note(swift: SwiftModel) -> str:
     if swift.whole_image_only:
         return ("This network's gate looks at the whole image, so the Swift code never tiles: an image must fit one\n"
                 "size the package accepts (else `UpscaleError.imageTooLargeForOneWindow`). Tiles alone could take\n"
-                "other branches than the whole image; `python cli.py upscale` tiles it exactly by taking the gate's\n"
+                f"other branches than the whole image; {command('upscale')} tiles it exactly by taking the gate's\n"
                 "decision once on the whole image, which this package cannot take from outside.")
     return (f"Images larger than a tile are processed in tiles with {swift.overlap} low-resolution pixels of context on every\n"
             "side (the network's receptive radius), keeping only each tile's core: the result equals a whole-image run\n"
-            "(the same rule as `python cli.py upscale`, tested in srdeploy's suite). Range-flexible packages tile at\n"
+            f"(the same rule as {command('upscale')}, tested in srdeploy's suite). Range-flexible packages tile at\n"
             f"their default size, {swift.default_size[0]}×{swift.default_size[1]}, the one size Core ML runs on the Neural Engine.")
 
 
@@ -96,7 +96,7 @@ let upscaled: CGImage = try upscaler.upscale(image)         // or upscale(pixelB
 {markdown_table(["case", "input", "FP32-mode max abs", "FP16-emulated PSNR", "% >1 level", "gate"], cases)}
 
 What this cannot catch: the Core ML compiler's own rewrites and the Neural Engine's or GPU's accumulation
-order. Check on a device once: `upscaler.upscale` on a photo vs `python cli.py upscale` on the same photo.
+order. Check on a device once: `upscaler.upscale` on a photo vs `srdeploy upscale` on the same photo.
 """
 
 

@@ -25,16 +25,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from export.fp16 import int8_with_fp16_float
-from export.onnx_export import save
-from export.trt_plan import BuildPlan, Profile
-from runtime.artifact import srdeploy_metadata
-from runtime.atomic import atomic_dir, check_bundle_folder
-from runtime.bundle_check import FORMAT, MANIFEST
-from runtime.compare import TOLERANCES
-from runtime.golden import save_golden
-from runtime.parity import probe_inputs
-from runtime.pipeline import Infer
+from .fp16 import int8_with_fp16_float
+from .onnx_export import save
+from .trt_plan import BuildPlan, Profile
+from ..runtime.artifact import srdeploy_metadata
+from ..runtime.atomic import atomic_dir, check_bundle_folder
+from ..runtime.bundle_check import FORMAT, MANIFEST
+from ..runtime.compare import TOLERANCES
+from ..runtime.golden import save_golden
+from ..runtime.parity import probe_inputs
+from ..runtime.pipeline import Infer
 
 RUNTIME_FILES = (
     "__init__.py", "errors.py", "atomic.py", "artifact.py", "compare.py", "digest.py", "golden.py", "tables.py",

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from runtime.errors import SrDeployError
+from ..runtime.errors import SrDeployError
 
 MODES = ("fp32", "fp16")
 OpFn = Callable[..., np.ndarray]

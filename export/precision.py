@@ -17,14 +17,14 @@ import numpy as np
 import onnx
 from torch import nn
 
-from runtime.quality import crop_psnr
-from calib.cache import cached_stats
-from calib.data import CropSpec, fingerprint, lr_hr_crops, network_batch, source_images
-from export import fp16, int8, int8_channels, int8_search
-from export.onnx_export import proto_infer, set_metadata, to_onnx
-from models.registry import architecture
-from runtime.errors import SrDeployError
-from runtime.progress import Stages
+from ..runtime.quality import crop_psnr
+from ..calib.cache import cached_stats
+from ..calib.data import CropSpec, fingerprint, lr_hr_crops, network_batch, source_images
+from . import fp16, int8, int8_channels, int8_search
+from .onnx_export import proto_infer, set_metadata, to_onnx
+from ..models.registry import architecture
+from ..runtime.errors import SrDeployError
+from ..runtime.progress import Stages
 
 DEFAULT_MAX_DROP = {"fp32": 0.0, "fp16": 0.01, "int8": 0.1}
 PRECISIONS = tuple(DEFAULT_MAX_DROP)
@@ -128,7 +128,7 @@ def measure_fp16_float(int8_proto: onnx.ModelProto, batch: np.ndarray, validatio
     result = {"passed": False, "keep_fp32": keep_fp32, "drop_db_onnxruntime": round(drop(proto_infer(candidate)), 4),
               "drop_db_openvino": None, "drop_db_openvino_fp32_float": None}
     if importlib.util.find_spec("openvino") is not None:
-        from runtime.openvino_backend import proto_infer as openvino_infer
+        from ..runtime.openvino_backend import proto_infer as openvino_infer
 
         result["drop_db_openvino"] = round(drop(openvino_infer(candidate)), 4)
         result["drop_db_openvino_fp32_float"] = round(drop(openvino_infer(int8_proto)), 4)

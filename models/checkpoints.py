@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from models.registry import Checkpoint
-from runtime.atomic import atomic_path
-from runtime.cache import cache_dir
-from runtime.errors import SrDeployError
+from .registry import Checkpoint
+from ..runtime.atomic import atomic_path
+from ..runtime.cache import cache_dir
+from ..runtime.errors import SrDeployError
 
 WEIGHTS_DIR_ENV = "SRDEPLOY_WEIGHTS_DIR"
 _CHUNK = 1 << 20

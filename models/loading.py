@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from models import checkpoints
-from models.registry import (
+from . import checkpoints
+from .registry import (
     ARCHITECTURES,
     Architecture,
     architecture,
@@ -22,7 +22,7 @@ from models.registry import (
     checkpoint_by_sha256,
     default_checkpoint,
 )
-from runtime.errors import SrDeployError
+from ..runtime.errors import SrDeployError
 
 
 @dataclass(frozen=True)

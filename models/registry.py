@@ -2,7 +2,7 @@
 
 Each ``Checkpoint`` is a value carrying where it comes from (repository, commit, path → URL), its
 sha256, the key layout it uses and the metrics srdeploy measured with it, so this file *is* the zoo's
-documentation (``python cli.py models`` prints it).
+documentation (``srdeploy models`` prints it).
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Callable, Mapping
 
 from torch import nn
 
-from models import cfsrcnn, dsrnet, esrgcnn, fsrcnn, lesrcnn
-from runtime.errors import SrDeployError
+from . import cfsrcnn, dsrnet, esrgcnn, fsrcnn, lesrcnn
+from ..runtime.errors import SrDeployError
 
 KeyMap = Callable[[int], Mapping[str, str]]
 
@@ -151,7 +151,7 @@ def architecture(name: str) -> Architecture:
         return ARCHITECTURES[name]
     except KeyError:
         raise SrDeployError(
-            f"unknown model {name!r}: choose one of {', '.join(ARCHITECTURES)} (python cli.py models)"
+            f"unknown model {name!r}: choose one of {', '.join(ARCHITECTURES)} (srdeploy models)"
         ) from None
 
 

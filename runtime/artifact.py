@@ -8,8 +8,8 @@ from typing import Iterable
 
 import numpy as np
 
-from runtime.errors import SrDeployError
-from runtime.global_gate import GateSplit, no_split
+from .errors import SrDeployError, command
+from .global_gate import GateSplit, no_split
 
 REQUIRED_METADATA = ("model", "scale", "colour", "shape_bounds", "export_config")
 PREFIX = "srdeploy."
@@ -34,7 +34,7 @@ class ArtifactSession:
         if missing or "receptive_radius" not in self.metadata.get("export_config", ""):
             raise SrDeployError(
                 f"artifact {self.path} lacks srdeploy metadata ({', '.join(missing) or 'receptive_radius'}): "
-                "it was not exported by this srdeploy version; re-export it with `python cli.py export`"
+                f"it was not exported by this srdeploy version; re-export it with {command('export')}"
             )
 
     @property

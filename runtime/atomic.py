@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from runtime.errors import SrDeployError
+from .errors import SrDeployError
 
 
 def _umask() -> int:

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.compare import Tolerance, compare
-from runtime.errors import SrDeployError
-from runtime.golden import load_golden
-from runtime.tables import markdown_table
-from runtime.timing import measure
+from .compare import Tolerance, compare
+from .errors import SrDeployError, command
+from .golden import load_golden
+from .tables import markdown_table
+from .timing import measure
 
 BUNDLE = Path(__file__).resolve().parent.parent
 MANIFEST = "manifest.json"
@@ -39,8 +39,8 @@ def load_manifest(root: Path = BUNDLE) -> dict:
         raise SrDeployError(f"{path} is damaged ({exc}): copy the bundle again, or re-export it") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise SrDeployError(f"{path} is not an {FORMAT} manifest: re-export the bundle with this srdeploy")
-    fix = (f"copy the bundle again, or re-export it (python cli.py export --model {manifest['model']} "
-           f"--scale {manifest['scale']} --target jetson)")
+    again = f"export --model {manifest['model']} --scale {manifest['scale']} --target jetson"
+    fix = f"copy the bundle again, or re-export it ({command(again)})"
     for name, expected in manifest["files"].items():
         if not (root / name).is_file():
             raise SrDeployError(f"bundle file {name} is missing: {fix}")
@@ -51,9 +51,9 @@ def load_manifest(root: Path = BUNDLE) -> dict:
 
 def adopt_engine(root: Path, entry: dict, precision: str, typing: str) -> None:
     """Write the sidecar of an engine ``build.sh`` has just built on this machine."""
-    from runtime.cuda import Cuda
-    from runtime.trt_backend import current_target, require_tensorrt
-    from runtime.trt_sidecar import write_sidecar
+    from .cuda import Cuda
+    from .trt_backend import current_target, require_tensorrt
+    from .trt_sidecar import write_sidecar
 
     target = current_target(require_tensorrt(), Cuda())
     write_sidecar(root / entry["engine"], target, precision=precision, plan=entry["plans"][typing],
@@ -66,17 +66,17 @@ BUNDLE_BACKENDS = ("tensorrt", "onnxruntime", "openvino")
 
 def open_session(root: Path, entry: dict, backend: str, cuda_graphs: bool, precision: str):
     if backend == "onnxruntime":
-        from runtime.onnx_backend import OnnxSession
+        from .onnx_backend import OnnxSession
 
         return OnnxSession(root / entry["onnx"], providers=["CPUExecutionProvider"])
     if backend == "openvino":
-        from runtime.openvino_backend import OpenVinoSession
+        from .openvino_backend import OpenVinoSession
 
         return OpenVinoSession(root / entry["onnx"])
     if not (root / entry["engine"]).is_file():
         raise SrDeployError(f"engine {entry['engine']} is not built yet: run `bash build.sh {precision}` in this bundle "
                             "(or use --backend onnxruntime)")
-    from runtime.trt_backend import TrtSession
+    from .trt_backend import TrtSession
 
     return TrtSession(root / entry["engine"], cuda_graphs=cuda_graphs)
 
@@ -109,7 +109,7 @@ def check(root: Path, precision: str, args: argparse.Namespace, manifest: dict) 
     results = parity(session, cases, tolerance)
     passed = not any(r["violations"] for r in results.values())
     if args.typing:  # record the measured parity in the sidecar of the engine just built
-        from runtime.trt_sidecar import update_sidecar
+        from .trt_sidecar import update_sidecar
 
         update_sidecar(root / entry["engine"], parity={"passed": passed, "cases": results,
                                                        "reference": manifest["reference"]})

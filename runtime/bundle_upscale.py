@@ -13,10 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from runtime.bundle_check import BUNDLE, BUNDLE_BACKENDS, load_manifest, open_session
-from runtime.errors import SrDeployError
-from runtime.images import DEFAULT_MAX_PIXELS
-from runtime.upscale import fit_tile, plan_jobs, report, upscale_each
+from .bundle_check import BUNDLE, BUNDLE_BACKENDS, load_manifest, open_session
+from .errors import SrDeployError
+from .images import DEFAULT_MAX_PIXELS
+from .upscale import fit_tile, plan_jobs, report, upscale_each
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime import digest
-from runtime.artifact import ArtifactSession, srdeploy_metadata
-from runtime.errors import SrDeployError
+from . import digest
+from .artifact import ArtifactSession, srdeploy_metadata
+from .errors import SrDeployError, command
 
 PACKAGE_SUFFIX = ".mlpackage"
 COMPUTE_UNITS = ("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY")
 SPEC_FILE = Path("Data/com.apple.CoreML/model.mlmodel")
 WEIGHTS_FILE = Path("Data/com.apple.CoreML/weights/weight.bin")
 WEIGHTS_KEY = "srdeploy.weights_sha256"
-REEXPORT = "re-export it with `python cli.py export --target coreml`"
+REEXPORT = f"re-export it with {command('export --target coreml')}"
 NOT_HERE = "Core ML runs models only on macOS ({name} was read, not run): use the ONNX artifact here, or run this on a Mac"
 
 
@@ -60,7 +60,7 @@ class CoreMLSession(ArtifactSession):
         self.path = Path(path)
         if not (self.path / "Manifest.json").is_file():
             raise SrDeployError(f"{self.path} is not a Core ML package (no Manifest.json): export one with "
-                                "`python cli.py export --target coreml`")
+                                f"{command('export --target coreml')}")
         if compute_units not in COMPUTE_UNITS:
             raise SrDeployError(f"compute units {compute_units!r} unknown: choose one of {', '.join(COMPUTE_UNITS)}")
         check_package(self.path)
@@ -71,7 +71,7 @@ class CoreMLSession(ArtifactSession):
             spec = ct.utils.load_spec(str(self.path))
         except Exception as exc:  # noqa: BLE001 - coremltools raises anything from its protobuf reader
             raise SrDeployError(f"cannot read the Core ML package {self.path} ({type(exc).__name__}): it is damaged; "
-                                "re-export it with `python cli.py export --target coreml`") from None
+                                f"re-export it with {command('export --target coreml')}") from None
         self.metadata = srdeploy_metadata(spec.description.metadata.userDefined.items())
         self.check_metadata()
         if json.loads(self.metadata.get("coreml_options", "{}")).get("image_io"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from runtime.errors import SrDeployError
+from .errors import SrDeployError
 
 KEY = "srdeploy.sha256"
 PLACEHOLDER = b"srdeploy: sha256 of this file with this text in its place".ljust(64, b".")

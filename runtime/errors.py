@@ -6,3 +6,11 @@ class SrDeployError(Exception):
 
     Messages name the problem and the fix, e.g. "checkpoint X is truncated (…); delete it and retry".
     """
+
+
+COMMAND = "srdeploy"  # the console command (cli.py run from a checkout is the same command)
+
+
+def command(arguments: str) -> str:
+    """A command line for a hint, in the console command's words: ``command("export")`` → `srdeploy export`."""
+    return f"`{COMMAND} {arguments}`"

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from runtime.errors import SrDeployError
+from .errors import SrDeployError, command
 
 POOL_OPS = ("GlobalAveragePool", "ReduceMean")  # the global average (over H and W) the gate reads
 DECISION_OP = "Greater"  # logit of branch 1 > logit of branch 0, per image
@@ -88,7 +88,7 @@ def split_onnx(proto) -> tuple[object, object, object]:
     decisions = [n for n in proto.graph.node if n.op_type == DECISION_OP]
     if len(pools) != 1 or len(decisions) != 1:
         raise SrDeployError(f"the graph has {len(pools)} global average and {len(decisions)} {DECISION_OP} nodes, "
-                            "not the one global gate srdeploy can cut: re-export it with `python cli.py export`")
+                            f"not the one global gate srdeploy can cut: re-export it with {command('export')}")
     image, output = proto.graph.input[0].name, proto.graph.output[0].name
     pool, decision = pools[0], decisions[0].output[0]
     return (_cut(proto, [image], [pool.input[0]]),

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.atomic import atomic_path
-from runtime.errors import SrDeployError
+from .atomic import atomic_path
+from .errors import SrDeployError
 
 GOLDEN_FILE = "golden.npz"
 MANIFEST_FILE = "golden.json"

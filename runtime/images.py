@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from runtime.atomic import atomic_path
-from runtime.errors import SrDeployError
+from .atomic import atomic_path
+from .errors import SrDeployError
 
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: above this, decoding is refused (decompression-bomb guard)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")

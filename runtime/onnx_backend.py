@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime import digest
-from runtime.artifact import ArtifactSession, srdeploy_metadata
-from runtime.errors import SrDeployError
-from runtime.global_gate import GateSplit, onnxruntime_split
+from . import digest
+from .artifact import ArtifactSession, srdeploy_metadata
+from .errors import SrDeployError, command
+from .global_gate import GateSplit, onnxruntime_split
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -27,7 +27,7 @@ class OnnxSession(ArtifactSession):
 
         self.path = Path(path)
         if not self.path.is_file():
-            raise SrDeployError(f"artifact {self.path} does not exist: export one with `python cli.py export`")
+            raise SrDeployError(f"artifact {self.path} does not exist: export one with {command('export')}")
         available = ort.get_available_providers()
         self.providers = providers or [p for p in PREFERRED_PROVIDERS if p in available]
         options = ort.SessionOptions()
@@ -35,7 +35,7 @@ class OnnxSession(ArtifactSession):
         if threads:
             options.intra_op_num_threads = threads
         data = self.path.read_bytes()
-        digest.check(data, self.path, "re-export it with `python cli.py export`")
+        digest.check(data, self.path, f"re-export it with {command('export')}")
         self._options, self._data = options, data
         try:
             self.session = ort.InferenceSession(data, options, providers=self.providers)

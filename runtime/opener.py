@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runtime.artifact import ArtifactSession
-from runtime.errors import SrDeployError
+from .artifact import ArtifactSession
+from .errors import SrDeployError
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 BACKENDS = ("auto", "onnxruntime", "openvino")  # what ``open_artifact`` may be asked to run an .onnx file on
@@ -22,17 +22,17 @@ def open_artifact(path: str | Path, run: bool = True, backend: str = "auto", **o
     if backend != "auto" and suffix != ".onnx":
         raise SrDeployError(f"--backend {backend} runs .onnx artifacts; {Path(path).name} chooses its own runtime")
     if suffix == ".xml" or backend == "openvino":
-        from runtime.openvino_backend import OpenVinoSession
+        from .openvino_backend import OpenVinoSession
 
         return OpenVinoSession(path, run=run, **options)
     if suffix == ".mlpackage":
-        from runtime.coreml_backend import CoreMLSession
+        from .coreml_backend import CoreMLSession
 
         return CoreMLSession(path, run=run, **options)
     if Path(path).suffix.lower() in ENGINE_SUFFIXES:
-        from runtime.trt_backend import TrtSession
+        from .trt_backend import TrtSession
 
         return TrtSession(path, **options)
-    from runtime.onnx_backend import OnnxSession
+    from .onnx_backend import OnnxSession
 
     return OnnxSession(path, **options)

@@ -16,16 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime import digest
-from runtime.artifact import ArtifactSession, srdeploy_metadata
-from runtime.errors import SrDeployError
-from runtime.global_gate import DECISION_OP, GateSplit
+from . import digest
+from .artifact import ArtifactSession, srdeploy_metadata
+from .errors import SrDeployError, command
+from .global_gate import DECISION_OP, GateSplit
 
 INFERENCE_PRECISIONS = ("f32", "bf16", "f16")
 CONV_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData")
 INTEGER = ("u8", "i8")
 RT_SECTION = "srdeploy"  # the IR's rt_info section holding the srdeploy metadata
-FIX = "re-export it with `python cli.py export --target openvino`"
+FIX = f"re-export it with {command('export --target openvino')}"
 
 
 def import_openvino():
@@ -38,7 +38,7 @@ def import_openvino():
 
 def compile_cache_dir() -> Path:
     """Where OpenVINO keeps compiled models: beside the checkpoint cache (``$SRDEPLOY_CACHE_DIR``)."""
-    from runtime.cache import cache_root
+    from .cache import cache_root
 
     return cache_root() / "openvino"
 
@@ -218,7 +218,7 @@ def split_model(model) -> tuple[object, object, object]:
         found = [op for op in graph.get_ordered_ops() if op.get_type_name() == op_type]
         if len(found) != 1:
             raise SrDeployError(f"the model has {len(found)} {op_type} operations, not the one global gate srdeploy "
-                                "can cut: re-export it with `python cli.py export`")
+                                f"can cut: re-export it with {command('export')}")
         return found[0]
 
     features_graph = model.clone()
@@ -249,14 +249,14 @@ class OpenVinoSession(ArtifactSession):
         ov = import_openvino()
         self.path = Path(path)
         if not self.path.is_file():
-            raise SrDeployError(f"artifact {self.path} does not exist: export one with `python cli.py export`")
+            raise SrDeployError(f"artifact {self.path} does not exist: export one with {command('export')}")
         if inference_precision not in INFERENCE_PRECISIONS:
             raise SrDeployError(f"inference precision {inference_precision!r}: choose one of "
                                 f"{', '.join(INFERENCE_PRECISIONS)}")
         if self.path.suffix.lower() == ".xml":
             check_ir(self.path)
         else:
-            digest.check(self.path.read_bytes(), self.path, "re-export it with `python cli.py export`")
+            digest.check(self.path.read_bytes(), self.path, f"re-export it with {command('export')}")
         core = ov.Core()
         try:
             self.model = core.read_model(self.path)
@@ -303,7 +303,7 @@ class OpenVinoSession(ArtifactSession):
 def _warn_if_unvalidated(metadata: dict[str, str], path: Path) -> None:
     """Warn when INT8 runs on a CPU that adds int8 products pairwise in int16 (no VNNI), and the artifact's
     accuracy was not measured on such a CPU: the sums can saturate (FSRCNN ×2 loses 0.5 dB on an AVX2 EPYC)."""
-    from runtime.cpu import int8_dot
+    from .cpu import int8_dot
 
     if metadata.get("precision") != "int8" or int8_dot() != "pairwise-int16":
         return
@@ -311,7 +311,7 @@ def _warn_if_unvalidated(metadata: dict[str, str], path: Path) -> None:
     if validated != "pairwise-int16":
         warnings.warn(f"{path.name} is INT8 and this CPU has no VNNI: OpenVINO adds int8 products pairwise in int16, "
                       f"which can saturate, and its accuracy was measured {'on a ' + validated + ' CPU' if validated else 'on ONNX Runtime'}"
-                      f": check it here with `python cli.py parity {path.name} --backend openvino`", stacklevel=3)
+                      f": check it here with {command(f'parity {path.name} --backend openvino')}", stacklevel=3)
 
 
 def cpu_supports(precision: str) -> bool:

@@ -5,8 +5,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from runtime.compare import Comparison, Tolerance, compare
-from runtime.pipeline import Infer
+from .compare import Comparison, Tolerance, compare
+from .pipeline import Infer
 
 
 def probe_inputs(

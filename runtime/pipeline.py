@@ -5,7 +5,7 @@ from typing import Callable
 
 import numpy as np
 
-from runtime import images
+from . import images
 
 Infer = Callable[[np.ndarray], np.ndarray]
 

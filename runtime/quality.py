@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from runtime import images, metrics
-from runtime.errors import SrDeployError
-from runtime.pipeline import Infer, network_input
+from . import images, metrics
+from .errors import SrDeployError
+from .pipeline import Infer, network_input
 
 
 @dataclass(frozen=True)

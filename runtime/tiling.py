@@ -15,8 +15,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from runtime.global_gate import GateSplit
-from runtime.pipeline import Infer
+from .global_gate import GateSplit
+from .pipeline import Infer
 
 
 def _spans(length: int, tile: int, overlap: int, min_size: int) -> Iterator[tuple[int, int, int, int]]:

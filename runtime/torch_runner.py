@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from runtime.global_gate import GateSplit
+from .global_gate import GateSplit
 
 
 class TorchRunner:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.artifact import ArtifactSession
-from runtime.cuda import DEVICE_TO_HOST, HOST_TO_DEVICE, Cuda
-from runtime.errors import SrDeployError
-from runtime.trt_sidecar import BuildTarget, incompatibility, read_sidecar
+from .artifact import ArtifactSession
+from .cuda import DEVICE_TO_HOST, HOST_TO_DEVICE, Cuda
+from .errors import SrDeployError, command
+from .trt_sidecar import BuildTarget, incompatibility, read_sidecar
 
 INSTALL_HINT = (
     "on an x86-64 machine with an NVIDIA GPU `pip install tensorrt` (10.x or newer); on a Jetson it comes with "
@@ -33,7 +33,7 @@ def require_tensorrt():
     except ImportError as exc:
         raise SrDeployError(
             f"TensorRT's Python package is not installed here ({exc}): {INSTALL_HINT}; "
-            "`python cli.py export --target jetson` builds a device bundle without it"
+            f"{command('export --target jetson')} builds a device bundle without it"
         ) from None
     return tensorrt
 

@@ -12,8 +12,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from runtime.atomic import atomic_path
-from runtime.errors import SrDeployError
+from .atomic import atomic_path
+from .errors import COMMAND, SrDeployError, command
 
 FORMAT = "srdeploy-trt-engine/1"
 
@@ -64,11 +64,11 @@ def read_sidecar(engine: str | Path) -> dict:
     """The sidecar of ``engine``, checked to belong to it; a one-line error otherwise."""
     engine, path = Path(engine), sidecar_path(engine)
     if not engine.is_file():
-        raise SrDeployError(f"engine {engine} does not exist: build one with `python cli.py export --target trt`")
+        raise SrDeployError(f"engine {engine} does not exist: build one with {command('export --target trt')}")
     if not path.is_file():
         raise SrDeployError(
             f"engine {engine} has no sidecar {path.name} (where and from what it was built): rebuild it with "
-            "`python cli.py export --target trt`, or the bundle's build.sh"
+            f"{command('export --target trt')}, or the bundle's build.sh"
         )
     try:
         record = json.loads(path.read_text())
@@ -91,7 +91,7 @@ def incompatibility(record: dict, here: BuildTarget) -> str | None:
     ) if a != b]
     if not differences:
         return None
-    rebuild = record.get("rebuild") or "python cli.py export --target trt"
+    rebuild = record.get("rebuild") or f"{COMMAND} export --target trt"
     return (
         f"engine {record['engine']} was built for {built.describe()} but this machine has {here.describe()} "
         f"({', '.join(differences)} differ; engines only run where they were built): rebuild it here with `{rebuild}`"

@@ -12,11 +12,11 @@ from functools import cache, partial
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from runtime import images
-from runtime.errors import SrDeployError
-from runtime.global_gate import GateSplit
-from runtime.pipeline import Infer, upscale_picture
-from runtime.tiling import tiled_infer
+from . import images
+from .errors import SrDeployError
+from .global_gate import GateSplit
+from .pipeline import Infer, upscale_picture
+from .tiling import tiled_infer
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,8 @@ def fsrcnn_int8():
     """FSRCNN ×2 through the INT8 search at the default gate (0.1 dB; met with channels in float):
     (ONNX proto, PrecisionReport). Shared by the INT8 and the Jetson bundle tests: the search is the
     slowest export there is."""
-    import models
-    from export.precision import export_precision
+    from srdeploy import models
+    from srdeploy.export.precision import export_precision
 
     return export_precision(models.load("fsrcnn", 2, weights("fsrcnn_x2.pth")), "int8", progress=False,
                             fp16_float_parts=True)

@@ -3,6 +3,7 @@ downward only (lazy imports inside functions count too), and no import cycle bet
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from tests.conftest import REPO
@@ -21,12 +22,15 @@ def import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for path in files:
         found = set()
+        package = _module(path).split(".")[:-1]  # cli: the srdeploy package itself
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
-                found.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.update(alias.name.removeprefix("srdeploy.") for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = package[:len(package) - node.level + 1] if node.level else []
+                source = ".".join([*base, *(node.module or "").removeprefix("srdeploy").split(".")]).strip(".")
                 # ``from pkg import mod`` imports the module; ``from mod import name`` the module holding it
-                found.update(f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                found.update(f"{source}.{a.name}".strip(".") if f"{source}.{a.name}".strip(".") in modules else source
                              for a in node.names)
         graph[_module(path)] = {name for name in found if name in modules} - {_module(path)}
     return graph
@@ -83,3 +87,19 @@ def test_the_checks_see_an_upward_import_and_a_cycle():
     planted = {**graph, "runtime.artifact": graph["runtime.artifact"] | {"runtime.onnx_backend"}}
     assert ["runtime.artifact", "runtime.onnx_backend"] in _cycles(planted)
     assert _upward({**graph, "runtime.images": {"export.fp16"}}) == ["runtime.images imports export.fp16"]
+
+
+def test_one_installed_name_and_no_cli_strings_in_the_library():
+    """``pip install -e .`` puts only ``srdeploy`` into site-packages; tests and library code use it; hints in the
+    library name the console command (``runtime.errors.command``), never ``python cli.py``."""
+    import importlib.metadata
+
+    assert importlib.metadata.distribution("srdeploy").read_text("top_level.txt").split() == ["srdeploy"]
+    entry = [e for e in importlib.metadata.distribution("srdeploy").entry_points if e.group == "console_scripts"]
+    assert [(e.name, e.value) for e in entry] == [("srdeploy", "srdeploy.cli:main")]
+    library = [p for layer in LAYERS[:-1] for p in (REPO / layer).glob("*.py")]
+    assert [str(p.relative_to(REPO)) for p in library if "python cli.py" in p.read_text()] == []
+    project = "|".join(LAYERS[:-1])
+    bare = [f"{p.name}: {line.strip()}" for p in (REPO / "tests").glob("*.py") for line in p.read_text().splitlines()
+            if re.match(rf"\s*(from|import) ({project})\b", line)]
+    assert bare == []  # a top-level `runtime` beside `srdeploy.runtime` would be a second copy of every class

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from benchmarks.bench import parse_size
-from benchmarks.complexity import measure
-from runtime.errors import SrDeployError
+from srdeploy.benchmarks.bench import parse_size
+from srdeploy.benchmarks.complexity import measure
+from srdeploy.runtime.errors import SrDeployError
 from tests.conftest import REPO, weights
 
 
@@ -77,6 +77,6 @@ def test_bench_refuses_an_unknown_backend():
 
 
 def test_readme_bench_section_is_generated_from_the_committed_results():
-    from benchmarks import readme_section
+    from srdeploy.benchmarks import readme_section
 
-    assert readme_section.main(["--check"]) == 0, "run python -m benchmarks.readme_section"
+    assert readme_section.main(["--check"]) == 0, "run python -m srdeploy.benchmarks.readme_section"

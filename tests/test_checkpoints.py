@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-import models
-from models import checkpoints
-from models.registry import default_checkpoint
-from runtime.errors import SrDeployError
+from srdeploy import models
+from srdeploy.models import checkpoints
+from srdeploy.models.registry import default_checkpoint
+from srdeploy.runtime.errors import SrDeployError
 from tests.conftest import need_shared, weights
 
 

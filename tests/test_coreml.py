@@ -16,16 +16,16 @@ from torch.nn import functional as F
 
 pytest.importorskip("coremltools", reason="coremltools is not installed: pip install -e '.[coreml]'")
 
-import models  # noqa: E402
-from export import mil_numpy  # noqa: E402
-from export.coreml_export import CoreMLOptions, CoreMLShapes, convert, traceable  # noqa: E402
-from export.coreml_package import export_package, verification_inputs  # noqa: E402
-from export.coreml_verify import load_program, macos_predict, used_parameters, verify_package  # noqa: E402
-from models.registry import default_checkpoint  # noqa: E402
-from runtime import images  # noqa: E402
-from runtime.opener import open_artifact  # noqa: E402
-from runtime.coreml_backend import CoreMLSession  # noqa: E402
-from runtime.errors import SrDeployError  # noqa: E402
+from srdeploy import models  # noqa: E402
+from srdeploy.export import mil_numpy  # noqa: E402
+from srdeploy.export.coreml_export import CoreMLOptions, CoreMLShapes, convert, traceable  # noqa: E402
+from srdeploy.export.coreml_package import export_package, verification_inputs  # noqa: E402
+from srdeploy.export.coreml_verify import load_program, macos_predict, used_parameters, verify_package  # noqa: E402
+from srdeploy.models.registry import default_checkpoint  # noqa: E402
+from srdeploy.runtime import images  # noqa: E402
+from srdeploy.runtime.opener import open_artifact  # noqa: E402
+from srdeploy.runtime.coreml_backend import CoreMLSession  # noqa: E402
+from srdeploy.runtime.errors import SrDeployError  # noqa: E402
 from tests.conftest import REPO, need_shared, weights  # noqa: E402
 from tests.test_models import split_gate_checkpoint  # noqa: E402
 
@@ -165,7 +165,7 @@ def test_check_catches_a_lost_input_scale(tmp_path):
 
 
 def test_a_failed_check_writes_nothing(lesrcnn_x2, tmp_path, monkeypatch):
-    import export.coreml_package as package_module
+    import srdeploy.export.coreml_package as package_module
 
     def flipped(model, options):
         class Flip(torch.nn.Module):
@@ -272,7 +272,7 @@ def test_coreml_package_with_flipped_weight_bytes_is_refused_in_one_line(fsrcnn_
                              str(tmp_path / "out.png"), "--artifact", str(damaged)], capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr == (
         f"error: artifact {damaged} is damaged (its weights no longer match the sha256 recorded at export): "
-        "re-export it with `python cli.py export --target coreml`\n")
+        "re-export it with `srdeploy export --target coreml`\n")
     assert not (tmp_path / "out.png").exists()
 
 
@@ -344,8 +344,8 @@ def _swift_errors(source: str) -> list[str]:
 
 
 def _swift(name: str, scale: int, options: CoreMLOptions) -> tuple[object, str]:
-    from export.ios_bundle import swift_model
-    from export.ios_swift import swift_source
+    from srdeploy.export.ios_bundle import swift_model
+    from srdeploy.export.ios_swift import swift_source
 
     torch.manual_seed(0)
     model = models.load(name, scale, weights(f"{name}_x{scale}.pth"))

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.gpu_run import FP32_RTOL, fixture_verdicts, verdict
-from benchmarks.reference_fixtures import load_fixtures
+from srdeploy.benchmarks.gpu_run import FP32_RTOL, fixture_verdicts, verdict
+from srdeploy.benchmarks.reference_fixtures import load_fixtures
 from tests.conftest import REPO, SHARED, need_shared
 
 # Absent from the GPU machine's image (its packages are listed in the device tool's KINDS.md).
@@ -37,7 +37,7 @@ def test_dry_run_ends_cleanly_without_the_packages_the_gpu_machine_lacks(tmp_pat
     (tmp_path / "site" / "sitecustomize.py").write_text(BLOCKER)
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "benchmarks.gpu_run", "--out", str(tmp_path / "out"),
+    done = subprocess.run([sys.executable, "-m", "srdeploy.benchmarks.gpu_run", "--out", str(tmp_path / "out"),
                            "--shared", str(SHARED)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert time.perf_counter() - start < 120

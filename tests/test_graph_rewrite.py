@@ -8,11 +8,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import models
-from benchmarks.complexity import measure
-from export.onnx_macs import onnx_macs_per_output_pixel
-from export.graph_rewrite import merge_shared_branches
-from export.onnx_export import proto_infer, to_onnx
+from srdeploy import models
+from srdeploy.benchmarks.complexity import measure
+from srdeploy.export.onnx_macs import onnx_macs_per_output_pixel
+from srdeploy.export.graph_rewrite import merge_shared_branches
+from srdeploy.export.onnx_export import proto_infer, to_onnx
 from tests.conftest import weights
 
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-import models
-from runtime import images, metrics
-from runtime.errors import SrDeployError
-from runtime.pipeline import upscale_rgb
-from runtime.torch_runner import TorchRunner
+from srdeploy import models
+from srdeploy.runtime import images, metrics
+from srdeploy.runtime.errors import SrDeployError
+from srdeploy.runtime.pipeline import upscale_rgb
+from srdeploy.runtime.torch_runner import TorchRunner
 from tests.conftest import need_shared
 
 RNG = np.random.default_rng(0)
@@ -175,7 +175,7 @@ def test_cmyk_scan_becomes_rgb(tmp_path):
 
 
 def test_colour_profile_and_transparency_reach_the_output(tmp_path):
-    from runtime.pipeline import upscale_picture
+    from srdeploy.runtime.pipeline import upscale_picture
 
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     palette = Image.fromarray(RGB).quantize(16)

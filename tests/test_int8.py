@@ -10,15 +10,15 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import models
-from calib.data import CropSpec, lr_hr_crops, network_batch, source_images
-from export import int8, int8_centre, int8_channels, int8_search
-from export.onnx_export import cpu_session, run_proto, save, to_onnx
-from export.precision import check_gate
-from models.registry import architecture
-from runtime.compare import TOLERANCES, compare
-from runtime.errors import SrDeployError
-from runtime.onnx_backend import OnnxSession
+from srdeploy import models
+from srdeploy.calib.data import CropSpec, lr_hr_crops, network_batch, source_images
+from srdeploy.export import int8, int8_centre, int8_channels, int8_search
+from srdeploy.export.onnx_export import cpu_session, run_proto, save, to_onnx
+from srdeploy.export.precision import check_gate
+from srdeploy.models.registry import architecture
+from srdeploy.runtime.compare import TOLERANCES, compare
+from srdeploy.runtime.errors import SrDeployError
+from srdeploy.runtime.onnx_backend import OnnxSession
 from tests.conftest import REPO, weights
 
 
@@ -316,10 +316,10 @@ def test_gptq_hessians_and_codes_equal_the_dense_computation(fsrcnn_proto):
 def test_int8_fp16_float_parts_measured_against_the_gate(fsrcnn_int8):
     """The FP16-float-parts form TensorRT builds from: FP16 scales at opset 19, the pre-flight's nodes still
     FP32, FP32 I/O; its recorded drop re-measured here from the two graphs, and the decision at the limit."""
-    from runtime.quality import crop_psnr
-    from export.fp16 import int8_with_fp16_float
-    from export.onnx_export import proto_infer
-    from export.precision import DEFAULT_MAX_DROP, VALIDATION_SPEC
+    from srdeploy.runtime.quality import crop_psnr
+    from srdeploy.export.fp16 import int8_with_fp16_float
+    from srdeploy.export.onnx_export import proto_infer
+    from srdeploy.export.precision import DEFAULT_MAX_DROP, VALIDATION_SPEC
 
     proto, report = fsrcnn_int8
     measured = report.fp16_float

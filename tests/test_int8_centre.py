@@ -7,10 +7,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import models
-from calib.data import CropSpec, lr_hr_crops, network_batch, source_images
-from export import int8, int8_centre
-from export.onnx_export import cpu_session, run_proto, to_onnx
+from srdeploy import models
+from srdeploy.calib.data import CropSpec, lr_hr_crops, network_batch, source_images
+from srdeploy.export import int8, int8_centre
+from srdeploy.export.onnx_export import cpu_session, run_proto, to_onnx
 from tests.conftest import weights
 
 

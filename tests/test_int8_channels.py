@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-import models
-from calib.data import CropSpec, lr_hr_crops, network_batch, source_images
-from export import int8, int8_centre, int8_channels
-from export.onnx_export import run_proto, to_onnx
+from srdeploy import models
+from srdeploy.calib.data import CropSpec, lr_hr_crops, network_batch, source_images
+from srdeploy.export import int8, int8_centre, int8_channels
+from srdeploy.export.onnx_export import run_proto, to_onnx
 from tests.conftest import weights
 
 

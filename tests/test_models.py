@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import models
-from models.registry import ARCHITECTURES, list_models
+from srdeploy import models
+from srdeploy.models.registry import ARCHITECTURES, list_models
 from tests.conftest import weights
 
 ENTRIES = [(e.architecture.name, e.scale) for e in list_models()]

@@ -11,12 +11,12 @@ import onnx
 import pytest
 import torch
 
-import models
-from benchmarks.reference_fixtures import zoo_name_and_scale
-from export.config import export_config
-from export.onnx_export import export_onnx
-from runtime.errors import SrDeployError
-from runtime.onnx_backend import OnnxSession
+from srdeploy import models
+from srdeploy.benchmarks.reference_fixtures import zoo_name_and_scale
+from srdeploy.export.config import export_config
+from srdeploy.export.onnx_export import export_onnx
+from srdeploy.runtime.errors import SrDeployError
+from srdeploy.runtime.onnx_backend import OnnxSession
 from tests.conftest import REPO, SHARED, need_shared, weights
 from tests.test_golden_fixtures import (
     FIXTURES,

@@ -13,22 +13,21 @@ from conftest import REPO, weights
 
 ov = pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install -e '.[dev]' installs it")
 
-from export.onnx_export import save, to_onnx  # noqa: E402
-from export import openvino_export  # noqa: E402
-from export.openvino_export import export_ir, write_ir  # noqa: E402
-from export.precision import PrecisionReport  # noqa: E402
-from runtime import cpu  # noqa: E402
-from runtime import openvino_backend  # noqa: E402
-from runtime.opener import open_artifact  # noqa: E402
-from runtime.errors import SrDeployError  # noqa: E402
-from runtime.onnx_backend import OnnxSession  # noqa: E402
-from runtime.openvino_backend import OpenVinoSession  # noqa: E402
+from srdeploy.export.onnx_export import save, to_onnx  # noqa: E402
+from srdeploy.export import openvino_export  # noqa: E402
+from srdeploy.export.openvino_export import export_ir, write_ir  # noqa: E402
+from srdeploy.export.precision import PrecisionReport  # noqa: E402
+from srdeploy.runtime import cpu  # noqa: E402
+from srdeploy.runtime import openvino_backend  # noqa: E402
+from srdeploy.runtime.opener import open_artifact  # noqa: E402
+from srdeploy.runtime.errors import SrDeployError  # noqa: E402
+from srdeploy.runtime.onnx_backend import OnnxSession  # noqa: E402
+from srdeploy.runtime.openvino_backend import OpenVinoSession  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def fsrcnn():
-    import models
-
+    from srdeploy import models
     return models.load("fsrcnn", 2, weights("fsrcnn_x2.pth"))
 
 
@@ -209,7 +208,7 @@ def test_int8_without_vnni_warns_unless_measured_on_such_a_cpu(monkeypatch, recw
     measured_on = {dot: {"precision": "int8", "openvino_report": json.dumps({"int8_dot": dot})}
                    for dot in ("vnni", "pairwise-int16")}
     monkeypatch.setattr(cpu, "int8_dot", lambda flags=None: "pairwise-int16")
-    with pytest.warns(UserWarning, match="measured on ONNX Runtime: check it here with `python cli.py parity"):
+    with pytest.warns(UserWarning, match="measured on ONNX Runtime: check it here with `srdeploy parity"):
         openvino_backend._warn_if_unvalidated({"precision": "int8"}, Path("m.onnx"))
     with pytest.warns(UserWarning, match="measured on a vnni CPU"):
         openvino_backend._warn_if_unvalidated(measured_on["vnni"], Path("m.xml"))
@@ -223,7 +222,7 @@ def test_int8_without_vnni_warns_unless_measured_on_such_a_cpu(monkeypatch, recw
 
 def test_cli_upscale_with_the_ir_matches_onnx_runtime(fp32_ir, fp32_onnx, tmp_path):
     from conftest import need_shared
-    from runtime.images import read_rgb
+    from srdeploy.runtime.images import read_rgb
 
     photo = sorted(need_shared("datasets", "Set5", "LR_bicubic", "X2").iterdir())[0]
     outputs = {}

@@ -12,9 +12,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-import models
-from export.onnx_export import export_onnx, save
-from runtime.compare import TOLERANCES, compare
+from srdeploy import models
+from srdeploy.export.onnx_export import export_onnx, save
+from srdeploy.runtime.compare import TOLERANCES, compare
 from tests.conftest import REPO, need_shared, weights
 
 
@@ -54,13 +54,15 @@ def test_golden_files_check_without_torch(fsrcnn_artifact, tmp_path):
     saved = run_cli("parity", str(fsrcnn_artifact), "--save-golden", str(tmp_path / "golden"), "--json")
     assert saved.returncode == 0 and sorted(p.name for p in (tmp_path / "golden").iterdir()) == ["golden.json", "golden.npz"]
     code = (
-        "import sys, cli; code = cli.main(['parity', sys.argv[1], '--golden', sys.argv[2], '--json']); "
+        "import sys; from srdeploy import cli; code = cli.main(['parity', sys.argv[1], '--golden', sys.argv[2], '--json']); "
         "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(code)"
     )
     result = subprocess.run([sys.executable, "-c", code, str(fsrcnn_artifact), str(tmp_path / "golden")],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["passed"]
+    checked, written = json.loads(result.stdout), json.loads(saved.stdout)
+    assert checked["passed"] and len(checked["cases"]) >= 5  # every saved case loaded and checked, none skipped
+    assert set(checked["cases"]) == set(written["cases"])
 
 
 def test_non_official_checkpoint_needs_weights(tmp_path):
@@ -98,7 +100,7 @@ def flip_weight_bytes(artifact, out):
 def test_damaged_weights_are_refused_on_open(fsrcnn_artifact, tmp_path, command):
     damaged = flip_weight_bytes(fsrcnn_artifact, tmp_path / "damaged.onnx")
     image = tmp_path / "in.png"
-    from runtime import images
+    from srdeploy.runtime import images
 
     images.write_image(image, np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8))
     args = {"upscale": ["upscale", str(image), str(tmp_path / "out.png"), "--artifact", str(damaged)],

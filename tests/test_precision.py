@@ -9,15 +9,15 @@ import onnx
 import pytest
 import torch
 
-import models
-from calib.cache import cached_stats
-from calib.data import CropSpec, lr_hr_crops, network_batch, source_images
-from export import fp16
-from export.onnx_export import run_proto, save, to_onnx
-from export.precision import export_precision
-from runtime import images
-from runtime.compare import TOLERANCES, compare
-from runtime.onnx_backend import OnnxSession
+from srdeploy import models
+from srdeploy.calib.cache import cached_stats
+from srdeploy.calib.data import CropSpec, lr_hr_crops, network_batch, source_images
+from srdeploy.export import fp16
+from srdeploy.export.onnx_export import run_proto, save, to_onnx
+from srdeploy.export.precision import export_precision
+from srdeploy.runtime import images
+from srdeploy.runtime.compare import TOLERANCES, compare
+from srdeploy.runtime.onnx_backend import OnnxSession
 from tests.conftest import REPO, SHARED, need_shared, weights
 
 

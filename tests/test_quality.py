@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-import models
-from runtime.quality import dataset_pairs, evaluate
-from models.registry import ARCHITECTURES
-from runtime import images, metrics
-from runtime.torch_runner import TorchRunner
+from srdeploy import models
+from srdeploy.runtime.quality import dataset_pairs, evaluate
+from srdeploy.models.registry import ARCHITECTURES
+from srdeploy.runtime import images, metrics
+from srdeploy.runtime.torch_runner import TorchRunner
 from tests.conftest import need_shared
 
 # model, scale, options → Set5 PSNR measured with the public reference code (shared/README.md)
@@ -47,7 +47,7 @@ def test_metrics_agree_with_scikit_image():
 
 
 def test_dataset_layout_errors(tmp_path):
-    from runtime.errors import SrDeployError
+    from srdeploy.runtime.errors import SrDeployError
 
     with pytest.raises(SrDeployError, match="needs HR/ and LR_bicubic/X2/"):
         dataset_pairs(tmp_path, 2)

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-import models
-from export.config import export_config
-from export.onnx_export import export_onnx
-from models.registry import ARCHITECTURES, list_models
-from runtime import images, metrics
-from runtime.onnx_backend import OnnxSession
-from runtime.pipeline import upscale_rgb
-from runtime.tiling import tiled_infer, windowed_infer
+from srdeploy import models
+from srdeploy.export.config import export_config
+from srdeploy.export.onnx_export import export_onnx
+from srdeploy.models.registry import ARCHITECTURES, list_models
+from srdeploy.runtime import images, metrics
+from srdeploy.runtime.onnx_backend import OnnxSession
+from srdeploy.runtime.pipeline import upscale_rgb
+from srdeploy.runtime.tiling import tiled_infer, windowed_infer
 from tests.conftest import REPO, need_shared, weights
 
 
@@ -191,7 +191,7 @@ def _sr(output: np.ndarray) -> np.ndarray:
 
 
 def test_gate_decided_on_the_whole_image_pytorch(gate_sensitive):
-    from runtime.torch_runner import TorchRunner
+    from srdeploy.runtime.torch_runner import TorchRunner
 
     _, lr, model = gate_sensitive
     runner, x = TorchRunner(model), images.to_unit_float(lr)
@@ -203,8 +203,8 @@ def test_gate_decided_on_the_whole_image_pytorch(gate_sensitive):
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_gate_decided_on_the_whole_image_artifact(gate_sensitive, gate_sensitive_onnx, backend):
-    from runtime.opener import open_artifact
-    from runtime.torch_runner import TorchRunner
+    from srdeploy.runtime.opener import open_artifact
+    from srdeploy.runtime.torch_runner import TorchRunner
 
     _, lr, model = gate_sensitive
     session, x = open_artifact(gate_sensitive_onnx, backend=backend), images.to_unit_float(lr)
@@ -231,8 +231,8 @@ def test_a_runtime_that_cannot_split_the_gate_refuses_to_tile(gate_sensitive):
     line, and an image that fits one tile still runs."""
     from pathlib import Path
 
-    from runtime.artifact import ArtifactSession
-    from runtime.errors import SrDeployError
+    from srdeploy.runtime.artifact import ArtifactSession
+    from srdeploy.runtime.errors import SrDeployError
 
     class Plan(ArtifactSession):
         runtime_name = "TensorRT"

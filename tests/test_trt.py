@@ -16,12 +16,12 @@ import numpy as np
 import onnx
 import pytest
 
-import models
-from calib.data import held_out_photo
-from export.jetson import write_bundle
-from export.onnx_export import to_onnx
-from export.precision import export_precision
-from export.trt_plan import (
+from srdeploy import models
+from srdeploy.calib.data import held_out_photo
+from srdeploy.export.jetson import write_bundle
+from srdeploy.export.onnx_export import to_onnx
+from srdeploy.export.precision import export_precision
+from srdeploy.export.trt_plan import (
     BuildPlan,
     Profile,
     default_profile,
@@ -29,10 +29,10 @@ from export.trt_plan import (
     profile_from_args,
     settings_from_trtexec,
 )
-from runtime.cuda import Cuda
-from runtime.errors import SrDeployError
-from runtime.torch_runner import TorchRunner
-from runtime.trt_sidecar import (
+from srdeploy.runtime.cuda import Cuda
+from srdeploy.runtime.errors import SrDeployError
+from srdeploy.runtime.torch_runner import TorchRunner
+from srdeploy.runtime.trt_sidecar import (
     BuildTarget,
     incompatibility,
     read_sidecar,
@@ -160,7 +160,7 @@ def test_sidecar_must_describe_the_engine(tmp_path):
 
 @pytest.mark.skipif(NO_TRT is None, reason="TensorRT and a GPU are present: the missing-TensorRT path cannot run")
 def test_engine_session_without_tensorrt_says_how_to_get_it(tmp_path):
-    from runtime.opener import open_artifact
+    from srdeploy.runtime.opener import open_artifact
 
     with pytest.raises(SrDeployError) as error:
         open_artifact(_engine(tmp_path))
@@ -319,7 +319,7 @@ def test_a_damaged_bundle_file_is_refused_in_one_line(bundle, tmp_path, name):
     result = _bundle_check(damaged, "--backend", "onnxruntime", "--runs", "0")
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(f"error: bundle file {name} is damaged (its sha256 differs from manifest.json's): "
-                                    "copy the bundle again, or re-export it (python cli.py export --model fsrcnn")
+                                    "copy the bundle again, or re-export it (`srdeploy export --model fsrcnn")
 
 
 def _bundle_upscale(bundle: Path, *args: str) -> subprocess.CompletedProcess:
@@ -332,9 +332,9 @@ def _bundle_upscale(bundle: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_the_bundle_upscales_a_folder_by_itself(bundle, tmp_path):
     """Tiled within the bundle's small profile (max 128×160 LR), equal to a whole-image run of the same ONNX."""
-    from runtime import images, metrics
-    from runtime.onnx_backend import OnnxSession
-    from runtime.pipeline import upscale_rgb
+    from srdeploy.runtime import images, metrics
+    from srdeploy.runtime.onnx_backend import OnnxSession
+    from srdeploy.runtime.pipeline import upscale_rgb
 
     photo = (held_out_photo("rgb").transpose(1, 2, 0) * 255).round().astype(np.uint8)[:150, :200]
     (tmp_path / "in").mkdir()
@@ -358,7 +358,7 @@ def test_the_bundle_names_its_own_build_command_for_a_missing_engine(bundle, tmp
     subprocess.run(["cp", "-r", str(bundle), str(fresh)], check=True)
     shutil.rmtree(fresh / "engines", ignore_errors=True)
     images_in = tmp_path / "in.png"
-    from runtime import images
+    from srdeploy.runtime import images
 
     images.write_image(images_in, np.zeros((20, 20, 3), np.uint8))
     result = _bundle_upscale(fresh, str(images_in), str(tmp_path / "out.png"), "--precision", "int8")
@@ -391,7 +391,7 @@ def test_cli_jetson_bundle_end_to_end(tmp_path):
 @pytest.mark.skipif(NO_TRT is not None, reason=str(NO_TRT))
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_engine_build_and_parity_against_pytorch(precision, tmp_path):
-    from runtime.trt_backend import TrtSession
+    from srdeploy.runtime.trt_backend import TrtSession
 
     weights("fsrcnn_x2.pth")
     args = [sys.executable, "cli.py", "export", "--model", "fsrcnn", "--scale", "2", "--target", "trt",
@@ -478,7 +478,7 @@ def test_a_failed_capture_is_ended_thread_local_and_raised():
 
 
 def test_the_loader_skips_a_runtime_the_driver_cannot_run(monkeypatch):
-    import runtime.cuda
+    from srdeploy.runtime import cuda as runtime_cuda
 
     libraries = {"libcudart.so.13": _FakeCudart(device_count_status=35), "libcudart.so.12": _FakeCudart()}
 
@@ -487,13 +487,13 @@ def test_the_loader_skips_a_runtime_the_driver_cannot_run(monkeypatch):
             raise OSError(name)
         return libraries[name]
 
-    monkeypatch.setattr(runtime.cuda, "_candidates", lambda: ["missing.so", *libraries])
-    monkeypatch.setattr(runtime.cuda.ctypes, "CDLL", fake_cdll)
-    assert runtime.cuda.load_cudart() is libraries["libcudart.so.12"]
+    monkeypatch.setattr(runtime_cuda, "_candidates", lambda: ["missing.so", *libraries])
+    monkeypatch.setattr(runtime_cuda.ctypes, "CDLL", fake_cdll)
+    assert runtime_cuda.load_cudart() is libraries["libcudart.so.12"]
     libraries["libcudart.so.12"].device_count_status = 35
     with pytest.raises(SrDeployError, match=r"^no usable CUDA runtime \(libcudart.so.13: error 35 \(CUDA driver "
                                             r"version is insufficient\); libcudart.so.12: error 35"):
-        runtime.cuda.load_cudart()
+        runtime_cuda.load_cudart()
 
 
 class _FakeSessionCuda:
@@ -544,7 +544,7 @@ class _FakeContext:
 
 
 def _graph_session(cuda, context=None):
-    from runtime.trt_backend import TrtSession
+    from srdeploy.runtime.trt_backend import TrtSession
 
     session = object.__new__(TrtSession)
     session.path, session.stream, session.cuda_graphs, session.cuda = Path("m.engine"), 5, True, cuda
@@ -573,7 +573,7 @@ def test_cuda_graphs_capture_once_or_fall_back_to_plain_enqueues(fails):
 
 
 def test_pinned_allocation_failure_frees_the_device_allocation():
-    from runtime.trt_backend import _Buffer
+    from srdeploy.runtime.trt_backend import _Buffer
 
     cuda = _FakeSessionCuda(capture_fails=False, host_fails=True)
     with pytest.raises(SrDeployError, match="cudaMallocHost"):
