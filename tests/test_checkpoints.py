@@ -167,3 +167,17 @@ def test_non_finite_weights_are_refused(tmp_path):
     torch.save(state, tmp_path / "nan.pth")
     with pytest.raises(SrDeployError, match=r"holds NaN or Inf in mid_part.4.weight"):
         models.load("fsrcnn", 2, tmp_path / "nan.pth")
+
+
+@pytest.mark.parametrize("place", ["SRDEPLOY_WEIGHTS_DIR", "SRDEPLOY_CACHE_DIR"])
+def test_a_loadable_but_wrong_file_is_refused_wherever_it_is_found(tmp_path, monkeypatch, place):
+    """FSRCNN ×3's checkpoint has exactly the tensors of ×2: only the sha256 check can tell them apart, in the
+    local folder and in the cache alike."""
+    (tmp_path / "fsrcnn_x2.pth").write_bytes(weights("fsrcnn_x3.pth").read_bytes())
+    for variable in ("SRDEPLOY_WEIGHTS_DIR", "SRDEPLOY_CACHE_DIR"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv(place, str(tmp_path))
+    entry = default_checkpoint("fsrcnn", 2)
+    monkeypatch.setattr(type(entry), "url", property(lambda self: "http://127.0.0.1:9/fsrcnn_x2.pth"))  # no download
+    with pytest.raises(SrDeployError, match=r"fsrcnn_x2.pth has sha256 .* expected"):
+        models.load("fsrcnn", 2)

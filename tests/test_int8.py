@@ -336,3 +336,23 @@ def test_int8_fp16_float_parts_measured_against_the_gate(fsrcnn_int8):
     drop = score(to_onnx(model)) - score(candidate)
     assert abs(drop - measured["drop_db_onnxruntime"]) <= 1e-3
     assert measured["passed"] == (drop <= DEFAULT_MAX_DROP["int8"])
+
+
+@pytest.mark.parametrize("rule, edit, message", [
+    ("weight code -127", lambda codes, scale: (np.where(codes == codes.min(), -127, codes), scale), None),
+    ("weight code -128", lambda codes, scale: (np.where(codes == codes.min(), -128, codes), scale), "weight code -128"),
+    ("tiny positive scale", lambda codes, scale: (codes, np.where(np.arange(len(scale)) == 0, 1e-30, scale)), None),
+    ("zero scale", lambda codes, scale: (codes, np.where(np.arange(len(scale)) == 0, 0.0, scale)), "positive scale"),
+    ("negative scale", lambda codes, scale: (codes, -scale), "positive scale"),
+])
+def test_check_qdq_weight_rules_at_their_limits(rule, edit, message):
+    """One rule crossed at a time, against the boundary value that is still legal."""
+    weight = np.random.default_rng(4).normal(size=(3, 2, 3, 3)).astype(np.float32)
+    quantized = int8.quantize(_conv_graph("Conv", weight, pads=[1, 1, 1, 1]), {"x": 1.0}, {"w@x"})
+    inits = {i.name: i for i in quantized.graph.initializer}
+    codes, scale = (numpy_helper.to_array(inits[name]) for name in ("w.int8", "w.int8_scale"))
+    new_codes, new_scale = edit(codes, scale)
+    inits["w.int8"].CopyFrom(numpy_helper.from_array(new_codes.astype(np.int8), "w.int8"))
+    inits["w.int8_scale"].CopyFrom(numpy_helper.from_array(new_scale.astype(np.float32), "w.int8_scale"))
+    problems = int8.check_qdq(quantized)
+    assert problems == [] if message is None else (len(problems) == 1 and message in problems[0]), (rule, problems)

@@ -111,3 +111,82 @@ def test_damaged_weights_are_refused_on_open(fsrcnn_artifact, tmp_path, command)
     assert result.stderr.startswith(f"error: artifact {damaged} is damaged (its bytes no longer match the sha256 "
                                     "recorded at export): re-export it")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.onnx", "in.png"]
+
+
+# --- every verdict threshold, just inside and just outside, one limit crossed at a time ----------------------
+
+N = 100 * 100  # a flat 0.5 image plus one outlier pixel that sets max|reference|
+
+
+def _reference(outlier: float = 1.0) -> np.ndarray:
+    r = np.full(N + 1, 0.5)
+    r[-1] = outlier
+    return r
+
+
+def _errors(reference: np.ndarray, count: int, error: float) -> np.ndarray:
+    actual = reference.copy()
+    actual[:count] += error
+    return actual
+
+
+def _psnr_error(db: float, count: int = N) -> float:
+    """The error on ``count`` of the flat pixels that puts PSNR (peak 1) at ``db``."""
+    return float(np.sqrt((N + 1) / count) * 10 ** (-db / 20))
+
+
+EPS = 1e-3  # relative step across a limit
+
+
+def _cases(precision: str):
+    """(name, actual, reference, expected violation prefixes) around each of ``precision``'s limits."""
+    t = TOLERANCES[precision]
+    r, big = _reference(), _reference(100.0)
+    yield "max_rel inside", _errors(r, 1, t.max_rel * (1 - EPS)), r, []
+    yield "max_rel outside", _errors(r, 1, t.max_rel * (1 + EPS)), r, ["max rel"]
+    psnr_count = N if precision != "int8" else N // 5  # int8: concentrated, so few pixels are off by a level
+    inside, outside = (_errors(r, psnr_count, _psnr_error(t.min_psnr + s * 0.01, psnr_count)) for s in (1, -1))
+    # FP32: a PSNR under 80 dB needs max rel over 1e-4 (peak 1), so both limits are crossed together there
+    yield "psnr inside", inside, r, []
+    yield "psnr outside", outside, r, (["max rel", "PSNR"] if precision == "fp32" else ["PSNR"])
+    # one level is 1/255; +0.004 moves 127.5 → 128.52 (one level), +0.008 → 129.54 (two); max|ref| 100 keeps
+    # max rel and PSNR far inside
+    allowed = int(t.max_off_by_level / 100 * (N + 1))
+    one_level = _errors(big, N, 0.004)
+    yield "levels inside", _errors(one_level, allowed, 0.004), big, []
+    yield "levels outside", _errors(one_level, allowed + 2, 0.004), big, ["off by >1 level"]
+    hole = _reference()
+    hole[0] = 0.0  # a NaN counts as 0 in the other statistics: here that is no error
+    yield "nonfinite", _errors(hole, 1, np.nan), hole, ["1 NaN/Inf"]
+
+
+@pytest.mark.parametrize("precision", sorted(TOLERANCES))
+def test_every_tolerance_decides_at_its_limit(precision):
+    for name, actual, reference, expected in _cases(precision):
+        problems = compare(actual, reference).violations(TOLERANCES[precision])
+        assert len(problems) == len(expected) and all(e in p for e, p in zip(expected, problems)), \
+            f"{precision} {name}: {problems}"
+
+
+def test_an_fp16_artifact_is_judged_at_the_fp16_tolerance(tmp_path):
+    """A faithful FP16 artifact passes; one whose first convolution is 0.5 % off (about 54 dB, 3 % of values off
+    by more than a level) fails, though it would pass the INT8 tolerance."""
+    from srdeploy.export.precision import export_precision
+
+    proto, _ = export_precision(models.load("fsrcnn", 3, weights("fsrcnn_x3.pth")), "fp16", progress=False)
+    faithful = run_cli("parity", str(save(proto, tmp_path / "fsrcnn_x3_fp16.onnx")), "--json")
+    report = json.loads(faithful.stdout)
+    assert faithful.returncode == 0 and report["precision"] == "fp16"
+    assert report["tolerance"] == {k: getattr(TOLERANCES["fp16"], k) for k in ("max_rel", "min_psnr", "max_off_by_level")}
+    weight = next(t for t in proto.graph.initializer if numpy_helper.to_array(t).ndim == 4)
+    values = numpy_helper.to_array(weight)
+    weight.CopyFrom(numpy_helper.from_array((values.astype(np.float32) * 1.005).astype(values.dtype), weight.name))
+    perturbed = run_cli("parity", str(save(proto, tmp_path / "perturbed_fp16.onnx")), "--json")
+    cases = json.loads(perturbed.stdout)["cases"].values()
+    assert perturbed.returncode == 1
+    assert not any(compare_case_fails_int8(c) for c in cases)  # the INT8 tolerance would have passed it
+
+
+def compare_case_fails_int8(case: dict) -> bool:
+    t = TOLERANCES["int8"]
+    return case["max_rel"] > t.max_rel or case["psnr"] < t.min_psnr or case["off_by_level_pct"] > t.max_off_by_level

@@ -17,6 +17,7 @@ from srdeploy.export.onnx_export import run_proto, save, to_onnx
 from srdeploy.export.precision import export_precision
 from srdeploy.runtime import images
 from srdeploy.runtime.compare import TOLERANCES, compare
+from srdeploy.runtime.errors import SrDeployError
 from srdeploy.runtime.onnx_backend import OnnxSession
 from tests.conftest import REPO, SHARED, need_shared, weights
 
@@ -110,3 +111,34 @@ def test_gate_failure_writes_nothing(tmp_path):
     assert errors == [result.stderr.splitlines()[-1]] and "loses 0.005 dB on the held-out photos (36.54 vs 36.54 dB " \
         "FP32), over the 0.0 dB limit: nothing written" in errors[0]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_the_gate_decides_at_the_limit():
+    from srdeploy.export.precision import PrecisionReport, check_gate
+
+    for limit in (0.0, 0.01, 0.1):
+        at = PrecisionReport("fp16", validation_psnr=30.0 - limit, validation_psnr_fp32=30.0, drop_db=limit)
+        check_gate(at, limit, "m ×2")  # exactly at the limit: passes
+        over = PrecisionReport("fp16", validation_psnr=30.0 - limit - 1e-6, validation_psnr_fp32=30.0, drop_db=limit + 1e-6)
+        with pytest.raises(SrDeployError, match=rf"loses {limit + 1e-6:.3f} dB .* over the {limit} dB limit"):
+            check_gate(over, limit, "m ×2")
+
+
+def test_the_reported_drop_is_what_the_two_graphs_measure():
+    """The FP16 export's drop, re-measured here from the FP32 and FP16 graphs on the held-out crops: the same
+    number and sign, and the gate's verdict at that number ± ε."""
+    from srdeploy.export.onnx_export import proto_infer
+    from srdeploy.export.precision import VALIDATION_SPEC, check_gate
+    from srdeploy.models.registry import architecture
+    from srdeploy.runtime.quality import crop_psnr
+
+    model = models.load("fsrcnn", 2, weights("fsrcnn_x2.pth"))
+    converted, report = export_precision(model, "fp16", progress=False)
+    validation = lr_hr_crops(source_images(split="validation"), 2, VALIDATION_SPEC)
+    score = lambda graph: crop_psnr(proto_infer(graph), validation, 2, "y", architecture("fsrcnn").eval_rounding)  # noqa: E731
+    drop = score(to_onnx(model)) - score(converted)
+    assert report.drop_db == pytest.approx(drop, abs=1e-9) and drop != 0
+    check_gate(report, abs(drop) + 1e-6, "fsrcnn ×2")
+    if drop > 1e-6:
+        with pytest.raises(SrDeployError, match="over the"):
+            check_gate(report, drop - 1e-6, "fsrcnn ×2")
