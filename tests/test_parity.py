@@ -14,7 +14,7 @@ from onnx import numpy_helper
 
 from srdeploy import models
 from srdeploy.export.onnx_export import export_onnx, save
-from srdeploy.runtime.compare import TOLERANCES, compare
+from srdeploy.runtime.compare import TOLERANCES, Comparison, compare
 from tests.conftest import REPO, need_shared, weights
 
 
@@ -83,6 +83,39 @@ def test_comparison_statistics():
     broken = reference.copy()
     broken[0, 0, 0, 0] = np.nan
     assert compare(broken, reference).violations(TOLERANCES["fp32"]) == ["1 NaN/Inf values"]
+
+
+def test_comparison_statistics_by_hand():
+    """Each statistic computed here by hand on small arrays (peak, relative scale, rounding to 8-bit levels)."""
+    half = np.array([0.5, 0.0, 0.25])  # max|ref| 0.5 < 1: PSNR's peak is 1, max rel is relative to 0.5
+    c = compare(half + np.array([0.0, 0.3, 0.0]), half)
+    assert c.max_rel == pytest.approx(0.6) and c.psnr == pytest.approx(10 * np.log10(1 / (0.09 / 3)))
+    big = np.array([100.0, 0.0])  # max|ref| 100: both relative to 100
+    c = compare(big + np.array([0.0, 2.0]), big)
+    assert c.max_rel == pytest.approx(0.02) and c.psnr == pytest.approx(10 * np.log10(100 ** 2 / 2.0))
+    # 0.99 → 252.45 → level 252; 0.986 → 251.43 → level 251: one level apart, not counted
+    assert compare(np.array([0.986]), np.array([0.99])).off_by_level_pct == 0.0
+    assert compare(np.array([0.982]), np.array([0.99])).off_by_level_pct == 100.0  # 250.41 → 250: two levels
+    zero = compare(np.array([1e-3, 0.0]), np.zeros(2))  # an all-zero reference: any difference is huge
+    assert zero.violations(TOLERANCES["int8"])[0].startswith("max rel")
+    for actual, reference in ((np.zeros((1, 1)), np.zeros((1, 3))), (np.zeros((1, 3)), np.zeros((1, 1)))):
+        with pytest.raises(ValueError, match="differs from the reference"):
+            compare(actual, reference)
+
+
+def test_tolerances_are_the_documented_ones_and_fixed():
+    """Written out here (docs/verification.md), not read from the code under test; exactly at a limit passes."""
+    import dataclasses
+
+    assert {p: (t.max_rel, t.min_psnr, t.max_off_by_level) for p, t in TOLERANCES.items()} == {
+        "fp32": (1e-4, 80.0, 0.0), "fp16": (5e-3, 60.0, 0.1), "int8": (0.5, 35.0, 25.0)}
+    for tolerance in TOLERANCES.values():
+        at = Comparison((1,), 0.0, tolerance.max_rel, 0.0, tolerance.min_psnr, tolerance.max_off_by_level, 0)
+        assert at.violations(tolerance) == []
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        TOLERANCES["fp32"].min_psnr = 40.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        at.psnr = 0.0
 
 
 def flip_weight_bytes(artifact, out):
