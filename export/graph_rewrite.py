@@ -136,8 +136,9 @@ def tensorrt86_gate(proto: onnx.ModelProto) -> int:
     unused = [t for t in proto.graph.initializer if t.name not in used]  # the axes of a rewritten ReduceMean
     for tensor in unused:
         proto.graph.initializer.remove(tensor)
-    for graph in _graphs(proto.graph):
-        for info in graph.value_info:
-            if info.name in retyped:
-                info.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    for graph in _graphs(proto.graph):  # their recorded INT64 type is gone; shape inference finds FLOAT (an
+        # FP16 conversion would turn a FLOAT entry into FLOAT16 while the Cast still says FLOAT)
+        stale = [info for info in graph.value_info if info.name in retyped]
+        for info in stale:
+            graph.value_info.remove(info)
     return rewritten
