@@ -9,6 +9,7 @@ The result differs from the original by float rounding only; ``to_onnx`` checks 
 from __future__ import annotations
 
 from collections import Counter
+from typing import Iterator
 
 import onnx
 from onnx import helper, numpy_helper
@@ -90,13 +91,24 @@ def merge_shared_branches(proto: onnx.ModelProto) -> int:
         merged += 1
 
 
-def _graphs(graph: onnx.GraphProto):
+def subgraphs(node: onnx.NodeProto) -> list[tuple[str, onnx.GraphProto]]:
+    return [(a.name, a.g) for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
+
+
+def walk(graph: onnx.GraphProto, on_path: bool = True) -> Iterator[tuple[onnx.GraphProto, onnx.NodeProto, bool]]:
+    """Every node of ``graph`` and its subgraphs, with whether it is on the calibrated path."""
+    for node in graph.node:
+        yield graph, node, on_path
+        for name, sub in subgraphs(node):
+            yield from walk(sub, on_path and name == "then_branch")
+
+
+def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
     """``graph`` and every subgraph under it (``If`` branches), depth first."""
     yield graph
     for node in graph.node:
-        for attribute in node.attribute:
-            for sub in ([attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs):
-                yield from _graphs(sub)
+        for _, sub in subgraphs(node):
+            yield from _graphs(sub)
 
 
 def tensorrt86_gate(proto: onnx.ModelProto) -> int:

@@ -27,6 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 from scipy.sparse import csr_array
 from scipy.sparse.csgraph import connected_components
 
+from .graph_rewrite import subgraphs, walk
 from .onnx_export import cpu_session
 
 WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1}
@@ -52,18 +53,6 @@ class Layer:
     weight: str
     output: str
     on_path: bool  # computed for the images calibration runs (main graph and the then-branches)
-
-
-def subgraphs(node: onnx.NodeProto) -> list[tuple[str, onnx.GraphProto]]:
-    return [(a.name, a.g) for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
-
-
-def walk(graph: onnx.GraphProto, on_path: bool = True) -> Iterator[tuple[onnx.GraphProto, onnx.NodeProto, bool]]:
-    """Every node of ``graph`` and its subgraphs, with whether it is on the calibrated path."""
-    for node in graph.node:
-        yield graph, node, on_path
-        for name, sub in subgraphs(node):
-            yield from walk(sub, on_path and name == "then_branch")
 
 
 def is_layer(node: onnx.NodeProto) -> bool:

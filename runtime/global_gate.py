@@ -78,8 +78,7 @@ def _cut(proto, inputs: list[str], outputs: list[str]):
         [typed[name] for name in inputs], [typed[name] for name in outputs],
         [w for w in proto.graph.initializer if w.name in needed],
     )
-    part = onnx.helper.make_model(graph, opset_imports=proto.opset_import, ir_version=proto.ir_version)
-    return part
+    return onnx.helper.make_model(graph, opset_imports=proto.opset_import, ir_version=proto.ir_version)
 
 
 def split_onnx(proto) -> tuple[object, object, object]:

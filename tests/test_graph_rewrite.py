@@ -12,7 +12,7 @@ from srdeploy import models
 from srdeploy.benchmarks.complexity import measure
 from srdeploy.export import fp16
 from srdeploy.export.onnx_macs import onnx_macs_per_output_pixel
-from srdeploy.export.graph_rewrite import merge_shared_branches
+from srdeploy.export.graph_rewrite import merge_shared_branches, walk
 from srdeploy.export.onnx_export import proto_infer, to_onnx
 from tests.conftest import weights
 
@@ -89,14 +89,6 @@ def test_onnx_mac_count_matches_the_pytorch_count_where_nothing_is_rewritten():
     assert onnx_macs_per_output_pixel(proto, 2) == measure("fsrcnn", 2).macs_per_output_pixel == 3116
 
 
-def _all_nodes(graph: onnx.GraphProto):
-    for node in graph.node:
-        yield node
-        for attribute in node.attribute:
-            for sub in ([attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs):
-                yield from _all_nodes(sub)
-
-
 def test_dsrnet_gate_reads_as_written_on_tensorrt_8_6(tmp_path):
     """TensorRT 8.6's parser ignores opset-18 ReduceMean's axes input and reduces only FP32/FP16: the exported
     DSRNet gate averages with GlobalAveragePool and takes its all/any over FLOAT, and computes what PyTorch does
@@ -110,7 +102,7 @@ def test_dsrnet_gate_reads_as_written_on_tensorrt_8_6(tmp_path):
     proto = to_onnx(model)
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["srdeploy.rewrites"])["tensorrt86_gate"] == 3
-    nodes = list(_all_nodes(proto.graph))
+    nodes = [node for _, node, _ in walk(proto.graph)]
     assert [n.op_type for n in nodes].count("GlobalAveragePool") == 1
     assert not any(n.op_type == "ReduceMean" for n in nodes)
     reduces = [n for n in nodes if n.op_type in ("ReduceMin", "ReduceMax")]
