@@ -7,6 +7,7 @@ import numpy as np
 
 from .compare import Comparison, Tolerance, compare
 from .pipeline import Infer
+from .tables import markdown_table
 
 
 def probe_inputs(
@@ -50,6 +51,7 @@ class ParityReport:
     dataset: dict[str, float] = field(default_factory=dict)  # psnr_artifact, psnr_reference, delta_db
     backend: str = ""  # what ran the artifact, with its settings
     executed: dict | None = None  # OpenVINO: the precision each convolution executed in (``ExecutedPrecisions``)
+    executed_summary: str = ""  # the same in one line, for people
 
     @property
     def violations(self) -> dict[str, list[str]]:
@@ -67,6 +69,23 @@ class ParityReport:
             "cases": {name: c.as_dict() for name, c in self.cases.items()}, "dataset": self.dataset,
             "backend": self.backend, "executed": self.executed,
         }
+
+    def text(self) -> str:
+        """The report for people: a table of the cases, the dataset delta, each failure, PASS or FAIL."""
+        rows = [[name, "×".join(map(str, c.shape)), f"{c.max_abs:.2e}", f"{c.max_rel:.2e}", f"{c.mean_abs:.2e}",
+                 f"{c.psnr:.1f}", f"{c.off_by_level_pct:.3f}", str(c.nonfinite),
+                 "ok" if not c.violations(self.tolerance) else "FAIL"] for name, c in self.cases.items()]
+        lines = [self.executed_summary] if self.executed_summary else []
+        lines += [f"parity of {self.artifact} ({self.precision}) against PyTorch FP32",
+                  markdown_table(["case", "output", "max abs", "max rel", "mean abs", "PSNR dB", "% >1 level",
+                                  "NaN/Inf", "status"], rows)]
+        if self.dataset:
+            d = self.dataset
+            lines.append(f"dataset {d['name']}: PSNR vs ground truth {d['psnr_artifact']:.3f} dB (artifact) vs "
+                         f"{d['psnr_reference']:.3f} dB (PyTorch): Δ {d['delta_db']:+.4f} dB")
+        lines += [f"FAIL {name}: {'; '.join(problems)}" for name, problems in self.violations.items()]
+        lines.append("PASS" if self.passed else "FAIL")
+        return "\n".join(lines)
 
 
 def check_cases(infer: Infer, cases: dict[str, tuple[np.ndarray, np.ndarray]], report: ParityReport) -> ParityReport:

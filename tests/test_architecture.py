@@ -1,5 +1,6 @@
-"""The layering the code promises: runtime → models → calib → export → benchmarks → cli, imports pointing
-downward only (lazy imports inside functions count too), and no import cycle between modules."""
+"""The layering the code promises: runtime → models → calib → export → benchmarks → api → cli, imports pointing
+downward only (lazy imports inside functions count too), no import cycle between modules, and a CLI that is
+argument parsing plus calls of the library API."""
 from __future__ import annotations
 
 import ast
@@ -8,7 +9,12 @@ from pathlib import Path
 
 from tests.conftest import REPO
 
-LAYERS = ("runtime", "models", "calib", "export", "benchmarks", "cli")
+LAYERS = ("runtime", "models", "calib", "export", "benchmarks", "api", "cli")  # folders, then the root modules
+
+
+def _library_files() -> list[Path]:
+    """Every module below the CLI."""
+    return [p for layer in LAYERS[:-2] for p in (REPO / layer).glob("*.py")] + [REPO / "api.py"]
 
 
 def _module(path: Path) -> str:
@@ -17,12 +23,12 @@ def _module(path: Path) -> str:
 
 def import_graph() -> dict[str, set[str]]:
     """Module → the project modules it imports anywhere in its file (``from pkg import mod`` resolved)."""
-    files = [p for layer in LAYERS[:-1] for p in (REPO / layer).glob("*.py")] + [REPO / "cli.py"]
+    files = _library_files() + [REPO / "cli.py"]
     modules = {_module(p) for p in files}
     graph: dict[str, set[str]] = {}
     for path in files:
         found = set()
-        package = _module(path).split(".")[:-1]  # cli: the srdeploy package itself
+        package = _module(path).split(".")[:-1]  # api, cli: the srdeploy package itself
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 found.update(alias.name.removeprefix("srdeploy.") for alias in node.names)
@@ -97,9 +103,20 @@ def test_one_installed_name_and_no_cli_strings_in_the_library():
     assert importlib.metadata.distribution("srdeploy").read_text("top_level.txt").split() == ["srdeploy"]
     entry = [e for e in importlib.metadata.distribution("srdeploy").entry_points if e.group == "console_scripts"]
     assert [(e.name, e.value) for e in entry] == [("srdeploy", "srdeploy.cli:main")]
-    library = [p for layer in LAYERS[:-1] for p in (REPO / layer).glob("*.py")]
-    assert [str(p.relative_to(REPO)) for p in library if "python cli.py" in p.read_text()] == []
+    assert [str(p.relative_to(REPO)) for p in _library_files() if "python cli.py" in p.read_text()] == []
     project = "|".join(LAYERS[:-1])
     bare = [f"{p.name}: {line.strip()}" for p in (REPO / "tests").glob("*.py") for line in p.read_text().splitlines()
             if re.match(rf"\s*(from|import) ({project})\b", line)]
     assert bare == []  # a top-level `runtime` beside `srdeploy.runtime` would be a second copy of every class
+
+
+def test_the_cli_is_parsing_plus_calls():
+    """cli.py imports the API, the error type it prints and the backend names it offers; no function but the
+    parser builder is long, and each command is a call and its printing."""
+    assert import_graph()["cli"] == {"api", "runtime.errors", "runtime.opener"}
+    tree = ast.parse((REPO / "cli.py").read_text())
+    lengths = {node.name: node.end_lineno - node.lineno + 1 for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+    assert len(lengths) > 5 and {name: n for name, n in lengths.items() if n > 60} == {"build_parser": lengths["build_parser"]}
+    commands = {name for name in lengths if name.startswith("cmd_")}
+    assert commands == {"cmd_models", "cmd_eval", "cmd_export", "cmd_upscale", "cmd_parity", "cmd_bench"}
+    assert max(lengths[name] for name in commands) <= 6
