@@ -76,7 +76,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse with its errors on one line, naming the command's --help (exit 2, like every refusal)."""
 
     def error(self, message: str):
-        self.exit(2, f"error: {message}: see `python {self.prog} --help`\n")
+        self.exit(2, f"error: {message}: see `{self.prog} --help`\n")
 
 
 def _number(kind: type, low: float, strict: bool = False) -> Callable[[str], float]:

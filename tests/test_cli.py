@@ -100,3 +100,17 @@ def test_export_reports_each_stage_from_its_first_second(tmp_path):
     assert stages[1:] == ["fp16 fsrcnn ×2: 128 calibration crops from 6 photos",
                           "fp16 fsrcnn ×2: overflow pre-flight: activation peaks (cached after the first export)",
                           "fp16 fsrcnn ×2: accuracy gate: held-out PSNR against FP32 on 24 crops (limit 0.01 dB)"]
+
+
+def test_cli_reference_page_is_the_commands_help():
+    """docs/cli.md is generated from `--help`; a changed option without a regenerated page fails here."""
+    from srdeploy.benchmarks import cli_reference
+
+    assert cli_reference.main(["--check"]) == 0, "run python -m srdeploy.benchmarks.cli_reference"
+    page = (REPO / "docs" / "cli.md").read_text()
+    assert all(f"## srdeploy {c}" in page for c in cli_reference.COMMANDS) and "--max-psnr-drop DB" in page
+    fresh = cli_reference.page()
+    assert cli_reference.stale(page.replace("--tile-overlap", "--tile-margin"), fresh)
+    other_python = page.replace(f"with Python {cli_reference.python_version()}", "with Python 2.7")
+    assert not cli_reference.stale(other_python, fresh)  # argparse's wording may differ; the options may not
+    assert cli_reference.stale(other_python.replace("--tile-overlap", "--tile-margin"), fresh)
