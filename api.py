@@ -202,7 +202,7 @@ def export_model(model: str, scale: int = 2, target: str = "onnx", precision: st
     before any work; nothing is written when a gate fails."""
     from . import models
     from .export.config import export_config
-    from .export.trt_plan import profile_from_args
+    from .export.trt.trt_plan import profile_from_args
     from .models.registry import architecture, check_scale
 
     arch = architecture(model)
@@ -230,8 +230,8 @@ def export_model(model: str, scale: int = 2, target: str = "onnx", precision: st
     out = Path(out)
     _say(progress, f"exporting {model} ×{scale} for {target} ({precision}): loading the checkpoint")
     if target in ("jetson", "ios"):  # a foreign --out folder too
-        from .export.ios_bundle import check_destination as ios_destination
-        from .export.jetson import check_destination as jetson_destination
+        from .export.bundles.ios_bundle import check_destination as ios_destination
+        from .export.bundles.jetson import check_destination as jetson_destination
 
         (jetson_destination if target == "jetson" else ios_destination)(out)
     net = models.load(model, scale, weights, **_model_options(gate))
@@ -248,14 +248,14 @@ def export_model(model: str, scale: int = 2, target: str = "onnx", precision: st
         proto, result.report = _export_onnx(net, precision, **gate_args)
         stem = f"{model}_x{scale}_{precision}"
         if target == "trt":
-            from .export.trt_build import export_model_engine
+            from .export.trt.trt_build import export_model_engine
 
             bounds = "".join(f" --{k}-shape {'x'.join(map(str, v))}" for k, v in
                              (("min", profile.min), ("opt", profile.opt), ("max", profile.max)))
             rebuild = f"{COMMAND} export --model {model} --scale {scale} --target trt --precision {precision}{bounds}"
             result.artifacts.append(export_model_engine(net, proto, precision, profile, out, stem, rebuild))
         else:
-            from .export.onnx_export import save
+            from .export.onnx.onnx_export import save
 
             result.artifacts.append(save(proto, out / f"{stem}.onnx"))
     return result
@@ -264,7 +264,7 @@ def export_model(model: str, scale: int = 2, target: str = "onnx", precision: st
 def _coreml_options(precision: str, shapes: str | None, image_io: bool, fp16_io: bool, compress: str,
                     deployment_target: str, profile=None):
     """Core ML options: ``shapes`` (enumerated sizes) or the profile's range."""
-    from .export.coreml_export import CoreMLOptions, CoreMLShapes, parse_sizes
+    from .export.coreml.coreml_export import CoreMLOptions, CoreMLShapes, parse_sizes
 
     if shapes:
         sizes = CoreMLShapes(enumerated=parse_sizes(shapes))
@@ -279,11 +279,11 @@ def _coreml_options(precision: str, shapes: str | None, image_io: bool, fp16_io:
 def _export_apple(result: ExportResult, net, options, out: Path, calib, max_drop, progress: bool) -> None:
     """coreml: a checked .mlpackage; ios: the package, Swift code and README."""
     if result.target == "ios":
-        from .export.ios_bundle import write_ios_bundle
+        from .export.bundles.ios_bundle import write_ios_bundle
 
         path, report = write_ios_bundle(net, options, out, calib, max_drop)
     else:
-        from .export.coreml_package import export_package
+        from .export.coreml.coreml_package import export_package
 
         path, report = export_package(net, options, out, calib, max_drop)
     result.artifacts.append(path)
@@ -319,7 +319,7 @@ def _export_onnx(net, precision: str, calib, max_drop, fp16_io: bool, method: st
 
 def _export_openvino(result: ExportResult, net, out: Path, calib, max_drop, method: str, progress: bool) -> None:
     """IR of the gated ONNX graph, gated again on OpenVINO; the executed precisions on stderr."""
-    from .export.openvino_export import export_ir
+    from .export.openvino.openvino_export import export_ir
 
     path, report, measured = export_ir(net, result.precision, out, calib, max_drop, method, progress=progress)
     result.artifacts.append(path)
@@ -335,7 +335,7 @@ def _export_openvino(result: ExportResult, net, out: Path, calib, max_drop, meth
 def _export_jetson(result: ExportResult, net, profile, out: Path, precisions: str, gate_args: dict) -> None:
     """FP32/FP16/INT8 ONNX through their gates, golden outputs, build.sh and the thin runtime in one folder."""
     from .calib.data import held_out_photo
-    from .export.jetson import write_bundle
+    from .export.bundles.jetson import write_bundle
     from .runtime.torch_runner import TorchRunner
 
     chosen = [p.strip() for p in precisions.split(",") if p.strip()]
@@ -599,7 +599,7 @@ def _model_jobs(model: str | None, scale: int, weights: str | None, backends: st
 def _bench_artifact(net, backend, pixels: list[tuple[int, int]], folder: Path,
                     progress: bool) -> tuple[dict, float | None]:
     """Export the artifact a backend runs ({"artifact": path} or {"unavailable": why}) and its held-out drop."""
-    from .export.onnx_export import save
+    from .export.onnx.onnx_export import save
     from .export.precision import export_precision
     from .runtime.artifact import srdeploy_metadata
 
@@ -615,8 +615,8 @@ def _bench_artifact(net, backend, pixels: list[tuple[int, int]], folder: Path,
     macs = _recorded_macs(srdeploy_metadata((p.key, p.value) for p in proto.metadata_props))  # engines too
     if backend.kind in ("onnx", "openvino"):
         return {"artifact": str(save(proto, folder / f"{stem}.onnx")), **macs}, drop
-    from .export.trt_build import export_model_engine
-    from .export.trt_plan import Profile
+    from .export.trt.trt_build import export_model_engine
+    from .export.trt.trt_plan import Profile
 
     width, height = max(pixels, key=lambda wh: wh[0] * wh[1])
     profile = Profile("lr", (1, info.channels, 16, 16), (1, info.channels, height, width),
@@ -628,8 +628,8 @@ def _bench_artifact(net, backend, pixels: list[tuple[int, int]], folder: Path,
 
 def _bench_coreml_package(net, pixels: list[tuple[int, int]], folder: Path) -> tuple[dict, float | None]:
     """A checked FP16 package with the bench sizes as its enumerated sizes (the Neural Engine's fast path)."""
-    from .export.coreml_export import CoreMLOptions, CoreMLShapes
-    from .export.coreml_package import export_package
+    from .export.coreml.coreml_export import CoreMLOptions, CoreMLShapes
+    from .export.coreml.coreml_package import export_package
 
     sizes = tuple(dict.fromkeys((h, w) for w, h in pixels))
     try:

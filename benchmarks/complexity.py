@@ -69,7 +69,7 @@ def measure(name: str, scale: int, exported: bool = False) -> Complexity:
     macs = conv_macs(model, torch.zeros(1, arch.channels, PROBE, PROBE))
     graph = None
     if exported:
-        from ..export.onnx_export import to_onnx
+        from ..export.onnx.onnx_export import to_onnx
         from ..models.loading import ModelInfo
 
         model.srdeploy = ModelInfo(name, scale, arch.channels, arch.colour, "random", "", "", options)

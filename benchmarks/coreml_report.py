@@ -19,9 +19,9 @@ from tqdm import tqdm
 
 from .. import models
 from ..runtime.quality import dataset_pairs, evaluate
-from ..export.coreml_export import CoreMLOptions, CoreMLShapes
-from ..export.coreml_package import export_package
-from ..export.coreml_verify import executor_infer
+from ..export.coreml.coreml_export import CoreMLOptions, CoreMLShapes
+from ..export.coreml.coreml_package import export_package
+from ..export.coreml.coreml_verify import executor_infer
 from ..models.registry import architecture, default_checkpoint, list_models
 from ..runtime.atomic import atomic_path
 from ..runtime.tables import markdown_table

@@ -7,7 +7,7 @@ Every quantizer gets the same FP32 graph and calibration crops (scikit-image pho
 settings: symmetric int8 activations, per-channel symmetric int8 weights, float biases, Q/DQ on
 convolution inputs only. Two placements each: every convolution in INT8, and the convolutions under 1 %
 of the MACs (mean shifts, first and last layers) kept in float. The score is the PSNR drop against FP32
-on the held-out crops (evaluation protocol), and whether ``int8.check_qdq`` accepts the graph.
+on the held-out crops (evaluation protocol), and whether ``int8_checker.check_qdq`` accepts the graph.
 ModelOpt pins other onnx/onnxruntime versions than srdeploy, so it runs in its own virtualenv
 (``pip install "nvidia-modelopt[onnx]"``), given by ``--modelopt-python``; its graphs are scored here.
 """
@@ -28,8 +28,9 @@ from tqdm import tqdm
 from .. import models
 from ..runtime.quality import crop_psnr
 from ..calib.data import CropSpec, lr_hr_crops, network_batch, source_images
-from ..export import int8, int8_search
-from ..export.onnx_export import proto_infer, to_onnx
+from ..export.quant import int8_calibration, int8_checker, int8_graph, int8_qdq, int8_search
+from ..export.onnx import graph_rewrite
+from ..export.onnx.onnx_export import proto_infer, to_onnx
 from ..export.precision import VALIDATION_SPEC, export_precision, float_summary
 from ..models.registry import architecture
 from ..runtime.atomic import atomic_path
@@ -76,7 +77,7 @@ def ort_quantize(source: Path, output: Path, batch: np.ndarray, method: str, exc
 
 def int8_layer_keys(graph: onnx.ModelProto) -> set[str]:
     """Keys (weight@activation of the float graph) of the convolutions whose inputs both pass a Q/DQ pair."""
-    producers = {o: n for _, n, _ in int8.walk(graph.graph) for o in n.output}
+    producers = {o: n for _, n, _ in graph_rewrite.walk(graph.graph) for o in n.output}
 
     def source(name: str) -> str | None:
         dq = producers.get(name)
@@ -86,8 +87,8 @@ def int8_layer_keys(graph: onnx.ModelProto) -> set[str]:
         return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else dq.input[0].removesuffix(".int8")
 
     keys = set()
-    for _, node, _ in int8.walk(graph.graph):
-        if node.op_type in int8.WEIGHT_AXIS:
+    for _, node, _ in graph_rewrite.walk(graph.graph):
+        if node.op_type in int8_graph.WEIGHT_AXIS:
             activation, weight = source(node.input[0]), source(node.input[1])
             if activation and weight:
                 keys.add(f"{weight.removesuffix('_quantized')}@{activation}")
@@ -96,8 +97,8 @@ def int8_layer_keys(graph: onnx.ModelProto) -> set[str]:
 
 def cheap_nodes(proto: onnx.ModelProto, macs: dict[str, int]) -> tuple[list[str], set[str]]:
     """Node names and layer keys of the convolutions under 1 % of the MACs."""
-    keys = int8_search.cheap_layers(macs, [s for s in int8.layers(proto) if s.on_path])
-    names = [n.name for n in proto.graph.node if n.op_type in int8.WEIGHT_AXIS and f"{n.input[1]}@{n.input[0]}" in keys]
+    keys = int8_search.cheap_layers(macs, [s for s in int8_graph.layers(proto) if s.on_path])
+    names = [n.name for n in proto.graph.node if n.op_type in int8_graph.WEIGHT_AXIS and f"{n.input[1]}@{n.input[0]}" in keys]
     return names, keys
 
 
@@ -111,7 +112,7 @@ def compare_model(name: str, scale: int, modelopt_python: str | None, tmp: Path)
     np.save(tmp / "calib.npy", batch)
     validation = lr_hr_crops(source_images(split="validation"), scale, VALIDATION_SPEC)
     reference = crop_psnr(proto_infer(proto), validation, scale, info.colour, arch.eval_rounding)
-    stats = int8.activation_histograms(proto, batch)
+    stats = int8_calibration.activation_histograms(proto, batch)
     names, keys = cheap_nodes(proto, stats["macs"])
     rows = []
 
@@ -123,7 +124,7 @@ def compare_model(name: str, scale: int, modelopt_python: str | None, tmp: Path)
         share = sum(stats["macs"].get(k, 0) for k in int8_layer_keys(graph)) / total if share is None else share
         rows.append({"model": name, "scale": scale, "tool": tool, "method": method, "placement": placement,
                      "heldout_drop_db": round(drop, 4), "int8_mac_fraction": share,
-                     "tensorrt_rules": "ok" if not int8.check_qdq(graph) else int8.check_qdq(graph)[0]})
+                     "tensorrt_rules": "ok" if not int8_checker.check_qdq(graph) else int8_checker.check_qdq(graph)[0]})
 
     placements = {"all INT8": ([], set()), "<1% MACs float": (names, keys)}
     jobs = [(p, m) for p in placements for m in ("MinMax", "Percentile", "Entropy")]
@@ -138,11 +139,11 @@ def compare_model(name: str, scale: int, modelopt_python: str | None, tmp: Path)
                 subprocess.run([modelopt_python, "-c", MODELOPT_SCRIPT, str(source), str(tmp / "calib.npy"), str(out),
                                 method, ",".join(placements[placement][0])], check=True, capture_output=True)
                 score("ModelOpt onnx PTQ", method, placement, onnx.load(out))
-    sites = int8.layers(proto)
+    sites = int8_graph.layers(proto)
     for placement, (_, float_keys) in placements.items():
-        for method in int8.METHODS:
-            amax = {k: int8.activation_amax(v["histogram"], v["peak"], method) for k, v in stats.items() if k != "macs"}
-            score("srdeploy int8.quantize", method, placement, int8.quantize(proto, amax, {s.key for s in sites} - float_keys))
+        for method in int8_calibration.METHODS:
+            amax = {k: int8_calibration.activation_amax(v["histogram"], v["peak"], method) for k, v in stats.items() if k != "macs"}
+            score("srdeploy int8_qdq.quantize", method, placement, int8_qdq.quantize(proto, amax, {s.key for s in sites} - float_keys))
     searched, report = export_precision(model, "int8", progress=False, enforce=False)
     # the search's graph is centred and split (renamed layers): its own MAC accounting
     kept = float_summary(report.kept_float, report.int8["float_channels"])

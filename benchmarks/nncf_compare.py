@@ -25,7 +25,7 @@ import numpy as np
 from .. import models
 from ..runtime.quality import crop_psnr, dataset_pairs, evaluate
 from ..calib.data import CropSpec, lr_hr_crops, network_batch, source_images
-from ..export.onnx_export import save, to_onnx
+from ..export.onnx.onnx_export import save, to_onnx
 from ..export.precision import VALIDATION_SPEC, export_precision
 from ..models.registry import architecture
 from ..runtime.atomic import atomic_path

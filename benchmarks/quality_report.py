@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from .. import models
 from ..runtime.quality import dataset_pairs, evaluate
-from ..export import int8
-from ..export.onnx_export import save
+from ..export.quant import int8_checker
+from ..export.onnx.onnx_export import save
 from ..export.precision import export_precision, float_summary
 from ..models.registry import CHECKPOINTS, architecture
 from ..runtime.atomic import atomic_path
@@ -43,7 +43,7 @@ def measure(datasets: list[Path], precisions: list[str], names: list[str], artif
             row = {"model": name, "scale": scale, "precision": precision, "size_bytes": path.stat().st_size,
                    "kept_float": report.kept_float, "heldout_drop_db": report.drop_db,
                    "int8_mac_fraction": report.int8_mac_fraction, "int8_search": report.int8,
-                   "tensorrt_qdq_rules": None if precision != "int8" else (int8.check_qdq(proto) or "ok"), "datasets": {}}
+                   "tensorrt_qdq_rules": None if precision != "int8" else (int8_checker.check_qdq(proto) or "ok"), "datasets": {}}
             for root in datasets:
                 result = evaluate(session.infer, dataset_pairs(root, scale), model=name, scale=scale,
                                   colour=arch.colour, rounding=arch.eval_rounding, dataset=root.name, progress=False)

@@ -20,8 +20,9 @@ from torch import nn
 from ..runtime.quality import crop_psnr
 from ..calib.cache import cached_stats
 from ..calib.data import CropSpec, fingerprint, lr_hr_crops, network_batch, source_images
-from . import fp16, int8, int8_channels, int8_search
-from .onnx_export import proto_infer, set_metadata, to_onnx
+from .onnx import fp16
+from .quant import int8_calibration, int8_channels, int8_checker, int8_search
+from .onnx.onnx_export import proto_infer, set_metadata, to_onnx
 from ..models.registry import architecture
 from ..runtime.errors import SrDeployError
 from ..runtime.progress import Stages
@@ -183,11 +184,11 @@ def _int8(
         # keyed by the graph itself: the equalized weights depend on alpha and on the code that made them
         stat = "int8_histograms" if histograms else "int8_peaks"
         return cached_stats({"stat": stat, "graph": graph_digest(graph), **data_key},
-                            lambda: int8.activation_histograms(graph, batch, histograms))
+                            lambda: int8_calibration.activation_histograms(graph, batch, histograms))
 
     converted, plan = int8_search.plan(proto, batch, score, INT8_TARGET_SHARE * limit, stats_for, method, INT8_ALPHAS,
                                        INT8_MIN_MAC_FRACTION, progress, stage)
-    problems = int8.check_qdq(converted)
+    problems = int8_checker.check_qdq(converted)
     if problems:
         raise SrDeployError(f"the INT8 graph breaks TensorRT's Q/DQ rules ({problems[0]}): this is a bug, please report it")
     report.kept_float = plan.kept_float

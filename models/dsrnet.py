@@ -17,7 +17,7 @@ branch 1, which scores 36.83 dB on Set5; forcing branch 0 scores 37.48 dB (see t
 
 How the argmax gate runs: ``gate_execution="cond"`` (default; ONNX ``If``) computes only the chosen branch
 for uniform batches; ``"select"`` computes both branches and selects per image, a static graph with the same
-decisions (the Core ML export uses it, see ``export/coreml_export.py``).
+decisions (the Core ML export uses it, see ``export/coreml/coreml_export.py``).
 """
 from __future__ import annotations
 

@@ -14,14 +14,7 @@ import torch
 from torch import nn
 
 from . import checkpoints
-from .registry import (
-    ARCHITECTURES,
-    Architecture,
-    architecture,
-    check_scale,
-    checkpoint_by_sha256,
-    default_checkpoint,
-)
+from .registry import ARCHITECTURES, Architecture, architecture, check_scale, checkpoint_by_sha256, default_checkpoint
 from ..runtime.errors import SrDeployError
 
 

@@ -14,7 +14,7 @@ LAYERS = ("runtime", "models", "calib", "export", "benchmarks", "api", "cli")  #
 
 def _library_files() -> list[Path]:
     """Every module below the CLI."""
-    return [p for layer in LAYERS[:-2] for p in (REPO / layer).glob("*.py")] + [REPO / "api.py"]
+    return [p for layer in LAYERS[:-2] for p in (REPO / layer).rglob("*.py")] + [REPO / "api.py"]
 
 
 def _module(path: Path) -> str:

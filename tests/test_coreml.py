@@ -17,10 +17,10 @@ from torch.nn import functional as F
 pytest.importorskip("coremltools", reason="coremltools is not installed: pip install -e '.[coreml]'")
 
 from srdeploy import models  # noqa: E402
-from srdeploy.export import mil_numpy  # noqa: E402
-from srdeploy.export.coreml_export import CoreMLOptions, CoreMLShapes, convert, traceable  # noqa: E402
-from srdeploy.export.coreml_package import export_package, verification_inputs  # noqa: E402
-from srdeploy.export.coreml_verify import load_program, macos_predict, used_parameters, verify_package  # noqa: E402
+from srdeploy.export.coreml import mil_numpy
+from srdeploy.export.coreml.coreml_export import CoreMLOptions, CoreMLShapes, convert, traceable
+from srdeploy.export.coreml.coreml_package import export_package, verification_inputs
+from srdeploy.export.coreml.coreml_verify import load_program, macos_predict, used_parameters, verify_package
 from srdeploy.models.registry import default_checkpoint  # noqa: E402
 from srdeploy.runtime import images  # noqa: E402
 from srdeploy.runtime.opener import open_artifact  # noqa: E402
@@ -165,7 +165,7 @@ def test_check_catches_a_lost_input_scale(tmp_path):
 
 
 def test_a_failed_check_writes_nothing(lesrcnn_x2, tmp_path, monkeypatch):
-    import srdeploy.export.coreml_package as package_module
+    import srdeploy.export.coreml.coreml_package as package_module
 
     def flipped(model, options):
         class Flip(torch.nn.Module):
@@ -344,8 +344,8 @@ def _swift_errors(source: str) -> list[str]:
 
 
 def _swift(name: str, scale: int, options: CoreMLOptions) -> tuple[object, str]:
-    from srdeploy.export.ios_bundle import swift_model
-    from srdeploy.export.ios_swift import swift_source
+    from srdeploy.export.bundles.ios_bundle import swift_model
+    from srdeploy.export.bundles.ios_swift import swift_source
 
     torch.manual_seed(0)
     model = models.load(name, scale, weights(f"{name}_x{scale}.pth"))
@@ -442,7 +442,7 @@ def test_macos_predict_matches_pytorch(lesrcnn_x2, tmp_path):
     ("decisions_equal", True, False, "gate decisions differ"),
 ])
 def test_core_ml_verdicts_at_their_limits(field, inside, outside, message):
-    from srdeploy.export.coreml_verify import CaseCheck
+    from srdeploy.export.coreml.coreml_verify import CaseCheck
 
     base = dict(shape=(1, 3, 8, 8), fp32_max_abs=0.0, fp16_psnr=90.0, fp16_off_by_level_pct=0.0,
                 fp16_psnr_vs_checkpoint=90.0, decisions_equal=None)

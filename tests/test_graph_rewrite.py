@@ -10,10 +10,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from srdeploy import models
 from srdeploy.benchmarks.complexity import measure
-from srdeploy.export import fp16
-from srdeploy.export.onnx_macs import onnx_macs_per_output_pixel
-from srdeploy.export.graph_rewrite import merge_shared_branches, walk
-from srdeploy.export.onnx_export import proto_infer, to_onnx
+from srdeploy.export.onnx import fp16
+from srdeploy.export.onnx.onnx_macs import onnx_macs_per_output_pixel
+from srdeploy.export.onnx.graph_rewrite import merge_shared_branches, walk
+from srdeploy.export.onnx.onnx_export import proto_infer, to_onnx
 from tests.conftest import weights
 
 

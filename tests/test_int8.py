@@ -12,8 +12,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from srdeploy import models
 from srdeploy.calib.data import CropSpec, lr_hr_crops, network_batch, source_images
-from srdeploy.export import int8, int8_centre, int8_channels, int8_search
-from srdeploy.export.onnx_export import cpu_session, run_proto, save, to_onnx
+from srdeploy.export.quant import int8_calibration, int8_centre, int8_channels, int8_checker, int8_equalization, int8_gptq, int8_graph, int8_qdq, int8_search
+from srdeploy.export.onnx import graph_rewrite
+from srdeploy.export.onnx.onnx_export import cpu_session, run_proto, save, to_onnx
 from srdeploy.export.precision import check_gate
 from srdeploy.models.registry import architecture
 from srdeploy.runtime.compare import TOLERANCES, compare
@@ -38,9 +39,9 @@ def _qdq_violations_walked(proto: onnx.ModelProto, kept_float: set[str]) -> list
     activation and its weight; every zero point is int8 0; weight scales are one per output channel.
     The float ConvTranspose that centring adds (``int8_centre``) must read one channel."""
     inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
-    producers = {o: n for _, n, _ in int8.walk(proto.graph) for o in n.output}
+    producers = {o: n for _, n, _ in graph_rewrite.walk(proto.graph) for o in n.output}
     problems = []
-    for _, node, _ in int8.walk(proto.graph):
+    for _, node, _ in graph_rewrite.walk(proto.graph):
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             zero = inits[node.input[2]]
             if zero.dtype != np.int8 or zero.any():
@@ -50,7 +51,7 @@ def _qdq_violations_walked(proto: onnx.ModelProto, kept_float: set[str]) -> list
         x, w = (producers.get(name) for name in node.input[:2])
         if x is None or w is None or x.op_type != "DequantizeLinear" or w.op_type != "DequantizeLinear":
             key = f"{node.input[1]}@{node.input[0]}"
-            if node.input[1].endswith(int8.CENTRING_KERNEL):
+            if node.input[1].endswith(int8_graph.CENTRING_KERNEL):
                 if inits[node.input[1]].shape[0] != 1:
                     problems.append(f"{key}: a centring correction with more than one input channel")
                 continue
@@ -77,16 +78,16 @@ def test_conv_transpose_becomes_a_stride_one_conv():
     proto = _conv_graph("ConvTranspose", weight, **attributes)
     x = rng.random((1, 4, 5, 7), dtype=np.float32)
     expected = run_proto(proto, x)
-    padded = int8._as_conv_input(x, proto.graph.node[0], (9, 9))
+    padded = int8_gptq._as_conv_input(x, proto.graph.node[0], (9, 9))
     windows = np.lib.stride_tricks.sliding_window_view(padded, (9, 9), axis=(2, 3))
-    actual = np.einsum("ncijkl,ockl->noij", windows, int8.conv_weight(weight, "ConvTranspose"))
+    actual = np.einsum("ncijkl,ockl->noij", windows, int8_gptq.conv_weight(weight, "ConvTranspose"))
     assert actual.shape == expected.shape == (1, 2, 15, 21)
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_weights_are_symmetric_per_channel():
     weight = np.random.default_rng(1).normal(size=(6, 3, 3, 3)).astype(np.float32) * np.arange(1, 7)[:, None, None, None]
-    codes, scale = int8.quantize_weight(weight, 0)
+    codes, scale = int8_qdq.quantize_weight(weight, 0)
     assert codes.dtype == np.int8 and scale.shape == (6,)
     assert (np.abs(codes).reshape(6, -1).max(axis=1) == 127).all() and codes.min() >= -127
     assert np.abs(codes * scale[:, None, None, None] - weight).max() <= scale.max() / 2 * 1.0001
@@ -95,9 +96,9 @@ def test_weights_are_symmetric_per_channel():
 def test_calibration_methods_clip_outliers_differently():
     rng = np.random.default_rng(2)
     values = np.abs(np.concatenate([rng.normal(size=200_000), [40.0]]))
-    histogram = np.histogram(values, int8.BINS, (0, values.max()))[0].tolist()
+    histogram = np.histogram(values, int8_calibration.BINS, (0, values.max()))[0].tolist()
     peak = float(values.max())
-    minmax, percentile, mse = (int8.activation_amax(histogram, peak, m) for m in int8.METHODS)
+    minmax, percentile, mse = (int8_calibration.activation_amax(histogram, peak, m) for m in int8_calibration.METHODS)
     assert minmax == peak
     assert 3.0 < percentile < 5.0  # 99.99 % of |N(0, 1)| lies below 3.9
 
@@ -107,7 +108,7 @@ def test_calibration_methods_clip_outliers_differently():
 
     assert percentile < mse < minmax and error(mse) < min(error(minmax), error(percentile))
     with pytest.raises(ValueError, match="calibration method"):
-        int8.activation_amax(histogram, peak, "kl")
+        int8_calibration.activation_amax(histogram, peak, "kl")
 
 
 def test_gptq_lowers_the_layer_output_error():
@@ -122,23 +123,23 @@ def test_gptq_lowers_the_layer_output_error():
         e = (weight - codes * scale[:, None, None, None]).reshape(8, -1)
         return float(np.trace(e @ hessian @ e.T))
 
-    nearest = error(*int8.quantize_weight(weight, 0))
-    gptq = error(*int8.gptq_weight(weight, "Conv", hessian))
+    nearest = error(*int8_qdq.quantize_weight(weight, 0))
+    gptq = error(*int8_gptq.gptq_weight(weight, "Conv", hessian))
     assert gptq < 0.7 * nearest  # measured 0.55
 
 
 def test_check_qdq_flags_what_tensorrt_rejects():
     weight = np.random.default_rng(4).normal(size=(3, 2, 3, 3)).astype(np.float32)
     proto = _conv_graph("Conv", weight, pads=[1, 1, 1, 1])
-    quantized = int8.quantize(proto, {"x": 1.0}, {"w@x"})
-    assert int8.check_qdq(quantized) == [] and _qdq_violations_walked(quantized, set()) == []
+    quantized = int8_qdq.quantize(proto, {"x": 1.0}, {"w@x"})
+    assert int8_checker.check_qdq(quantized) == [] and _qdq_violations_walked(quantized, set()) == []
     x = np.random.default_rng(5).random((1, 2, 6, 6), dtype=np.float32)
     assert compare(run_proto(quantized, x), run_proto(proto, x)).psnr > 30
     zero = next(i for i in quantized.graph.initializer if i.name == "x.int8_zero")
     zero.CopyFrom(numpy_helper.from_array(np.array(3, np.int8), "x.int8_zero"))
     scale = next(i for i in quantized.graph.initializer if i.name == "w.int8_scale")
     scale.CopyFrom(numpy_helper.from_array(np.array([0.1, 0.1], np.float32), "w.int8_scale"))
-    problems = int8.check_qdq(quantized)
+    problems = int8_checker.check_qdq(quantized)
     assert any("x.Q" in p and "zero point" in p for p in problems)
     assert any("w.DQ" in p and "per output channel" in p for p in problems)
 
@@ -150,12 +151,12 @@ def test_residual_addition_reads_the_quantized_input():
     proto = _conv_graph("Conv", weight, pads=[1, 1, 1, 1])
     proto.graph.node.append(helper.make_node("Add", ["y", "x"], ["z"], name="residual"))
     proto.graph.output[0].name = "z"
-    fused = int8.quantize(proto, {"x": 1.0}, {"w@x"}, residuals=True)
-    plain = int8.quantize(proto, {"x": 1.0}, {"w@x"}, residuals=False)
+    fused = int8_qdq.quantize(proto, {"x": 1.0}, {"w@x"}, residuals=True)
+    plain = int8_qdq.quantize(proto, {"x": 1.0}, {"w@x"}, residuals=False)
     assert [list(n.input) for n in fused.graph.node if n.op_type == "Add"] == [["y", "x.dq"]]
     assert [list(n.input) for n in plain.graph.node if n.op_type == "Add"] == [["y", "x"]]
     x = np.random.default_rng(7).random((1, 2, 5, 5), dtype=np.float32)
-    assert compare(run_proto(fused, x), run_proto(proto, x)).psnr > 30 and int8.check_qdq(fused) == []
+    assert compare(run_proto(fused, x), run_proto(proto, x)).psnr > 30 and int8_checker.check_qdq(fused) == []
 
 
 @pytest.fixture(scope="module")
@@ -171,28 +172,28 @@ def fsrcnn_proto():
 def test_same_seed_same_scales(fsrcnn_proto):
     def scales(seed: int) -> dict[str, float]:
         batch = network_batch(lr_hr_crops(source_images(), 2, CropSpec(size=32, count=6, seed=seed)), "y")
-        stats = int8.activation_histograms(fsrcnn_proto, batch)
-        return {k: int8.activation_amax(v["histogram"], v["peak"], "mse") for k, v in stats.items() if k != "macs"}
+        stats = int8_calibration.activation_histograms(fsrcnn_proto, batch)
+        return {k: int8_calibration.activation_amax(v["histogram"], v["peak"], "mse") for k, v in stats.items() if k != "macs"}
 
     first, again, other = scales(0), scales(0), scales(1)
     assert first == again and first != other and len(first) == 8
 
 
 def test_macs_are_counted_per_image(fsrcnn_proto, fsrcnn_batch):
-    macs = int8.activation_histograms(fsrcnn_proto, fsrcnn_batch)["macs"]
+    macs = int8_calibration.activation_histograms(fsrcnn_proto, fsrcnn_batch)["macs"]
     assert macs["feature_extraction.0.weight@lr"] == 32 * 32 * 56 * 1 * 5 * 5
     assert macs["map.0.weight@prelu_1"] == 32 * 32 * 12 * 12 * 3 * 3
     assert macs["deconv.weight@prelu_6"] == 32 * 32 * 56 * 1 * 9 * 9  # every input pixel × kernel
 
 
 def test_equalization_is_exact_and_evens_the_channels(fsrcnn_proto, fsrcnn_batch):
-    chains = int8.equalization_chains(fsrcnn_proto)
+    chains = int8_equalization.equalization_chains(fsrcnn_proto)
     assert len(chains) == 7  # every conv → PReLU → conv/deconv pair of FSRCNN
-    equalized = int8.equalize(fsrcnn_proto, int8.equalization_peaks(fsrcnn_proto, fsrcnn_batch), 1.0)
+    equalized = int8_equalization.equalize(fsrcnn_proto, int8_equalization.equalization_peaks(fsrcnn_proto, fsrcnn_batch), 1.0)
     reference = run_proto(fsrcnn_proto, fsrcnn_batch)
     assert np.abs(run_proto(equalized, fsrcnn_batch) - reference).max() <= 1e-5 * np.abs(reference).max()
-    before = int8.channel_peaks(fsrcnn_proto, [t for _, t, _ in chains], fsrcnn_batch)
-    after = int8.channel_peaks(equalized, [t for _, t, _ in chains], fsrcnn_batch)
+    before = int8_calibration.channel_peaks(fsrcnn_proto, [t for _, t, _ in chains], fsrcnn_batch)
+    after = int8_calibration.channel_peaks(equalized, [t for _, t, _ in chains], fsrcnn_batch)
     spread = lambda p: max(v.max() / v[v > 0].min() for v in p.values())  # noqa: E731
     assert spread(before) > 5 and 1.0 <= spread(after) <= spread(before) / 4 * 1.0001  # capped at 4×
 
@@ -202,16 +203,16 @@ def test_if_branches_are_calibrated_and_quantized():
     Q/DQ inside the subgraphs, and ONNX Runtime runs the result."""
     proto = to_onnx(models.load("dsrnet", 2, weights("dsrnet_x2.pth")))
     batch = network_batch(lr_hr_crops(source_images(), 2, CropSpec(size=32, count=4)), "rgb")
-    flat = int8.flatten(proto)
+    flat = int8_graph.flatten(proto)
     assert not any(n.op_type == "If" for n in flat.graph.node)
     np.testing.assert_allclose(run_proto(flat, batch), run_proto(proto, batch), atol=1e-5)  # photos take branch 1
-    stats = int8.activation_histograms(proto, batch)
-    sites = int8.layers(proto)
+    stats = int8_calibration.activation_histograms(proto, batch)
+    sites = int8_graph.layers(proto)
     assert {s.weight for s in sites if not s.on_path} >= {f"branch0.{i}.0.weight" for i in range(4)}
-    amax = {k: int8.activation_amax(v["histogram"], v["peak"], "minmax") for k, v in stats.items() if k != "macs"}
-    quantized = int8.quantize(proto, amax, {s.key for s in sites})
-    assert int8.check_qdq(quantized) == [] and _qdq_violations_walked(quantized, set()) == []
-    in_branches = [n for _, n, on_path in int8.walk(quantized.graph) if n.op_type == "QuantizeLinear" and not on_path]
+    amax = {k: int8_calibration.activation_amax(v["histogram"], v["peak"], "minmax") for k, v in stats.items() if k != "macs"}
+    quantized = int8_qdq.quantize(proto, amax, {s.key for s in sites})
+    assert int8_checker.check_qdq(quantized) == [] and _qdq_violations_walked(quantized, set()) == []
+    in_branches = [n for _, n, on_path in graph_rewrite.walk(quantized.graph) if n.op_type == "QuantizeLinear" and not on_path]
     assert in_branches
     assert compare(run_proto(quantized, batch), run_proto(proto, batch)).psnr > 30
 
@@ -225,16 +226,16 @@ def test_every_official_int8_graph_follows_tensorrt_rules(name, scale):
     proto = to_onnx(models.load(name, scale, weights(f"{name}_x{scale}.pth")))
     arch = architecture(name)
     batch = network_batch(lr_hr_crops(source_images(), scale, CropSpec(size=24, count=2)), arch.colour)
-    graph = int8.equalize(proto, int8.equalization_peaks(proto, batch), 1.0)
+    graph = int8_equalization.equalize(proto, int8_equalization.equalization_peaks(proto, batch), 1.0)
     graph, float_keys = int8_channels.split_channels(graph, {t: [0] for t in int8_channels.chain_tensors(graph)})
     centres = int8_centre.choose_centres(graph, batch)
-    stats = int8.activation_histograms(int8_centre.centre(graph, centres), batch)
-    amax = {k: int8.activation_amax(v["histogram"], v["peak"], "minmax") for k, v in stats.items() if k != "macs"}
+    stats = int8_calibration.activation_histograms(int8_centre.centre(graph, centres), batch)
+    amax = {k: int8_calibration.activation_amax(v["histogram"], v["peak"], "minmax") for k, v in stats.items() if k != "macs"}
     renamed = int8_centre.centred_keys(graph, centres)
-    macs = {s.key: stats["macs"][renamed.get(s.key, s.key)] for s in int8.layers(graph)}
+    macs = {s.key: stats["macs"][renamed.get(s.key, s.key)] for s in int8_graph.layers(graph)}
     quantized = int8_search.Variant(graph, centres, 1.0, "nearest", amax, None, macs).quantized(float_keys)
-    assert int8.check_qdq(quantized) == [] and _qdq_violations_walked(quantized, float_keys) == []
-    assert sum(n.op_type == "QuantizeLinear" for _, n, _ in int8.walk(quantized.graph)) > len(float_keys)
+    assert int8_checker.check_qdq(quantized) == [] and _qdq_violations_walked(quantized, float_keys) == []
+    assert sum(n.op_type == "QuantizeLinear" for _, n, _ in graph_rewrite.walk(quantized.graph)) > len(float_keys)
     assert compare(run_proto(quantized, batch), run_proto(proto, batch)).psnr > 30
 
 
@@ -277,8 +278,8 @@ def test_int8_session_is_quiet_and_cpu_runnable(fsrcnn_int8):
 
 def _dense_gptq(weight: np.ndarray, op: str, hessian: np.ndarray, damping: float = 0.01) -> np.ndarray:
     """GPTQ over the whole H at once, as written before it was split by components: the reference."""
-    as_conv = int8.conv_weight(weight, op)
-    _, scale = int8.quantize_weight(as_conv, 0)
+    as_conv = int8_gptq.conv_weight(weight, op)
+    _, scale = int8_qdq.quantize_weight(as_conv, 0)
     w = as_conv.reshape(len(as_conv), -1).astype(np.float64)
     h = hessian.copy()
     dead = np.diag(h) == 0
@@ -288,28 +289,28 @@ def _dense_gptq(weight: np.ndarray, op: str, hessian: np.ndarray, damping: float
     upper = np.linalg.cholesky(np.linalg.inv(h)).T
     codes = np.zeros_like(w)
     for j in range(w.shape[1]):
-        codes[:, j] = np.clip(np.round(w[:, j] / scale), -int8.QMAX, int8.QMAX)
+        codes[:, j] = np.clip(np.round(w[:, j] / scale), -int8_graph.QMAX, int8_graph.QMAX)
         w[:, j + 1:] -= ((w[:, j] - codes[:, j] * scale) / upper[j, j])[:, None] * upper[j, j + 1:][None, :]
-    return int8.conv_weight(codes.astype(np.int8).reshape(as_conv.shape), op)
+    return int8_gptq.conv_weight(codes.astype(np.int8).reshape(as_conv.shape), op)
 
 
 def test_gptq_hessians_and_codes_equal_the_dense_computation(fsrcnn_proto):
     """The phase blocks of a stride-2 ConvTranspose's H and GPTQ per connected component are the dense
     computation, done on a sixteenth of the numbers: checked on every window of a small crop."""
     crop = np.random.default_rng(0).random((1, 1, 12, 14), dtype=np.float32)
-    noise = {s.activation: 1e-3 for s in int8.layers(fsrcnn_proto)}
-    hessians = int8.input_hessians(fsrcnn_proto, crop, noise, samples=10**9)  # every window, in any order
-    deconv = next(n for _, n, _ in int8.walk(fsrcnn_proto.graph) if n.op_type == "ConvTranspose")
+    noise = {s.activation: 1e-3 for s in int8_graph.layers(fsrcnn_proto)}
+    hessians = int8_gptq.input_hessians(fsrcnn_proto, crop, noise, samples=10**9)  # every window, in any order
+    deconv = next(n for _, n, _ in graph_rewrite.walk(fsrcnn_proto.graph) if n.op_type == "ConvTranspose")
     weight = next(numpy_helper.to_array(w) for w in fsrcnn_proto.graph.initializer if w.name == deconv.input[1])
-    x = next(int8.tensor_runs(fsrcnn_proto, [deconv.input[0]], crop))[deconv.input[0]]
-    windows = np.lib.stride_tricks.sliding_window_view(int8._as_conv_input(x, deconv, weight.shape[2:]),
+    x = next(int8_calibration.tensor_runs(fsrcnn_proto, [deconv.input[0]], crop))[deconv.input[0]]
+    windows = np.lib.stride_tricks.sliding_window_view(int8_gptq._as_conv_input(x, deconv, weight.shape[2:]),
                                                        weight.shape[2:], axis=(2, 3))
     patches = windows.transpose(0, 2, 3, 1, 4, 5).reshape(-1, weight.shape[0] * weight.shape[2] * weight.shape[3])
     dense = patches.T.astype(np.float64) @ patches + len(patches) * 1e-3 * np.eye(patches.shape[1])
     blocks = hessians[deconv.input[1]]
     assert np.abs(blocks - dense).max() <= 1e-9 * np.abs(dense).max()
     assert (blocks == 0).mean() > 0.7  # the four phases never meet: H is block-diagonal up to a permutation
-    codes, _ = int8.gptq_weight(weight, "ConvTranspose", blocks)
+    codes, _ = int8_gptq.gptq_weight(weight, "ConvTranspose", blocks)
     assert np.array_equal(codes, _dense_gptq(weight, "ConvTranspose", blocks))
 
 
@@ -317,8 +318,8 @@ def test_int8_fp16_float_parts_measured_against_the_gate(fsrcnn_int8):
     """The FP16-float-parts form TensorRT builds from: FP16 scales at opset 19, the pre-flight's nodes still
     FP32, FP32 I/O; its recorded drop re-measured here from the two graphs, and the decision at the limit."""
     from srdeploy.runtime.quality import crop_psnr
-    from srdeploy.export.fp16 import int8_with_fp16_float
-    from srdeploy.export.onnx_export import proto_infer
+    from srdeploy.export.onnx.fp16 import int8_with_fp16_float
+    from srdeploy.export.onnx.onnx_export import proto_infer
     from srdeploy.export.precision import DEFAULT_MAX_DROP, VALIDATION_SPEC
 
     proto, report = fsrcnn_int8
@@ -348,11 +349,11 @@ def test_int8_fp16_float_parts_measured_against_the_gate(fsrcnn_int8):
 def test_check_qdq_weight_rules_at_their_limits(rule, edit, message):
     """One rule crossed at a time, against the boundary value that is still legal."""
     weight = np.random.default_rng(4).normal(size=(3, 2, 3, 3)).astype(np.float32)
-    quantized = int8.quantize(_conv_graph("Conv", weight, pads=[1, 1, 1, 1]), {"x": 1.0}, {"w@x"})
+    quantized = int8_qdq.quantize(_conv_graph("Conv", weight, pads=[1, 1, 1, 1]), {"x": 1.0}, {"w@x"})
     inits = {i.name: i for i in quantized.graph.initializer}
     codes, scale = (numpy_helper.to_array(inits[name]) for name in ("w.int8", "w.int8_scale"))
     new_codes, new_scale = edit(codes, scale)
     inits["w.int8"].CopyFrom(numpy_helper.from_array(new_codes.astype(np.int8), "w.int8"))
     inits["w.int8_scale"].CopyFrom(numpy_helper.from_array(new_scale.astype(np.float32), "w.int8_scale"))
-    problems = int8.check_qdq(quantized)
+    problems = int8_checker.check_qdq(quantized)
     assert problems == [] if message is None else (len(problems) == 1 and message in problems[0]), (rule, problems)

@@ -9,8 +9,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from srdeploy import models
 from srdeploy.calib.data import CropSpec, lr_hr_crops, network_batch, source_images
-from srdeploy.export import int8, int8_centre
-from srdeploy.export.onnx_export import cpu_session, run_proto, to_onnx
+from srdeploy.export.quant import int8_calibration, int8_centre, int8_checker, int8_graph, int8_qdq
+from srdeploy.export.onnx.onnx_export import cpu_session, run_proto, to_onnx
 from tests.conftest import weights
 
 
@@ -41,7 +41,7 @@ def test_post_relu_tensors_are_centred_and_symmetric_ones_are_not():
     reference = run_proto(proto, x)
     assert np.abs(run_proto(centred, x) - reference).max() <= 1e-5 * np.abs(reference).max()
     assert int8_centre.centred_keys(proto, centres) == {"w2@r": "w2@r.centred_pad1_1_1_1"}
-    assert {s.key for s in int8.layers(centred)} == {"w1@x", "w2@r.centred_pad1_1_1_1"}
+    assert {s.key for s in int8_graph.layers(centred)} == {"w1@x", "w2@r.centred_pad1_1_1_1"}
 
 
 def _outputs(proto: onnx.ModelProto, names: list[str], x: np.ndarray, dtype: int = TensorProto.FLOAT) -> list[np.ndarray]:
@@ -62,7 +62,7 @@ def test_centring_is_exact_on_official_checkpoints(name, scale):
     proto = to_onnx(model)
     batch = network_batch(lr_hr_crops(source_images(), scale, CropSpec(size=32, count=4)), model.srdeploy.colour)
     centres = int8_centre.choose_centres(proto, batch)
-    assert len(centres) >= 0.75 * len({s.activation for s in int8.layers(proto)})
+    assert len(centres) >= 0.75 * len({s.activation for s in int8_graph.layers(proto)})
     centred = int8_centre.centre(proto, centres)
     odd = np.random.default_rng(1).random((1, batch.shape[1], 23, 17), dtype=np.float32)
     for x in (batch, odd):
@@ -78,13 +78,13 @@ def test_centred_int8_uses_both_signs_of_the_codes():
     batch = network_batch(lr_hr_crops(source_images(), 2, CropSpec(size=32, count=4)), "rgb")
     centres = int8_centre.choose_centres(proto, batch)
     centred = int8_centre.centre(proto, centres)
-    stats = int8.activation_histograms(centred, batch)
-    amax = {k: int8.activation_amax(v["histogram"], v["peak"], "minmax") for k, v in stats.items() if k != "macs"}
-    quantized = int8.quantize(centred, amax, {s.key for s in int8.layers(centred)})
-    assert int8.check_qdq(quantized) == []
+    stats = int8_calibration.activation_histograms(centred, batch)
+    amax = {k: int8_calibration.activation_amax(v["histogram"], v["peak"], "minmax") for k, v in stats.items() if k != "macs"}
+    quantized = int8_qdq.quantize(centred, amax, {s.key for s in int8_graph.layers(centred)})
+    assert int8_checker.check_qdq(quantized) == []
     codes = [n.output[0] for n in quantized.graph.node if n.op_type == "QuantizeLinear" and ".centred" in n.input[0]]
     assert len(codes) >= 20
     assert all(v.min() < -64 and v.max() > 64 for v in _outputs(quantized, codes, batch, TensorProto.INT8))
-    uncentred = int8.quantize(proto, {s.activation: 1.0 for s in int8.layers(proto)}, {s.key for s in int8.layers(proto)})
+    uncentred = int8_qdq.quantize(proto, {s.activation: 1.0 for s in int8_graph.layers(proto)}, {s.key for s in int8_graph.layers(proto)})
     relu_codes = [n.output[0] for n in uncentred.graph.node if n.op_type == "QuantizeLinear" and n.input[0].startswith("relu")]
     assert relu_codes and all(v.min() >= 0 for v in _outputs(uncentred, relu_codes, batch, TensorProto.INT8))

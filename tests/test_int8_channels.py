@@ -6,8 +6,8 @@ import numpy as np
 
 from srdeploy import models
 from srdeploy.calib.data import CropSpec, lr_hr_crops, network_batch, source_images
-from srdeploy.export import int8, int8_centre, int8_channels
-from srdeploy.export.onnx_export import run_proto, to_onnx
+from srdeploy.export.quant import int8_calibration, int8_centre, int8_channels, int8_graph
+from srdeploy.export.onnx.onnx_export import run_proto, to_onnx
 from tests.conftest import weights
 
 
@@ -29,7 +29,7 @@ def test_split_channels_is_exact_and_reads_the_float_part_in_its_own_layer():
     assert float_keys == {"map.0.weight.float_channels@prelu_1.float_channels",
                           "map.2.weight.float_channels@prelu_2.float_channels",
                           "deconv.weight.float_channels@prelu_6.float_channels"}
-    sites = {s.key: s for s in int8.layers(split)}
+    sites = {s.key: s for s in int8_graph.layers(split)}
     assert float_keys < set(sites) and "map.0.weight.int8_channels@prelu_1.int8_channels" in sites
     dims = {w.name: tuple(w.dims) for w in split.graph.initializer}
     assert dims["map.2.weight.float_channels"] == (12, 2, 3, 3) and dims["deconv.weight.float_channels"] == (3, 1, 9, 9)
@@ -42,9 +42,9 @@ def test_channel_noise_adds_up_to_the_layer_noise():
     proto, batch = _fsrcnn_x2()
     centres = int8_centre.choose_centres(proto, batch)
     full = int8_centre.centre(proto, centres)
-    stats = int8.activation_histograms(full, batch)
-    amax = {k: int8.activation_amax(v["histogram"], v["peak"], "minmax") for k, v in stats.items() if k != "macs"}
-    for layer in int8.layers(full):
+    stats = int8_calibration.activation_histograms(full, batch)
+    amax = {k: int8_calibration.activation_amax(v["histogram"], v["peak"], "minmax") for k, v in stats.items() if k != "macs"}
+    for layer in int8_graph.layers(full):
         if layer.weight in ("map.2.weight", "deconv.weight"):
             per_channel = int8_channels.channel_noise(full, amax, layer, batch)
             whole = int8_channels.channel_noise(full, amax, layer, batch, whole=True)

@@ -14,7 +14,7 @@ import torch
 from srdeploy import models
 from srdeploy.benchmarks.reference_fixtures import zoo_name_and_scale
 from srdeploy.export.config import export_config
-from srdeploy.export.onnx_export import export_onnx
+from srdeploy.export.onnx.onnx_export import export_onnx
 from srdeploy.runtime.errors import SrDeployError
 from srdeploy.runtime.onnx_backend import OnnxSession
 from tests.conftest import REPO, SHARED, need_shared, weights

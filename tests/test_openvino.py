@@ -13,9 +13,9 @@ from conftest import REPO, weights
 
 ov = pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install -e '.[dev]' installs it")
 
-from srdeploy.export.onnx_export import save, to_onnx  # noqa: E402
-from srdeploy.export import openvino_export  # noqa: E402
-from srdeploy.export.openvino_export import export_ir, write_ir  # noqa: E402
+from srdeploy.export.onnx.onnx_export import save, to_onnx
+from srdeploy.export.openvino import openvino_export
+from srdeploy.export.openvino.openvino_export import export_ir, write_ir
 from srdeploy.export.precision import PrecisionReport  # noqa: E402
 from srdeploy.runtime import cpu  # noqa: E402
 from srdeploy.runtime import openvino_backend  # noqa: E402

@@ -13,7 +13,7 @@ import pytest
 from onnx import numpy_helper
 
 from srdeploy import models
-from srdeploy.export.onnx_export import export_onnx, save
+from srdeploy.export.onnx.onnx_export import export_onnx, save
 from srdeploy.runtime.compare import TOLERANCES, Comparison, compare
 from tests.conftest import REPO, need_shared, weights
 

@@ -12,8 +12,8 @@ import torch
 from srdeploy import models
 from srdeploy.calib.cache import cached_stats
 from srdeploy.calib.data import CropSpec, lr_hr_crops, network_batch, source_images
-from srdeploy.export import fp16
-from srdeploy.export.onnx_export import run_proto, save, to_onnx
+from srdeploy.export.onnx import fp16
+from srdeploy.export.onnx.onnx_export import run_proto, save, to_onnx
 from srdeploy.export.precision import export_precision
 from srdeploy.runtime import images
 from srdeploy.runtime.compare import TOLERANCES, compare
@@ -127,7 +127,7 @@ def test_the_gate_decides_at_the_limit():
 def test_the_reported_drop_is_what_the_two_graphs_measure():
     """The FP16 export's drop, re-measured here from the FP32 and FP16 graphs on the held-out crops: the same
     number and sign, and the gate's verdict at that number ± ε."""
-    from srdeploy.export.onnx_export import proto_infer
+    from srdeploy.export.onnx.onnx_export import proto_infer
     from srdeploy.export.precision import VALIDATION_SPEC, check_gate
     from srdeploy.models.registry import architecture
     from srdeploy.runtime.quality import crop_psnr

@@ -10,7 +10,7 @@ import torch
 
 from srdeploy import models
 from srdeploy.export.config import export_config
-from srdeploy.export.onnx_export import export_onnx
+from srdeploy.export.onnx.onnx_export import export_onnx
 from srdeploy.models.registry import ARCHITECTURES, list_models
 from srdeploy.runtime import images, metrics
 from srdeploy.runtime.onnx_backend import OnnxSession

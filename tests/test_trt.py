@@ -18,17 +18,10 @@ import pytest
 
 from srdeploy import models
 from srdeploy.calib.data import held_out_photo
-from srdeploy.export.jetson import write_bundle
-from srdeploy.export.onnx_export import to_onnx
+from srdeploy.export.bundles.jetson import write_bundle
+from srdeploy.export.onnx.onnx_export import to_onnx
 from srdeploy.export.precision import export_precision
-from srdeploy.export.trt_plan import (
-    BuildPlan,
-    Profile,
-    default_profile,
-    parse_shape,
-    profile_from_args,
-    settings_from_trtexec,
-)
+from srdeploy.export.trt.trt_plan import BuildPlan, Profile, default_profile, parse_shape, profile_from_args, settings_from_trtexec
 from srdeploy.runtime.cuda import Cuda
 from srdeploy.runtime.errors import SrDeployError
 from srdeploy.runtime.torch_runner import TorchRunner

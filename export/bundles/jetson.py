@@ -25,16 +25,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .fp16 import int8_with_fp16_float
-from .onnx_export import save
-from .trt_plan import BuildPlan, Profile
-from ..runtime.artifact import srdeploy_metadata
-from ..runtime.atomic import atomic_dir, check_bundle_folder
-from ..runtime.bundle_check import FORMAT, MANIFEST
-from ..runtime.compare import TOLERANCES
-from ..runtime.golden import save_golden
-from ..runtime.parity import probe_inputs
-from ..runtime.pipeline import Infer
+from ..onnx.fp16 import int8_with_fp16_float
+from ..onnx.onnx_export import save
+from ..trt.trt_plan import BuildPlan, Profile
+from ...runtime.artifact import srdeploy_metadata
+from ...runtime.atomic import atomic_dir, check_bundle_folder
+from ...runtime.bundle_check import FORMAT, MANIFEST
+from ...runtime.compare import TOLERANCES
+from ...runtime.golden import save_golden
+from ...runtime.parity import probe_inputs
+from ...runtime.pipeline import Infer
 
 RUNTIME_FILES = (
     "__init__.py", "errors.py", "atomic.py", "artifact.py", "compare.py", "digest.py", "golden.py", "tables.py",
@@ -221,7 +221,7 @@ def write_bundle(out: Path, model_name: str, scale: int, artifacts: dict[str, on
         save_golden(work / "golden", cases, {"model": model_name, "scale": scale, "reference": REFERENCE,
                                              "checkpoint_sha256": _metadata(next(iter(artifacts.values())))["checkpoint_sha256"]})
         (work / "runtime").mkdir()
-        source = Path(__file__).resolve().parent.parent / "runtime"
+        source = Path(__file__).resolve().parents[2] / "runtime"
         for name in RUNTIME_FILES:
             shutil.copyfile(source / name, work / "runtime" / name)
         (work / "build.sh").write_text(build_script(manifest))

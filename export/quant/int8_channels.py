@@ -5,7 +5,7 @@ is 8–16 % of the total, but within a layer one channel carries 37–89 % of it
 large). Keeping such a channel in float costs 1/12 of a mapping layer's MACs instead of all of them.
 
 The rewrite is exact in float, for a private chain ``conv P → Relu/PRelu → conv N`` (the chains
-activation equalization uses, ``int8.equalization_chains``): the channels are permuted so that the float
+activation equalization uses, ``int8_equalization.equalization_chains``): the channels are permuted so that the float
 ones come last (P's output channels, bias and slopes; N's input channels), a ``Split`` cuts the tensor
 in two, and N becomes two convolutions, one per part, added. The convolution reading the float part is
 a layer of its own (``float_keys``): the Q/DQ pass leaves it float and the INT8 share of MACs counts it
@@ -21,9 +21,11 @@ import onnx
 from onnx import helper, numpy_helper
 from tqdm import tqdm
 
-from .int8 import QMAX, Layer, equalization_chains, layers, place_nodes, walk
+from .int8_graph import QMAX, Layer, layers, place_nodes
+from .int8_equalization import equalization_chains
+from ..onnx.graph_rewrite import walk
 from .int8_centre import centre, centred_keys
-from .onnx_export import cpu_session
+from ..onnx.onnx_export import cpu_session
 
 FLOAT = ".float_channels"
 INT8 = ".int8_channels"

@@ -16,19 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from .trt_plan import BuildPlan
-from ..runtime.cache import cache_dir
-from ..runtime.artifact import srdeploy_metadata
-from ..runtime.atomic import atomic_path
-from ..runtime.cuda import Cuda
-from ..runtime.errors import SrDeployError
-from ..runtime.trt_backend import TrtSession, current_target, require_tensorrt
-from ..runtime.trt_sidecar import (
-    BuildTarget,
-    file_sha256,
-    sidecar_path,
-    update_sidecar,
-    write_sidecar,
-)
+from ...runtime.cache import cache_dir
+from ...runtime.artifact import srdeploy_metadata
+from ...runtime.atomic import atomic_path
+from ...runtime.cuda import Cuda
+from ...runtime.errors import SrDeployError
+from ...runtime.trt_backend import TrtSession, current_target, require_tensorrt
+from ...runtime.trt_sidecar import BuildTarget, file_sha256, sidecar_path, update_sidecar, write_sidecar
 
 MIN_TENSORRT = (8, 6)  # builder optimization levels and the ONNX parser's per-node errors
 
@@ -134,7 +128,7 @@ def _pin_layer_precisions(trt, network, config, precisions: dict[str, str]) -> N
 
 def engine_parity(session: TrtSession, reference, inputs: dict[str, np.ndarray], tolerance) -> dict:
     """Run the engine and the reference on each input inside the profile; the parity report as a dict."""
-    from ..runtime.parity import ParityReport, check_cases
+    from ...runtime.parity import ParityReport, check_cases
 
     profile_inputs = {name: x for name, x in inputs.items() if session.accepts(x.shape)}
     report = ParityReport(str(session.path), session.metadata.get("precision", "fp32"), tolerance)
@@ -148,7 +142,7 @@ def export_engine(onnx_proto, plan_for, out_dir: Path, stem: str, reference, inp
     ``reference`` on ``inputs``, and only then write ``STEM.engine`` + sidecar into ``out_dir``.
 
     ``plan_for(strongly_typed, timing_cache)`` makes the plan once TensorRT's abilities are known."""
-    from .onnx_export import save
+    from ..onnx.onnx_export import save
 
     trt = require_tensorrt()
     target = current_target(trt, Cuda())
@@ -157,7 +151,7 @@ def export_engine(onnx_proto, plan_for, out_dir: Path, stem: str, reference, inp
     work = Path(tempfile.mkdtemp(prefix=f".{stem}.", dir=out_dir))
     try:
         if plan.fp16_float_onnx:  # strongly typed: the FP16 float parts must be FP16 in the graph itself
-            from .fp16 import int8_with_fp16_float
+            from ..onnx.fp16 import int8_with_fp16_float
 
             onnx_proto = int8_with_fp16_float(onnx_proto, list(plan.fp32_layers))
         onnx_path = save(onnx_proto, work / f"{stem}.onnx")
@@ -192,11 +186,11 @@ def export_engine(onnx_proto, plan_for, out_dir: Path, stem: str, reference, inp
 def export_model_engine(model, proto, precision: str, profile, out_dir: Path, stem: str, rebuild: str) -> Path:
     """``export_engine`` for a zoo model: its plan from ``profile``, parity against the model itself on the
     parity suite's inputs (held-out photo crops for INT8, whose ranges are calibrated on photos)."""
-    from ..calib.data import held_out_photo
+    from ...calib.data import held_out_photo
     from .trt_plan import BuildPlan
-    from ..runtime.compare import TOLERANCES
-    from ..runtime.parity import probe_inputs
-    from ..runtime.torch_runner import TorchRunner
+    from ...runtime.compare import TOLERANCES
+    from ...runtime.parity import probe_inputs
+    from ...runtime.torch_runner import TorchRunner
 
     photo = held_out_photo(model.srdeploy.colour) if precision == "int8" else None
     inputs = probe_inputs(model.srdeploy.channels, {"min": list(profile.min), "max": list(profile.max)}, photo=photo)

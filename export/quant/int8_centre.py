@@ -17,7 +17,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .int8 import CENTRING_KERNEL, WEIGHT_AXIS, channel_ranges, layers, place_nodes, walk
+from .int8_graph import CENTRING_KERNEL, WEIGHT_AXIS, layers, place_nodes
+from .int8_calibration import channel_ranges
+from ..onnx.graph_rewrite import walk
 
 # Centre a tensor when that shrinks its symmetric range to this share or less (post-ReLU: 1/2).
 MIN_GAIN = 0.8

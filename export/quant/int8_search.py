@@ -3,7 +3,7 @@
 Everything is measured on calibration crops (never on the held-out split the gate uses, never on test
 sets): the drop is the pooled PSNR (evaluation protocol, ``calibration_score``) of the Q/DQ graph below
 that of the FP32 graph.
-1. Variants: activation equalization strength ``alpha`` (``int8.equalize``) × weight rounding (to
+1. Variants: activation equalization strength ``alpha`` (``int8_equalization.equalize``) × weight rounding (to
    nearest, or GPTQ), with the convolution inputs centred where that widens their int8 range
    (``int8_centre``; it lowered the best variant's score on LESRCNN, DSRNet and FSRCNN ×2, README). Each is
    scored with the layers under 1 % of the MACs in float (the cheap
@@ -26,9 +26,9 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
-from . import int8, int8_centre, int8_channels
-from .onnx_export import proto_infer
-from ..runtime.progress import quiet
+from . import int8_calibration, int8_centre, int8_channels, int8_equalization, int8_gptq, int8_graph, int8_qdq
+from ..onnx.onnx_export import proto_infer
+from ...runtime.progress import quiet
 
 Score = Callable[[onnx.ModelProto], float]  # PSNR of a graph on the calibration crops
 ROUNDINGS = ("nearest", "gptq")
@@ -69,12 +69,12 @@ class Variant:
         return f"{self.alpha}/{self.rounding}"
 
     def quantized(self, float_keys: set[str]) -> onnx.ModelProto:
-        keys = int8_keys(int8.layers(self.graph), float_keys)
+        keys = int8_keys(int8_graph.layers(self.graph), float_keys)
         renamed = int8_centre.centred_keys(self.graph, self.centres)
         graph = int8_centre.centre(self.graph, self.centres, only=keys)
-        return int8.quantize(graph, self.amax, {renamed.get(k, k) for k in keys}, self.codes)
+        return int8_qdq.quantize(graph, self.amax, {renamed.get(k, k) for k in keys}, self.codes)
 
-    def int8_fraction(self, on_path: list[int8.Layer], float_keys: set[str]) -> float:
+    def int8_fraction(self, on_path: list[int8_graph.Layer], float_keys: set[str]) -> float:
         """INT8 share of the convolution MACs, counting the float ConvTranspose that centres each INT8
         ConvTranspose's input (``int8_centre``: its MACs over the layer's input channels)."""
         weights = {w.name: w for w in self.graph.graph.initializer}
@@ -84,13 +84,13 @@ class Variant:
         return int8_macs / (sum(self.macs[s.key] for s in on_path) + centring)
 
 
-def cheap_layers(macs: dict[str, int], on_path: list[int8.Layer], share: float = 0.01) -> set[str]:
+def cheap_layers(macs: dict[str, int], on_path: list[int8_graph.Layer], share: float = 0.01) -> set[str]:
     """Keys of the layers under ``share`` of the MACs (mean shifts, first and last layers)."""
     total = sum(macs[s.key] for s in on_path)
     return {s.key for s in on_path if macs[s.key] < share * total}
 
 
-def int8_keys(sites: list[int8.Layer], float_keys: set[str]) -> set[str]:
+def int8_keys(sites: list[int8_graph.Layer], float_keys: set[str]) -> set[str]:
     """Layers to quantize: on-path ones not kept float; off-path copies follow their weight's decision."""
     float_weights = {s.weight for s in sites if s.key in float_keys}
     return {s.key for s in sites if s.key not in float_keys and (s.on_path or s.weight not in float_weights)}
@@ -107,22 +107,22 @@ def variants(
     found = []
     if any(alphas):
         stage(f"equalization: per-channel peaks on {len(batch)} crops")
-    peaks = int8.equalization_peaks(proto, batch) if any(alphas) else {}
+    peaks = int8_equalization.equalization_peaks(proto, batch) if any(alphas) else {}
     for alpha in alphas:
-        graph = int8.equalize(proto, peaks, alpha) if alpha else proto
+        graph = int8_equalization.equalize(proto, peaks, alpha) if alpha else proto
         stage(f"{'variant alpha=' + str(alpha) if alpha else 'split graph'}: centres, activation ranges on {len(batch)} "
               "crops (cached after the first export)")
         centres = int8_centre.choose_centres(graph, batch)
         full = int8_centre.centre(graph, centres)  # every layer's input centred: their statistics
         stats = stats_for(full)
-        amax = {name: int8.activation_amax(s["histogram"], s["peak"], method) for name, s in stats.items() if name != "macs"}
+        amax = {name: int8_calibration.activation_amax(s["histogram"], s["peak"], method) for name, s in stats.items() if name != "macs"}
         renamed = int8_centre.centred_keys(graph, centres)
-        macs = {key: stats["macs"][renamed.get(key, key)] for key in (s.key for s in int8.layers(graph))}
+        macs = {key: stats["macs"][renamed.get(key, key)] for key in (s.key for s in int8_graph.layers(graph))}
         sample = batch[:GPTQ_CROPS]
         stage(f"{'variant alpha=' + str(alpha) if alpha else 'split graph'}: GPTQ weight rounding on {len(sample)} crops")
-        noise = int8.input_noise(full, int8.quantize(full, amax, {s.key for s in int8.layers(full)}), sample)
+        noise = int8_gptq.input_noise(full, int8_qdq.quantize(full, amax, {s.key for s in int8_graph.layers(full)}), sample)
         found += [Variant(graph, centres, alpha, "nearest", amax, None, macs),
-                  Variant(graph, centres, alpha, "gptq", amax, int8.gptq_codes(full, sample, noise), macs)]
+                  Variant(graph, centres, alpha, "gptq", amax, int8_gptq.gptq_codes(full, sample, noise), macs)]
     return found
 
 
@@ -141,7 +141,7 @@ def plan(
     """The INT8 graph with the fewest float layers (most sensitive per MAC first) that meets ``target_db``."""
     reference = score(proto)  # equalization is exact in float: one reference for all variants
     candidates = variants(proto, batch, method, alphas, stats_for, stage)
-    on_path = [s for s in int8.layers(proto) if s.on_path]  # equalization keeps names: same for all
+    on_path = [s for s in int8_graph.layers(proto) if s.on_path]  # equalization keeps names: same for all
     cheap = cheap_layers(candidates[0].macs, on_path)
     stage(f"scoring {len(candidates)} variants (equalization × rounding)")
     drops = {v.name: reference - score(v.quantized(cheap)) for v in candidates}
@@ -201,7 +201,7 @@ def channel_fallback(
     the graph if that beats the whole-layer fallback, else None."""
     stage(f"channel fallback: rounding noise of every channel on {NOISE_CROPS} crops")
     units = int8_channels.noise_ranking(best, batch[:NOISE_CROPS], progress)
-    on_path = [s for s in int8.layers(best.graph) if s.on_path]
+    on_path = [s for s in int8_graph.layers(best.graph) if s.on_path]
     total = sum(best.macs[s.key] for s in on_path)
     centring_macs = total * (1 - best.int8_fraction(on_path, set()))  # float MACs that centre INT8 layers
     graph, best_drop = None, result.calibration_drop_db
@@ -210,7 +210,7 @@ def channel_fallback(
         channels, whole_layers = int8_channels.choose(units, step * CHANNEL_STEP * total - centring_macs)
         split, split_keys = int8_channels.split_channels(best.graph, channels)
         kept = split_keys | whole_layers
-        split_path = [s for s in int8.layers(split) if s.on_path]
+        split_path = [s for s in int8_graph.layers(split) if s.on_path]
         stage(f"channel fallback step {step}/{steps}: {sum(map(len, channels.values()))} channels and "
               f"{len(whole_layers)} whole layer(s) in float")
         for variant in variants(split, batch, method, (0.0,), stats_for, stage):  # equalized before the split
@@ -230,6 +230,6 @@ def calibration_score(pairs, scale: int, colour: str, rounding: str) -> Score:
     """Pooled PSNR on calibration crops: per-crop PSNRs let a few near-black crops steer the search
     (measured on FSRCNN ×2: the pooled drop predicts the held-out drop, 0.22 vs 0.26 dB; the per-crop
     mean said 1.26)."""
-    from ..runtime.quality import pooled_psnr
+    from ...runtime.quality import pooled_psnr
 
     return lambda graph: pooled_psnr(proto_infer(graph), pairs, scale, colour, rounding)

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..runtime.errors import SrDeployError
+from ...runtime.errors import SrDeployError
 
 MODES = ("fp32", "fp16")
 OpFn = Callable[..., np.ndarray]
@@ -234,7 +234,7 @@ class MilExecutor:
                               if op.op_type not in OPS and op.op_type != "const" and not op.op_type.startswith("constexpr_")})
         if unsupported:
             raise SrDeployError(f"the MIL verifier does not implement {', '.join(unsupported)}: "
-                                "the package cannot be checked on Linux (extend export/mil_numpy.py)")
+                                "the package cannot be checked on Linux (extend export/coreml/mil_numpy.py)")
 
     def _float(self, value: np.ndarray, var) -> np.ndarray:
         """A float value in this mode: float32 in fp32 mode, the var's own type (fp16/fp32) in fp16 mode."""

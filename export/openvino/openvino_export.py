@@ -20,17 +20,17 @@ from pathlib import Path
 import onnx
 from torch import nn
 
-from ..runtime.quality import crop_psnr
-from ..calib.data import lr_hr_crops, source_images
-from .onnx_export import proto_infer
-from .precision import DEFAULT_MAX_DROP, VALIDATION_SPEC, PrecisionReport, check_gate, export_precision
-from ..models.registry import architecture
-from ..runtime import digest
-from ..runtime.artifact import PREFIX
-from ..runtime.cpu import int8_dot
-from ..runtime.errors import SrDeployError
-from ..runtime.openvino_backend import RT_SECTION, OpenVinoSession, import_openvino, ir_weights, seal_ir
-from ..runtime.progress import Stages
+from ...runtime.quality import crop_psnr
+from ...calib.data import lr_hr_crops, source_images
+from ..onnx.onnx_export import proto_infer
+from ..precision import DEFAULT_MAX_DROP, VALIDATION_SPEC, PrecisionReport, check_gate, export_precision
+from ...models.registry import architecture
+from ...runtime import digest
+from ...runtime.artifact import PREFIX
+from ...runtime.cpu import int8_dot
+from ...runtime.errors import SrDeployError
+from ...runtime.openvino_backend import RT_SECTION, OpenVinoSession, import_openvino, ir_weights, seal_ir
+from ...runtime.progress import Stages
 
 FP32_NOISE_DB = 0.001  # OpenVINO's FP32 kernels may sum in another order than ONNX Runtime's
 SATURATION_DB = 0.05  # OpenVINO losing this much more than ONNX Runtime on the same INT8 graph: saturation

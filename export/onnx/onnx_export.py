@@ -22,12 +22,12 @@ import onnx
 import torch
 from torch import nn
 
-from .config import OnnxExportConfig, export_config
+from ..config import OnnxExportConfig, export_config
 from .graph_rewrite import merge_shared_branches, tensorrt86_gate
 from .onnx_macs import onnx_macs_per_output_pixel
-from ..runtime import digest
-from ..runtime.atomic import atomic_path
-from ..runtime.errors import SrDeployError
+from ...runtime import digest
+from ...runtime.atomic import atomic_path
+from ...runtime.errors import SrDeployError
 
 SRDEPLOY_VERSION = "0.1.0"
 

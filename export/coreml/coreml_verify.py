@@ -4,7 +4,7 @@
    precision: FP16 = the checkpoint rounded to half), and every weight, bias and PReLU slope in the package is
    one of them. Compressed packages: each compressed tensor decompresses (coremltools' own constexpr
    evaluation) to within its format's error of the checkpoint tensor it replaces.
-2. Outputs, by the NumPy MIL executor (``export/mil_numpy.py``) on real-photo crops at sizes the package
+2. Outputs, by the NumPy MIL executor (``export/coreml/mil_numpy.py``) on real-photo crops at sizes the package
    accepts: FP32 mode vs PyTorch with the package's own weights ≤ ``FP32_MAX_ABS`` (relative to the output
    peak); per-op FP16 emulation ≥ ``FP16_MIN_PSNR`` dB and no 8-bit level off by more than one, vs PyTorch
    FP32 (vs the package's weights when compressed: compression's cost is measured separately, in dB).
@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from .mil_numpy import MilExecutor
-from ..models.hooks import run_with_hooks
-from ..runtime.compare import compare
+from ...models.hooks import run_with_hooks
+from ...runtime.compare import compare
 
 FP32_MAX_ABS = 1e-4  # × max(1, max|reference|): images in [0, 1] get an absolute 1e-4
 FP16_MIN_PSNR = 60.0  # dB, peak max(1, max|reference|)
@@ -247,6 +247,6 @@ def executor_infer(package: str | Path, mode: str = "fp16", image_io: bool = Fal
 
 def macos_predict(package: str | Path, x: np.ndarray, input_name: str = "lr") -> np.ndarray:
     """The package run by Core ML itself (macOS only; metadata not needed): float32 1×C×H×W in, output out."""
-    from ..runtime.coreml_backend import load_mlmodel, predict
+    from ...runtime.coreml_backend import load_mlmodel, predict
 
     return predict(load_mlmodel(package), input_name, x)

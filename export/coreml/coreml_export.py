@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import OnnxExportConfig, export_config
-from .onnx_export import SRDEPLOY_VERSION
-from ..runtime.errors import SrDeployError
+from ..config import OnnxExportConfig, export_config
+from ..onnx.onnx_export import SRDEPLOY_VERSION
+from ...runtime.errors import SrDeployError
 
 logging.getLogger("coremltools").setLevel(logging.ERROR)  # its import logs missing macOS-only libraries
 
@@ -197,7 +197,7 @@ def metadata(model: nn.Module, options: CoreMLOptions, measured: dict[str, str])
     """srdeploy's keys (the ONNX artifacts' keys, plus the Core ML options and measured quality)."""
     import json
 
-    from .onnx_export import metadata as onnx_metadata
+    from ..onnx.onnx_export import metadata as onnx_metadata
 
     config = export_config(model.srdeploy.name)
     entries = {k.removeprefix("srdeploy."): v for k, v in onnx_metadata(model, config, simplified=False).items()}
@@ -214,7 +214,7 @@ def metadata(model: nn.Module, options: CoreMLOptions, measured: dict[str, str])
 
 def describe(mlmodel, model: nn.Module, options: CoreMLOptions, measured: dict[str, str]) -> None:
     """Description, author, license, version and srdeploy metadata on the model (shown by Xcode)."""
-    from ..models.registry import architecture, default_checkpoint
+    from ...models.registry import architecture, default_checkpoint
 
     info = model.srdeploy
     arch = architecture(info.name)

@@ -19,18 +19,18 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from ..runtime.quality import crop_psnr
-from ..calib.data import CropSpec, held_out_photo, lr_hr_crops, source_images
-from .config import export_config
+from ...runtime.quality import crop_psnr
+from ...calib.data import CropSpec, held_out_photo, lr_hr_crops, source_images
+from ..config import export_config
 from .coreml_export import CoreMLOptions, CoreMLShapes, convert, describe, traceable
 from .coreml_verify import executor_infer, verify_package
-from ..models.registry import architecture
-from ..runtime import digest
-from ..runtime.atomic import replace_dir
-from ..runtime.coreml_backend import SPEC_FILE, WEIGHTS_FILE, WEIGHTS_KEY, import_coremltools
-from ..runtime.errors import SrDeployError
-from ..runtime.parity import photo_crop
-from ..runtime.torch_runner import TorchRunner
+from ...models.registry import architecture
+from ...runtime import digest
+from ...runtime.atomic import replace_dir
+from ...runtime.coreml_backend import SPEC_FILE, WEIGHTS_FILE, WEIGHTS_KEY, import_coremltools
+from ...runtime.errors import SrDeployError
+from ...runtime.parity import photo_crop
+from ...runtime.torch_runner import TorchRunner
 
 VALIDATION_SPEC = CropSpec(size=64, count=8, seed=1)  # held-out photo crops for the PSNR drop
 # dB on held-out photos vs PyTorch FP32: FP16 alone as for ONNX FP16; compressed weights "without visible loss"

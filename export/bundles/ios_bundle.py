@@ -14,14 +14,14 @@ from pathlib import Path
 
 from torch import nn
 
-from .config import export_config
-from .coreml_export import CoreMLOptions
-from .coreml_package import CoreMLReport, export_package
+from ..config import export_config
+from ..coreml.coreml_export import CoreMLOptions
+from ..coreml.coreml_package import CoreMLReport, export_package
 from .ios_swift import SwiftModel, swift_source
-from ..models.registry import default_checkpoint
-from ..runtime.atomic import atomic_dir, check_bundle_folder
-from ..runtime.errors import SrDeployError, command
-from ..runtime.tables import markdown_table
+from ...models.registry import default_checkpoint
+from ...runtime.atomic import atomic_dir, check_bundle_folder
+from ...runtime.errors import SrDeployError, command
+from ...runtime.tables import markdown_table
 
 BUNDLE_MARKER = "srdeploy-ios.json"
 

@@ -19,7 +19,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from ..runtime.errors import SrDeployError
+from ...runtime.errors import SrDeployError
 
 # Output frames the default profiles are named after (width, height).
 FRAMES = {"720p": (1280, 720), "1080p": (1920, 1080)}
