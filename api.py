@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .runtime.errors import COMMAND, SrDeployError
+from .runtime.precision import Precision
 from .runtime.tables import markdown_table
 
 
@@ -116,12 +117,12 @@ def runner(what: str, artifact: str | Path | None = None, backend: str = "auto",
     if not (model and scale):
         raise SrDeployError(f"{what} needs --artifact FILE, or --model NAME and --scale S")
     from . import models
-    from .export.config import export_config
+    from .models.registry import architecture
     from .runtime.torch_runner import TorchRunner
 
     net = models.load(model, scale, weights, **_model_options(gate))
     torch_runner = TorchRunner(net)
-    return Runner(torch_runner.infer, model, scale, net.srdeploy.colour, export_config(model).receptive_radius, 1,
+    return Runner(torch_runner.infer, model, scale, net.srdeploy.colour, architecture(model).export.receptive_radius, 1,
                   net.srdeploy.checkpoint, None, torch_runner.gate_split if torch_runner.has_global_gate else None)
 
 
@@ -173,7 +174,7 @@ class ExportResult:
     model: str
     scale: int
     target: str
-    precision: str
+    precision: Precision
     report: Any = None  # export.precision.PrecisionReport, or export.coreml_package.CoreMLReport (coreml/ios)
     openvino: dict | None = None  # OpenVINO's own measurement of the IR (target openvino)
     precisions: list[str] = field(default_factory=list)  # the bundle's precisions (target jetson)
@@ -190,7 +191,7 @@ class ExportResult:
         return out
 
 
-def export_model(model: str, scale: int = 2, target: str = "onnx", precision: str | None = None,
+def export_model(model: str, scale: int = 2, target: str = "onnx", precision: Precision | str | None = None,
                  out: str | Path | None = None, weights: str | None = None, gate: str | None = None,
                  calib: str | None = None, max_psnr_drop: float | None = None, calib_method: str = "minmax",
                  fp16_io: bool = False, min_shape: str | None = None, opt_shape: str | None = None,
@@ -201,7 +202,6 @@ def export_model(model: str, scale: int = 2, target: str = "onnx", precision: st
     fp32; coreml/ios fp16) into ``out``, after its accuracy gate (``srdeploy export``). Every argument is checked
     before any work; nothing is written when a gate fails."""
     from . import models
-    from .export.config import export_config
     from .export.trt.trt_plan import profile_from_args
     from .models.registry import architecture, check_scale
 
@@ -218,12 +218,12 @@ def export_model(model: str, scale: int = 2, target: str = "onnx", precision: st
 
         import_openvino()
     apple = target in ("coreml", "ios")
-    precision = precision or ("fp16" if apple else "fp32")
+    precision = Precision.parse(precision or ("fp16" if apple else "fp32"))
     coreml = dict(precision=precision, shapes=shapes, image_io=image_io, fp16_io=fp16_io, compress=compress,
                   deployment_target=deployment_target)
     if apple:
         _coreml_options(**coreml)
-    profile = profile_from_args(export_config(model).input_name, arch.channels, scale, min_shape, opt_shape, max_shape)
+    profile = profile_from_args(arch.export.input_name, arch.channels, scale, min_shape, opt_shape, max_shape)
     if out is None:
         out = f"out/{model}_x{scale}_{target}"
         print(f"output folder: {out} (the default; choose another with --out DIR)", file=sys.stderr)
@@ -428,7 +428,7 @@ def parity(artifact: str | Path, backend: str = "auto", inference_precision: str
     from .runtime.parity import ParityReport, check_cases
 
     session = open_session(artifact, backend, inference_precision)
-    precision = session.metadata.get("precision", "fp32")
+    precision = Precision.parse(session.metadata.get("precision", "fp32"))
     report = ParityReport(str(artifact), precision, TOLERANCES[precision])
     if golden:
         cases, manifest = load_golden(golden)

@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "openvino: OpenVINO IR (.xml + .bin) for CPUs, gated on OpenVINO itself; "
                         "jetson: a folder with the ONNX files, build.sh and golden outputs for the device; "
                         "coreml: a checked .mlpackage; ios: the .mlpackage with Swift code and a README")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"),
+    p.add_argument("--precision", choices=[str(v) for v in api.Precision],
                    help="numeric precision (default fp32; coreml/ios: fp16 compute); int8: TensorRT-compatible Q/DQ")
     p.add_argument("--calib", metavar="DIR", help="calibration/validation photos (default: scikit-image's bundled photos)")
     p.add_argument("--max-psnr-drop", type=_number(float, 0), metavar="DB",

@@ -25,10 +25,10 @@ from .quant import int8_calibration, int8_channels, int8_checker, int8_search
 from .onnx.onnx_export import proto_infer, set_metadata, to_onnx
 from ..models.registry import architecture
 from ..runtime.errors import SrDeployError
+from ..runtime.precision import Precision
 from ..runtime.progress import Stages
 
-DEFAULT_MAX_DROP = {"fp32": 0.0, "fp16": 0.01, "int8": 0.1}
-PRECISIONS = tuple(DEFAULT_MAX_DROP)
+DEFAULT_MAX_DROP = {Precision.FP32: 0.0, Precision.FP16: 0.01, Precision.INT8: 0.1}
 VALIDATION_SPEC = CropSpec(size=64, count=24, seed=1)
 INT8_ALPHAS = (0.5, 1.0)  # activation-equalization strengths tried
 INT8_MIN_MAC_FRACTION = 0.8  # float fallback stops before the INT8 share of MACs falls below this
@@ -38,7 +38,7 @@ INT8_TARGET_SHARE = 0.3  # the search aims at this share of the budget, leaving 
 
 @dataclass
 class PrecisionReport:
-    precision: str
+    precision: Precision
     kept_float: list[str] = field(default_factory=list)
     validation_psnr_fp32: float | None = None  # None: not measured (FP32 is its own reference)
     validation_psnr: float | None = None
@@ -62,7 +62,7 @@ class PrecisionReport:
 
 def export_precision(
     model: nn.Module,
-    precision: str,
+    precision: Precision | str,
     calib_dir: str | None = None,
     max_drop: float | None = None,
     fp16_io: bool = False,
@@ -76,8 +76,7 @@ def export_precision(
     (``enforce=False`` reports instead: the quality report measures every variant). ``fp16_float_parts``
     (INT8 for TensorRT): also measure the graph with its float parts in FP16 against the same gate; the
     report's ``fp16_float`` says whether TensorRT may run them in FP16 (the graph returned keeps them FP32)."""
-    if precision not in PRECISIONS:
-        raise SrDeployError(f"precision {precision!r} is not available: choose one of {', '.join(PRECISIONS)}")
+    precision = Precision.parse(precision)
     info = model.srdeploy
     stage = Stages(f"{precision} {info.name} ×{info.scale}", progress)
     stage("ONNX graph from PyTorch (torch.export)")

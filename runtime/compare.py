@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .precision import Precision
+
 
 @dataclass(frozen=True)
 class Tolerance:
@@ -19,13 +21,13 @@ class Tolerance:
 
 
 TOLERANCES = {
-    "fp32": Tolerance(max_rel=1e-4, min_psnr=80.0, max_off_by_level=0.0),
+    Precision.FP32: Tolerance(max_rel=1e-4, min_psnr=80.0, max_off_by_level=0.0),
     # FP16 storage, measured 75-89 dB and max rel <= 9e-4 on the held-out photos for the zoo
-    "fp16": Tolerance(max_rel=5e-3, min_psnr=60.0, max_off_by_level=0.1),
+    Precision.FP16: Tolerance(max_rel=5e-3, min_psnr=60.0, max_off_by_level=0.1),
     # INT8 Q/DQ on held-out photo crops (not noise: calibrated ranges clip it); measured FSRCNN ×2
     # (83 % INT8 MACs): 39-52 dB, max rel <= 0.34, <= 13 % of pixels off by more than one level. A graph
     # with wrong scales or a broken layer lands far below (about 20 dB).
-    "int8": Tolerance(max_rel=0.5, min_psnr=35.0, max_off_by_level=25.0),
+    Precision.INT8: Tolerance(max_rel=0.5, min_psnr=35.0, max_off_by_level=25.0),
 }
 
 

@@ -7,6 +7,7 @@ import numpy as np
 
 from .compare import Comparison, Tolerance, compare
 from .pipeline import Infer
+from .precision import Precision
 from .tables import markdown_table
 
 
@@ -45,7 +46,7 @@ def photo_crop(photo: np.ndarray, height: int, width: int, rng: np.random.Genera
 @dataclass
 class ParityReport:
     artifact: str
-    precision: str
+    precision: Precision
     tolerance: Tolerance
     cases: dict[str, Comparison] = field(default_factory=dict)
     dataset: dict[str, float] = field(default_factory=dict)  # psnr_artifact, psnr_reference, delta_db

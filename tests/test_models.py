@@ -6,6 +6,7 @@ import torch
 
 from srdeploy import models
 from srdeploy.models.registry import ARCHITECTURES, list_models
+from srdeploy.runtime.errors import SrDeployError
 from tests.conftest import weights
 
 ENTRIES = [(e.architecture.name, e.scale) for e in list_models()]
@@ -96,3 +97,31 @@ def test_dsrnet_argmax_gate_exports_without_python_branching():
     x = torch.rand(3, 3, 10, 12)
     with torch.no_grad():
         assert torch.allclose(exported.module()(x), model(x), atol=1e-6)
+
+
+def test_one_spec_per_architecture():
+    """Each architecture is one value: its export config and its official checkpoints travel with it, and the
+    zoo-wide checkpoint list is made from them (nothing to keep in step by hand)."""
+    from srdeploy.models.registry import ARCHITECTURES, CHECKPOINTS, architecture
+
+    assert [c for a in ARCHITECTURES.values() for c in a.checkpoints] == list(CHECKPOINTS) and len(CHECKPOINTS) == 7
+    for arch in ARCHITECTURES.values():
+        assert all(c.model == arch.name and c.scale in arch.scales for c in arch.checkpoints)
+        assert len({c.scale for c in arch.checkpoints}) == len(arch.checkpoints)
+        assert arch.export.receptive_radius > 0 and arch.export.min_size <= arch.export.trace_size
+    assert architecture("dsrnet").export.trace_size == 48 and architecture("esrgcnn").export.receptive_radius == 41
+    with pytest.raises(SrDeployError, match=r"^unknown model 'edsr': choose one of fsrcnn, lesrcnn"):
+        architecture("edsr").export
+
+
+def test_precision_is_a_value_with_a_one_line_error():
+    import json
+
+    from srdeploy.runtime.compare import TOLERANCES
+    from srdeploy.runtime.precision import Precision
+
+    assert Precision.parse("int8") is Precision.INT8 and Precision.INT8 == "int8"
+    assert f"x_{Precision.FP16}.onnx" == "x_fp16.onnx" and json.dumps([Precision.FP32]) == '["fp32"]'
+    assert TOLERANCES["fp16"] is TOLERANCES[Precision.FP16] and set(TOLERANCES) == set(Precision)
+    with pytest.raises(SrDeployError, match=r"^precision 'int4' is not available: choose one of fp32, fp16, int8$"):
+        Precision.parse("int4")

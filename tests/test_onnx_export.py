@@ -13,8 +13,8 @@ import torch
 
 from srdeploy import models
 from srdeploy.benchmarks.reference_fixtures import zoo_name_and_scale
-from srdeploy.export.config import export_config
 from srdeploy.export.onnx.onnx_export import export_onnx
+from srdeploy.models.registry import architecture
 from srdeploy.runtime.errors import SrDeployError
 from srdeploy.runtime.onnx_backend import OnnxSession
 from tests.conftest import REPO, SHARED, need_shared, weights
@@ -50,7 +50,7 @@ def test_onnx_matches_fixture(name, export_dir, tmp_path):
         assert "If" in {node.op_type for node in onnx.load(path).graph.node}
     session = OnnxSession(path)
     data = np.load(SHARED / "fixtures" / "reference" / f"{name}.npz")
-    trace = export_config(model_name).trace_size
+    trace = architecture(model_name).export.trace_size
     for case in fixture["cases"]:
         assert tuple(case["in_shape"][2:]) != (trace, trace)
         reference = data[case["output"]]

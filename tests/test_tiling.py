@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from srdeploy import models
-from srdeploy.export.config import export_config
 from srdeploy.export.onnx.onnx_export import export_onnx
-from srdeploy.models.registry import ARCHITECTURES, list_models
+from srdeploy.models.registry import ARCHITECTURES, architecture, list_models
 from srdeploy.runtime import images, metrics
 from srdeploy.runtime.onnx_backend import OnnxSession
 from srdeploy.runtime.pipeline import upscale_rgb
@@ -28,7 +27,7 @@ def _random(name: str, scale: int) -> torch.nn.Module:
 @pytest.mark.parametrize("name,scale", [(e.architecture.name, e.scale) for e in list_models()])
 def test_receptive_radius_bounds_the_impulse_response(name, scale):
     """Changing one LR pixel changes no output pixel farther than the recorded radius."""
-    radius = export_config(name).receptive_radius
+    radius = architecture(name).export.receptive_radius
     size = 2 * radius + 9
     model = _random(name, scale)
     torch.manual_seed(1)
@@ -48,7 +47,7 @@ def test_tiled_equals_whole(name):
     runner = lambda a: model(torch.from_numpy(a)).detach().numpy()  # noqa: E731
     x = np.random.default_rng(0).random((1, ARCHITECTURES[name].channels, 61, 70), dtype=np.float32)
     whole = runner(x)
-    tiled = tiled_infer(x, runner, 2, tile=24, overlap=export_config(name).receptive_radius, min_size=8)
+    tiled = tiled_infer(x, runner, 2, tile=24, overlap=architecture(name).export.receptive_radius, min_size=8)
     assert np.abs(tiled - whole).max() <= 1e-5 * np.abs(whole).max()
 
 
@@ -57,7 +56,7 @@ def test_fixed_windows_equal_whole(name):
     """The iOS Swift code's rule: windows of one size (an enumerated shape), shifted inward at the borders."""
     model = _random(name, 3)
     runner = lambda a: model(torch.from_numpy(a)).detach().numpy()  # noqa: E731
-    radius = export_config(name).receptive_radius
+    radius = architecture(name).export.receptive_radius
     x = np.random.default_rng(1).random((1, ARCHITECTURES[name].channels, 2 * radius + 30, 2 * radius + 41), dtype=np.float32)
     whole = runner(x)
     for window in ((2 * radius + 9, 2 * radius + 13), x.shape[2:], (x.shape[2], 2 * radius + 5)):
@@ -148,7 +147,7 @@ def test_upscale_cli_a_folder_goes_to_a_folder(lesrcnn_artifact, tmp_path):
 
 # --- a network whose gate looks at the whole image (DSRNet): the decision is taken once, for all tiles -------
 
-TILE, RADIUS = 48, export_config("dsrnet").receptive_radius
+TILE, RADIUS = 48, architecture("dsrnet").export.receptive_radius
 
 
 def _tile_windows(length: int) -> list[tuple[int, int]]:

@@ -14,11 +14,10 @@ from pathlib import Path
 
 from torch import nn
 
-from ..config import export_config
 from ..coreml.coreml_export import CoreMLOptions
 from ..coreml.coreml_package import CoreMLReport, export_package
 from .ios_swift import SwiftModel, swift_source
-from ...models.registry import default_checkpoint
+from ...models.registry import architecture, default_checkpoint
 from ...runtime.atomic import atomic_dir, check_bundle_folder
 from ...runtime.errors import SrDeployError, command
 from ...runtime.tables import markdown_table
@@ -27,7 +26,7 @@ BUNDLE_MARKER = "srdeploy-ios.json"
 
 
 def swift_model(model: nn.Module, options: CoreMLOptions, resource: str) -> SwiftModel:
-    info, config = model.srdeploy, export_config(model.srdeploy.name)
+    info, config = model.srdeploy, architecture(model.srdeploy.name).export
     bounds = options.shapes.bounds(info.channels)
     return SwiftModel(
         class_name=f"{info.name.replace('_', ' ').title().replace(' ', '')}X{info.scale}Upscaler",

@@ -40,7 +40,7 @@ RUNTIME_FILES = (
     "__init__.py", "errors.py", "atomic.py", "artifact.py", "compare.py", "digest.py", "golden.py", "tables.py",
     "timing.py", "cuda.py", "trt_sidecar.py", "trt_backend.py", "onnx_backend.py", "bundle_check.py",
     "images.py", "pipeline.py", "tiling.py", "global_gate.py", "upscale.py", "bundle_upscale.py", "openvino_backend.py",
-    "cache.py", "cpu.py",
+    "cache.py", "cpu.py", "precision.py",
 )
 TYPINGS = {"strong": True, "weak": False}
 REFERENCE = "PyTorch FP32"

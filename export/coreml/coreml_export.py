@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import OnnxExportConfig, export_config
 from ..onnx.onnx_export import SRDEPLOY_VERSION
+from ...models.registry import ExportConfig, architecture
 from ...runtime.errors import SrDeployError
 
 logging.getLogger("coremltools").setLevel(logging.ERROR)  # its import logs missing macOS-only libraries
@@ -46,7 +46,7 @@ class CoreMLShapes:
     enumerated: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
-        floor = OnnxExportConfig.min_size  # the smallest LR side any zoo artifact accepts
+        floor = ExportConfig.min_size  # the smallest LR side any zoo artifact accepts
         sizes = self.enumerated or (self.min, self.default, self.max)
         if any(min(hw) < floor for hw in sizes):
             raise SrDeployError(f"Core ML sizes must be at least {floor}×{floor} LR pixels: got {sizes}")
@@ -146,7 +146,7 @@ def convert(model: nn.Module, options: CoreMLOptions):
     import coremltools as ct
 
     info = model.srdeploy
-    config = export_config(info.name)
+    config = architecture(info.name).export
     example = torch.rand(1, info.channels, *options.shapes.bounds(info.channels)["min"][2:],
                          generator=torch.Generator().manual_seed(0))
     with torch.inference_mode(False), torch.no_grad():
@@ -199,7 +199,7 @@ def metadata(model: nn.Module, options: CoreMLOptions, measured: dict[str, str])
 
     from ..onnx.onnx_export import metadata as onnx_metadata
 
-    config = export_config(model.srdeploy.name)
+    config = architecture(model.srdeploy.name).export
     entries = {k.removeprefix("srdeploy."): v for k, v in onnx_metadata(model, config, simplified=False).items()}
     entries.pop("simplified")
     entries.update({
@@ -214,11 +214,11 @@ def metadata(model: nn.Module, options: CoreMLOptions, measured: dict[str, str])
 
 def describe(mlmodel, model: nn.Module, options: CoreMLOptions, measured: dict[str, str]) -> None:
     """Description, author, license, version and srdeploy metadata on the model (shown by Xcode)."""
-    from ...models.registry import architecture, default_checkpoint
+    from ...models.registry import default_checkpoint
 
     info = model.srdeploy
     arch = architecture(info.name)
-    config = export_config(info.name)
+    config = architecture(info.name).export
     official = default_checkpoint(info.name, info.scale)
     source = (f"official checkpoint {official.repository}@{official.commit[:7]}/{official.path}"
               if official and official.sha256 == info.checkpoint_sha256 else f"checkpoint sha256 {info.checkpoint_sha256}")

@@ -21,7 +21,6 @@ from torch import nn
 
 from ...runtime.quality import crop_psnr
 from ...calib.data import CropSpec, held_out_photo, lr_hr_crops, source_images
-from ..config import export_config
 from .coreml_export import CoreMLOptions, CoreMLShapes, convert, describe, traceable
 from .coreml_verify import executor_infer, verify_package
 from ...models.registry import architecture
@@ -85,7 +84,7 @@ def export_package(model: nn.Module, options: CoreMLOptions, out_dir: str | Path
                    max_drop: float | None = None, name: str | None = None) -> tuple[Path, CoreMLReport]:
     """Write ``out_dir/NAME.mlpackage`` for a zoo model after every check passed; return it and its report."""
     info = model.srdeploy
-    config = export_config(info.name)
+    config = architecture(info.name).export
     stem = name or f"{info.name}_x{info.scale}_{options.precision}" + (
         "" if options.compression == "none" else f"_{options.compression}")
     target = Path(out_dir) / f"{stem}.mlpackage"

@@ -22,9 +22,9 @@ import onnx
 import torch
 from torch import nn
 
-from ..config import OnnxExportConfig, export_config
 from .graph_rewrite import merge_shared_branches, tensorrt86_gate
 from .onnx_macs import onnx_macs_per_output_pixel
+from ...models.registry import ExportConfig, architecture
 from ...runtime import digest
 from ...runtime.atomic import atomic_path
 from ...runtime.errors import SrDeployError
@@ -32,7 +32,7 @@ from ...runtime.errors import SrDeployError
 SRDEPLOY_VERSION = "0.1.0"
 
 
-def _trace(model: nn.Module, config: OnnxExportConfig) -> onnx.ModelProto:
+def _trace(model: nn.Module, config: ExportConfig) -> onnx.ModelProto:
     info = model.srdeploy
     example = torch.rand(2, info.channels, config.trace_size, config.trace_size, generator=torch.Generator().manual_seed(0))
     batch = torch.export.Dim("batch", min=config.min_batch, max=config.max_batch)
@@ -87,7 +87,7 @@ def simplify(proto: onnx.ModelProto, probe: np.ndarray, rtol: float) -> tuple[on
     return simplified, True
 
 
-def metadata(model: nn.Module, config: OnnxExportConfig, simplified: bool,
+def metadata(model: nn.Module, config: ExportConfig, simplified: bool,
              rewrites: dict[str, int] | None = None, macs_per_output_pixel: float | None = None) -> dict[str, str]:
     info = model.srdeploy
     entries = {
@@ -118,7 +118,7 @@ def metadata(model: nn.Module, config: OnnxExportConfig, simplified: bool,
 def to_onnx(model: nn.Module) -> onnx.ModelProto:
     """A zoo model (``models.load``) as a checked FP32 ONNX graph with symbolic N, H, W and metadata."""
     info = model.srdeploy
-    config = export_config(info.name)
+    config = architecture(info.name).export
     proto = _trace(model, config)
     probe = np.random.default_rng(0).random((1, info.channels, 19, 23), dtype=np.float32)
     proto, simplified = simplify(proto, probe, config.fp32_rtol)
