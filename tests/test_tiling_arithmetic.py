@@ -86,6 +86,7 @@ def test_edge_windows_widen_to_the_artifact_minimum(min_size):
     run = Recorder(min_size)
     np.testing.assert_array_equal(tiled_infer(x, run, SCALE, 8, RADIUS, min_size=min_size), network(x))
     assert min(min(s) for s in run.shapes) == min_size  # widened exactly to the minimum, no further
+    assert max(max(s) for s in run.shapes) <= max(8 + 2 * RADIUS, min_size)
 
 
 def test_a_minimum_over_the_image_size_stops_at_the_image():
@@ -93,6 +94,14 @@ def test_a_minimum_over_the_image_size_stops_at_the_image():
     run = Recorder(1)
     np.testing.assert_array_equal(tiled_infer(x, run, SCALE, 8, RADIUS, min_size=30), network(x))
     assert {h for h, _ in run.shapes} == {6} and min(w for _, w in run.shapes) == 30
+
+
+def test_whole_image_mean_runs_each_tile_core_once():
+    x = image(5, 4)
+    shapes = []
+    mean = whole_image_mean(x, lambda part: shapes.append(part.shape[2:]) or box(part, 0), 1, 0)
+    assert shapes == [(1, 1)] * 20  # single pixels: no widening by default
+    np.testing.assert_allclose(mean, x.astype(np.float64).mean(axis=(2, 3)), rtol=1e-12)
 
 
 def test_whole_image_mean_is_the_mean_of_the_whole_image():
@@ -131,7 +140,8 @@ def test_the_gate_decision_is_taken_once_on_the_whole_image():
     np.testing.assert_array_equal(tiled, whole)
     assert not np.array_equal(tiled_infer(x, per_tile, SCALE, 8, RADIUS), whole)  # each tile alone: not the same
     asked = []
-    tiled_infer(image(8, 8), per_tile, SCALE, 8, RADIUS, gate=lambda: asked.append(1) or split)
+    for size in [(8, 8), (5, 7), (8, 3)]:
+        tiled_infer(image(*size), per_tile, SCALE, 8, RADIUS, gate=lambda: asked.append(1) or split)
     assert asked == []  # one tile: the split is not even built
 
 
