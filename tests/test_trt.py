@@ -151,6 +151,37 @@ def test_sidecar_must_describe_the_engine(tmp_path):
         read_sidecar(engine)
 
 
+@pytest.mark.parametrize("here, differs", [
+    (BuildTarget("10.3.1", "Orin", "8.7"), "TensorRT version"),  # a patch release is another engine format
+    (BuildTarget("10.3.0", "Orin Nano", "8.7"), "GPU"),
+    (BuildTarget("10.3.0", "Orin", "8.6"), "compute capability"),
+])
+def test_sidecar_refuses_each_difference_alone(tmp_path, here, differs):
+    """One field crossed at a time: the refusal names exactly that field; the unchanged target runs."""
+    record = read_sidecar(_engine(tmp_path))
+    assert incompatibility(record, BuildTarget("10.3.0", "Orin", "8.7")) is None
+    reason = incompatibility(record, here)
+    assert f"({differs} differ; engines only run where they were built)" in reason
+    assert reason.endswith("rebuild it here with `bash build.sh int8`")
+    del record["rebuild"]
+    assert incompatibility(record, here).endswith("rebuild it here with `srdeploy export --target trt`")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda side: side.write_text("{not json"), "is not valid JSON"),
+    (lambda side: side.write_text(side.read_text().replace("srdeploy-trt-engine/1", "srdeploy-trt-engine/2")),
+     "is not an srdeploy-trt-engine/1 record"),
+])
+def test_sidecar_that_is_not_ours_is_refused(tmp_path, damage, message):
+    engine = _engine(tmp_path)
+    damage(Path(f"{engine}.json"))
+    with pytest.raises(SrDeployError, match=message):
+        read_sidecar(engine)
+    engine.unlink()
+    with pytest.raises(SrDeployError, match=r"does not exist: build one with `srdeploy export --target trt`"):
+        read_sidecar(engine)
+
+
 @pytest.mark.skipif(NO_TRT is None, reason="TensorRT and a GPU are present: the missing-TensorRT path cannot run")
 def test_engine_session_without_tensorrt_says_how_to_get_it(tmp_path):
     from srdeploy.runtime.opener import open_artifact
