@@ -356,10 +356,11 @@ def _export_jetson(result: ExportResult, net, profile, out: Path, precisions: st
 
 @dataclass
 class UpscaleReport:
-    """Each image written, each one that failed with its one-line reason."""
+    """Each image written, each one that failed with its one-line reason; for a video, its ``VideoReport``."""
 
     written: list[Path] = field(default_factory=list)
     failed: dict[Path, str] = field(default_factory=dict)
+    video: Any = None  # runtime.video.VideoReport
 
     @property
     def exit_status(self) -> int:
@@ -371,13 +372,20 @@ class UpscaleReport:
 def upscale(input: str | Path, output: str | Path, artifact: str | Path | None = None, backend: str = "auto",
             inference_precision: str | None = None, model: str | None = None, scale: int | None = None,
             weights: str | None = None, gate: str | None = None, tile: int = 256, tile_overlap: int | None = None,
-            max_pixels: int = 100_000_000, progress: bool = True) -> UpscaleReport:
-    """Upscale an image or a folder of images, tiled (``srdeploy upscale``). Each written path is printed on stdout
-    and each failure on stderr as it happens, while ``progress``; one failing image never stops the rest."""
+            max_pixels: int = 100_000_000, codec: str | None = None, crf: int = 18, preset: str = "medium",
+            progress: bool = True) -> UpscaleReport:
+    """Upscale an image, a folder of images, or a video (.mp4/.mkv/.mov/.webm/...), tiled (``srdeploy upscale``).
+    Each written path is printed on stdout and each failure on stderr as it happens, while ``progress``; one failing
+    image never stops the rest. Video: ``codec`` (libx264; libvpx-vp9 for .webm), ``crf``, ``preset``."""
     from tqdm import tqdm
 
     from .runtime.upscale import fit_tile, plan_jobs, upscale_each
+    from .runtime.video import VideoOptions, is_video
 
+    if is_video(input):
+        return _upscale_video(Path(input), Path(output), VideoOptions(codec, crf, preset), tile, tile_overlap,
+                              progress, runner=lambda: runner("upscale", artifact, backend, inference_precision,
+                                                              model, scale, weights, gate))
     jobs = plan_jobs(Path(input), Path(output))  # paths checked before the model or artifact opens
     run = runner("upscale", artifact, backend, inference_precision, model, scale, weights, gate)
     overlap = run.receptive_radius if tile_overlap is None else tile_overlap
@@ -396,6 +404,37 @@ def upscale(input: str | Path, output: str | Path, artifact: str | Path | None =
     if report.failed:
         _say(progress, f"error: {len(report.failed)} of {len(jobs)} images failed (see above)")
     return report
+
+
+def _upscale_video(source: Path, target: Path, options, tile: int, tile_overlap: int | None, progress: bool,
+                   runner: Callable[[], Runner]) -> UpscaleReport:
+    """One video through the runner, tiled; a frames/s and ETA bar while ``progress``."""
+    from tqdm import tqdm
+
+    from .runtime.upscale import fit_tile, tiler
+    from .runtime.video import output_path, upscale_video
+
+    output_path(source, target, 0)  # paths checked before the model or artifact opens
+    run = runner()
+    target = output_path(source, target, run.scale)
+    overlap = run.receptive_radius if tile_overlap is None else tile_overlap
+    tiled = tiler(run.infer, run.scale, fit_tile(tile, overlap, run.max_shape), overlap, run.min_size, run.gate)
+    bar = tqdm(desc="upscale", unit="frame", leave=False, disable=None if progress else True)
+
+    def advance(done: int, total: int | None) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        video = upscale_video(source, target, tiled, run.scale, run.colour, options, advance)
+    finally:
+        bar.close()
+    _say(progress, f"{video.frames} frames at {video.fps:.1f} frames/s (busy: decode {video.seconds['decode']:.1f} s, "
+         f"network {video.seconds['infer']:.1f} s, encode {video.seconds['encode']:.1f} s); copied: "
+         f"{', '.join(video.copied_streams) or 'nothing'}")
+    if progress:
+        print(target, flush=True)
+    return UpscaleReport(written=[target], video=video)
 
 
 # ---------------------------------------------------------------------------------------------------- parity

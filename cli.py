@@ -145,11 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help='print {"artifacts": [...], ...} on stdout')
     p.set_defaults(run=cmd_export)
 
-    p = sub.add_parser("upscale", help="upscale an image or a folder of images (tiled, bounded memory)",
+    p = sub.add_parser("upscale", help="upscale an image, a folder of images or a video (tiled, bounded memory)",
                        epilog="Exit status: 0 every image written; 1 some images failed (each named on stderr, the "
-                              "others written); 2 nothing done (bad arguments, or every image failed).")
-    p.add_argument("input", help="image file or folder")
-    p.add_argument("output", help="output file, or folder (created) for NAME_x{scale}.png")
+                              "others written); 2 nothing done (bad arguments, every image failed, or the video "
+                              "failed: nothing is left under its name).")
+    p.add_argument("input", help="image file or folder, or a video (.mp4, .mkv, .mov, .webm, .avi, .m4v; audio and "
+                                 "subtitles are copied)")
+    p.add_argument("output", help="output file, or folder (created) for NAME_x{scale}.png (a video: NAME_x{scale} "
+                                  "with the input's extension)")
     p.add_argument("--artifact", help="an exported .onnx (ONNX Runtime), .xml (OpenVINO), .engine (TensorRT) or "
                                       ".mlpackage (Core ML, macOS); no torch needed")
     _add_backend_arguments(p)
@@ -157,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=_number(int, 0), default=256, help="LR tile size in pixels (0: whole image); default 256")
     p.add_argument("--tile-overlap", type=_number(int, 0),
                    help="context margin per tile (default: the model's receptive radius)")
+    p.add_argument("--codec", choices=("libx264", "libx265", "libvpx-vp9", "mpeg4"),
+                   help="video: output codec (default libx264; libvpx-vp9 for .webm)")
+    p.add_argument("--crf", type=_number(int, 0), default=18, help="video: quality, lower is better (default 18)")
+    p.add_argument("--preset", default="medium", help="video: x264/x265 speed preset (default medium)")
     p.add_argument("--max-pixels", type=_number(int, 1), default=100_000_000,
                    help="largest input image in pixels, checked from the file header (default 100000000)")
     p.set_defaults(run=cmd_upscale)

@@ -49,13 +49,19 @@ def plan_jobs(source: Path, target: Path) -> list[Job]:
     return jobs
 
 
+def tiler(infer: Infer, scale: int, tile: int, overlap: int, min_size: int = 1,
+          gate: Callable[[], GateSplit] | None = None) -> Infer:
+    """``infer`` run tile by tile (``tiled_infer``); ``gate``: a globally gated network's GateSplit factory."""
+    return partial(tiled_infer, infer=infer, scale=scale, tile=tile, overlap=overlap, min_size=min_size,
+                   gate=cache(gate) if gate else None)  # the split compiles once
+
+
 def upscale_each(jobs: list[Job], infer: Infer, scale: int, colour: str, tile: int, overlap: int, min_size: int = 1,
                  max_pixels: int = images.DEFAULT_MAX_PIXELS, gate: Callable[[], GateSplit] | None = None,
                  ) -> Iterator[tuple[Job, Path, str | None]]:
     """For each job, in order: (job, output, None) once written, or (job, output, the one-line reason it failed).
     ``gate``: a globally gated network's GateSplit factory (see ``tiled_infer``)."""
-    tiled = partial(tiled_infer, infer=infer, scale=scale, tile=tile, overlap=overlap, min_size=min_size,
-                    gate=cache(gate) if gate else None)  # the split compiles once
+    tiled = tiler(infer, scale, tile, overlap, min_size, gate)
     for job in jobs:
         output = job.output(scale)
         try:
