@@ -21,6 +21,7 @@ import sys
 import tempfile
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -373,10 +374,13 @@ def upscale(input: str | Path, output: str | Path, artifact: str | Path | None =
             inference_precision: str | None = None, model: str | None = None, scale: int | None = None,
             weights: str | None = None, gate: str | None = None, tile: int = 256, tile_overlap: int | None = None,
             max_pixels: int = 100_000_000, codec: str | None = None, crf: int = 18, preset: str = "medium",
+            engine: str = "local", ray_address: str | None = None, workers: int | None = None,
             progress: bool = True) -> UpscaleReport:
     """Upscale an image, a folder of images, or a video (.mp4/.mkv/.mov/.webm/...), tiled (``srdeploy upscale``).
     Each written path is printed on stdout and each failure on stderr as it happens, while ``progress``; one failing
-    image never stops the rest. Video: ``codec`` (libx264; libvpx-vp9 for .webm), ``crf``, ``preset``."""
+    image never stops the rest. Video: ``codec`` (libx264; libvpx-vp9 for .webm), ``crf``, ``preset``.
+    ``engine="ray"``: the images are spread over a Ray cluster (``ray_address``, or a local one; ``workers``
+    actors, default one per CPU), with files bit-identical to a local run."""
     from tqdm import tqdm
 
     from .runtime.upscale import fit_tile, plan_jobs, upscale_each
@@ -387,10 +391,23 @@ def upscale(input: str | Path, output: str | Path, artifact: str | Path | None =
                               progress, runner=lambda: runner("upscale", artifact, backend, inference_precision,
                                                               model, scale, weights, gate))
     jobs = plan_jobs(Path(input), Path(output))  # paths checked before the model or artifact opens
-    run = runner("upscale", artifact, backend, inference_precision, model, scale, weights, gate)
-    overlap = run.receptive_radius if tile_overlap is None else tile_overlap
-    results = upscale_each(jobs, run.infer, run.scale, run.colour, fit_tile(tile, overlap, run.max_shape), overlap,
-                           run.min_size, max_pixels, run.gate)
+    if engine == "ray":
+        from .runtime.opener import open_artifact
+        from .runtime.ray_engine import upscale_on_ray
+
+        files = _artifact_files(artifact)
+        if artifact:  # a damaged or foreign artifact: one line here, before any worker starts
+            open_artifact(artifact, run=False, backend=backend)
+        setup = partial(_tiled_runner, backend=backend, inference_precision=inference_precision, model=model,
+                        scale=scale, weights=weights, gate=gate, tile=tile, tile_overlap=tile_overlap)
+        results = upscale_on_ray(jobs, setup, files, workers, ray_address, max_pixels)
+    elif engine == "local":
+        run = runner("upscale", artifact, backend, inference_precision, model, scale, weights, gate)
+        overlap = run.receptive_radius if tile_overlap is None else tile_overlap
+        results = upscale_each(jobs, run.infer, run.scale, run.colour, fit_tile(tile, overlap, run.max_shape),
+                               overlap, run.min_size, max_pixels, run.gate)
+    else:
+        raise SrDeployError(f"--engine {engine}: choose local or ray")
     report = UpscaleReport()
     for job, written, problem in tqdm(results, total=len(jobs), desc="upscale", unit="img", leave=False,
                                       disable=True if len(jobs) == 1 or not progress else None):
@@ -404,6 +421,31 @@ def upscale(input: str | Path, output: str | Path, artifact: str | Path | None =
     if report.failed:
         _say(progress, f"error: {len(report.failed)} of {len(jobs)} images failed (see above)")
     return report
+
+
+def _tiled_runner(artifact: Path | None, backend: str, inference_precision: str | None, model: str | None,
+                  scale: int | None, weights: str | None, gate: str | None, tile: int,
+                  tile_overlap: int | None) -> tuple[Callable, int, str]:
+    """(tiled infer, scale, colour) of an artifact or a zoo model: what each Ray worker builds once."""
+    from .runtime.upscale import fit_tile, tiler
+
+    run = runner("upscale", artifact, backend, inference_precision, model, scale, weights, gate)
+    overlap = run.receptive_radius if tile_overlap is None else tile_overlap
+    return (tiler(run.infer, run.scale, fit_tile(tile, overlap, run.max_shape), overlap, run.min_size, run.gate),
+            run.scale, run.colour)
+
+
+def _artifact_files(artifact: str | Path | None) -> dict[str, bytes]:
+    """The files a worker needs to open ``artifact`` ({} for a zoo model): an .onnx, or an IR's .xml and .bin."""
+    if artifact is None:
+        return {}
+    path = Path(artifact)
+    if path.suffix.lower() == ".onnx":
+        return {path.name: path.read_bytes()}
+    if path.suffix.lower() == ".xml":
+        return {path.name: path.read_bytes(), path.with_suffix(".bin").name: path.with_suffix(".bin").read_bytes()}
+    raise SrDeployError(f"--engine ray runs .onnx artifacts, OpenVINO IR (.xml) or --model, not {path.name}: "
+                        "export an .onnx, or upscale without --engine ray")
 
 
 def _upscale_video(source: Path, target: Path, options, tile: int, tile_overlap: int | None, progress: bool,

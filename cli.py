@@ -164,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="video: output codec (default libx264; libvpx-vp9 for .webm)")
     p.add_argument("--crf", type=_number(int, 0), default=18, help="video: quality, lower is better (default 18)")
     p.add_argument("--preset", default="medium", help="video: x264/x265 speed preset (default medium)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="ray: spread a folder's images over a Ray cluster (bit-identical files; default local)")
+    p.add_argument("--ray-address", metavar="ADDR", help="ray: the cluster to join, e.g. ray://head:10001 "
+                   "(default: start a local one for the run)")
+    p.add_argument("--workers", type=_number(int, 1), help="ray: worker processes (default: one per CPU of the cluster)")
     p.add_argument("--max-pixels", type=_number(int, 1), default=100_000_000,
                    help="largest input image in pixels, checked from the file header (default 100000000)")
     p.set_defaults(run=cmd_upscale)

@@ -1,0 +1,113 @@
+"""A folder of images spread over a Ray cluster (``upscale … --engine ray [--ray-address ADDR]``).
+
+Each worker is a Ray actor that builds its network once (``setup``: an artifact's runner, or the PyTorch model)
+and then upscales one image at a time with the same image path as a local run, so the files it returns are
+bit-identical to the local ones. The artifact's files and every image travel through Ray's object store, and
+the encoded results come back to the driver, which writes them atomically: the nodes of a real cluster need
+srdeploy installed, but no shared filesystem. Without an address, a local cluster is started for the run and
+stopped after it.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+from . import images
+from .atomic import atomic_path
+from .errors import SrDeployError
+from .pipeline import Infer, upscale_picture
+from .upscale import Job
+
+Setup = Callable[[Path | None], tuple[Infer, int, str]]  # local artifact path → (tiled infer, scale, colour)
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError as exc:
+        raise SrDeployError(f"--engine ray needs Ray, which is not installed ({exc}): pip install 'ray[default]'") from None
+    return ray
+
+
+class Worker:
+    """One network, built once from the shipped files; upscales encoded images into encoded images."""
+
+    def __init__(self, setup: Setup, files: dict[str, bytes], max_pixels: int):
+        self.folder = Path(tempfile.mkdtemp(prefix="srdeploy-ray-"))
+        for name, data in files.items():
+            (self.folder / name).write_bytes(data)
+        main = next((name for name in files if not name.endswith(".bin")), None)  # an IR's .bin goes with its .xml
+        self.infer, self.scale, self.colour = setup(None if main is None else self.folder / main)
+        self.max_pixels = max_pixels
+
+    def scale_of(self) -> int:
+        return self.scale
+
+    def upscale(self, name: str, data: bytes, suffix: str) -> tuple[bytes | None, str | None]:
+        """(the output file's bytes, None), or (None, the one-line reason the image failed)."""
+        source, target = self.folder / f"in{Path(name).suffix}", self.folder / f"out{suffix}"
+        source.write_bytes(data)
+        try:
+            picture = images.read_picture(source, self.max_pixels)
+            images.write_picture(target, upscale_picture(picture, self.infer, self.colour))
+            return target.read_bytes(), None
+        except SrDeployError as exc:
+            return None, str(exc).replace(str(source), name)
+        finally:
+            source.unlink(missing_ok=True)
+            target.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def upscale_on_ray(jobs: list[Job], setup: Setup, files: dict[str, bytes], workers: int | None = None,
+                   address: str | None = None, max_pixels: int = images.DEFAULT_MAX_PIXELS,
+                   ) -> Iterator[tuple[Job, Path, str | None]]:
+    """For each job, in order: (job, output, None) once written, or (job, output, why it failed), as
+    ``upscale.upscale_each`` gives them; the work runs on ``workers`` actors (default: one per CPU of the
+    cluster, at most one per image)."""
+    ray = import_ray()
+    from ray.util import ActorPool
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise SrDeployError(f"cannot reach the Ray cluster at {address} ({exc}): check --ray-address, or leave "
+                                "it out to start a local cluster") from None
+    try:
+        count = min(len(jobs), workers or max(1, int(ray.cluster_resources().get("CPU", 1))))
+        shipped = ray.put(files)
+        actors = [ray.remote(num_cpus=1)(Worker).remote(setup, shipped, max_pixels) for _ in range(count)]
+        try:
+            scale = ray.get(actors[0].scale_of.remote())
+        except ray.exceptions.RayError as exc:  # the network could not be built on a worker
+            cause = getattr(exc, "cause", None) or exc
+            raise SrDeployError(f"a Ray worker could not build the network: {str(cause).splitlines()[0]}") from None
+        pool = ActorPool(actors)
+        waiting = iter(jobs)
+
+        def submit() -> None:  # at most two images per worker in flight: memory stays bounded
+            job = next(waiting, None)
+            if job is not None:
+                payload = (str(job.source), job.source.read_bytes(), job.output(scale).suffix)
+                pool.submit(lambda actor, args: actor.upscale.remote(*args), payload)
+
+        for _ in range(2 * count):
+            submit()
+        for job in jobs:
+            data, problem = pool.get_next()
+            submit()
+            output = job.output(scale)
+            if problem is None:
+                with atomic_path(output) as tmp:
+                    tmp.write_bytes(data)
+            yield job, output, problem
+        ray.get([actor.close.remote() for actor in actors])
+    finally:
+        if started_here:
+            ray.shutdown()

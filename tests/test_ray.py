@@ -1,0 +1,55 @@
+"""`upscale FOLDER OUT --engine ray`: the same files, bit-identical, as the local run, on a local Ray cluster
+that the command starts and stops itself; a bad image in the folder fails alone, as locally."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from srdeploy import models
+from srdeploy.export.onnx.onnx_export import export_onnx
+from tests.conftest import REPO, weights
+
+pytest.importorskip("ray", reason="Ray is not installed: pip install 'ray[default]' (the dev extra has it)")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=600)
+
+
+def test_ray_writes_the_local_files_bit_for_bit(tmp_path):
+    from skimage import data
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(data.astronaut()[100:164, 100:196]).save(folder / "astronaut.png")
+    Image.fromarray(data.chelsea()[50:110, 80:160]).save(folder / "chelsea.jpg")
+    Image.fromarray(data.coffee()[100:148, 200:264]).save(folder / "coffee.webp", lossless=True)
+    (folder / "broken.png").write_bytes(b"not a png")
+    artifact = export_onnx(models.load("fsrcnn", 2, weights("fsrcnn_x2.pth")), tmp_path / "fsrcnn_x2.onnx")
+    local = run_cli("upscale", str(folder), str(tmp_path / "local"), "--artifact", str(artifact), "--tile", "40")
+    ray = run_cli("upscale", str(folder), str(tmp_path / "ray"), "--artifact", str(artifact), "--tile", "40",
+                  "--engine", "ray", "--workers", "2")
+    assert local.returncode == ray.returncode == 1, ray.stderr  # one image failed, the others written
+    assert f"skipped {folder / 'broken.png'}: " in ray.stderr and "error: 1 of 4 images failed" in ray.stderr
+    names = ["astronaut_x2.png", "chelsea_x2.png", "coffee_x2.png"]
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == names
+    for name in names:
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
+    assert ray.stdout.split() == local.stdout.replace(str(tmp_path / "local"), str(tmp_path / "ray")).split()
+
+
+def test_ray_refuses_what_its_workers_cannot_open(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (16, 16)).save(folder / "a.png")
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"engine")
+    result = run_cli("upscale", str(folder), str(tmp_path / "out"), "--artifact", str(engine), "--engine", "ray")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: --engine ray runs .onnx artifacts, OpenVINO IR (.xml) or --model, not "
+                                    "m.engine") and not (tmp_path / "out").exists()
