@@ -16,13 +16,17 @@ from srdeploy.runtime.errors import SrDeployError
 FIX = "export it again"
 
 
-def artifact(entries: int = 1) -> bytes:
-    """A small ONNX model whose metadata holds the placeholder under the digest key ``entries`` times."""
+def artifact(entries: int = 1, padding: int = 0) -> bytes:
+    """A small ONNX model whose metadata holds the placeholder under the digest key ``entries`` times, after an
+    entry of ``padding`` characters (which moves the digest to another offset in the file)."""
     weight = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(1, 3, 2, 2), "w")
     graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 3, 3])], [weight])
     model = helper.make_model(graph)
+    if padding:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = "srdeploy.note", "x" * padding
     for _ in range(entries):
         entry = model.metadata_props.add()
         entry.key, entry.value = digest.KEY, digest.PLACEHOLDER.decode()
@@ -41,6 +45,22 @@ def test_the_seal_is_the_sha256_of_the_file_with_the_placeholder():
     assert value == recorded.encode() and sealed[start:start + 64] == value
     assert sealed[:start] == data[:start] and sealed[start + 64:] == data[start + 64:]
     digest.check(sealed, "a.onnx", FIX)  # no error
+
+
+def test_the_digest_is_found_at_any_offset():
+    """Every byte offset of the digest slot, odd and even, below and above 64, 128, 256 (bit patterns a slice
+    or a search start could get wrong)."""
+    offsets = set()
+    for padding in range(0, 300, 1):
+        data = artifact(padding=padding)
+        sealed = digest.seal(data)
+        start, value = digest.recorded(sealed, digest.KEY)
+        offsets.add(start)
+        assert value == hashlib.sha256(data).hexdigest().encode() and len(value) == 64
+        digest.check(sealed, "a.onnx", FIX)
+    assert len(offsets) == 300 and min(offsets) < 256 < max(offsets)
+    raw = digest.KEY.encode() + b"\x12\x40" + b"7" * 64  # the entry at the very start of the data
+    assert digest.recorded(raw, digest.KEY) == (len(digest.KEY) + 2, b"7" * 64)
 
 
 def test_every_damaged_byte_is_caught():

@@ -72,11 +72,19 @@ def test_an_image_within_one_tile_is_one_call(size):
     assert run.shapes == [size]
 
 
-def test_tile_zero_is_the_whole_image():
+@pytest.mark.parametrize("tile", [0, -1, -8])
+def test_tile_zero_or_less_is_the_whole_image(tile):
     x = image()
     run = Recorder()
-    np.testing.assert_array_equal(tiled_infer(x, run, SCALE, 0, 3), network(x))
+    np.testing.assert_array_equal(tiled_infer(x, run, SCALE, tile, 3), network(x))
     assert run.shapes == [(37, 29)]
+
+
+def test_single_pixel_tiles_are_not_widened_by_default():
+    x = image(5, 4)
+    run = Recorder()
+    tiled_infer(x, run, SCALE, 1, 0)
+    assert run.shapes == [(1, 1)] * 20
 
 
 @pytest.mark.parametrize("min_size", [12, 16, 29])
@@ -87,6 +95,11 @@ def test_edge_windows_widen_to_the_artifact_minimum(min_size):
     np.testing.assert_array_equal(tiled_infer(x, run, SCALE, 8, RADIUS, min_size=min_size), network(x))
     assert min(min(s) for s in run.shapes) == min_size  # widened exactly to the minimum, no further
     assert max(max(s) for s in run.shapes) <= max(8 + 2 * RADIUS, min_size + 1)  # both sides widen by one
+    natural = {n: [min(s + 8 + RADIUS, n) - max(s - RADIUS, 0) for s in range(0, n, 8)] for n in (37, 29)}
+    expected = [(h, w) for h in natural[37] for w in natural[29]]
+    for (h, w), (nh, nw) in zip(run.shapes, expected, strict=True):  # a window under the minimum grows to it
+        for size, plain, length in ((h, nh, 37), (w, nw, 29)):
+            assert size == plain if plain >= min_size else size in (min_size, min_size + 1) or size == length
 
 
 def test_a_minimum_over_the_image_size_stops_at_the_image():
@@ -145,12 +158,15 @@ def test_the_gate_decision_is_taken_once_on_the_whole_image():
     assert asked == []  # one tile: the split is not even built
 
 
-@pytest.mark.parametrize("window", [(16, 16), (10, 12), (37, 9), (7, 29)])
-def test_fixed_windows_equal_whole_and_keep_their_size(window):
-    x = image()
+@pytest.mark.parametrize("size, window", [((37, 29), (16, 16)), ((37, 29), (10, 12)), ((37, 29), (37, 9)),
+                                          ((37, 29), (7, 29)), ((300, 11), (300, 9))])
+def test_fixed_windows_equal_whole_and_keep_their_size(size, window):
+    x = image(*size)
     run = Recorder()
     np.testing.assert_array_equal(windowed_infer(x, run, SCALE, window, RADIUS), network(x))
     assert set(run.shapes) == {window}
+    cores = [1 if w >= n else -(-n // (w - 2 * RADIUS)) for n, w in zip(size, window)]  # a full-axis window: one
+    assert len(run.shapes) == cores[0] * cores[1]
 
 
 def test_fixed_windows_with_a_short_margin_show_seams():
