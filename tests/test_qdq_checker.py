@@ -146,3 +146,41 @@ def test_weight_codes_symmetric(low, ok):
 def test_weight_zero_points_int8_zeros(zero, ok):
     problems = check_qdq(graph(codes(4, 3, 3, 3), scales(4), weight_zero=zero))
     assert problems == ([] if ok else ["W: zero point must be an int8 initializer of zeros"])
+
+
+def test_activations_after_other_nodes_reading_constants():
+    """x → Mul(c, x) → Q/DQ → Sub(c, ·) → Q/DQ: activations whose producers read an initializer are still
+    activations (only a QuantizeLinear of an initializer makes a weight), and a problem after a non-Q/DQ node
+    is still found."""
+    def model(last_scale):
+        inits = [numpy_helper.from_array(np.asarray(v), n) for n, v in (
+            ("c", np.float32(0.5)), ("s", np.float32(0.02)), ("z", ZEROS), ("s2", last_scale))]
+        nodes = [helper.make_node("Mul", ["c", "x"], ["m"], name="mul"),
+                 helper.make_node("QuantizeLinear", ["m", "s", "z"], ["mq"], name="MQ"),
+                 helper.make_node("DequantizeLinear", ["mq", "s", "z"], ["md"], name="MDQ"),
+                 helper.make_node("Sub", ["c", "md"], ["d"], name="sub"),
+                 helper.make_node("QuantizeLinear", ["d", "s2", "z"], ["dq"], name="DQ1"),
+                 helper.make_node("DequantizeLinear", ["dq", "s2", "z"], ["y"], name="DQ2")]
+        return helper.make_model(helper.make_graph(
+            nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits))
+
+    assert check_qdq(model(np.float32(0.02))) == []
+    assert check_qdq(model(np.array([0.02, 0.03], np.float32))) == [
+        "DQ1: activation scale must be one scalar", "DQ2: activation scale must be one scalar"]
+
+
+def test_a_scalar_scale_with_an_axis_on_several_channels_is_refused():
+    assert check_qdq(graph(codes(4, 3, 3, 3), np.float32(0.01), axis=0)) == [f"W: {PER_CHANNEL}"]
+
+
+@pytest.mark.parametrize("low", [-100, 0, 127])
+def test_weight_codes_need_not_reach_the_limit(low):
+    model = graph(np.full((4, 3, 3, 3), low, np.int8), scales(4))
+    assert check_qdq(model) == []
+
+
+def test_the_code_rule_is_for_stored_codes_not_float_weights():
+    """A float weight behind a QuantizeLinear may hold any value (-200 at scale 2 is code -100)."""
+    weight = np.full((4, 3, 3, 3), -200.0, np.float32)
+    assert check_qdq(graph(float_weight=weight, weight_scale=np.full(4, 2.0, np.float32))) == []
