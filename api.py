@@ -90,11 +90,13 @@ class Runner:
     gate: Callable | None  # a globally gated network's GateSplit factory, for tiling (runtime.global_gate)
 
 
-def open_session(artifact: str | Path, backend: str = "auto", inference_precision: str | None = None):
-    """The session for an artifact on ``backend`` (OpenVINO: at ``inference_precision``, f32 by default)."""
+def open_session(artifact: str | Path, backend: str = "auto", inference_precision: str | None = None,
+                 threads: int | None = None):
+    """The session for an artifact on ``backend`` (OpenVINO: at ``inference_precision``, f32 by default;
+    ``threads``: CPU threads of an ONNX Runtime or OpenVINO session, default the library's own)."""
     from .runtime.opener import open_artifact
 
-    options = {}
+    options = {"threads": threads} if threads else {}
     if inference_precision:
         if not (backend == "openvino" or str(artifact).lower().endswith(".xml")):
             raise SrDeployError("--inference-precision is an OpenVINO setting: add --backend openvino or open an .xml")
@@ -108,19 +110,24 @@ def _model_options(gate: str | None) -> dict:
 
 def runner(what: str, artifact: str | Path | None = None, backend: str = "auto", inference_precision: str | None = None,
            model: str | None = None, scale: int | None = None, weights: str | None = None,
-           gate: str | None = None) -> Runner:
-    """An artifact's runner, or the PyTorch model's (``model``, ``scale`` [, ``weights``, ``gate``])."""
+           gate: str | None = None, threads: int | None = None) -> Runner:
+    """An artifact's runner, or the PyTorch model's (``model``, ``scale`` [, ``weights``, ``gate``]); ``threads``:
+    the CPU threads it may use (default: the library's own choice)."""
     if artifact:
-        session = open_session(artifact, backend, inference_precision)
+        session = open_session(artifact, backend, inference_precision, threads)
         return Runner(session.infer, session.metadata["model"], session.scale, session.colour,
                       session.receptive_radius, session.shape_bounds["min"][2], str(artifact),
                       session.shape_bounds["max"], session.gate_split if session.has_global_gate else None)
     if not (model and scale):
         raise SrDeployError(f"{what} needs --artifact FILE, or --model NAME and --scale S")
+    import torch
+
     from . import models
     from .models.registry import architecture
     from .runtime.torch_runner import TorchRunner
 
+    if threads:
+        torch.set_num_threads(threads)
     net = models.load(model, scale, weights, **_model_options(gate))
     torch_runner = TorchRunner(net)
     return Runner(torch_runner.infer, model, scale, net.srdeploy.colour, architecture(model).export.receptive_radius, 1,
@@ -426,10 +433,11 @@ def upscale(input: str | Path, output: str | Path, artifact: str | Path | None =
 def _tiled_runner(artifact: Path | None, backend: str, inference_precision: str | None, model: str | None,
                   scale: int | None, weights: str | None, gate: str | None, tile: int,
                   tile_overlap: int | None) -> tuple[Callable, int, str]:
-    """(tiled infer, scale, colour) of an artifact or a zoo model: what each Ray worker builds once."""
+    """(tiled infer, scale, colour) of an artifact or a zoo model: what each Ray worker builds once, on the one
+    CPU Ray gives it (one thread, so workers on a node do not oversubscribe its cores)."""
     from .runtime.upscale import fit_tile, tiler
 
-    run = runner("upscale", artifact, backend, inference_precision, model, scale, weights, gate)
+    run = runner("upscale", artifact, backend, inference_precision, model, scale, weights, gate, threads=1)
     overlap = run.receptive_radius if tile_overlap is None else tile_overlap
     return (tiler(run.infer, run.scale, fit_tile(tile, overlap, run.max_shape), overlap, run.min_size, run.gate),
             run.scale, run.colour)
