@@ -10,6 +10,7 @@ stopped after it.
 from __future__ import annotations
 
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
@@ -29,6 +30,19 @@ def import_ray():
     except ImportError as exc:
         raise SrDeployError(f"--engine ray needs Ray, which is not installed ({exc}): pip install 'ray[default]'") from None
     return ray
+
+
+def check_reachable(address: str | None) -> None:
+    """A one-line refusal, within seconds, of a cluster address nothing answers at (Ray itself retries for
+    minutes). ``None`` and ``auto`` are left to Ray."""
+    if address in (None, "auto"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError) as exc:
+        raise SrDeployError(f"cannot reach the Ray cluster at {address} ({exc}): check --ray-address (HOST:6379, or "
+                            "ray://HOST:10001 for Ray Client), or leave it out to start a local cluster") from None
 
 
 class Worker:
@@ -74,6 +88,7 @@ def upscale_on_ray(jobs: list[Job], setup: Setup, files: dict[str, bytes], worke
 
     started_here = not ray.is_initialized()
     if started_here:
+        check_reachable(address)
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:

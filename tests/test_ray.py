@@ -53,3 +53,14 @@ def test_ray_refuses_what_its_workers_cannot_open(tmp_path):
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: --engine ray runs .onnx artifacts, OpenVINO IR (.xml) or --model, not "
                                     "m.engine") and not (tmp_path / "out").exists()
+
+
+def test_an_address_nothing_answers_at_is_one_line(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (16, 16)).save(folder / "a.png")
+    result = run_cli("upscale", str(folder), str(tmp_path / "out"), "--model", "fsrcnn", "--engine", "ray",
+                     "--ray-address", "127.0.0.1:1")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: cannot reach the Ray cluster at 127.0.0.1:1 (")
+    assert not (tmp_path / "out").exists()
