@@ -373,8 +373,9 @@ class UpscaleReport:
     @property
     def exit_status(self) -> int:
         """0 every image written; 1 some failed, the others written; 2 none written."""
-        total = len(self.written) + len(self.failed)
-        return 0 if not self.failed else 2 if len(self.failed) == total else 1
+        from .runtime.upscale import exit_status
+
+        return exit_status(len(self.failed), len(self.written) + len(self.failed))
 
 
 def upscale(input: str | Path, output: str | Path, artifact: str | Path | None = None, backend: str = "auto",
@@ -390,7 +391,7 @@ def upscale(input: str | Path, output: str | Path, artifact: str | Path | None =
     actors, default one per CPU), with files bit-identical to a local run."""
     from tqdm import tqdm
 
-    from .runtime.upscale import fit_tile, plan_jobs, upscale_each
+    from .runtime.upscale import collect, fit_tile, plan_jobs, upscale_each
     from .runtime.video import VideoOptions, is_video
 
     if is_video(input):
@@ -415,19 +416,9 @@ def upscale(input: str | Path, output: str | Path, artifact: str | Path | None =
                                overlap, run.min_size, max_pixels, run.gate)
     else:
         raise SrDeployError(f"--engine {engine}: choose local or ray")
-    report = UpscaleReport()
-    for job, written, problem in tqdm(results, total=len(jobs), desc="upscale", unit="img", leave=False,
-                                      disable=True if len(jobs) == 1 or not progress else None):
-        if problem:
-            report.failed[job.source] = problem
-            _say(progress, f"skipped {job.source}: {problem}")
-        else:
-            report.written.append(written)
-            if progress:
-                print(written, flush=True)
-    if report.failed:
-        _say(progress, f"error: {len(report.failed)} of {len(jobs)} images failed (see above)")
-    return report
+    bar = tqdm(results, total=len(jobs), desc="upscale", unit="img", leave=False,
+               disable=True if len(jobs) == 1 or not progress else None)
+    return UpscaleReport(*collect(bar, len(jobs), progress))
 
 
 def _tiled_runner(artifact: Path | None, backend: str, inference_precision: str | None, model: str | None,

@@ -80,15 +80,30 @@ def fit_tile(tile: int, overlap: int, max_shape: list[int] | None) -> int:
     return max(1, min(tile, min(max_shape[2], max_shape[3]) - 2 * overlap))
 
 
-def report(results: Iterable[tuple[Job, Path, str | None]], total: int) -> int:
-    """Each output written on stdout, each failure on stderr (one line each, then a count); the exit status."""
-    failed = 0
-    for job, written, problem in results:
+def collect(results: Iterable[tuple[Job, Path, str | None]], total: int,
+            show: bool = True) -> tuple[list[Path], dict[Path, str]]:
+    """The outputs written and the failures ({input: reason}); while ``show``, each output on stdout and each
+    failure on stderr as it comes (one line each, then a count)."""
+    written, failed = [], {}
+    for job, output, problem in results:
         if problem:
-            failed += 1
-            print(f"skipped {job.source}: {problem}", file=sys.stderr)
+            failed[job.source] = problem
+            if show:
+                print(f"skipped {job.source}: {problem}", file=sys.stderr)
         else:
-            print(written)
-    if failed:
-        print(f"error: {failed} of {total} images failed (see above)", file=sys.stderr)
+            written.append(output)
+            if show:
+                print(output, flush=True)
+    if failed and show:
+        print(f"error: {len(failed)} of {total} images failed (see above)", file=sys.stderr)
+    return written, failed
+
+
+def exit_status(failed: int, total: int) -> int:
+    """0 every image written; 1 some failed, the others written; 2 none written."""
     return 0 if not failed else 2 if failed == total else 1
+
+
+def report(results: Iterable[tuple[Job, Path, str | None]], total: int) -> int:
+    """``collect`` with its lines shown; the exit status."""
+    return exit_status(len(collect(results, total)[1]), total)
