@@ -426,12 +426,17 @@ def _tiled_runner(artifact: Path | None, backend: str, inference_precision: str 
                   tile_overlap: int | None) -> tuple[Callable, int, str]:
     """(tiled infer, scale, colour) of an artifact or a zoo model: what each Ray worker builds once, on the one
     CPU Ray gives it (one thread, so workers on a node do not oversubscribe its cores)."""
+    run = runner("upscale", artifact, backend, inference_precision, model, scale, weights, gate, threads=1)
+    return _tiled(run, tile, tile_overlap), run.scale, run.colour
+
+
+def _tiled(run: Runner, tile: int, tile_overlap: int | None) -> Callable:
+    """The runner's infer tile by tile: ``tile`` shrunk to fit an artifact, the receptive radius as the margin by
+    default."""
     from .runtime.upscale import fit_tile, tiler
 
-    run = runner("upscale", artifact, backend, inference_precision, model, scale, weights, gate, threads=1)
     overlap = run.receptive_radius if tile_overlap is None else tile_overlap
-    return (tiler(run.infer, run.scale, fit_tile(tile, overlap, run.max_shape), overlap, run.min_size, run.gate),
-            run.scale, run.colour)
+    return tiler(run.infer, run.scale, fit_tile(tile, overlap, run.max_shape), overlap, run.min_size, run.gate)
 
 
 def _artifact_files(artifact: str | Path | None) -> dict[str, bytes]:
@@ -452,14 +457,12 @@ def _upscale_video(source: Path, target: Path, options, tile: int, tile_overlap:
     """One video through the runner, tiled; a frames/s and ETA bar while ``progress``."""
     from tqdm import tqdm
 
-    from .runtime.upscale import fit_tile, tiler
     from .runtime.video import output_path, upscale_video
 
     output_path(source, target, 0)  # paths checked before the model or artifact opens
     run = runner()
     target = output_path(source, target, run.scale)
-    overlap = run.receptive_radius if tile_overlap is None else tile_overlap
-    tiled = tiler(run.infer, run.scale, fit_tile(tile, overlap, run.max_shape), overlap, run.min_size, run.gate)
+    tiled = _tiled(run, tile, tile_overlap)
     bar = tqdm(desc="upscale", unit="frame", leave=False, disable=None if progress else True)
 
     def advance(done: int, total: int | None) -> None:

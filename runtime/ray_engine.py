@@ -18,8 +18,8 @@ from typing import Callable, Iterator
 from . import images
 from .atomic import atomic_path
 from .errors import SrDeployError
-from .pipeline import Infer, upscale_picture
-from .upscale import Job
+from .pipeline import Infer
+from .upscale import Job, upscale_file
 
 Setup = Callable[[Path | None], tuple[Infer, int, str]]  # local artifact path → (tiled infer, scale, colour)
 
@@ -64,11 +64,8 @@ class Worker:
         source, target = self.folder / f"in{Path(name).suffix}", self.folder / f"out{suffix}"
         source.write_bytes(data)
         try:
-            picture = images.read_picture(source, self.max_pixels)
-            images.write_picture(target, upscale_picture(picture, self.infer, self.colour))
-            return target.read_bytes(), None
-        except SrDeployError as exc:
-            return None, str(exc).replace(str(source), name)
+            problem = upscale_file(source, target, self.infer, self.colour, self.max_pixels)
+            return (None, problem.replace(str(source), name)) if problem else (target.read_bytes(), None)
         finally:
             source.unlink(missing_ok=True)
             target.unlink(missing_ok=True)

@@ -64,13 +64,18 @@ def upscale_each(jobs: list[Job], infer: Infer, scale: int, colour: str, tile: i
     tiled = tiler(infer, scale, tile, overlap, min_size, gate)
     for job in jobs:
         output = job.output(scale)
-        try:
-            picture = images.read_picture(job.source, max_pixels)
-            images.write_picture(output, upscale_picture(picture, tiled, colour))
-        except SrDeployError as exc:
-            yield job, output, str(exc)
-        else:
-            yield job, output, None
+        yield job, output, upscale_file(job.source, output, tiled, colour, max_pixels)
+
+
+def upscale_file(source: Path, output: Path, infer: Infer, colour: str,
+                 max_pixels: int = images.DEFAULT_MAX_PIXELS) -> str | None:
+    """Upscale one image file into ``output`` (written atomically); None, or the one-line reason it failed."""
+    try:
+        picture = images.read_picture(source, max_pixels)
+        images.write_picture(output, upscale_picture(picture, infer, colour))
+    except SrDeployError as exc:
+        return str(exc)
+    return None
 
 
 def fit_tile(tile: int, overlap: int, max_shape: list[int] | None) -> int:
