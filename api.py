@@ -88,6 +88,8 @@ class Runner:
     source: str
     max_shape: list[int] | None  # an artifact's largest N×C×H×W input; None for PyTorch
     gate: Callable | None  # a globally gated network's GateSplit factory, for tiling (runtime.global_gate)
+    whole_image: bool = False  # an output pixel depends on the whole image: never tiled
+    rounding: str = "truncate"  # how the evaluation makes 8 bits of the output (models.ModelInfo.eval_rounding)
 
 
 def open_session(artifact: str | Path, backend: str = "auto", inference_precision: str | None = None,
@@ -104,34 +106,42 @@ def open_session(artifact: str | Path, backend: str = "auto", inference_precisio
     return open_artifact(artifact, backend=backend, **options)
 
 
-def _model_options(gate: str | None) -> dict:
-    return {"gate": gate} if gate else {}
+def _rounding(metadata: dict[str, str]) -> str:
+    """An artifact's evaluation rounding (artifacts before it was recorded: their zoo architecture's)."""
+    if "eval_rounding" in metadata:
+        return metadata["eval_rounding"]
+    from .models.registry import architecture
+
+    return architecture(metadata["model"]).eval_rounding
 
 
 def runner(what: str, artifact: str | Path | None = None, backend: str = "auto", inference_precision: str | None = None,
            model: str | None = None, scale: int | None = None, weights: str | None = None,
-           gate: str | None = None, threads: int | None = None) -> Runner:
-    """An artifact's runner, or the PyTorch model's (``model``, ``scale`` [, ``weights``, ``gate``]); ``threads``:
-    the CPU threads it may use (default: the library's own choice)."""
+           gate: str | None = None, threads: int | None = None, model_args: dict | str | None = None) -> Runner:
+    """An artifact's runner, or the PyTorch model's (``model`` a zoo name [, ``scale``, ``weights``, ``gate``], or
+    FILE.py:NAME / package.module:NAME with ``weights`` [, ``model_args``]); ``threads``: the CPU threads it may use
+    (default: the library's own choice)."""
     if artifact:
         session = open_session(artifact, backend, inference_precision, threads)
         return Runner(session.infer, session.metadata["model"], session.scale, session.colour,
                       session.receptive_radius, session.shape_bounds["min"][2], str(artifact),
-                      session.shape_bounds["max"], session.gate_split if session.has_global_gate else None)
-    if not (model and scale):
-        raise SrDeployError(f"{what} needs --artifact FILE, or --model NAME and --scale S")
+                      session.shape_bounds["max"], session.gate_split if session.has_global_gate else None,
+                      session.whole_image, _rounding(session.metadata))
+    if not model:
+        raise SrDeployError(f"{what} needs --artifact FILE, or --model NAME (a zoo name, or FILE.py:NAME)")
     import torch
 
-    from . import models
-    from .models.registry import architecture
+    from .models import load_model
     from .runtime.torch_runner import TorchRunner
 
     if threads:
         torch.set_num_threads(threads)
-    net = models.load(model, scale, weights, **_model_options(gate))
-    torch_runner = TorchRunner(net)
-    return Runner(torch_runner.infer, model, scale, net.srdeploy.colour, architecture(model).export.receptive_radius, 1,
-                  net.srdeploy.checkpoint, None, torch_runner.gate_split if torch_runner.has_global_gate else None)
+    net = load_model(model, scale, weights, gate, model_args)
+    info, torch_runner = net.info, TorchRunner(net.network)
+    return Runner(torch_runner.infer, info.name, info.scale, info.colour, info.export.receptive_radius,
+                  info.export.min_size if info.source else 1, info.checkpoint, None,
+                  torch_runner.gate_split if torch_runner.has_global_gate else None, info.export.whole_image,
+                  info.eval_rounding)
 
 
 # ---------------------------------------------------------------------------------------------------- eval
@@ -157,16 +167,15 @@ class EvalReport:
 
 def evaluate(dataset: str | Path, artifact: str | Path | None = None, backend: str = "auto",
              inference_precision: str | None = None, model: str | None = None, scale: int | None = None,
-             weights: str | None = None, gate: str | None = None, progress: bool = True) -> EvalReport:
-    """PSNR/SSIM on Y of an artifact or a zoo model on a BasicSR-layout dataset (``srdeploy eval``)."""
-    from .models.registry import architecture
+             weights: str | None = None, gate: str | None = None, model_args: dict | str | None = None,
+             progress: bool = True) -> EvalReport:
+    """PSNR/SSIM on Y of an artifact or a model (zoo or your own) on a BasicSR-layout dataset (``srdeploy eval``)."""
     from .runtime.quality import dataset_pairs
     from .runtime.quality import evaluate as evaluate_pairs
 
-    run = runner("eval", artifact, backend, inference_precision, model, scale, weights, gate)
-    arch = architecture(run.name)
+    run = runner("eval", artifact, backend, inference_precision, model, scale, weights, gate, model_args=model_args)
     report = evaluate_pairs(run.infer, dataset_pairs(dataset, run.scale), model=run.name, scale=run.scale,
-                            colour=arch.colour, rounding=arch.eval_rounding, dataset=Path(dataset).name,
+                            colour=run.colour, rounding=run.rounding, dataset=Path(dataset).name,
                             progress=progress)
     return EvalReport(report, run.source)
 
@@ -199,22 +208,35 @@ class ExportResult:
         return out
 
 
-def export_model(model: str, scale: int = 2, target: str = "onnx", precision: Precision | str | None = None,
+def export_model(model: str, scale: int | None = None, target: str = "onnx", precision: Precision | str | None = None,
                  out: str | Path | None = None, weights: str | None = None, gate: str | None = None,
+                 model_args: dict | str | None = None,
                  calib: str | None = None, max_psnr_drop: float | None = None, calib_method: str = "minmax",
                  fp16_io: bool = False, min_shape: str | None = None, opt_shape: str | None = None,
                  max_shape: str | None = None, shapes: str | None = None, image_io: bool = False,
                  compress: str = "none", deployment_target: str = "iOS16", precisions: str = "fp32,fp16,int8",
                  progress: bool = True) -> ExportResult:
-    """Export a zoo model for ``target`` (onnx, trt, jetson, coreml, ios, openvino) at ``precision`` (default
-    fp32; coreml/ios fp16) into ``out``, after its accuracy gate (``srdeploy export``). Every argument is checked
-    before any work; nothing is written when a gate fails."""
-    from . import models
+    """Export a model for ``target`` (onnx, trt, jetson, coreml, ios, openvino) at ``precision`` (default fp32;
+    coreml/ios fp16) into ``out``, after its accuracy gate (``srdeploy export``). ``model``: a zoo name (``scale``
+    default 2), or your own network, FILE.py:NAME or package.module:NAME with ``weights`` [and ``model_args``],
+    whose scale, channels and receptive radius are measured. Every argument is checked before any work; nothing is
+    written when a gate fails."""
     from .export.trt.trt_plan import profile_from_args
+    from .models import is_own, load_model
+    from .models.own import check_options
     from .models.registry import architecture, check_scale
 
-    arch = architecture(model)
-    check_scale(arch, scale)
+    check_options(model, gate, model_args)
+    own = None
+    if is_own(model):  # measured (nothing written) before the other arguments are checked against it
+        own = load_model(model, scale, weights, gate, model_args, say=partial(_say, progress))
+        scale, channels, input_name = own.info.scale, own.info.channels, own.info.export.input_name
+        _say(progress, _measured(own.info))
+    else:
+        arch = architecture(model)
+        scale = scale or 2
+        check_scale(arch, scale)
+        channels, input_name = arch.channels, arch.export.input_name
     if target == "trt":  # nothing to build with: nothing written
         from .runtime.cuda import Cuda
         from .runtime.trt_backend import require_tensorrt
@@ -231,19 +253,20 @@ def export_model(model: str, scale: int = 2, target: str = "onnx", precision: Pr
                   deployment_target=deployment_target)
     if apple:
         _coreml_options(**coreml)
-    profile = profile_from_args(arch.export.input_name, arch.channels, scale, min_shape, opt_shape, max_shape)
+    profile = profile_from_args(input_name, channels, scale, min_shape, opt_shape, max_shape)
+    name = own.info.name if own else model
     if out is None:
-        out = f"out/{model}_x{scale}_{target}"
+        out = f"out/{name}_x{scale}_{target}"
         print(f"output folder: {out} (the default; choose another with --out DIR)", file=sys.stderr)
     out = Path(out)
-    _say(progress, f"exporting {model} ×{scale} for {target} ({precision}): loading the checkpoint")
+    _say(progress, f"exporting {name} ×{scale} for {target} ({precision})" + ("" if own else ": loading the checkpoint"))
     if target in ("jetson", "ios"):  # a foreign --out folder too
         from .export.bundles.ios_bundle import check_destination as ios_destination
         from .export.bundles.jetson import check_destination as jetson_destination
 
         (jetson_destination if target == "jetson" else ios_destination)(out)
-    net = models.load(model, scale, weights, **_model_options(gate))
-    result = ExportResult([], model, scale, target, precision)
+    net = own or load_model(model, scale, weights, gate)
+    result = ExportResult([], name, scale, target, precision)
     gate_args = dict(calib=calib, max_drop=max_psnr_drop, fp16_io=fp16_io, method=calib_method, progress=progress,
                      for_tensorrt=target in ("trt", "jetson"))
     if apple:
@@ -254,13 +277,13 @@ def export_model(model: str, scale: int = 2, target: str = "onnx", precision: Pr
         _export_openvino(result, net, out, calib, max_psnr_drop, calib_method, progress)
     else:
         proto, result.report = _export_onnx(net, precision, **gate_args)
-        stem = f"{model}_x{scale}_{precision}"
+        stem = f"{name}_x{scale}_{precision}"
         if target == "trt":
             from .export.trt.trt_build import export_model_engine
 
             bounds = "".join(f" --{k}-shape {'x'.join(map(str, v))}" for k, v in
                              (("min", profile.min), ("opt", profile.opt), ("max", profile.max)))
-            rebuild = f"{COMMAND} export --model {model} --scale {scale} --target trt --precision {precision}{bounds}"
+            rebuild = f"{COMMAND} export {_model_flags(net)} --target trt --precision {precision}{bounds}"
             result.artifacts.append(export_model_engine(net, proto, precision, profile, out, stem, rebuild))
         else:
             from .export.onnx.onnx_export import save
@@ -269,7 +292,28 @@ def export_model(model: str, scale: int = 2, target: str = "onnx", precision: Pr
     return result
 
 
-def _coreml_options(precision: str, shapes: str | None, image_io: bool, fp16_io: bool, compress: str,
+def _measured(info) -> str:
+    """What was measured on your own network, for people."""
+    config = info.export
+    tiling = ("whole image only: an output pixel depends on all of it" if config.whole_image
+              else f"receptive radius {config.receptive_radius} LR pixels (tiles equal the whole image)")
+    return (f"{info.name}: ×{info.scale}, {'RGB' if info.channels == 3 else 'luma (Y)'} in and out, {tiling}, "
+            f"inputs from {config.min_size}×{config.min_size}")
+
+
+def _model_flags(net) -> str:
+    """The command-line flags that load ``net`` again."""
+    import shlex
+
+    info, source = net.info, net.info.source
+    if source is None:
+        return f"--model {info.name} --scale {info.scale}" + "".join(f" --{k} {v}" for k, v in info.options.items())
+    spec = f"{source.get('file') or source['module']}:{source['name']}"
+    args = f" --model-args {shlex.quote(json.dumps(source['args']))}" if source["args"] else ""
+    return f"--model {shlex.quote(spec)} --weights {shlex.quote(info.checkpoint)}{args}"
+
+
+def _coreml_options(precision: Precision, shapes: str | None, image_io: bool, fp16_io: bool, compress: str,
                     deployment_target: str, profile=None):
     """Core ML options: ``shapes`` (enumerated sizes) or the profile's range."""
     from .export.coreml.coreml_export import CoreMLOptions, CoreMLShapes, parse_sizes
@@ -304,7 +348,7 @@ def _export_apple(result: ExportResult, net, options, out: Path, calib, max_drop
          f"(drop {report.drop_db:+.4f} dB), {report.size_mb:.2f} MB")
 
 
-def _export_onnx(net, precision: str, calib, max_drop, fp16_io: bool, method: str, progress: bool, for_tensorrt: bool):
+def _export_onnx(net, precision: Precision, calib, max_drop, fp16_io: bool, method: str, progress: bool, for_tensorrt: bool):
     """The ONNX graph at ``precision`` through its accuracy gate; what it cost on stderr."""
     from .export.precision import export_precision, float_summary
 
@@ -355,7 +399,7 @@ def _export_jetson(result: ExportResult, net, profile, out: Path, precisions: st
     _say(gate_args["progress"], "jetson bundle: golden outputs (PyTorch FP32 on held-out photo crops), build.sh, "
          "runtime, manifest")
     result.artifacts.append(write_bundle(out, result.model, result.scale, artifacts, profile,
-                                         held_out_photo(net.srdeploy.colour), TorchRunner(net).infer))
+                                         held_out_photo(net.info.colour), TorchRunner(net.network).infer))
     result.precisions = chosen
 
 
@@ -380,24 +424,26 @@ class UpscaleReport:
 
 def upscale(input: str | Path, output: str | Path, artifact: str | Path | None = None, backend: str = "auto",
             inference_precision: str | None = None, model: str | None = None, scale: int | None = None,
-            weights: str | None = None, gate: str | None = None, tile: int = 256, tile_overlap: int | None = None,
-            max_pixels: int = 100_000_000, codec: str | None = None, crf: int = 18, preset: str = "medium",
-            engine: str = "local", ray_address: str | None = None, workers: int | None = None,
-            progress: bool = True) -> UpscaleReport:
-    """Upscale an image, a folder of images, or a video (.mp4/.mkv/.mov/.webm/...), tiled (``srdeploy upscale``).
+            weights: str | None = None, gate: str | None = None, tile: int | None = None,
+            tile_overlap: int | None = None, max_pixels: int = 100_000_000, codec: str | None = None, crf: int = 18,
+            preset: str = "medium", engine: str = "local", ray_address: str | None = None, workers: int | None = None,
+            model_args: dict | str | None = None, progress: bool = True) -> UpscaleReport:
+    """Upscale an image, a folder of images, or a video (.mp4/.mkv/.mov/.webm/...), tiled (``srdeploy upscale``):
+    ``tile`` LR pixels (default 256; 0: whole image) with the receptive radius as context, so the result equals a
+    whole-image run; a network whose output depends on the whole image runs whole (``tile`` is refused).
     Each written path is printed on stdout and each failure on stderr as it happens, while ``progress``; one failing
     image never stops the rest. Video: ``codec`` (libx264; libvpx-vp9 for .webm), ``crf``, ``preset``.
     ``engine="ray"``: the images are spread over a Ray cluster (``ray_address``, or a local one; ``workers``
     actors, default one per CPU), with files bit-identical to a local run."""
     from tqdm import tqdm
 
-    from .runtime.upscale import collect, fit_tile, plan_jobs, upscale_each
+    from .runtime.upscale import collect, plan_jobs, upscale_each
     from .runtime.video import VideoOptions, is_video
 
     if is_video(input):
         return _upscale_video(Path(input), Path(output), VideoOptions(codec, crf, preset), tile, tile_overlap,
                               progress, runner=lambda: runner("upscale", artifact, backend, inference_precision,
-                                                              model, scale, weights, gate))
+                                                              model, scale, weights, gate, model_args=model_args))
     jobs = plan_jobs(Path(input), Path(output))  # paths checked before the model or artifact opens
     if engine == "ray":
         from .runtime.opener import open_artifact
@@ -407,13 +453,14 @@ def upscale(input: str | Path, output: str | Path, artifact: str | Path | None =
         if artifact:  # a damaged or foreign artifact: one line here, before any worker starts
             open_artifact(artifact, run=False, backend=backend)
         setup = partial(_tiled_runner, backend=backend, inference_precision=inference_precision, model=model,
-                        scale=scale, weights=weights, gate=gate, tile=tile, tile_overlap=tile_overlap)
+                        scale=scale, weights=weights, gate=gate, tile=tile, tile_overlap=tile_overlap,
+                        model_args=model_args)
         results = upscale_on_ray(jobs, setup, files, workers, ray_address, max_pixels)
     elif engine == "local":
-        run = runner("upscale", artifact, backend, inference_precision, model, scale, weights, gate)
-        overlap = run.receptive_radius if tile_overlap is None else tile_overlap
-        results = upscale_each(jobs, run.infer, run.scale, run.colour, fit_tile(tile, overlap, run.max_shape),
-                               overlap, run.min_size, max_pixels, run.gate)
+        run = runner("upscale", artifact, backend, inference_precision, model, scale, weights, gate,
+                     model_args=model_args)
+        results = upscale_each(jobs, run.infer, run.scale, run.colour, *_tiling(run, tile, tile_overlap),
+                               run.min_size, max_pixels, run.gate)
     else:
         raise SrDeployError(f"--engine {engine}: choose local or ray")
     bar = tqdm(results, total=len(jobs), desc="upscale", unit="img", leave=False,
@@ -422,21 +469,27 @@ def upscale(input: str | Path, output: str | Path, artifact: str | Path | None =
 
 
 def _tiled_runner(artifact: Path | None, backend: str, inference_precision: str | None, model: str | None,
-                  scale: int | None, weights: str | None, gate: str | None, tile: int,
-                  tile_overlap: int | None) -> tuple[Callable, int, str]:
-    """(tiled infer, scale, colour) of an artifact or a zoo model: what each Ray worker builds once, on the one
+                  scale: int | None, weights: str | None, gate: str | None, tile: int | None,
+                  tile_overlap: int | None, model_args: dict | str | None = None) -> tuple[Callable, int, str]:
+    """(tiled infer, scale, colour) of an artifact or a model: what each Ray worker builds once, on the one
     CPU Ray gives it (one thread, so workers on a node do not oversubscribe its cores)."""
-    run = runner("upscale", artifact, backend, inference_precision, model, scale, weights, gate, threads=1)
+    run = runner("upscale", artifact, backend, inference_precision, model, scale, weights, gate, threads=1,
+                 model_args=model_args)
     return _tiled(run, tile, tile_overlap), run.scale, run.colour
 
 
-def _tiled(run: Runner, tile: int, tile_overlap: int | None) -> Callable:
-    """The runner's infer tile by tile: ``tile`` shrunk to fit an artifact, the receptive radius as the margin by
-    default."""
-    from .runtime.upscale import fit_tile, tiler
+def _tiling(run: Runner, tile: int | None, tile_overlap: int | None) -> tuple[int, int]:
+    """(tile, overlap) for the runner (``runtime.upscale.tiling``)."""
+    from .runtime.upscale import tiling
 
-    overlap = run.receptive_radius if tile_overlap is None else tile_overlap
-    return tiler(run.infer, run.scale, fit_tile(tile, overlap, run.max_shape), overlap, run.min_size, run.gate)
+    return tiling(run.name, tile, tile_overlap, run.receptive_radius, run.max_shape, run.whole_image)
+
+
+def _tiled(run: Runner, tile: int | None, tile_overlap: int | None) -> Callable:
+    """The runner's infer tile by tile (``_tiling``)."""
+    from .runtime.upscale import tiler
+
+    return tiler(run.infer, run.scale, *_tiling(run, tile, tile_overlap), run.min_size, run.gate)
 
 
 def _artifact_files(artifact: str | Path | None) -> dict[str, bytes]:
@@ -452,7 +505,7 @@ def _artifact_files(artifact: str | Path | None) -> dict[str, bytes]:
                         "export an .onnx, or upscale without --engine ray")
 
 
-def _upscale_video(source: Path, target: Path, options, tile: int, tile_overlap: int | None, progress: bool,
+def _upscale_video(source: Path, target: Path, options, tile: int | None, tile_overlap: int | None, progress: bool,
                    runner: Callable[[], Runner]) -> UpscaleReport:
     """One video through the runner, tiled; a frames/s and ETA bar while ``progress``."""
     from tqdm import tqdm
@@ -485,20 +538,39 @@ def _upscale_video(source: Path, target: Path, options, tile: int, tile_overlap:
 
 
 def reference_model(session, weights: str | None = None):
-    """The PyTorch model an artifact came from, found through its metadata (checkpoint sha256 checked)."""
+    """The PyTorch model an artifact came from, found through its metadata (checkpoint sha256 checked): a zoo
+    model, or your own network rebuilt from the file or module, name, arguments and checkpoint it records."""
     from . import models
     from .models.registry import checkpoint_by_sha256
 
     meta = session.metadata
-    if weights is None and checkpoint_by_sha256(meta["checkpoint_sha256"]) is None:
+    if meta.get("source"):
+        net = _own_reference(session, json.loads(meta["source"]), weights)
+    elif weights is None and checkpoint_by_sha256(meta["checkpoint_sha256"]) is None:
         raise SrDeployError(
             f"{session.path.name} was exported from a non-official checkpoint (sha256 {meta['checkpoint_sha256'][:16]}…): "
             "pass it with --weights PATH, or check against golden files with --golden DIR"
         )
-    net = models.load(meta["model"], int(meta["scale"]), weights, **json.loads(meta["options"]))
-    if net.srdeploy.checkpoint_sha256 != meta["checkpoint_sha256"]:
+    else:
+        net = models.load(meta["model"], int(meta["scale"]), weights, **json.loads(meta["options"]))
+    if net.info.checkpoint_sha256 != meta["checkpoint_sha256"]:
         raise SrDeployError(f"--weights {weights} is not the checkpoint {session.path.name} was exported from")
     return net
+
+
+def _own_reference(session, source: dict, weights: str | None):
+    """Your own network again, from the file (or module) and checkpoint recorded at export, or ``weights``."""
+    from .models.own import load_own
+
+    where = source.get("file") or source["module"]
+    if "file" in source and not Path(where).is_file():
+        raise SrDeployError(f"{session.path.name} was exported from {where}, which is not here: run parity where it is, "
+                            "or check against golden files with --golden DIR")
+    weights = weights or source.get("checkpoint")
+    if not weights or not Path(weights).is_file():
+        raise SrDeployError(f"{session.path.name}'s checkpoint {weights} is not here: pass it with --weights PATH, or "
+                            "check against golden files with --golden DIR")
+    return load_own(f"{where}:{source['name']}", weights, source["args"])
 
 
 def parity(artifact: str | Path, backend: str = "auto", inference_precision: str | None = None,
@@ -534,7 +606,7 @@ def parity(artifact: str | Path, backend: str = "auto", inference_precision: str
     return report
 
 
-def _reference_cases(session, precision: str, weights, dataset, report, progress: bool) -> dict:
+def _reference_cases(session, precision: Precision, weights, dataset, report, progress: bool) -> dict:
     """Probe inputs (and the dataset's images) with the PyTorch model's outputs; the dataset's PSNR delta into
     ``report``."""
     from .models.registry import architecture
@@ -544,7 +616,7 @@ def _reference_cases(session, precision: str, weights, dataset, report, progress
     from .runtime.quality import dataset_pairs, evaluate as evaluate_pairs
     from .runtime.torch_runner import TorchRunner
 
-    reference = TorchRunner(reference_model(session, weights)).infer
+    reference = TorchRunner(reference_model(session, weights).network).infer
     photo = None
     if precision == "int8":  # calibrated on photos: probe with a held-out photo, not noise
         from .calib.data import held_out_photo
@@ -581,8 +653,8 @@ class BenchReport:
         return markdown(self.data)
 
 
-def bench(artifacts: list[str] | tuple[str, ...] = (), model: str | None = None, scale: int = 2,
-          weights: str | None = None, backends: str = "torch,onnx,onnx-fp16,onnx-int8", sizes: str = "256x256",
+def bench(artifacts: list[str] | tuple[str, ...] = (), model: str | None = None, scale: int | None = None,
+          weights: str | None = None, model_args: dict | str | None = None, backends: str = "torch,onnx,onnx-fp16,onnx-int8", sizes: str = "256x256",
           warmup: int = 2, runs: int = 30, budget: float = 20.0, threads: int | None = None,
           out: str | Path | None = None, command: str = "bench", progress: bool = True) -> BenchReport:
     """Latency of backends side by side (``srdeploy bench``): of existing ``artifacts``, or of ``model``'s
@@ -598,12 +670,12 @@ def bench(artifacts: list[str] | tuple[str, ...] = (), model: str | None = None,
     if artifacts:
         jobs, (name, scale, channels) = _artifact_jobs(artifacts)
     else:
-        jobs, (name, scale, channels) = _model_jobs(model, scale, weights, backends, pixels, work, progress)
-    try:  # MACs of the PyTorch architecture; without torch the report has no GFLOP/s for it
+        jobs, (name, scale, channels) = _model_jobs(model, scale, weights, model_args, backends, pixels, work, progress)
+    try:  # MACs of the zoo's PyTorch architecture; without torch, or for your own network, none
         from .benchmarks.complexity import measure as complexity
 
         per_pixel = complexity(name, scale).macs_per_output_pixel
-    except ImportError:
+    except (ImportError, KeyError):
         per_pixel = None
     report = report_header(command, name, scale, per_pixel)
     bar = tqdm(total=len(jobs) * len(pixels), desc="bench", unit="run", disable=None if progress else True)
@@ -649,25 +721,25 @@ def _artifact_jobs(artifacts) -> BenchJobs:
     return jobs, identity
 
 
-def _model_jobs(model: str | None, scale: int, weights: str | None, backends: str, pixels: list[tuple[int, int]],
-                work: Path, progress: bool) -> BenchJobs:
+def _model_jobs(model: str | None, scale: int | None, weights: str | None, model_args: dict | str | None, backends: str,
+                pixels: list[tuple[int, int]], work: Path, progress: bool) -> BenchJobs:
     """(backend, source, held-out PSNR drop) per backend, the artifacts exported into ``work/artifacts``."""
     from .benchmarks.backends import BACKENDS, unavailable
 
-    if not (model and scale):
-        raise SrDeployError("bench needs --model NAME --scale S, or artifact files")
+    if not model:
+        raise SrDeployError("bench needs --model NAME (a zoo name, or FILE.py:NAME), or artifact files")
     names = [b for b in backends.split(",") if b]
     unknown = [b for b in names if b not in BACKENDS]
     if unknown:
         raise SrDeployError(f"unknown backend {', '.join(unknown)}: choose from {', '.join(BACKENDS)}")
-    from . import models
+    from .models import load_model
 
-    net = models.load(model, scale, weights)
+    net = load_model(model, scale, weights, model_args=model_args)
     exported: dict[str, tuple[dict, float | None]] = {}
     jobs = []
     for name in names:
         backend = BACKENDS[name]
-        source = {"model": model, "scale": scale, "weights": weights}
+        source = {"model": model, "scale": net.info.scale, "weights": weights, "model_args": model_args}
         drop = None
         if backend.needs_artifact and not unavailable(backend):
             key = f"{'onnx' if backend.kind == 'openvino' else backend.kind}-{backend.precision}"  # OpenVINO runs the .onnx
@@ -676,7 +748,7 @@ def _model_jobs(model: str | None, scale: int, weights: str | None, backends: st
             artifact, drop = exported[key]
             source = {**source, **artifact}
         jobs.append((name, source, drop))
-    return jobs, (model, scale, net.srdeploy.channels)
+    return jobs, (net.info.name, net.info.scale, net.info.channels)
 
 
 def _bench_artifact(net, backend, pixels: list[tuple[int, int]], folder: Path,
@@ -693,7 +765,7 @@ def _bench_artifact(net, backend, pixels: list[tuple[int, int]], folder: Path,
     except SrDeployError as exc:
         return {"unavailable": f"the {backend.precision} export failed its gate: {exc}"}, None
     drop = None if backend.precision == "fp32" else report.drop_db
-    info = net.srdeploy
+    info = net.info
     stem = f"{info.name}_x{info.scale}_{backend.precision}"
     macs = _recorded_macs(srdeploy_metadata((p.key, p.value) for p in proto.metadata_props))  # engines too
     if backend.kind in ("onnx", "openvino"):
@@ -705,7 +777,7 @@ def _bench_artifact(net, backend, pixels: list[tuple[int, int]], folder: Path,
     profile = Profile("lr", (1, info.channels, 16, 16), (1, info.channels, height, width),
                       (1, info.channels, height, width))
     engine = export_model_engine(net, proto, backend.precision, profile, folder, stem,
-                                 f"{COMMAND} bench --model {info.name} --scale {info.scale} --backends {backend.name}")
+                                 f"{COMMAND} bench {_model_flags(net)} --backends {backend.name}")
     return {"artifact": str(engine), **macs}, drop
 
 

@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       ".mlpackage (Core ML, macOS); no torch needed")
     _add_backend_arguments(p)
     _add_model_arguments(p, required=False)
-    p.add_argument("--tile", type=_number(int, 0), default=256, help="LR tile size in pixels (0: whole image); default 256")
+    p.add_argument("--tile", type=_number(int, 0), help="LR tile size in pixels (0: whole image); default 256, and the "
+                                                        "whole image for a network whose output depends on all of it")
     p.add_argument("--tile-overlap", type=_number(int, 0),
                    help="context margin per tile (default: the model's receptive radius)")
     p.add_argument("--codec", choices=("libx264", "libx265", "libvpx-vp9", "mpeg4"),
@@ -176,9 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="latency of backends side by side: median/p90/p99, MP/s, GFLOP/s, memory")
     p.add_argument("artifacts", nargs="*", help="existing .onnx/.xml/.engine/.mlpackage artifacts to benchmark (instead "
                                                  "of --model)")
-    p.add_argument("--model", help="zoo name: artifacts for the backends are exported first")
-    p.add_argument("--scale", type=int, choices=(2, 3, 4), default=2, help="upscaling factor (default 2)")
+    p.add_argument("--model", help=f"{MODEL_HELP}: artifacts for the backends are exported first")
+    p.add_argument("--scale", type=int, help=SCALE_HELP)
     p.add_argument("--weights", help="checkpoint path (default: the official checkpoint)")
+    p.add_argument("--model-args", metavar="JSON", help=MODEL_ARGS_HELP)
     p.add_argument("--backends", default="torch,onnx,onnx-fp16,onnx-int8",
                    help="comma-separated, from: torch, torch-cuda, torch-cuda-fp16, onnx, onnx-fp16, onnx-int8, "
                         "openvino, openvino-bf16, openvino-int8, onnx-cuda, onnx-trt, trt, trt-fp16, trt-int8, coreml "
@@ -215,10 +217,17 @@ def _add_backend_arguments(p: argparse.ArgumentParser) -> None:
                    help="OpenVINO's compute precision (default f32; bf16 where the CPU has AVX-512 BF16 or AMX)")
 
 
+MODEL_HELP = "zoo name (srdeploy models), or your own network: FILE.py:NAME or package.module:NAME (class or factory)"
+SCALE_HELP = "upscaling factor of a zoo model, 2, 3 or 4 (default 2); your own network's is measured"
+MODEL_ARGS_HELP = "your own network's keyword arguments as a JSON object, e.g. '{\"scale\": 2}'"
+
+
 def _add_model_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--model", required=required, help="zoo name (srdeploy models)")
-    p.add_argument("--scale", type=int, choices=(2, 3, 4), default=2, help="upscaling factor (default 2)")
-    p.add_argument("--weights", help="checkpoint path (default: the official checkpoint, downloaded and verified)")
+    p.add_argument("--model", required=required, help=MODEL_HELP)
+    p.add_argument("--scale", type=int, help=SCALE_HELP)
+    p.add_argument("--weights", help="checkpoint path (default: the official checkpoint, downloaded and verified; "
+                                     "required for your own network)")
+    p.add_argument("--model-args", metavar="JSON", help=MODEL_ARGS_HELP)
     p.add_argument("--gate", choices=("argmax", "branch0", "branch1"),
                    help="DSRNet only: per-image argmax of the gate (default) or a forced branch")
 

@@ -108,10 +108,11 @@ def make_infer(backend: Backend, source: dict, threads: int | None) -> tuple[Inf
     if backend.kind == "torch":
         import torch
 
-        from .. import models
+        from ..models import load_model
         if threads:
             torch.set_num_threads(threads)
-        model = models.load(source["model"], source["scale"], source.get("weights"))
+        model = load_model(source["model"], source["scale"], source.get("weights"),
+                           model_args=source.get("model_args")).network
         if "cuda" not in backend.name:
             from ..runtime.torch_runner import TorchRunner
 

@@ -70,10 +70,10 @@ def measure(name: str, scale: int, exported: bool = False) -> Complexity:
     graph = None
     if exported:
         from ..export.onnx.onnx_export import to_onnx
-        from ..models.loading import ModelInfo
+        from ..models.loading import ModelInfo, SrModel
 
-        model.srdeploy = ModelInfo(name, scale, arch.channels, arch.colour, "random", "", "", options)
-        recorded = {p.key: p.value for p in to_onnx(model).metadata_props}
+        info = ModelInfo(name, scale, arch.colour, "random", "", "", options, arch.export, arch.eval_rounding)
+        recorded = {p.key: p.value for p in to_onnx(SrModel(model, info)).metadata_props}
         graph = float(recorded["srdeploy.macs_per_output_pixel"])
     return Complexity(name, scale, sum(p.numel() for p in model.parameters()), macs / (PROBE * scale) ** 2, graph)
 

@@ -58,7 +58,7 @@ def compression_table(dataset: Path, out: Path) -> list[dict]:
     rounding, pairs = architecture("lesrcnn").eval_rounding, dataset_pairs(dataset, 2)
     score = lambda infer: evaluate(infer, pairs, model="lesrcnn", scale=2, colour="rgb", rounding=rounding,  # noqa: E731
                                    dataset=dataset.name, progress=False).psnr
-    reference = score(TorchRunner(model).infer)
+    reference = score(TorchRunner(model.network).infer)
     rows = []
     for compression, target in tqdm(COMPRESSION_CASES, desc="compression", unit="variant"):
         options = CoreMLOptions(shapes=SHAPES, compression=compression, deployment_target=target)

@@ -143,7 +143,7 @@ def fixture_verdicts(fixture, device: str, precisions=("fp32", "fp16")) -> list[
     import torch
 
     from .. import models
-    base = models.load(fixture.model, fixture.scale, fixture.checkpoint, **fixture.options)
+    base = models.load(fixture.model, fixture.scale, fixture.checkpoint, **fixture.options).network
     rows = []
     for precision in precisions:
         dtype = torch.float16 if precision == "fp16" else torch.float32
@@ -413,9 +413,10 @@ def latency(shared: Path, device: str, sizes, budget_s: float, ceilings: dict[st
     for width, height in sizes:
         for name, scale in LATENCY_MODELS:
             weights = Path(shared) / "weights" / f"{name}_x{scale}.pth"
-            base = models.load(name, scale, weights if weights.is_file() else None)
+            loaded = models.load(name, scale, weights if weights.is_file() else None)
+            base = loaded.network
             per_pixel = complexity(name, scale).macs_per_output_pixel
-            x32 = torch.rand(1, base.srdeploy.channels, height, width, generator=torch.Generator().manual_seed(0)).to(device)
+            x32 = torch.rand(1, loaded.info.channels, height, width, generator=torch.Generator().manual_seed(0)).to(device)
             set_tf32(False)
             with torch.inference_mode():
                 reference = base.to(device, torch.float32)(x32).float().cpu().numpy()
@@ -433,7 +434,7 @@ def latency(shared: Path, device: str, sizes, budget_s: float, ceilings: dict[st
                 macs = per_pixel
                 if name == "dsrnet" and (variant.graph or variant.compiled):
                     # torch.cond's host-side branch cannot be captured: both branches run, selected per image
-                    model = models.load(name, scale, weights if weights.is_file() else None)
+                    model = models.load(name, scale, weights if weights.is_file() else None).network
                     model.gate_execution = "select"
                     row["gate"] = "select (both branches run)"
                     probe = torch.rand(1, 64, 24, 24)
@@ -455,7 +456,7 @@ def latency(shared: Path, device: str, sizes, budget_s: float, ceilings: dict[st
                 print(f"    {row['model']} {row['size']} {variant.name}: {row['status']} "
                       + (f"{row['median_ms']:.3f} ms, {row['check']}" if row["status"] == "ok" else row.get("reason", "")),
                       flush=True)
-            del base
+            del base, loaded
             if device == "cuda":
                 torch.cuda.empty_cache()
     set_tf32(False)

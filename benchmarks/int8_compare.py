@@ -32,7 +32,6 @@ from ..export.quant import int8_calibration, int8_checker, int8_graph, int8_qdq,
 from ..export.onnx import graph_rewrite
 from ..export.onnx.onnx_export import proto_infer, to_onnx
 from ..export.precision import VALIDATION_SPEC, export_precision, float_summary
-from ..models.registry import architecture
 from ..runtime.atomic import atomic_path
 from ..runtime.tables import markdown_table
 
@@ -104,14 +103,14 @@ def cheap_nodes(proto: onnx.ModelProto, macs: dict[str, int]) -> tuple[list[str]
 
 def compare_model(name: str, scale: int, modelopt_python: str | None, tmp: Path) -> list[dict]:
     model = models.load(name, scale)
-    info, arch = model.srdeploy, architecture(name)
+    info = model.info
     proto = to_onnx(model)
     source = tmp / f"{name}_x{scale}.onnx"
     onnx.save(proto, source)
     batch = network_batch(lr_hr_crops(source_images(), scale, CropSpec()), info.colour)
     np.save(tmp / "calib.npy", batch)
     validation = lr_hr_crops(source_images(split="validation"), scale, VALIDATION_SPEC)
-    reference = crop_psnr(proto_infer(proto), validation, scale, info.colour, arch.eval_rounding)
+    reference = crop_psnr(proto_infer(proto), validation, scale, info.colour, info.eval_rounding)
     stats = int8_calibration.activation_histograms(proto, batch)
     names, keys = cheap_nodes(proto, stats["macs"])
     rows = []
@@ -120,7 +119,7 @@ def compare_model(name: str, scale: int, modelopt_python: str | None, tmp: Path)
 
     def score(tool: str, method: str, placement: str, graph: onnx.ModelProto, share: float | None = None) -> None:
         """``share``: the INT8 share of MACs, counted here from the graph's INT8 layers unless given."""
-        drop = reference - crop_psnr(proto_infer(graph), validation, scale, info.colour, arch.eval_rounding)
+        drop = reference - crop_psnr(proto_infer(graph), validation, scale, info.colour, info.eval_rounding)
         share = sum(stats["macs"].get(k, 0) for k in int8_layer_keys(graph)) / total if share is None else share
         rows.append({"model": name, "scale": scale, "tool": tool, "method": method, "placement": placement,
                      "heldout_drop_db": round(drop, 4), "int8_mac_fraction": share,

@@ -26,7 +26,6 @@ from ..runtime.quality import pooled_psnr
 from ..calib.data import CropSpec, lr_hr_crops, network_batch, source_images
 from ..export.precision import INT8_SEARCH_CROPS
 from ..models.hooks import run_with_hooks
-from ..models.registry import architecture
 from ..runtime.tables import markdown_table
 
 CONVS = (nn.Conv2d, nn.ConvTranspose2d)
@@ -63,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-float-share", type=float, default=0.2, help="largest share of MACs kept in float")
     parser.add_argument("--max-float-layers", type=int, default=3, help="largest float set tried")
     args = parser.parse_args(argv)
-    model = models.load(args.model, args.scale, args.weights).eval()
-    info, arch = model.srdeploy, architecture(args.model)
+    loaded = models.load(args.model, args.scale, args.weights)
+    model, info = loaded.network, loaded.info
     pairs = lr_hr_crops(source_images(), args.scale, CropSpec())
     ranges, macs = channel_ranges(model, torch.from_numpy(network_batch(pairs, info.colour)))
     search = pairs[:INT8_SEARCH_CROPS]
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with torch.inference_mode():
                 return pooled_psnr(lambda x: model(torch.from_numpy(x)).numpy(), search, args.scale, info.colour,
-                                   arch.eval_rounding)
+                                   info.eval_rounding)
         finally:
             for handle in handles:
                 handle.remove()

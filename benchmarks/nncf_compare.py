@@ -27,7 +27,6 @@ from ..runtime.quality import crop_psnr, dataset_pairs, evaluate
 from ..calib.data import CropSpec, lr_hr_crops, network_batch, source_images
 from ..export.onnx.onnx_export import save, to_onnx
 from ..export.precision import VALIDATION_SPEC, export_precision
-from ..models.registry import architecture
 from ..runtime.atomic import atomic_path
 from ..runtime.onnx_backend import OnnxSession
 from ..runtime.openvino_backend import ExecutedPrecisions, compile_config, conv_macs, executed_convs
@@ -87,8 +86,8 @@ def compare(name: str, scale: int, datasets: Path, work: Path, stage: Stages) ->
     import openvino as ov
 
     model = models.load(name, scale)
-    info = model.srdeploy
-    rounding = architecture(name).eval_rounding
+    info = model.info
+    rounding = info.eval_rounding
     stage(f"{name} ×{scale}: FP32 graph and our INT8 graph")
     fp32 = save(to_onnx(model), work / f"{name}_x{scale}_fp32.onnx")
     ours_path = save(export_precision(model, "int8", progress=False)[0], work / f"{name}_x{scale}_int8.onnx")

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import onnx
-from torch import nn
 
 from ..runtime.quality import crop_psnr
 from ..calib.cache import cached_stats
@@ -23,7 +22,7 @@ from ..calib.data import CropSpec, fingerprint, lr_hr_crops, network_batch, sour
 from .onnx import fp16
 from .quant import int8_calibration, int8_channels, int8_checker, int8_search
 from .onnx.onnx_export import proto_infer, set_metadata, to_onnx
-from ..models.registry import architecture
+from ..models.loading import ModelInfo, SrModel
 from ..runtime.errors import SrDeployError
 from ..runtime.precision import Precision
 from ..runtime.progress import Stages
@@ -61,7 +60,7 @@ class PrecisionReport:
 
 
 def export_precision(
-    model: nn.Module,
+    model: SrModel,
     precision: Precision | str,
     calib_dir: str | None = None,
     max_drop: float | None = None,
@@ -77,7 +76,7 @@ def export_precision(
     (INT8 for TensorRT): also measure the graph with its float parts in FP16 against the same gate; the
     report's ``fp16_float`` says whether TensorRT may run them in FP16 (the graph returned keeps them FP32)."""
     precision = Precision.parse(precision)
-    info = model.srdeploy
+    info = model.info
     stage = Stages(f"{precision} {info.name} ×{info.scale}", progress)
     stage("ONNX graph from PyTorch (torch.export)")
     proto = to_onnx(model)
@@ -92,7 +91,7 @@ def export_precision(
     stage(f"{spec.count} calibration crops from {len(calibration)} photos")
     pairs = lr_hr_crops(calibration, info.scale, spec, progress)
     batch = network_batch(pairs, info.colour)
-    rounding = architecture(info.name).eval_rounding
+    rounding = info.eval_rounding
     if precision == "fp16":
         stage("overflow pre-flight: activation peaks (cached after the first export)")
         peaks = cached_stats({"stat": "activation_peaks", "graph": graph_digest(proto), **data_key},
@@ -101,7 +100,7 @@ def export_precision(
         report.kept_float = fp16.overflow_risks(proto, peaks)
         converted = fp16.to_fp16(proto, report.kept_float, fp16_io)
     else:
-        converted = _int8(proto, report, pairs, batch, data_key, limit, method, progress, stage)
+        converted = _int8(proto, report, pairs, batch, data_key, info, limit, method, progress, stage)
     stage(f"accuracy gate: held-out PSNR against FP32 on {VALIDATION_SPEC.count} crops (limit {limit} dB)")
     validation = lr_hr_crops(source_images(calib_dir, "validation"), info.scale, VALIDATION_SPEC)
     report.validation_psnr_fp32 = crop_psnr(proto_infer(proto), validation, info.scale, info.colour, rounding)
@@ -118,7 +117,7 @@ def export_precision(
 
 
 def measure_fp16_float(int8_proto: onnx.ModelProto, batch: np.ndarray, validation, report: PrecisionReport,
-                       limit: float, info, rounding) -> dict:
+                       limit: float, info: ModelInfo, rounding: str) -> dict:
     """The INT8 graph with FP16 float parts (``fp16.int8_with_fp16_float``) on the held-out crops: its drop
     against FP32 on ONNX Runtime (the gate: FP16 tensors between ops) and on OpenVINO where installed (reported
     beside OpenVINO's drop for FP32 float parts: on CPUs without VNNI its INT8 sums saturate by themselves)."""
@@ -168,14 +167,14 @@ def _int8(
     pairs: list[tuple[np.ndarray, np.ndarray]],
     batch: np.ndarray,
     data_key: dict,
+    info: ModelInfo,
     limit: float,
     method: str,
     progress: bool,
     stage: Stages,
 ) -> onnx.ModelProto:
     """The ``int8_search`` plan's graph, checked against TensorRT's Q/DQ rules; fills the report."""
-    scale, colour = data_key["scale"], architecture(data_key["model"]).colour
-    score = int8_search.calibration_score(pairs[:INT8_SEARCH_CROPS], scale, colour, architecture(data_key["model"]).eval_rounding)
+    score = int8_search.calibration_score(pairs[:INT8_SEARCH_CROPS], info.scale, info.colour, info.eval_rounding)
 
     histograms = method != "minmax"  # minmax needs the peaks only: one pass over the crops instead of two
 

@@ -26,6 +26,8 @@ from ..runtime.errors import SrDeployError
 
 WEIGHTS_DIR_ENV = "SRDEPLOY_WEIGHTS_DIR"
 _CHUNK = 1 << 20
+# checkpoint wrappers, preferred first: BasicSR keeps its EMA weights (the published ones) in params_ema
+WRAPPERS = ("params_ema", "params", "state_dict", "model", "net", "generator")
 
 
 def sha256_of(path: Path) -> str:
@@ -100,9 +102,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"checkpoint {path} cannot be read as a PyTorch state_dict ({reason}): the file is truncated, "
             "corrupt or not a checkpoint; re-download it or pass the right --weights"
         ) from None
-    for wrapper in ("state_dict", "model", "params"):
-        if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
-            loaded = loaded[wrapper]
+    while isinstance(loaded, dict):  # training frameworks' wrappers, outermost first
+        wrapper = next((w for w in WRAPPERS if isinstance(loaded.get(w), dict)), None)
+        if wrapper is None:
+            break
+        loaded = loaded[wrapper]
     if not isinstance(loaded, dict) or not loaded or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise SrDeployError(f"checkpoint {path} holds no state_dict of tensors: pass a model checkpoint (.pth)")
     for key, tensor in loaded.items():

@@ -14,22 +14,47 @@ import torch
 from torch import nn
 
 from . import checkpoints
-from .registry import ARCHITECTURES, Architecture, architecture, check_scale, checkpoint_by_sha256, default_checkpoint
+from .registry import (ARCHITECTURES, Architecture, ExportConfig, architecture, check_scale, checkpoint_by_sha256,
+                       default_checkpoint)
 from ..runtime.errors import SrDeployError
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What a loaded model is; attached as ``model.srdeploy`` and later written into artifacts."""
+    """What a loaded network is and how it exports: written into every artifact made from it."""
 
     name: str
     scale: int
-    channels: int
-    colour: str
-    layout: str
+    colour: str  # "y" (one channel) or "rgb"
+    layout: str  # the checkpoint's key layout
     checkpoint: str  # path of the file that was loaded
     checkpoint_sha256: str
     options: dict[str, Any]
+    export: ExportConfig
+    eval_rounding: str = "truncate"  # how the reference evaluation makes 8 bits of the output
+    title: str = ""  # for people: the network's name and where it is published
+    paper: str = ""
+    source: dict[str, Any] | None = None  # a network of your own: {"module", "name", "args"}; None for the zoo
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.colour == "y" else 3
+
+
+@dataclass(frozen=True)
+class SrModel:
+    """A network ready to export: the eval-mode ``network`` and its ``info``. Calling it runs the network."""
+
+    network: nn.Module
+    info: ModelInfo
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)
+
+    @property
+    def has_global_gate(self) -> bool:
+        """Whether an output pixel depends on the whole image through a gate (DSRNet)."""
+        return bool(getattr(self.network, "has_global_gate", False))
 
 
 def rename_keys(
@@ -117,8 +142,8 @@ def _check_options(arch: Architecture, options: dict[str, Any]) -> None:
             raise SrDeployError(f"{arch.name} option {key}={value!r} is invalid: choose one of {arch.options[key]}")
 
 
-def load(name: str, scale: int, weights: str | Path | None = None, **options: Any) -> nn.Module:
-    """An eval-mode network of the zoo with its checkpoint loaded.
+def load(name: str, scale: int, weights: str | Path | None = None, **options: Any) -> SrModel:
+    """A network of the zoo with its checkpoint loaded (``.network``, eval mode) and what it is (``.info``).
 
     The forward pass takes float32 N×C×H×W in [0, 1] (C = 3 RGB, or 1 = Y for FSRCNN) and returns
     N×C×(scale·H)×(scale·W). ``weights`` is a checkpoint path, or None for the official checkpoint
@@ -147,5 +172,6 @@ def load(name: str, scale: int, weights: str | Path | None = None, **options: An
     model = arch.build(scale, **options)
     layout = apply_checkpoint(model, arch, scale, state, path)
     model.eval().requires_grad_(False)
-    model.srdeploy = ModelInfo(name, scale, arch.channels, arch.colour, layout, str(path), sha256, dict(options))
-    return model
+    info = ModelInfo(name, scale, arch.colour, layout, str(path), sha256, dict(options), arch.export, arch.eval_rounding,
+                     arch.title, arch.paper)
+    return SrModel(model, info)

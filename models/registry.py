@@ -35,6 +35,9 @@ class ExportConfig:
     # LR pixels an output pixel depends on in each direction (summed conv radii, HR-side layers
     # divided by the scale, rounded up); the default tile overlap of ``upscale``.
     receptive_radius: int = 0
+    # an output pixel depends on the whole image through something tiles cannot share (global pooling,
+    # attention): never tiled (DSRNet's gate is shared instead: runtime.global_gate)
+    whole_image: bool = False
 
     def shape_bounds(self, channels: int) -> dict[str, list[int]]:
         """Input shape bounds as metadata: min and max N×C×H×W."""

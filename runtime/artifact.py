@@ -58,6 +58,11 @@ class ArtifactSession:
         return int(json.loads(self.metadata["export_config"])["receptive_radius"])
 
     @property
+    def whole_image(self) -> bool:
+        """An output pixel depends on the whole image (measured at export): never tiled."""
+        return bool(json.loads(self.metadata["export_config"]).get("whole_image", False))
+
+    @property
     def has_global_gate(self) -> bool:
         """Whether an output pixel depends on the whole image, through a gate on a global average (DSRNet)."""
         return self.metadata.get("global_gate") == "true"

@@ -16,7 +16,7 @@ from pathlib import Path
 from .bundle_check import BUNDLE, BUNDLE_BACKENDS, load_manifest, open_session
 from .errors import SrDeployError
 from .images import DEFAULT_MAX_PIXELS
-from .upscale import fit_tile, plan_jobs, report, upscale_each
+from .upscale import plan_jobs, report, tiling, upscale_each
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,12 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=BUNDLE_BACKENDS, default="tensorrt",
                         help="tensorrt: the engine build.sh built (default); onnxruntime or openvino: the bundle's "
                              "ONNX on the CPU")
-    parser.add_argument("--tile", type=int, default=256, help="LR tile size in pixels (0: whole image); default 256")
+    parser.add_argument("--tile", type=int, help="LR tile size in pixels (0: whole image); default 256")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help=f"largest input image in pixels, checked from the header (default {DEFAULT_MAX_PIXELS})")
     args = parser.parse_args(argv)
     try:
-        if args.tile < 0 or args.max_pixels < 1:
+        if (args.tile or 0) < 0 or args.max_pixels < 1:
             raise SrDeployError("--tile must be ≥ 0 and --max-pixels ≥ 1")
         manifest = load_manifest()
         precisions = manifest["precisions"]
@@ -41,11 +41,11 @@ def main(argv: list[str] | None = None) -> int:
             raise SrDeployError(f"precision {precision} is not in this bundle ({', '.join(precisions)})")
         jobs = plan_jobs(Path(args.input), Path(args.output))
         session = open_session(BUNDLE, precisions[precision], args.backend, False, precision)
+        tile, overlap = tiling(session.metadata["model"], args.tile, None, session.receptive_radius,
+                               session.shape_bounds["max"], session.whole_image)
     except SrDeployError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    overlap = session.receptive_radius
-    tile = fit_tile(args.tile, overlap, session.shape_bounds["max"])
     return report(upscale_each(jobs, session.infer, session.scale, session.colour, tile, overlap,
                                session.shape_bounds["min"][2], args.max_pixels,
                                session.gate_split if session.has_global_gate else None), len(jobs))

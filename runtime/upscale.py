@@ -78,11 +78,28 @@ def upscale_file(source: Path, output: Path, infer: Infer, colour: str,
     return None
 
 
+DEFAULT_TILE = 256  # LR pixels
+
+
 def fit_tile(tile: int, overlap: int, max_shape: list[int] | None) -> int:
     """``tile`` (0: whole image) shrunk so that a tile with its context fits the artifact's largest input."""
     if not tile or max_shape is None:
         return tile
     return max(1, min(tile, min(max_shape[2], max_shape[3]) - 2 * overlap))
+
+
+def tiling(name: str, tile: int | None, overlap: int | None, receptive_radius: int, max_shape: list[int] | None,
+           whole_image: bool) -> tuple[int, int]:
+    """(tile, overlap) to run: ``tile`` (None: ``DEFAULT_TILE``) shrunk to fit ``max_shape``, ``overlap`` (None: the
+    receptive radius); (0, 0), the whole image, for a network whose output depends on the whole image, which
+    refuses an explicit ``tile``."""
+    if whole_image:
+        if tile:
+            raise SrDeployError(f"{name}'s output depends on the whole image (global pooling or attention, measured at "
+                                "export): tiles would differ from a whole-image run; drop --tile (it then runs whole)")
+        return 0, 0
+    overlap = receptive_radius if overlap is None else overlap
+    return fit_tile(DEFAULT_TILE if tile is None else tile, overlap, max_shape), overlap
 
 
 def collect(results: Iterable[tuple[Job, Path, str | None]], total: int,

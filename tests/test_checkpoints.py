@@ -18,14 +18,14 @@ from tests.conftest import need_shared, weights
 def test_official_checkpoint_resolved_from_local_dir():
     weights("lesrcnn_x2.pth")
     model = models.load("lesrcnn", 2)  # conftest points SRDEPLOY_WEIGHTS_DIR at ../shared/weights
-    assert model.srdeploy.checkpoint_sha256 == default_checkpoint("lesrcnn", 2).sha256
-    assert model.srdeploy.layout == "official" and not model.training
+    assert model.info.checkpoint_sha256 == default_checkpoint("lesrcnn", 2).sha256
+    assert model.info.layout == "official" and not model.network.training
 
 
 def test_both_fsrcnn_layouts_load():
-    assert models.load("fsrcnn", 2, weights("fsrcnn_x2.pth")).srdeploy.layout == "yjn870"
+    assert models.load("fsrcnn", 2, weights("fsrcnn_x2.pth")).info.layout == "yjn870"
     alt = need_shared("fixtures", "reference", "fsrcnn_x2_altlayout_random.pth")
-    assert models.load("fsrcnn", 2, alt).srdeploy.layout == "paper"
+    assert models.load("fsrcnn", 2, alt).info.layout == "paper"
 
 
 @pytest.mark.parametrize("seed", range(25))

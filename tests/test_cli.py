@@ -33,7 +33,7 @@ def test_models_table_and_json():
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--model", "lesrcnn", "--scale", "5"], "error: argument --scale: invalid choice: 5 (choose from 2, 3, 4)"),
+    (["--model", "lesrcnn", "--scale", "5"], "error: lesrcnn has no ×5 model: choose --scale from 2, 3, 4"),
     (["--model", "edsr", "--scale", "2"], "error: unknown model 'edsr'"),
     (["--model", "cfsrcnn", "--scale", "2"], "error: no public checkpoint of cfsrcnn ×2"),
 ])
@@ -76,7 +76,8 @@ def test_export_defaults_scale_2_and_a_printed_output_folder(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["export", "--model", "fsrcnn", "--max-psnr-drop", "-1"], "argument --max-psnr-drop: must be ≥ 0, not -1"),
-    (["export", "--model", "fsrcnn", "--scale", "5"], "argument --scale: invalid choice: 5"),
+    (["export", "--model", "fsrcnn", "--scale", "5"], "error: fsrcnn has no ×5 model: choose --scale from 2, 3, 4"),
+    (["export", "--model", "fsrcnn", "--model-args", "{}"], "--model-args is for a network of your own"),
     (["export", "--model", "fsrcnn", "--max-shape", "3x"], "shape '3x' is not HxW"),
     (["bench", "--model", "fsrcnn", "--runs", "0"], "argument --runs: must be ≥ 1, not 0"),
     (["bench", "--model", "fsrcnn", "--budget", "0"], "argument --budget: must be > 0, not 0"),

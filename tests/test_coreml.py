@@ -21,6 +21,7 @@ from srdeploy.export.coreml import mil_numpy
 from srdeploy.export.coreml.coreml_export import CoreMLOptions, CoreMLShapes, convert, traceable
 from srdeploy.export.coreml.coreml_package import export_package, verification_inputs
 from srdeploy.export.coreml.coreml_verify import load_program, macos_predict, used_parameters, verify_package
+from srdeploy.models.loading import SrModel  # noqa: E402
 from srdeploy.models.registry import default_checkpoint  # noqa: E402
 from srdeploy.runtime import images  # noqa: E402
 from srdeploy.runtime.opener import open_artifact  # noqa: E402
@@ -76,6 +77,18 @@ def test_pixel_shuffle_split_and_slice_follow_torch():
     np.testing.assert_array_equal(sliced, x[:, 1])
 
 
+def test_activations_and_nearest_upsampling_follow_torch():  # the ops of networks of your own (tests/own_networks.py)
+    x = np.random.default_rng(0).standard_normal((1, 3, 5, 4))
+    t = torch.tensor(x)
+    np.testing.assert_allclose(mil_numpy.tanh(x), torch.tanh(t).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(mil_numpy.sigmoid(x), torch.sigmoid(t).numpy(), rtol=1e-12)
+    np.testing.assert_array_equal(mil_numpy.leaky_relu(x, 0.25), F.leaky_relu(t, 0.25).numpy())
+    np.testing.assert_array_equal(mil_numpy.upsample_nearest_neighbor(x, 3, 2),
+                                  F.interpolate(t, scale_factor=(3, 2), mode="nearest").numpy())
+    with pytest.raises(SrDeployError, match="integers only"):
+        mil_numpy.upsample_nearest_neighbor(x, 1.5, 1.5)
+
+
 # --- the Linux numerical check on every model: ×2 and one other scale ------------------------------------
 
 @pytest.mark.parametrize("name,scale", [
@@ -87,7 +100,7 @@ def test_saved_package_passes_the_linux_check(name, scale, tmp_path):
     options = CoreMLOptions(shapes=SMALL)
     package = saved(model, options, tmp_path / "m.mlpackage")
     net = traceable(model, image_io=False)
-    inputs = verification_inputs(SMALL, model.srdeploy.colour)  # crops of a held-out photo: real images
+    inputs = verification_inputs(SMALL, model.info.colour)  # crops of a held-out photo: real images
     report = verify_package(package, net, inputs)
     assert report.passed, report.problems
     assert report.constants.checked == len(used_parameters(net, torch.from_numpy(next(iter(inputs.values())))))
@@ -102,7 +115,8 @@ def test_dsrnet_gate_decisions_match_on_both_branches(tmp_path):
     package = saved(model, CoreMLOptions(shapes=SMALL), tmp_path / "d.mlpackage")
     net = traceable(model, image_io=False)
     with torch.no_grad():
-        picks = model.decide(model.web[1](model.web[0](_trunk_input(model, batch))).mean((2, 3)))
+        dsrnet = model.network
+        picks = dsrnet.decide(dsrnet.web[1](dsrnet.web[0](_trunk_input(dsrnet, batch))).mean((2, 3)))
     assert set(picks.tolist()) == {False, True}
     report = verify_package(package, net, {f"image{i}": batch[i:i + 1].numpy() for i in range(len(batch))})
     assert report.passed, report.problems
@@ -138,12 +152,12 @@ def test_check_catches_a_swapped_colour_order(lesrcnn_x2, tmp_path):
     class BGR(torch.nn.Module):  # the classic conversion bug: the app's channel order differs from training
         def __init__(self, net):
             super().__init__()
-            self.net, self.srdeploy = net, net.srdeploy
+            self.net = net
 
         def forward(self, x):
             return self.net(x.flip(1))
 
-    package = saved(BGR(lesrcnn_x2), CoreMLOptions(shapes=SMALL), tmp_path / "m.mlpackage")
+    package = saved(SrModel(BGR(lesrcnn_x2.network), lesrcnn_x2.info), CoreMLOptions(shapes=SMALL), tmp_path / "m.mlpackage")
     report = verify_package(package, traceable(lesrcnn_x2, image_io=False), verification_inputs(SMALL, "rgb"))
     assert report.constants.checked > 0 and not report.constants.missing  # the weights are all there…
     assert not report.passed and any("FP32-mode" in p for p in report.problems)  # …the outputs are not
@@ -171,11 +185,11 @@ def test_a_failed_check_writes_nothing(lesrcnn_x2, tmp_path, monkeypatch):
         class Flip(torch.nn.Module):
             def __init__(self):
                 super().__init__()
-                self.net, self.srdeploy = model, model.srdeploy
+                self.net = model.network
 
             def forward(self, x):
                 return self.net(x.flip(1))
-        return convert(Flip(), options)
+        return convert(SrModel(Flip(), model.info), options)
 
     monkeypatch.setattr(package_module, "convert", flipped)
     with pytest.raises(SrDeployError, match="fails its check.*nothing written"):

@@ -122,7 +122,7 @@ def test_fsrcnn_rgb_path_beats_bicubic():
     lr = images.read_rgb(root / "LR_bicubic" / "X2" / "babyx2.png")
     hr = images.read_rgb(root / "HR" / "baby.png")[: lr.shape[0] * 2, : lr.shape[1] * 2]
     model = models.load("fsrcnn", 2)
-    sr = upscale_rgb(lr, TorchRunner(model).infer, "y")
+    sr = upscale_rgb(lr, TorchRunner(model.network).infer, "y")
     bicubic = np.asarray(Image.fromarray(lr).resize((hr.shape[1], hr.shape[0]), Image.BICUBIC))
     assert sr.shape == hr.shape and sr.dtype == np.uint8
     assert metrics.psnr(sr, hr) > metrics.psnr(bicubic, hr) + 1.0

@@ -60,7 +60,7 @@ def test_centring_is_exact_on_official_checkpoints(name, scale):
     gate's If branches. Same output on photo crops and on an odd size the crops never had."""
     model = models.load(name, scale, weights(f"{name}_x{scale}.pth"))
     proto = to_onnx(model)
-    batch = network_batch(lr_hr_crops(source_images(), scale, CropSpec(size=32, count=4)), model.srdeploy.colour)
+    batch = network_batch(lr_hr_crops(source_images(), scale, CropSpec(size=32, count=4)), model.info.colour)
     centres = int8_centre.choose_centres(proto, batch)
     assert len(centres) >= 0.75 * len({s.activation for s in int8_graph.layers(proto)})
     centred = int8_centre.centre(proto, centres)

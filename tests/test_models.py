@@ -42,7 +42,7 @@ def split_gate_checkpoint(tmp_path) -> tuple[torch.Tensor, object]:
     """A batch of 4 images and the official DSRNet ×2 weights with the gate bias moved so that two
     images pick branch 0 and two pick branch 1; returns (batch, checkpoint path)."""
     state = torch.load(weights("dsrnet_x2.pth"), map_location="cpu", weights_only=True)
-    model = models.load("dsrnet", 2, weights("dsrnet_x2.pth"))
+    model = models.load("dsrnet", 2, weights("dsrnet_x2.pth")).network
     torch.manual_seed(2)
     batch = torch.rand(4, 3, 16, 16) * torch.tensor([0.05, 0.3, 0.7, 1.0]).view(4, 1, 1, 1)
     with torch.no_grad():
@@ -57,7 +57,7 @@ def test_dsrnet_gate_is_per_image(tmp_path):
     """A batch whose images pick different branches: each gets its own branch's output (the reference
     would have run branch 0 for all of them)."""
     batch, path = split_gate_checkpoint(tmp_path)
-    split = models.load("dsrnet", 2, path)
+    split = models.load("dsrnet", 2, path).network
     with torch.no_grad():
         decisions = split.decide(split.web[1](split.web[0](_reb_output(split, batch))).mean((2, 3)))
         assert 0 < int(decisions.sum()) < 4
@@ -79,7 +79,7 @@ def _reb_output(model, x):
 def test_dsrnet_select_gate_equals_cond_gate(tmp_path):
     """The Core ML export's static select computes what the conditional does, per image."""
     batch, path = split_gate_checkpoint(tmp_path)
-    model = models.load("dsrnet", 2, path)
+    model = models.load("dsrnet", 2, path).network
     with torch.no_grad():
         cond = model(batch)
         model.gate_execution = "select"

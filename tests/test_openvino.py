@@ -178,10 +178,10 @@ def test_int8_ir_on_this_cpu_is_gated_on_what_openvino_computes(fsrcnn_int8, fsr
     proto, report = fsrcnn_int8
     if cpu.int8_dot() == "pairwise-int16":
         with pytest.raises(SrDeployError, match=r"INT8 fsrcnn ×2 on OpenVINO .*int16 saturation.*--precision fp32"):
-            write_ir(proto, report, fsrcnn.srdeploy, "int8", tmp_path, progress=False)
+            write_ir(proto, report, fsrcnn.info, "int8", tmp_path, progress=False)
         assert list(tmp_path.iterdir()) == []
     else:
-        path, gated, measured = write_ir(proto, report, fsrcnn.srdeploy, "int8", tmp_path, progress=False)
+        path, gated, measured = write_ir(proto, report, fsrcnn.info, "int8", tmp_path, progress=False)
         assert gated.drop_db <= 0.1 and measured["int8_executed_mac_fraction"] >= 0.8
         assert json.loads(OpenVinoSession(path).metadata["openvino_report"])["int8_dot"] == cpu.int8_dot()
 

@@ -28,7 +28,7 @@ def test_set5_reproduces_reference(name, scale, options, expected):
     pairs = dataset_pairs(need_shared("datasets", "Set5"), scale)
     arch = ARCHITECTURES[name]
     model = models.load(name, scale, **options)
-    report = evaluate(TorchRunner(model).infer, pairs, model=name, scale=scale, colour=arch.colour,
+    report = evaluate(TorchRunner(model.network).infer, pairs, model=name, scale=scale, colour=arch.colour,
                       rounding=arch.eval_rounding, dataset="Set5", progress=False)
     assert len(report.images) == 5
     assert abs(report.psnr - expected) <= 0.01, f"{name} ×{scale}: {report.psnr:.3f} dB, reference {expected}"

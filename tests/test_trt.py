@@ -230,7 +230,7 @@ def bundle(tmp_path_factory, fsrcnn_int8):
     artifacts = {"fp32": to_onnx(model), "fp16": fp16, "int8": fsrcnn_int8[0]}
     profile = Profile("lr", (1, 1, 16, 16), (1, 1, 96, 128), (1, 1, 128, 160))
     out = tmp_path_factory.mktemp("bundle") / "fsrcnn_x2_jetson"
-    return write_bundle(out, "fsrcnn", 2, artifacts, profile, held_out_photo("y"), TorchRunner(model).infer)
+    return write_bundle(out, "fsrcnn", 2, artifacts, profile, held_out_photo("y"), TorchRunner(model.network).infer)
 
 
 def _fake_trtexec(folder: Path, strong: bool) -> Path:

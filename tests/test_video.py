@@ -84,7 +84,7 @@ def test_a_clip_keeps_its_frames_rate_and_audio_and_matches_the_image_path(clip,
         assert packets_out == packets_in  # copied, not re-encoded
     frames_in, frames_out = decoded_rgb(clip), decoded_rgb(out)
     assert len(frames_in) == len(frames_out) == FRAMES
-    infer = TorchRunner(models.load("fsrcnn", 2)).infer
+    infer = TorchRunner(models.load("fsrcnn", 2).network).infer
     psnrs = [y_psnr(upscale_rgb(a, infer, "y"), b) for a, b in zip(frames_in, frames_out)]
     assert min(psnrs) >= 33.0, psnrs  # H.264 at CRF 18 against the image path's output of the same frame
 

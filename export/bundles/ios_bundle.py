@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from torch import nn
-
 from ..coreml.coreml_export import CoreMLOptions
 from ..coreml.coreml_package import CoreMLReport, export_package
 from .ios_swift import SwiftModel, swift_source
-from ...models.registry import architecture, default_checkpoint
+from ...models.loading import SrModel
+from ...models.registry import default_checkpoint
 from ...runtime.atomic import atomic_dir, check_bundle_folder
 from ...runtime.errors import SrDeployError, command
 from ...runtime.tables import markdown_table
@@ -25,32 +24,32 @@ from ...runtime.tables import markdown_table
 BUNDLE_MARKER = "srdeploy-ios.json"
 
 
-def swift_model(model: nn.Module, options: CoreMLOptions, resource: str) -> SwiftModel:
-    info, config = model.srdeploy, architecture(model.srdeploy.name).export
+def swift_model(model: SrModel, options: CoreMLOptions, resource: str) -> SwiftModel:
+    info, config = model.info, model.info.export
     bounds = options.shapes.bounds(info.channels)
     return SwiftModel(
         class_name=f"{info.name.replace('_', ' ').title().replace(' ', '')}X{info.scale}Upscaler",
         resource=resource, input_name=config.input_name, output_name=config.output_name, scale=info.scale,
         channels=info.channels, overlap=config.receptive_radius, sizes=options.shapes.enumerated,
         min_size=tuple(bounds["min"][2:]), max_size=tuple(bounds["max"][2:]), default_size=options.shapes.default,
-        fp16_io=options.fp16_io, whole_image_only=bool(getattr(model, "has_global_gate", False)),
+        fp16_io=options.fp16_io, whole_image_only=model.has_global_gate or config.whole_image,
     )
 
 
 def _tiling_note(swift: SwiftModel) -> str:
     if swift.whole_image_only:
-        return ("This network's gate looks at the whole image, so the Swift code never tiles: an image must fit one\n"
-                "size the package accepts (else `UpscaleError.imageTooLargeForOneWindow`). Tiles alone could take\n"
-                f"other branches than the whole image; {command('upscale')} tiles it exactly by taking the gate's\n"
-                "decision once on the whole image, which this package cannot take from outside.")
+        return ("This network looks at the whole image (a gate, global pooling or attention), so the Swift code never\n"
+                "tiles: an image must fit one size the package accepts (else `UpscaleError.imageTooLargeForOneWindow`).\n"
+                f"Tiles alone would compute something else than the whole image ({command('upscale')} tiles a gated\n"
+                "network exactly by taking the gate's decision once on the whole image, which this package cannot).")
     return (f"Images larger than a tile are processed in tiles with {swift.overlap} low-resolution pixels of context on every\n"
             "side (the network's receptive radius), keeping only each tile's core: the result equals a whole-image run\n"
             f"(the same rule as {command('upscale')}, tested in srdeploy's suite). Range-flexible packages tile at\n"
             f"their default size, {swift.default_size[0]}×{swift.default_size[1]}, the one size Core ML runs on the Neural Engine.")
 
 
-def bundle_readme(model: nn.Module, report: CoreMLReport, swift: SwiftModel) -> str:
-    info, v = model.srdeploy, report.verification
+def bundle_readme(model: SrModel, report: CoreMLReport, swift: SwiftModel) -> str:
+    info, v = model.info, report.verification
     official = default_checkpoint(info.name, info.scale)
     cases = [[name, "×".join(map(str, c["shape"])), f"{c['fp32_max_abs']:.1e}", f"{c['fp16_psnr']:.1f}",
               "-" if c["fp16_off_by_level_pct"] is None else f"{c['fp16_off_by_level_pct']:.3f}", {None: "-", True: "equal", False: "DIFFER"}[c["decisions_equal"]]]
@@ -104,7 +103,7 @@ def check_destination(out: str | Path) -> Path:
     return check_bundle_folder(out, BUNDLE_MARKER, "srdeploy iOS bundle")
 
 
-def write_ios_bundle(model: nn.Module, options: CoreMLOptions, out: str | Path, calib_dir: str | None = None,
+def write_ios_bundle(model: SrModel, options: CoreMLOptions, out: str | Path, calib_dir: str | None = None,
                      max_drop: float | None = None) -> tuple[Path, CoreMLReport]:
     """The bundle for ``model`` in ``out`` (new, empty or a previous bundle, which is replaced)."""
     if options.image_io:

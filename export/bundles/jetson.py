@@ -30,6 +30,7 @@ from ..onnx.onnx_export import save
 from ..trt.trt_plan import BuildPlan, Profile
 from ...runtime.artifact import srdeploy_metadata
 from ...runtime.atomic import atomic_dir, check_bundle_folder
+from ...runtime.precision import Precision
 from ...runtime.bundle_check import FORMAT, MANIFEST
 from ...runtime.compare import TOLERANCES
 from ...runtime.golden import save_golden
@@ -59,7 +60,7 @@ def _metadata(proto: onnx.ModelProto) -> dict[str, str]:
     return srdeploy_metadata((p.key, p.value) for p in proto.metadata_props)
 
 
-def precision_entry(stem: str, precision: str, work: Path, proto: onnx.ModelProto, profile: Profile) -> dict:
+def precision_entry(stem: str, precision: Precision, work: Path, proto: onnx.ModelProto, profile: Profile) -> dict:
     """Write the precision's ONNX (and, for an INT8 graph whose FP16 float parts passed, their FP16 form, which
     strongly typed builds read) into ``work/onnx``; the manifest entry with both typings' trtexec lines."""
     proto_path = save(proto, work / "onnx" / f"{stem}_{precision}.onnx")
@@ -211,7 +212,7 @@ def write_bundle(out: Path, model_name: str, scale: int, artifacts: dict[str, on
     out = check_destination(out)
     with atomic_dir(out) as work:
         stem = f"{model_name}_x{scale}"
-        plan = BuildPlan("fp32", profile)
+        plan = BuildPlan(Precision.FP32, profile)
         manifest = {"format": FORMAT, "model": model_name, "scale": scale, "reference": REFERENCE,
                     "golden": "golden", "profile": profile.as_dict(), "workspace_mib": plan.workspace_mib,
                     "optimization_level": plan.optimization_level, "precisions": {}}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import logging
 import platform
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -22,12 +23,15 @@ import torch
 from torch import nn
 
 from ..onnx.onnx_export import SRDEPLOY_VERSION
-from ...models.registry import ExportConfig, architecture
+from ..failures import coreml_failure, traced_branch
+from ...models.loading import SrModel
+from ...models.registry import ExportConfig
 from ...runtime.errors import SrDeployError
+from ...runtime.precision import Precision
 
 logging.getLogger("coremltools").setLevel(logging.ERROR)  # its import logs missing macOS-only libraries
 
-PRECISIONS = ("fp16", "fp32")
+PRECISIONS = (Precision.FP16, Precision.FP32)
 DEPLOYMENT_TARGETS = ("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15")
 MAX_ENUMERATED = 128  # Core ML's limit on enumerated shapes
 # coremltools.optimize.coreml: weights of at least COMPRESS_MIN_WEIGHTS elements are compressed (its default).
@@ -103,7 +107,7 @@ def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
 
 @dataclass(frozen=True)
 class CoreMLOptions:
-    precision: str = "fp16"  # compute precision of the mlprogram
+    precision: Precision = Precision.FP16  # compute precision of the mlprogram (FP16 or FP32)
     shapes: CoreMLShapes = CoreMLShapes()
     image_io: bool = False  # CVPixelBuffer in (×1/255 baked in), image out (clamped, ×255)
     fp16_io: bool = False  # FP16 multi-array input/output instead of FP32 (tensor interface)
@@ -114,6 +118,7 @@ class CoreMLOptions:
         if self.precision not in PRECISIONS:
             raise SrDeployError(f"Core ML precision {self.precision!r}: choose fp16 or fp32 "
                                 "(8-bit weights: --compress linear8; Core ML has no INT8 activations here)")
+        object.__setattr__(self, "precision", Precision(self.precision))
         if self.compression not in COMPRESSIONS:
             raise SrDeployError(f"--compress {self.compression!r}: choose one of {', '.join(COMPRESSIONS)}")
         if self.deployment_target not in DEPLOYMENT_TARGETS:
@@ -133,24 +138,28 @@ class ImageIO(nn.Module):
         return self.net(x).clamp(0, 1) * 255
 
 
-def traceable(model: nn.Module, image_io: bool) -> nn.Module:
+def traceable(model: SrModel, image_io: bool) -> nn.Module:
     """An eval-mode copy for ``torch.jit.trace``: data-dependent gates as a per-image select."""
-    net = copy.deepcopy(model).eval()
+    net = copy.deepcopy(model.network).eval()
     if hasattr(net, "gate_execution"):
         net.gate_execution = "select"
     return (ImageIO(net) if image_io else net).eval()
 
 
-def convert(model: nn.Module, options: CoreMLOptions):
-    """The ``coremltools.models.MLModel`` (mlprogram) of a zoo model (``models.load``), not yet saved."""
+def convert(model: SrModel, options: CoreMLOptions):
+    """The ``coremltools.models.MLModel`` (mlprogram) of a loaded model (``models.load``), not yet saved."""
     import coremltools as ct
 
-    info = model.srdeploy
-    config = architecture(info.name).export
+    info = model.info
+    config = info.export
     example = torch.rand(1, info.channels, *options.shapes.bounds(info.channels)["min"][2:],
                          generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode(False), torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", torch.jit.TracerWarning)
         traced = torch.jit.trace(traceable(model, options.image_io), example)
+    for warning in caught:  # tracing froze the branch this example took
+        if issubclass(warning.category, torch.jit.TracerWarning) and "Python boolean" in str(warning.message):
+            raise SrDeployError(traced_branch(info.name, str(warning.message), warning.filename, warning.lineno))
     shape = options.shapes.ct_shape(info.channels)
     if options.image_io:
         layout = ct.colorlayout.RGB if info.channels == 3 else ct.colorlayout.GRAYSCALE
@@ -160,12 +169,15 @@ def convert(model: nn.Module, options: CoreMLOptions):
         dtype = np.float16 if options.fp16_io else np.float32
         inputs = [ct.TensorType(name=config.input_name, shape=shape, dtype=dtype)]
         outputs = [ct.TensorType(name=config.output_name, dtype=dtype)]
-    mlmodel = ct.convert(
-        traced, inputs=inputs, outputs=outputs, convert_to="mlprogram",
-        compute_precision=ct.precision.FLOAT16 if options.precision == "fp16" else ct.precision.FLOAT32,
-        minimum_deployment_target=getattr(ct.target, options.deployment_target),
-        skip_model_load=platform.system() != "Darwin",
-    )
+    try:
+        mlmodel = ct.convert(
+            traced, inputs=inputs, outputs=outputs, convert_to="mlprogram",
+            compute_precision=ct.precision.FLOAT16 if options.precision == "fp16" else ct.precision.FLOAT32,
+            minimum_deployment_target=getattr(ct.target, options.deployment_target),
+            skip_model_load=platform.system() != "Darwin",
+        )
+    except Exception as exc:  # noqa: BLE001 - coremltools raises many types for what it cannot convert
+        raise SrDeployError(coreml_failure(info.name, exc)) from None
     return compress(mlmodel, options.compression, options.deployment_target)
 
 
@@ -193,18 +205,17 @@ def compress(mlmodel, compression: str, deployment_target: str):
     return cto.palettize_weights(mlmodel, cto.OptimizationConfig(global_config=op_config))
 
 
-def metadata(model: nn.Module, options: CoreMLOptions, measured: dict[str, str]) -> dict[str, str]:
+def metadata(model: SrModel, options: CoreMLOptions, measured: dict[str, str]) -> dict[str, str]:
     """srdeploy's keys (the ONNX artifacts' keys, plus the Core ML options and measured quality)."""
     import json
 
     from ..onnx.onnx_export import metadata as onnx_metadata
 
-    config = architecture(model.srdeploy.name).export
-    entries = {k.removeprefix("srdeploy."): v for k, v in onnx_metadata(model, config, simplified=False).items()}
+    entries = {k.removeprefix("srdeploy."): v for k, v in onnx_metadata(model, model.info.export, simplified=False).items()}
     entries.pop("simplified")
     entries.update({
         "precision": options.precision,
-        "shape_bounds": json.dumps(options.shapes.bounds(model.srdeploy.channels)),
+        "shape_bounds": json.dumps(options.shapes.bounds(model.info.channels)),
         "coreml_options": json.dumps({**asdict(options), "shapes": options.shapes.as_dict()}, sort_keys=True),
         "version": SRDEPLOY_VERSION,
         **measured,
@@ -212,20 +223,19 @@ def metadata(model: nn.Module, options: CoreMLOptions, measured: dict[str, str])
     return {f"srdeploy.{k}": v for k, v in entries.items()}
 
 
-def describe(mlmodel, model: nn.Module, options: CoreMLOptions, measured: dict[str, str]) -> None:
+def describe(mlmodel, model: SrModel, options: CoreMLOptions, measured: dict[str, str]) -> None:
     """Description, author, license, version and srdeploy metadata on the model (shown by Xcode)."""
     from ...models.registry import default_checkpoint
 
-    info = model.srdeploy
-    arch = architecture(info.name)
-    config = architecture(info.name).export
+    info = model.info
+    config = info.export
     official = default_checkpoint(info.name, info.scale)
     source = (f"official checkpoint {official.repository}@{official.commit[:7]}/{official.path}"
               if official and official.sha256 == info.checkpoint_sha256 else f"checkpoint sha256 {info.checkpoint_sha256}")
     io = "8-bit image" if options.image_io else f"{'FP16' if options.fp16_io else 'FP32'} array in [0, 1]"
-    mlmodel.short_description = (f"{arch.title} ×{info.scale} super-resolution ({arch.paper}); {source}; "
+    mlmodel.short_description = (f"{info.title} ×{info.scale} super-resolution ({info.paper}); {source}; "
                                  f"{options.precision.upper()} compute, weights {options.compression}")
-    mlmodel.author = f"{arch.paper} (model); converted by srdeploy {SRDEPLOY_VERSION}"
+    mlmodel.author = f"{info.paper} (model); converted by srdeploy {SRDEPLOY_VERSION}"
     mlmodel.license = f"weights: see the license of {official.repository if official else 'their source'}; srdeploy: MIT"
     mlmodel.version = SRDEPLOY_VERSION
     mlmodel.input_description[config.input_name] = (

@@ -17,13 +17,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from torch import nn
 
 from ...runtime.quality import crop_psnr
 from ...calib.data import CropSpec, held_out_photo, lr_hr_crops, source_images
 from .coreml_export import CoreMLOptions, CoreMLShapes, convert, describe, traceable
 from .coreml_verify import executor_infer, verify_package
-from ...models.registry import architecture
+from ...models.loading import SrModel
 from ...runtime import digest
 from ...runtime.atomic import replace_dir
 from ...runtime.coreml_backend import SPEC_FILE, WEIGHTS_FILE, WEIGHTS_KEY, import_coremltools
@@ -80,11 +79,11 @@ def seal_package(package: Path) -> None:
     (package / SPEC_FILE).write_bytes(digest.seal(spec.SerializeToString()))
 
 
-def export_package(model: nn.Module, options: CoreMLOptions, out_dir: str | Path, calib_dir: str | None = None,
+def export_package(model: SrModel, options: CoreMLOptions, out_dir: str | Path, calib_dir: str | None = None,
                    max_drop: float | None = None, name: str | None = None) -> tuple[Path, CoreMLReport]:
-    """Write ``out_dir/NAME.mlpackage`` for a zoo model after every check passed; return it and its report."""
-    info = model.srdeploy
-    config = architecture(info.name).export
+    """Write ``out_dir/NAME.mlpackage`` for a loaded model after every check passed; return it and its report."""
+    info = model.info
+    config = info.export
     stem = name or f"{info.name}_x{info.scale}_{options.precision}" + (
         "" if options.compression == "none" else f"_{options.compression}")
     target = Path(out_dir) / f"{stem}.mlpackage"
@@ -100,9 +99,9 @@ def export_package(model: nn.Module, options: CoreMLOptions, out_dir: str | Path
         if not verification.passed:
             raise SrDeployError(f"the Core ML package of {info.name} ×{info.scale} fails its check "
                                 f"({verification.problems[0]}; {len(verification.problems)} problems): nothing written")
-        rounding = architecture(info.name).eval_rounding
+        rounding = info.eval_rounding
         crops = lr_hr_crops(source_images(calib_dir, "validation"), info.scale, VALIDATION_SPEC)
-        psnr_torch = crop_psnr(TorchRunner(model).infer, crops, info.scale, info.colour, rounding)
+        psnr_torch = crop_psnr(TorchRunner(model.network).infer, crops, info.scale, info.colour, rounding)
         psnr_coreml = crop_psnr(executor_infer(checked, "fp16", options.image_io, config.input_name), crops,
                                 info.scale, info.colour, rounding)
         drop = psnr_torch - psnr_coreml

@@ -110,6 +110,31 @@ def prelu(x, alpha):
     return np.where(x >= 0, x, x * alpha.reshape(1, -1, 1, 1))
 
 
+@_op("leaky_relu")
+def leaky_relu(x, alpha=0.01):
+    """x where x ≥ 0, alpha·x elsewhere (one alpha: a PReLU whose slopes are all equal converts to it)."""
+    return np.where(x >= 0, x, x * alpha)
+
+
+@_op("tanh")
+def tanh(x):
+    return np.tanh(x)
+
+
+@_op("sigmoid")
+def sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+@_op("upsample_nearest_neighbor")
+def upsample_nearest_neighbor(x, scale_factor_height=1, scale_factor_width=1):
+    """Each pixel repeated ``scale_factor_height`` × ``scale_factor_width`` times (integer factors only)."""
+    factors = (float(scale_factor_height), float(scale_factor_width))
+    if not all(f.is_integer() and f >= 1 for f in factors):
+        raise SrDeployError(f"upsample_nearest_neighbor by {factors} is not supported by the MIL verifier (integers only)")
+    return x.repeat(int(factors[0]), axis=2).repeat(int(factors[1]), axis=3)
+
+
 @_op("clip")
 def clip(x, alpha, beta):
     return np.clip(x, alpha, beta)

@@ -10,21 +10,25 @@ fact (``dynamic_axes``), not checked.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import warnings
+from contextlib import contextmanager, redirect_stderr
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import onnx
 import torch
-from torch import nn
 
 from .graph_rewrite import merge_shared_branches, tensorrt86_gate
 from .onnx_macs import onnx_macs_per_output_pixel
-from ...models.registry import ExportConfig, architecture
+from ..failures import onnx_failure, user_frame
+from ...models.loading import SrModel
+from ...models.registry import ExportConfig
 from ...runtime import digest
 from ...runtime.atomic import atomic_path
 from ...runtime.errors import SrDeployError
@@ -32,22 +36,49 @@ from ...runtime.errors import SrDeployError
 SRDEPLOY_VERSION = "0.1.0"
 
 
-def _trace(model: nn.Module, config: ExportConfig) -> onnx.ModelProto:
-    info = model.srdeploy
+def _trace(model: SrModel, config: ExportConfig) -> onnx.ModelProto:
+    info = model.info
     example = torch.rand(2, info.channels, config.trace_size, config.trace_size, generator=torch.Generator().manual_seed(0))
     batch = torch.export.Dim("batch", min=config.min_batch, max=config.max_batch)
     height = torch.export.Dim("height", min=config.min_size, max=config.max_size)
     width = torch.export.Dim("width", min=config.min_size, max=config.max_size)
-    # The exporter logs a line per torchvision op it cannot register; none of them is used here.
+    shapes = ({0: batch, 2: height, 3: width},)
+    # The exporter logs a line per torchvision op it cannot register (none of them is used here), and a failed
+    # trace logs its graph before raising: the failure is reported in one line instead.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _no_warning_logs():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            model, (example,), dynamo=True, dynamic_shapes=({0: batch, 2: height, 3: width},),
-            input_names=[config.input_name], output_names=[config.output_name], opset_version=config.opset,
-            verbose=False,
-        )
+        try:
+            program = torch.onnx.export(
+                model.network, (example,), dynamo=True, dynamic_shapes=shapes, input_names=[config.input_name],
+                output_names=[config.output_name], opset_version=config.opset, verbose=False,
+            )
+        except Exception as exc:  # noqa: BLE001 - torch.export and the exporter raise many types
+            raise SrDeployError(onnx_failure(info.name, exc, partial(_locate, model, example, shapes))) from None
     return program.model_proto
+
+
+@contextmanager
+def _no_warning_logs() -> Iterator[None]:
+    """Log records of WARNING and below dropped, and stderr held back, for the duration (torch's loggers set
+    their own levels; a failed trace prints its graph)."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logging.disable(previous)
+
+
+def _locate(model: SrModel, example: torch.Tensor, shapes: tuple, op: str) -> str | None:
+    """Where the first node calling ``op`` comes from in the network's source (a failed export's diagnosis)."""
+    try:
+        program = torch.export.export(model.network, (example,), dynamic_shapes=shapes, strict=False)
+    except Exception:  # noqa: BLE001 - then the exporter's own message has to do
+        return None
+    return next((user_frame(node.meta.get("stack_trace", "")) for node in program.graph.nodes
+                 if op in str(node.target)), None)
 
 
 def cpu_session(proto: onnx.ModelProto):
@@ -87,9 +118,9 @@ def simplify(proto: onnx.ModelProto, probe: np.ndarray, rtol: float) -> tuple[on
     return simplified, True
 
 
-def metadata(model: nn.Module, config: ExportConfig, simplified: bool,
+def metadata(model: SrModel, config: ExportConfig, simplified: bool,
              rewrites: dict[str, int] | None = None, macs_per_output_pixel: float | None = None) -> dict[str, str]:
-    info = model.srdeploy
+    info = model.info
     entries = {
         "srdeploy.model": info.name,
         "srdeploy.scale": str(info.scale),
@@ -100,14 +131,17 @@ def metadata(model: nn.Module, config: ExportConfig, simplified: bool,
         "srdeploy.checkpoint_sha256": info.checkpoint_sha256,
         "srdeploy.layout": info.layout,
         "srdeploy.options": json.dumps(info.options, sort_keys=True),
+        "srdeploy.eval_rounding": info.eval_rounding,
         "srdeploy.shape_bounds": json.dumps(config.shape_bounds(info.channels)),
         "srdeploy.export_config": json.dumps(asdict(config), sort_keys=True),
         "srdeploy.simplified": str(simplified).lower(),
         # an output pixel depends on the whole image (tiling then takes the gate's decision once, on the whole)
-        "srdeploy.global_gate": str(bool(getattr(model, "has_global_gate", False))).lower(),
+        "srdeploy.global_gate": str(model.has_global_gate).lower(),
         "srdeploy.version": SRDEPLOY_VERSION,
         "srdeploy.torch_version": torch.__version__,
     }
+    if info.source is not None:  # your own network: where parity finds it again
+        entries["srdeploy.source"] = json.dumps(info.source, sort_keys=True)
     if rewrites is not None:
         entries["srdeploy.rewrites"] = json.dumps(rewrites, sort_keys=True)
     if macs_per_output_pixel is not None:
@@ -115,10 +149,10 @@ def metadata(model: nn.Module, config: ExportConfig, simplified: bool,
     return entries
 
 
-def to_onnx(model: nn.Module) -> onnx.ModelProto:
-    """A zoo model (``models.load``) as a checked FP32 ONNX graph with symbolic N, H, W and metadata."""
-    info = model.srdeploy
-    config = architecture(info.name).export
+def to_onnx(model: SrModel) -> onnx.ModelProto:
+    """A loaded model (``models.load``) as a checked FP32 ONNX graph with symbolic N, H, W and metadata."""
+    info = model.info
+    config = info.export
     proto = _trace(model, config)
     probe = np.random.default_rng(0).random((1, info.channels, 19, 23), dtype=np.float32)
     proto, simplified = simplify(proto, probe, config.fp32_rtol)
@@ -153,6 +187,6 @@ def save(proto: onnx.ModelProto, path: str | Path) -> Path:
     return Path(path)
 
 
-def export_onnx(model: nn.Module, path: str | Path) -> Path:
-    """Export a zoo model to an FP32 ONNX file (see ``to_onnx``)."""
+def export_onnx(model: SrModel, path: str | Path) -> Path:
+    """Export a loaded model to an FP32 ONNX file (see ``to_onnx``)."""
     return save(to_onnx(model), path)

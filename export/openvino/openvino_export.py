@@ -18,18 +18,18 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import onnx
-from torch import nn
 
 from ...runtime.quality import crop_psnr
 from ...calib.data import lr_hr_crops, source_images
 from ..onnx.onnx_export import proto_infer
 from ..precision import DEFAULT_MAX_DROP, VALIDATION_SPEC, PrecisionReport, check_gate, export_precision
-from ...models.registry import architecture
+from ...models.loading import ModelInfo, SrModel
 from ...runtime import digest
 from ...runtime.artifact import PREFIX
 from ...runtime.cpu import int8_dot
 from ...runtime.errors import SrDeployError
 from ...runtime.openvino_backend import RT_SECTION, OpenVinoSession, import_openvino, ir_weights, seal_ir
+from ...runtime.precision import Precision
 from ...runtime.progress import Stages
 
 FP32_NOISE_DB = 0.001  # OpenVINO's FP32 kernels may sum in another order than ONNX Runtime's
@@ -37,8 +37,8 @@ SATURATION_DB = 0.05  # OpenVINO losing this much more than ONNX Runtime on the 
 
 
 def export_ir(
-    model: nn.Module,
-    precision: str,
+    model: SrModel,
+    precision: Precision | str,
     out: Path,
     calib_dir: str | None = None,
     max_drop: float | None = None,
@@ -48,16 +48,17 @@ def export_ir(
     """Write ``out/<model>_x<scale>_<precision>.xml`` (+ ``.bin``) after both gates: (path, the OpenVINO gate's
     report, the OpenVINO measurement). Over the limit: a one-line error and nothing written."""
     import_openvino()
+    precision = Precision.parse(precision)
     proto, report = export_precision(model, "fp32" if precision == "fp16" else precision, calib_dir, max_drop,
                                      progress=progress, method=method)
-    return write_ir(proto, report, model.srdeploy, precision, out, calib_dir, max_drop, progress)
+    return write_ir(proto, report, model.info, precision, out, calib_dir, max_drop, progress)
 
 
 def write_ir(
     proto: onnx.ModelProto,
     report: PrecisionReport,
-    info,
-    precision: str,
+    info: ModelInfo,
+    precision: Precision,
     out: Path,
     calib_dir: str | None = None,
     max_drop: float | None = None,
@@ -85,7 +86,7 @@ def write_ir(
             warnings.simplefilter("ignore")
             session = OpenVinoSession(draft, cache=False)
         validation = lr_hr_crops(source_images(calib_dir, "validation"), info.scale, VALIDATION_SPEC)
-        rounding = architecture(info.name).eval_rounding
+        rounding = info.eval_rounding
         reference = report.validation_psnr_fp32
         if reference is None:  # an FP32 graph: measure its ONNX Runtime score here
             reference = crop_psnr(proto_infer(proto), validation, info.scale, info.colour, rounding)

@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,8 +22,12 @@ from ...runtime.artifact import srdeploy_metadata
 from ...runtime.atomic import atomic_path
 from ...runtime.cuda import Cuda
 from ...runtime.errors import SrDeployError
+from ...runtime.precision import Precision
 from ...runtime.trt_backend import TrtSession, current_target, require_tensorrt
 from ...runtime.trt_sidecar import BuildTarget, file_sha256, sidecar_path, update_sidecar, write_sidecar
+
+if TYPE_CHECKING:  # torch stays unimported until a model is built
+    from ...models.loading import SrModel
 
 MIN_TENSORRT = (8, 6)  # builder optimization levels and the ONNX parser's per-node errors
 
@@ -183,8 +188,8 @@ def export_engine(onnx_proto, plan_for, out_dir: Path, stem: str, reference, inp
         shutil.rmtree(work, ignore_errors=True)
 
 
-def export_model_engine(model, proto, precision: str, profile, out_dir: Path, stem: str, rebuild: str) -> Path:
-    """``export_engine`` for a zoo model: its plan from ``profile``, parity against the model itself on the
+def export_model_engine(model: SrModel, proto, precision: Precision, profile, out_dir: Path, stem: str, rebuild: str) -> Path:
+    """``export_engine`` for a loaded model: its plan from ``profile``, parity against the model itself on the
     parity suite's inputs (held-out photo crops for INT8, whose ranges are calibrated on photos)."""
     from ...calib.data import held_out_photo
     from .trt_plan import BuildPlan
@@ -192,8 +197,8 @@ def export_model_engine(model, proto, precision: str, profile, out_dir: Path, st
     from ...runtime.parity import probe_inputs
     from ...runtime.torch_runner import TorchRunner
 
-    photo = held_out_photo(model.srdeploy.colour) if precision == "int8" else None
-    inputs = probe_inputs(model.srdeploy.channels, {"min": list(profile.min), "max": list(profile.max)}, photo=photo)
+    photo = held_out_photo(model.info.colour) if precision == "int8" else None
+    inputs = probe_inputs(model.info.channels, {"min": list(profile.min), "max": list(profile.max)}, photo=photo)
     metadata = srdeploy_metadata((p.key, p.value) for p in proto.metadata_props)
     return export_engine(proto, lambda strong, cache: BuildPlan.for_artifact(metadata, profile, strong, timing_cache=cache),
-                         out_dir, stem, TorchRunner(model).infer, inputs, TOLERANCES[precision], rebuild)
+                         out_dir, stem, TorchRunner(model.network).infer, inputs, TOLERANCES[precision], rebuild)

@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 
 from ...runtime.errors import SrDeployError
+from ...runtime.precision import Precision
 
 # Output frames the default profiles are named after (width, height).
 FRAMES = {"720p": (1280, 720), "1080p": (1920, 1080)}
@@ -102,7 +103,7 @@ def profile_from_args(
 class BuildPlan:
     """Everything that decides which engine TensorRT builds from an srdeploy ONNX."""
 
-    precision: str  # fp32 | fp16 | int8: what the ONNX holds
+    precision: Precision  # what the ONNX holds
     profile: Profile
     strongly_typed: bool = True
     workspace_mib: int = DEFAULT_WORKSPACE_MIB
@@ -114,7 +115,7 @@ class BuildPlan:
     @classmethod
     def for_artifact(cls, metadata: dict[str, str], profile: Profile, strongly_typed: bool = True, **options) -> BuildPlan:
         """The plan for an srdeploy ONNX, from its metadata (``srdeploy.*`` keys without the prefix)."""
-        precision = metadata.get("precision", "fp32")
+        precision = Precision.parse(metadata.get("precision", "fp32"))
         fp16_float = json.loads(metadata.get("fp16_float") or "{}")
         passed = precision == "int8" and bool(fp16_float.get("passed"))
         kept = fp16_float.get("keep_fp32", []) if passed else json.loads(metadata.get("kept_float") or "[]")
