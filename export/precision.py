@@ -19,6 +19,7 @@ import onnx
 from ..runtime.quality import crop_psnr
 from ..calib.cache import cached_stats
 from ..calib.data import CropSpec, fingerprint, lr_hr_crops, network_batch, source_images
+from .gate import DEFAULT_MAX_DROP, check_gate, limit_for, passes
 from .onnx import fp16
 from .quant import int8_calibration, int8_channels, int8_checker, int8_search
 from .onnx.onnx_export import proto_infer, set_metadata, to_onnx
@@ -27,7 +28,6 @@ from ..runtime.errors import SrDeployError
 from ..runtime.precision import Precision
 from ..runtime.progress import Stages
 
-DEFAULT_MAX_DROP = {Precision.FP32: 0.0, Precision.FP16: 0.01, Precision.INT8: 0.1}
 VALIDATION_SPEC = CropSpec(size=64, count=24, seed=1)
 INT8_ALPHAS = (0.5, 1.0)  # activation-equalization strengths tried
 INT8_MIN_MAC_FRACTION = 0.8  # float fallback stops before the INT8 share of MACs falls below this
@@ -84,7 +84,7 @@ def export_precision(
     if precision == "fp32":
         set_metadata(proto, report.metadata())
         return proto, report
-    limit = DEFAULT_MAX_DROP[precision] if max_drop is None else max_drop
+    limit = limit_for(DEFAULT_MAX_DROP, precision, max_drop)
     calibration = source_images(calib_dir, "calibration")
     data_key = {"checkpoint": info.checkpoint_sha256, "model": info.name, "scale": info.scale, "options": info.options,
                 "data": fingerprint(calibration, info.scale, spec)}
@@ -131,19 +131,8 @@ def measure_fp16_float(int8_proto: onnx.ModelProto, batch: np.ndarray, validatio
 
         result["drop_db_openvino"] = round(drop(openvino_infer(candidate)), 4)
         result["drop_db_openvino_fp32_float"] = round(drop(openvino_infer(int8_proto)), 4)
-    result["passed"] = result["drop_db_onnxruntime"] <= limit
+    result["passed"] = passes(result["drop_db_onnxruntime"], limit)
     return result
-
-
-def check_gate(report: PrecisionReport, limit: float, name: str) -> None:
-    """The accuracy gate: a one-line error when the held-out drop is over ``limit`` dB."""
-    if report.drop_db > limit:
-        share = "" if report.int8_mac_fraction is None else f" with {report.int8_mac_fraction:.0%} of MACs in INT8"
-        raise SrDeployError(
-            f"{report.precision.upper()} {name} loses {report.drop_db:.3f} dB on the held-out photos{share} "
-            f"({report.validation_psnr:.2f} vs {report.validation_psnr_fp32:.2f} dB FP32), over the "
-            f"{limit} dB limit: nothing written; raise --max-psnr-drop to accept it"
-        )
 
 
 def float_summary(kept_float: list[str], float_channels: dict[str, list[int]]) -> str:

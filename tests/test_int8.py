@@ -320,7 +320,8 @@ def test_int8_fp16_float_parts_measured_against_the_gate(fsrcnn_int8):
     from srdeploy.runtime.quality import crop_psnr
     from srdeploy.export.onnx.fp16 import int8_with_fp16_float
     from srdeploy.export.onnx.onnx_export import proto_infer
-    from srdeploy.export.precision import DEFAULT_MAX_DROP, VALIDATION_SPEC
+    from srdeploy.export.gate import DEFAULT_MAX_DROP
+    from srdeploy.export.precision import VALIDATION_SPEC
 
     proto, report = fsrcnn_int8
     measured = report.fp16_float

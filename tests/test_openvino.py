@@ -14,9 +14,7 @@ from conftest import REPO, weights
 ov = pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install -e '.[dev]' installs it")
 
 from srdeploy.export.onnx.onnx_export import save, to_onnx
-from srdeploy.export.openvino import openvino_export
 from srdeploy.export.openvino.openvino_export import export_ir, write_ir
-from srdeploy.export.precision import PrecisionReport  # noqa: E402
 from srdeploy.runtime import cpu  # noqa: E402
 from srdeploy.runtime import openvino_backend  # noqa: E402
 from srdeploy.runtime.opener import open_artifact  # noqa: E402
@@ -184,22 +182,6 @@ def test_int8_ir_on_this_cpu_is_gated_on_what_openvino_computes(fsrcnn_int8, fsr
         path, gated, measured = write_ir(proto, report, fsrcnn.info, "int8", tmp_path, progress=False)
         assert gated.drop_db <= 0.1 and measured["int8_executed_mac_fraction"] >= 0.8
         assert json.loads(OpenVinoSession(path).metadata["openvino_report"])["int8_dot"] == cpu.int8_dot()
-
-
-@pytest.mark.parametrize("openvino_drop, dot, explained", [
-    (0.5, "pairwise-int16", True),
-    (0.07 + openvino_export.SATURATION_DB, "pairwise-int16", True),  # at the threshold
-    (0.07 + 0.99 * openvino_export.SATURATION_DB, "pairwise-int16", False),  # just under it
-    (0.5, "vnni", False),
-])
-def test_gate_names_saturation_only_where_it_is_the_cause(monkeypatch, openvino_drop, dot, explained):
-    monkeypatch.setattr(openvino_export, "int8_dot", lambda: dot)
-    onnx_report = PrecisionReport("int8", validation_psnr_fp32=36.0, validation_psnr=35.93, drop_db=0.07)
-    gated = PrecisionReport("int8", validation_psnr_fp32=36.0, validation_psnr=36.0 - openvino_drop, drop_db=openvino_drop)
-    with pytest.raises(SrDeployError, match="over the 0.1 dB limit") as refused:
-        openvino_export._gate(gated, onnx_report, 0.1, "fsrcnn ×2")
-    assert ("int16 saturation" in str(refused.value)) == explained
-    assert "\n" not in str(refused.value)
 
 
 def test_int8_without_vnni_warns_unless_measured_on_such_a_cpu(monkeypatch, recwarn):

@@ -19,7 +19,8 @@ import torch
 from srdeploy import api
 from srdeploy.cli import main
 from srdeploy.export.onnx.onnx_export import export_onnx, to_onnx
-from srdeploy.export.precision import DEFAULT_MAX_DROP, export_precision
+from srdeploy.export.gate import COREML_MAX_DROP, DEFAULT_MAX_DROP
+from srdeploy.export.precision import export_precision
 from srdeploy.export.quant.int8_checker import check_qdq
 from srdeploy.models import load_model
 from srdeploy.runtime import images, metrics
@@ -116,7 +117,7 @@ def test_fp16_and_int8_pass_their_gate_or_refuse_with_it(own, name, precision):
 def test_coreml_export_is_verified(own, name, tmp_path):
     pytest.importorskip("coremltools")
     from srdeploy.export.coreml.coreml_export import CoreMLOptions, CoreMLShapes
-    from srdeploy.export.coreml.coreml_package import DEFAULT_MAX_DROP as COREML_MAX_DROP, export_package
+    from srdeploy.export.coreml.coreml_package import export_package
 
     options = CoreMLOptions(shapes=CoreMLShapes(min=(16, 16), default=(24, 24), max=(48, 48)))
     package, report = export_package(own[name][0], options, tmp_path)

@@ -20,6 +20,7 @@ import numpy as np
 
 from ...runtime.quality import crop_psnr
 from ...calib.data import CropSpec, held_out_photo, lr_hr_crops, source_images
+from ..gate import COREML_MAX_DROP, check_coreml_gate, limit_for
 from .coreml_export import CoreMLOptions, CoreMLShapes, convert, describe, traceable
 from .coreml_verify import executor_infer, verify_package
 from ...models.loading import SrModel
@@ -32,7 +33,6 @@ from ...runtime.torch_runner import TorchRunner
 
 VALIDATION_SPEC = CropSpec(size=64, count=8, seed=1)  # held-out photo crops for the PSNR drop
 # dB on held-out photos vs PyTorch FP32: FP16 alone as for ONNX FP16; compressed weights "without visible loss"
-DEFAULT_MAX_DROP = {"none": 0.01, "linear8": 0.1, "palette6": 0.1, "palette4": 0.1}
 
 
 def verification_sizes(shapes: CoreMLShapes) -> list[tuple[int, int]]:
@@ -104,13 +104,8 @@ def export_package(model: SrModel, options: CoreMLOptions, out_dir: str | Path, 
         psnr_torch = crop_psnr(TorchRunner(model.network).infer, crops, info.scale, info.colour, rounding)
         psnr_coreml = crop_psnr(executor_infer(checked, "fp16", options.image_io, config.input_name), crops,
                                 info.scale, info.colour, rounding)
-        drop = psnr_torch - psnr_coreml
-        limit = DEFAULT_MAX_DROP[options.compression] if max_drop is None else max_drop
-        if drop > limit:
-            raise SrDeployError(
-                f"Core ML {options.precision.upper()} ({options.compression} weights) {info.name} ×{info.scale} loses "
-                f"{drop:.3f} dB on the held-out photos ({psnr_coreml:.2f} vs {psnr_torch:.2f} dB PyTorch), over the "
-                f"{limit} dB limit: nothing written; raise --max-psnr-drop or use lighter compression")
+        drop = check_coreml_gate(psnr_torch, psnr_coreml, limit_for(COREML_MAX_DROP, options.compression, max_drop),
+                                 f"{info.name} ×{info.scale}", options.precision, options.compression)
         measured = {"validation_psnr_pytorch": f"{psnr_torch:.4f}", "validation_psnr_coreml": f"{psnr_coreml:.4f}",
                     "validation_drop_db": f"{drop:.4f}", "verification": json.dumps(verification.as_dict())}
         describe(mlmodel, model, options, measured)

@@ -22,18 +22,16 @@ import onnx
 from ...runtime.quality import crop_psnr
 from ...calib.data import lr_hr_crops, source_images
 from ..onnx.onnx_export import proto_infer
-from ..precision import DEFAULT_MAX_DROP, VALIDATION_SPEC, PrecisionReport, check_gate, export_precision
+from ..gate import DEFAULT_MAX_DROP, limit_for, openvino_gate
+from ..precision import VALIDATION_SPEC, PrecisionReport, export_precision
 from ...models.loading import ModelInfo, SrModel
 from ...runtime import digest
 from ...runtime.artifact import PREFIX
 from ...runtime.cpu import int8_dot
-from ...runtime.errors import SrDeployError
 from ...runtime.openvino_backend import RT_SECTION, OpenVinoSession, import_openvino, ir_weights, seal_ir
 from ...runtime.precision import Precision
 from ...runtime.progress import Stages
 
-FP32_NOISE_DB = 0.001  # OpenVINO's FP32 kernels may sum in another order than ONNX Runtime's
-SATURATION_DB = 0.05  # OpenVINO losing this much more than ONNX Runtime on the same INT8 graph: saturation
 
 
 def export_ir(
@@ -67,7 +65,7 @@ def write_ir(
     """The IR of ``proto`` (``export_precision``'s graph and ``report``; FP32 for ``precision="fp16"``),
     through the gate on OpenVINO (see ``export_ir``); ``info``: the model's ``srdeploy`` record."""
     ov = import_openvino()
-    limit = DEFAULT_MAX_DROP[precision] if max_drop is None else max_drop
+    limit = limit_for(DEFAULT_MAX_DROP, precision, max_drop)
     stage = Stages(f"openvino {precision} {info.name} ×{info.scale}", progress)
     stem = f"{info.name}_x{info.scale}_{precision}"
     out.mkdir(parents=True, exist_ok=True)
@@ -94,7 +92,7 @@ def write_ir(
         executed = session.executed_precisions()
         gated = replace(report, precision=precision, validation_psnr=measured, validation_psnr_fp32=reference,
                         drop_db=reference - measured)
-        _gate(gated, report, limit, f"{info.name} ×{info.scale}")
+        openvino_gate(gated, report, limit, f"{info.name} ×{info.scale}", int8_dot())
         measurement = {"openvino": ov.get_version(), "inference_precision": session.compiled_precision,
                        "int8_dot": int8_dot(), "validation_psnr": measured, "validation_psnr_fp32": reference,
                        "drop_db": reference - measured, "int8_executed_mac_fraction": executed.int8_mac_fraction}
@@ -107,23 +105,6 @@ def write_ir(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target, gated, measurement
-
-
-def _gate(gated: PrecisionReport, onnx_report: PrecisionReport, limit: float, name: str) -> None:
-    """``check_gate`` on the OpenVINO measurement; where OpenVINO loses much more than ONNX Runtime on a CPU
-    without VNNI, the error says why (int16 saturation) and what to do."""
-    if gated.precision == "fp32":
-        limit = max(limit, FP32_NOISE_DB)
-    dot = int8_dot()
-    try:
-        check_gate(gated, limit, f"{name} on OpenVINO" + (f" (int8 dot product: {dot})" if gated.precision == "int8" else ""))
-    except SrDeployError as exc:
-        if gated.precision != "int8" or dot != "pairwise-int16" or gated.drop_db < onnx_report.drop_db + SATURATION_DB:
-            raise
-        raise SrDeployError(
-            f"{exc}. ONNX Runtime loses {onnx_report.drop_db:.3f} dB with the same graph: the rest is int16 saturation of "
-            "this CPU's pairwise int8 products (no VNNI); for this CPU choose --precision fp32, or export on a CPU with "
-            "AVX-512 VNNI, AVX-VNNI or AMX") from None
 
 
 def _save(ov, ir, metadata: dict[str, str], path: Path, fp16_weights: bool) -> Path:
