@@ -181,3 +181,20 @@ def test_a_loadable_but_wrong_file_is_refused_wherever_it_is_found(tmp_path, mon
     monkeypatch.setattr(type(entry), "url", property(lambda self: "http://127.0.0.1:9/fsrcnn_x2.pth"))  # no download
     with pytest.raises(SrDeployError, match=r"fsrcnn_x2.pth has sha256 .* expected"):
         models.load("fsrcnn", 2)
+
+
+def test_training_wrappers_are_unwrapped_preferring_the_ema_weights(tmp_path):
+    ema, raw = {"conv.weight": torch.ones(2, 2)}, {"conv.weight": torch.zeros(2, 2)}
+    cases = {
+        "ema_first.pth": ({"params": raw, "params_ema": ema, "iter": 7}, ema),
+        "nested.pth": ({"model": {"state_dict": {f"module.{k}": v for k, v in ema.items()}}, "epoch": 3}, ema),
+        "net.pth": ({"net": raw, "optimizer": {"lr": 1e-3}}, raw),
+        "bare.pth": (ema, ema),
+    }
+    for name, (saved, expected) in cases.items():
+        torch.save(saved, tmp_path / name)
+        loaded = checkpoints.read_state_dict(tmp_path / name)
+        assert loaded.keys() == expected.keys() and all(torch.equal(loaded[k], expected[k]) for k in expected), name
+    torch.save({"params": {"lr": 1e-3}}, tmp_path / "no_tensors.pth")
+    with pytest.raises(SrDeployError, match="holds no state_dict of tensors"):
+        checkpoints.read_state_dict(tmp_path / "no_tensors.pth")
