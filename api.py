@@ -20,10 +20,11 @@ import json
 import sys
 import tempfile
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .runtime.errors import COMMAND, SrDeployError
 from .runtime.precision import Precision
@@ -440,29 +441,25 @@ def upscale(input: str | Path, output: str | Path, artifact: str | Path | None =
     from .runtime.upscale import collect, plan_jobs, upscale_each
     from .runtime.video import VideoOptions, is_video
 
+    if engine not in ("local", "ray"):
+        raise SrDeployError(f"--engine {engine}: choose local or ray")
+    setup = partial(_tiled_runner, backend=backend, inference_precision=inference_precision, model=model,
+                    scale=scale, weights=weights, gate=gate, tile=tile, tile_overlap=tile_overlap, model_args=model_args)
     if is_video(input):
-        return _upscale_video(Path(input), Path(output), VideoOptions(codec, crf, preset), tile, tile_overlap,
-                              progress, runner=lambda: runner("upscale", artifact, backend, inference_precision,
-                                                              model, scale, weights, gate, model_args=model_args))
+        return _upscale_video(Path(input), Path(output), VideoOptions(codec, crf, preset), progress,
+                              partial(_ray_frames, artifact, backend, setup, workers, ray_address)
+                              if engine == "ray" else partial(_local_frames, setup, artifact))
     jobs = plan_jobs(Path(input), Path(output))  # paths checked before the model or artifact opens
     if engine == "ray":
-        from .runtime.opener import open_artifact
         from .runtime.ray_engine import upscale_on_ray
 
-        files = _artifact_files(artifact)
-        if artifact:  # a damaged or foreign artifact: one line here, before any worker starts
-            open_artifact(artifact, run=False, backend=backend)
-        setup = partial(_tiled_runner, backend=backend, inference_precision=inference_precision, model=model,
-                        scale=scale, weights=weights, gate=gate, tile=tile, tile_overlap=tile_overlap,
-                        model_args=model_args)
+        files = _ray_files(artifact, backend)
         results = upscale_on_ray(jobs, setup, files, workers, ray_address, max_pixels)
-    elif engine == "local":
+    else:
         run = runner("upscale", artifact, backend, inference_precision, model, scale, weights, gate,
                      model_args=model_args)
         results = upscale_each(jobs, run.infer, run.scale, run.colour, *_tiling(run, tile, tile_overlap),
                                run.min_size, max_pixels, run.gate)
-    else:
-        raise SrDeployError(f"--engine {engine}: choose local or ray")
     bar = tqdm(results, total=len(jobs), desc="upscale", unit="img", leave=False,
                disable=True if len(jobs) == 1 or not progress else None)
     return UpscaleReport(*collect(bar, len(jobs), progress))
@@ -470,12 +467,41 @@ def upscale(input: str | Path, output: str | Path, artifact: str | Path | None =
 
 def _tiled_runner(artifact: Path | None, backend: str, inference_precision: str | None, model: str | None,
                   scale: int | None, weights: str | None, gate: str | None, tile: int | None,
-                  tile_overlap: int | None, model_args: dict | str | None = None) -> tuple[Callable, int, str]:
+                  tile_overlap: int | None, model_args: dict | str | None = None,
+                  threads: int | None = 1) -> tuple[Callable, int, str]:
     """(tiled infer, scale, colour) of an artifact or a model: what each Ray worker builds once, on the one
-    CPU Ray gives it (one thread, so workers on a node do not oversubscribe its cores)."""
-    run = runner("upscale", artifact, backend, inference_precision, model, scale, weights, gate, threads=1,
+    CPU Ray gives it (``threads`` 1, so workers on a node do not oversubscribe its cores; None: the library's
+    own choice, for a local run)."""
+    run = runner("upscale", artifact, backend, inference_precision, model, scale, weights, gate, threads=threads,
                  model_args=model_args)
     return _tiled(run, tile, tile_overlap), run.scale, run.colour
+
+
+def _ray_files(artifact: str | Path | None, backend: str) -> dict[str, bytes]:
+    """The artifact's files for the Ray workers, after it was opened here (a damaged or foreign artifact: one
+    line before any worker starts)."""
+    from .runtime.opener import open_artifact
+
+    files = _artifact_files(artifact)
+    if artifact:
+        open_artifact(artifact, run=False, backend=backend)
+    return files
+
+
+@contextmanager
+def _local_frames(setup: Callable, artifact: str | Path | None) -> Iterator:
+    """This process's runner as a video's frame upscaler (``runtime.video.LocalFrames``)."""
+    from .runtime.video import LocalFrames
+
+    yield LocalFrames(*setup(artifact, threads=None))
+
+
+def _ray_frames(artifact: str | Path | None, backend: str, setup: Callable, workers: int | None,
+                address: str | None):
+    """A video's frames on Ray workers (``runtime.ray_engine.ray_frames``)."""
+    from .runtime.ray_engine import ray_frames
+
+    return ray_frames(setup, _ray_files(artifact, backend), workers, address)
 
 
 def _tiling(run: Runner, tile: int | None, tile_overlap: int | None) -> tuple[int, int]:
@@ -505,27 +531,26 @@ def _artifact_files(artifact: str | Path | None) -> dict[str, bytes]:
                         "export an .onnx, or upscale without --engine ray")
 
 
-def _upscale_video(source: Path, target: Path, options, tile: int | None, tile_overlap: int | None, progress: bool,
-                   runner: Callable[[], Runner]) -> UpscaleReport:
-    """One video through the runner, tiled; a frames/s and ETA bar while ``progress``."""
+def _upscale_video(source: Path, target: Path, options, progress: bool, frames: Callable) -> UpscaleReport:
+    """One video through the frame upscaler ``frames()`` opens (this process, or Ray workers); a frames/s and ETA
+    bar while ``progress``."""
     from tqdm import tqdm
 
     from .runtime.video import output_path, upscale_video
 
     output_path(source, target, 0)  # paths checked before the model or artifact opens
-    run = runner()
-    target = output_path(source, target, run.scale)
-    tiled = _tiled(run, tile, tile_overlap)
-    bar = tqdm(desc="upscale", unit="frame", leave=False, disable=None if progress else True)
+    with frames() as upscaler:
+        target = output_path(source, target, upscaler.scale)
+        bar = tqdm(desc="upscale", unit="frame", leave=False, disable=None if progress else True)
 
-    def advance(done: int, total: int | None) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
+        def advance(done: int, total: int | None) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
 
-    try:
-        video = upscale_video(source, target, tiled, run.scale, run.colour, options, advance)
-    finally:
-        bar.close()
+        try:
+            video = upscale_video(source, target, upscaler, options, advance)
+        finally:
+            bar.close()
     _say(progress, f"{video.frames} frames at {video.fps:.1f} frames/s (busy: decode {video.seconds['decode']:.1f} s, "
          f"network {video.seconds['infer']:.1f} s, encode {video.seconds['encode']:.1f} s); copied: "
          f"{', '.join(video.copied_streams) or 'nothing'}")

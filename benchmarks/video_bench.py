@@ -50,7 +50,7 @@ def measure(names: list[str], frames: int, work: Path) -> dict:
     from ..export.onnx.onnx_export import save
     from ..export.precision import export_precision
     from ..runtime.opener import open_artifact
-    from ..runtime.video import upscale_video
+    from ..runtime.video import LocalFrames, upscale_video
 
     clip = make_clip(work / "clip.mp4", frames)
     rows = []
@@ -60,7 +60,7 @@ def measure(names: list[str], frames: int, work: Path) -> dict:
         for backend in ("onnxruntime", "openvino"):
             print(f"{model} ×2 on {backend}: {frames} frames", file=sys.stderr, flush=True)
             session = open_artifact(artifact, backend=backend)
-            video = upscale_video(clip, work / f"{model}_{backend}.mp4", session.infer, 2, session.colour)
+            video = upscale_video(clip, work / f"{model}_{backend}.mp4", LocalFrames(session.infer, 2, session.colour))
             rows.append({"model": model, "backend": backend, "frames": video.frames, "fps": video.fps,
                          "wall_s": video.wall_s, "busy_s": video.seconds})
     return {"clip": f"{WIDTH}x{HEIGHT} → {2 * WIDTH}x{2 * HEIGHT}, {frames} frames, H.264 CRF 18 in and out",

@@ -1,8 +1,10 @@
-"""A folder of images spread over a Ray cluster (``upscale … --engine ray [--ray-address ADDR]``).
+"""A folder of images, or the frames of a video, spread over a Ray cluster (``upscale … --engine ray
+[--ray-address ADDR]``).
 
 Each worker is a Ray actor that builds its network once (``setup``: an artifact's runner, or the PyTorch model)
-and then upscales one image at a time with the same image path as a local run, so the files it returns are
-bit-identical to the local ones. The artifact's files and every image travel through Ray's object store, and
+and then upscales one image (or frame) at a time with the same image path as a local run, so the files it returns
+are bit-identical to the local ones. A video is decoded and encoded by the driver; its frames go round the
+workers, a few per worker in flight, and come back in order (``RayFrames``, a ``video.FrameUpscaler``). The artifact's files and every image travel through Ray's object store, and
 the encoded results come back to the driver, which writes them atomically: the nodes of a real cluster need
 srdeploy installed, but no shared filesystem. Without an address, a local cluster is started for the run and
 stopped after it.
@@ -12,13 +14,16 @@ from __future__ import annotations
 import shutil
 import socket
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
+
+import numpy as np
 
 from . import images
 from .atomic import atomic_path
 from .errors import SrDeployError
-from .pipeline import Infer
+from .pipeline import Infer, upscale_rgb
 from .upscale import Job, upscale_file
 
 Setup = Callable[[Path | None], tuple[Infer, int, str]]  # local artifact path → (tiled infer, scale, colour)
@@ -70,19 +75,18 @@ class Worker:
             source.unlink(missing_ok=True)
             target.unlink(missing_ok=True)
 
+    def frame(self, rgb: np.ndarray) -> np.ndarray:
+        """One video frame, H×W×3 uint8 RGB, through the image path."""
+        return upscale_rgb(rgb, self.infer, self.colour)
+
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def upscale_on_ray(jobs: list[Job], setup: Setup, files: dict[str, bytes], workers: int | None = None,
-                   address: str | None = None, max_pixels: int = images.DEFAULT_MAX_PIXELS,
-                   ) -> Iterator[tuple[Job, Path, str | None]]:
-    """For each job, in order: (job, output, None) once written, or (job, output, why it failed), as
-    ``upscale.upscale_each`` gives them; the work runs on ``workers`` actors (default: one per CPU of the
-    cluster, at most one per image)."""
+@contextmanager
+def _cluster(address: str | None):
+    """Ray, initialised for the duration: the cluster at ``address``, or a local one started and stopped here."""
     ray = import_ray()
-    from ray.util import ActorPool
-
     started_here = not ray.is_initialized()
     if started_here:
         check_reachable(address)
@@ -92,14 +96,65 @@ def upscale_on_ray(jobs: list[Job], setup: Setup, files: dict[str, bytes], worke
             raise SrDeployError(f"cannot reach the Ray cluster at {address} ({exc}): check --ray-address, or leave "
                                 "it out to start a local cluster") from None
     try:
-        count = min(len(jobs), workers or max(1, int(ray.cluster_resources().get("CPU", 1))))
-        shipped = ray.put(files)
-        actors = [ray.remote(num_cpus=1)(Worker).remote(setup, shipped, max_pixels) for _ in range(count)]
-        try:
-            scale = ray.get(actors[0].scale_of.remote())
-        except ray.exceptions.RayError as exc:  # the network could not be built on a worker
-            cause = getattr(exc, "cause", None) or exc
-            raise SrDeployError(f"a Ray worker could not build the network: {str(cause).splitlines()[0]}") from None
+        yield ray
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _start_workers(ray, setup: Setup, files: dict[str, bytes], count: int, max_pixels: int) -> tuple[list, int]:
+    """``count`` actors with the network built, and its scale; a one-line error if a worker cannot build it."""
+    shipped = ray.put(files)
+    actors = [ray.remote(num_cpus=1)(Worker).remote(setup, shipped, max_pixels) for _ in range(count)]
+    try:
+        return actors, ray.get(actors[0].scale_of.remote())
+    except ray.exceptions.RayError as exc:
+        cause = getattr(exc, "cause", None) or exc
+        raise SrDeployError(f"a Ray worker could not build the network: {str(cause).splitlines()[0]}") from None
+
+
+def _worker_count(ray, workers: int | None, most: int) -> int:
+    return max(1, min(most, workers or max(1, int(ray.cluster_resources().get("CPU", 1)))))
+
+
+class RayFrames:
+    """A ``video.FrameUpscaler`` on Ray actors: frames round-robin, two per worker in flight, results in order."""
+
+    def __init__(self, ray, actors: list, scale: int):
+        self.ray, self.actors, self.scale = ray, actors, scale
+        self.in_flight = 2 * len(actors)
+        self.sent = 0
+
+    def submit(self, rgb: np.ndarray):
+        actor = self.actors[self.sent % len(self.actors)]
+        self.sent += 1
+        return actor.frame.remote(rgb)
+
+    def result(self, handle) -> np.ndarray:
+        return self.ray.get(handle)
+
+
+@contextmanager
+def ray_frames(setup: Setup, files: dict[str, bytes], workers: int | None = None,
+               address: str | None = None) -> Iterator[RayFrames]:
+    """Video frames upscaled on ``workers`` actors (default: one per CPU of the cluster) for the duration."""
+    with _cluster(address) as ray:
+        actors, scale = _start_workers(ray, setup, files, _worker_count(ray, workers, 1 << 16), images.DEFAULT_MAX_PIXELS)
+        yield RayFrames(ray, actors, scale)
+        ray.get([actor.close.remote() for actor in actors])
+
+
+def upscale_on_ray(jobs: list[Job], setup: Setup, files: dict[str, bytes], workers: int | None = None,
+                   address: str | None = None, max_pixels: int = images.DEFAULT_MAX_PIXELS,
+                   ) -> Iterator[tuple[Job, Path, str | None]]:
+    """For each job, in order: (job, output, None) once written, or (job, output, why it failed), as
+    ``upscale.upscale_each`` gives them; the work runs on ``workers`` actors (default: one per CPU of the
+    cluster, at most one per image)."""
+    from ray.util import ActorPool
+
+    with _cluster(address) as ray:
+        count = _worker_count(ray, workers, len(jobs))
+        actors, scale = _start_workers(ray, setup, files, count, max_pixels)
         pool = ActorPool(actors)
         waiting = iter(jobs)
 
@@ -120,6 +175,3 @@ def upscale_on_ray(jobs: list[Job], setup: Setup, files: dict[str, bytes], worke
                     tmp.write_bytes(data)
             yield job, output, problem
         ray.get([actor.close.remote() for actor in actors])
-    finally:
-        if started_here:
-            ray.shutdown()

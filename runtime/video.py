@@ -7,15 +7,19 @@ subtitle and data streams are copied packet by packet, without re-encoding. Each
 image path (``pipeline.upscale_rgb``): its RGB from the clip's own matrix and range, and back into that
 matrix and range, so a Y-only network (FSRCNN) upscales luma through the network and chroma bicubically,
 exactly as for images. The output is written under a temporary name and renamed when complete.
+
+The network stage is a ``FrameUpscaler``: ``LocalFrames`` runs each frame as it comes; ``ray_engine.RayFrames``
+keeps several frames in flight on a Ray cluster's workers and takes their results back in stream order.
 """
 from __future__ import annotations
 
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -77,13 +81,40 @@ def import_av():
     return av
 
 
-def upscale_video(source: str | Path, target: str | Path, infer: Infer, scale: int, colour: str,
-                  options: VideoOptions | None = None, progress: Callable[[int, int | None], Any] | None = None,
-                  ) -> VideoReport:
-    """Upscale the first video stream of ``source`` into ``target``, copying every other stream.
+class FrameUpscaler(Protocol):
+    """Upscales RGB frames, possibly several at once: ``submit`` a frame, take its ``result`` later; results are
+    taken in submission order, at most ``in_flight`` frames behind."""
 
-    ``infer``: N×C×H×W float32 → N×C×(s·H)×(s·W) (tiled already, if it should be); ``progress(frames_done,
-    total)`` is called after each frame. Any failure leaves nothing under ``target``."""
+    scale: int
+    in_flight: int
+
+    def submit(self, rgb: np.ndarray) -> Any: ...
+
+    def result(self, handle: Any) -> np.ndarray: ...
+
+
+@dataclass
+class LocalFrames:
+    """Each frame through ``infer`` (N×C×H×W float32 → N×C×(s·H)×(s·W), tiled already if it should be) as it comes."""
+
+    infer: Infer
+    scale: int
+    colour: str
+    in_flight: int = 0
+
+    def submit(self, rgb: np.ndarray) -> np.ndarray:
+        return upscale_rgb(rgb, self.infer, self.colour)
+
+    def result(self, handle: np.ndarray) -> np.ndarray:
+        return handle
+
+
+def upscale_video(source: str | Path, target: str | Path, upscaler: FrameUpscaler, options: VideoOptions | None = None,
+                  progress: Callable[[int, int | None], Any] | None = None) -> VideoReport:
+    """Upscale the first video stream of ``source`` into ``target`` with ``upscaler`` (``LocalFrames``, or Ray's),
+    copying every other stream. ``progress(frames_done, total)`` is called after each frame. Any failure leaves
+    nothing under ``target``."""
+    scale = upscaler.scale
     av = import_av()
     options = options or VideoOptions()
     source = Path(source)
@@ -109,7 +140,7 @@ def upscale_video(source: str | Path, target: str | Path, infer: Infer, scale: i
                                                 "container (.mkv takes almost anything)") from None
                 report.copied_streams = [f"{s.type} {s.codec_context.name}" for s in copies.values()]
                 total = video.frames or None
-                _run(av, clip, video, copies, out, encoder, infer, scale, colour, report, progress, total)
+                _run(av, clip, video, copies, out, encoder, upscaler, report, progress, total)
     except av.FFmpegError as exc:
         raise SrDeployError(f"{source} cannot be read as a video, or {target} written ({exc}): check the file, "
                             "or choose another --codec or container") from None
@@ -150,8 +181,9 @@ def _video_stream(out, video, codec: str, options: VideoOptions, scale: int):
     return stream
 
 
-def _run(av, clip, video, copies, out, encoder, infer, scale, colour, report, progress, total) -> None:
-    """Decode (thread) → infer (here) → encode and mux (thread), in stream order, through bounded queues."""
+def _run(av, clip, video, copies, out, encoder, upscaler: FrameUpscaler, report, progress, total) -> None:
+    """Decode (thread) → upscale (here, up to ``upscaler.in_flight`` frames at once) → encode and mux (thread),
+    in stream order, through bounded queues."""
     decoded: queue.Queue = queue.Queue(QUEUE)
     upscaled: queue.Queue = queue.Queue(QUEUE)
     failures: list[BaseException] = []
@@ -202,19 +234,34 @@ def _run(av, clip, video, copies, out, encoder, infer, scale, colour, report, pr
     threads = [threading.Thread(target=decode, daemon=True), threading.Thread(target=encode, daemon=True)]
     for thread in threads:
         thread.start()
+    pending: deque = deque()  # (decoded frame, its handle) or (copied packet, None), in stream order
+
+    def emit() -> None:
+        item, handle = pending.popleft()
+        if handle is None:
+            put(upscaled, item)
+            return
+        started = time.perf_counter()
+        frame = _output_frame(av, item, upscaler.result(handle), encoder)
+        report.seconds["infer"] += time.perf_counter() - started
+        put(upscaled, frame)
+        report.frames += 1
+        if progress:
+            progress(report.frames, total)
+
     finished = False
     try:
         while (item := get(decoded)) is not _END:
             if isinstance(item, av.Packet):
-                put(upscaled, item)
-                continue
-            started = time.perf_counter()
-            frame = _output_frame(av, item, upscale_rgb(_rgb(item), infer, colour), encoder)
-            report.seconds["infer"] += time.perf_counter() - started
-            put(upscaled, frame)
-            report.frames += 1
-            if progress:
-                progress(report.frames, total)
+                pending.append((item, None))
+            else:
+                started = time.perf_counter()
+                pending.append((item, upscaler.submit(_rgb(item))))
+                report.seconds["infer"] += time.perf_counter() - started
+            while len(pending) > upscaler.in_flight:
+                emit()
+        while pending and not failures:
+            emit()
         finished = not failures
     finally:
         if finished:

@@ -95,10 +95,10 @@ def fake_network(x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("suffix, codec", [(".mkv", "libx265"), (".mkv", "libvpx-vp9"), (".mov", "mpeg4")])
 def test_containers_and_codecs(clip, tmp_path, suffix, codec):
-    from srdeploy.runtime.video import VideoOptions, upscale_video
+    from srdeploy.runtime.video import LocalFrames, VideoOptions, upscale_video
 
     out = tmp_path / f"big{suffix}"
-    report = upscale_video(clip, out, fake_network, 2, "rgb", VideoOptions(codec=codec, crf=20, preset="fast"))
+    report = upscale_video(clip, out, LocalFrames(fake_network, 2, "rgb"), VideoOptions(codec=codec, crf=20, preset="fast"))
     assert report.frames == FRAMES and report.copied_streams == ["audio aac"]
     frames = decoded_rgb(out)
     assert len(frames) == FRAMES and frames[0].shape == (2 * HEIGHT, 2 * WIDTH, 3)
@@ -107,7 +107,7 @@ def test_containers_and_codecs(clip, tmp_path, suffix, codec):
 
 
 def test_a_failure_mid_clip_leaves_nothing(clip, tmp_path):
-    from srdeploy.runtime.video import upscale_video
+    from srdeploy.runtime.video import LocalFrames, upscale_video
 
     calls = []
 
@@ -118,7 +118,7 @@ def test_a_failure_mid_clip_leaves_nothing(clip, tmp_path):
         return fake_network(x)
 
     with pytest.raises(SrDeployError, match="frame 5"):
-        upscale_video(clip, tmp_path / "big.mp4", failing, 2, "rgb")
+        upscale_video(clip, tmp_path / "big.mp4", LocalFrames(failing, 2, "rgb"))
     assert list(tmp_path.iterdir()) == []  # no output, no temporary file
     assert len(calls) == 5
 
@@ -164,3 +164,23 @@ def test_bad_video_input_is_one_line_and_leaves_nothing(clip, tmp_path, case, me
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: ") and message in result.stderr and result.stderr.count("\n") == 1
     assert not out.exists() and (not out.parent.exists() or list(out.parent.iterdir()) == [])
+
+
+def test_a_clip_on_ray_workers_equals_the_local_run(clip, tmp_path):
+    """`--engine ray` sends the frames round two workers and takes them back in order: the same frames, bit for
+    bit, and the same audio packets as the local run."""
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'ray[default]' (the dev extra has it)")
+    from srdeploy import models
+    from srdeploy.export.onnx.onnx_export import export_onnx
+    from tests.conftest import weights
+
+    artifact = export_onnx(models.load("fsrcnn", 2, weights("fsrcnn_x2.pth")), tmp_path / "fsrcnn_x2.onnx")
+    local = run_cli("upscale", str(clip), str(tmp_path / "local.mp4"), "--artifact", str(artifact), "--tile", "40")
+    ray = run_cli("upscale", str(clip), str(tmp_path / "ray.mp4"), "--artifact", str(artifact), "--tile", "40",
+                  "--engine", "ray", "--workers", "2")
+    assert local.returncode == ray.returncode == 0, ray.stderr
+    assert f"{FRAMES} frames at" in ray.stderr and ray.stdout.strip() == str(tmp_path / "ray.mp4")
+    frames_local, frames_ray = decoded_rgb(tmp_path / "local.mp4"), decoded_rgb(tmp_path / "ray.mp4")
+    assert len(frames_ray) == FRAMES and all(np.array_equal(a, b) for a, b in zip(frames_local, frames_ray))
+    with av.open(str(tmp_path / "local.mp4")) as a, av.open(str(tmp_path / "ray.mp4")) as b:
+        assert [bytes(p) for p in a.demux(audio=0) if p.size] == [bytes(p) for p in b.demux(audio=0) if p.size]
