@@ -6,12 +6,14 @@ import pytest
 from srdeploy.export import gate
 from srdeploy.export.precision import PrecisionReport
 from srdeploy.runtime.errors import SrDeployError
+from srdeploy.runtime.precision import Precision
 
 EPS = 1e-6
 
 
 def report(precision: str, drop: float, share: float | None = None) -> PrecisionReport:
-    return PrecisionReport(precision, validation_psnr_fp32=30.0, validation_psnr=30.0 - drop, drop_db=drop,
+    """A measured report as the exports make them: the precision a ``Precision``, not a bare string."""
+    return PrecisionReport(Precision(precision), validation_psnr_fp32=30.0, validation_psnr=30.0 - drop, drop_db=drop,
                            int8_mac_fraction=share)
 
 
@@ -45,9 +47,11 @@ def test_openvino_fp32_has_a_summation_order_floor_and_nothing_more():
     gate.openvino_gate(report("fp32", gate.OPENVINO_FP32_NOISE_DB), report("fp32", 0.0), 0.0, "m ×2", "vnni")
     with pytest.raises(SrDeployError, match=r"FP32 m ×2 on OpenVINO loses 0.001 dB .* over the 0.001 dB limit"):
         gate.openvino_gate(report("fp32", gate.OPENVINO_FP32_NOISE_DB + EPS), report("fp32", 0.0), 0.0, "m ×2", "vnni")
-    gate.openvino_gate(report("fp16", 0.01), report("fp16", 0.0), 0.01, "m ×2", "vnni")  # the floor is FP32's only
-    with pytest.raises(SrDeployError, match=r"FP16 m ×2 on OpenVINO loses"):
-        gate.openvino_gate(report("fp16", 0.01 + EPS), report("fp16", 0.0), 0.01, "m ×2", "vnni")
+    gate.openvino_gate(report("fp16", 0.01), report("fp16", 0.0), 0.01, "m ×2", "vnni")
+    for precision in ("fp16", "int8"):  # the floor is FP32's only
+        with pytest.raises(SrDeployError, match=rf"{precision.upper()} m ×2 on OpenVINO .*loses 0.001 dB"):
+            gate.openvino_gate(report(precision, gate.OPENVINO_FP32_NOISE_DB / 2 + EPS), report(precision, 0.0), 0.0,
+                               "m ×2", "vnni")
 
 
 @pytest.mark.parametrize("openvino_drop, dot, explained", [
@@ -55,6 +59,7 @@ def test_openvino_fp32_has_a_summation_order_floor_and_nothing_more():
     (0.07 + gate.SATURATION_DB, "pairwise-int16", True),  # at the threshold
     (0.07 + 0.99 * gate.SATURATION_DB, "pairwise-int16", False),  # just under it
     (0.5, "vnni", False),
+    (0.5, "amx", False),
 ])
 def test_saturation_is_named_only_where_it_is_the_cause(openvino_drop, dot, explained):
     with pytest.raises(SrDeployError, match=rf"INT8 m ×2 on OpenVINO \(int8 dot product: {dot}\) loses .* over the 0.1 dB "
@@ -65,6 +70,13 @@ def test_saturation_is_named_only_where_it_is_the_cause(openvino_drop, dot, expl
     if explained:
         assert "ONNX Runtime loses 0.070 dB with the same graph" in message
     gate.openvino_gate(report("int8", 0.1), report("int8", 0.07), 0.1, "m ×2", dot)  # at the limit: passes
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_saturation_is_an_int8_diagnosis_only(precision):
+    with pytest.raises(SrDeployError) as refused:
+        gate.openvino_gate(report(precision, 0.5), report(precision, 0.0), 0.1, "m ×2", "pairwise-int16")
+    assert "saturation" not in str(refused.value) and "int8 dot product" not in str(refused.value)
 
 
 def test_the_coreml_gate_measures_pytorch_minus_coreml():
