@@ -14,17 +14,48 @@ from srdeploy.export.coreml.coreml_export import CoreMLOptions, CoreMLShapes, co
 from srdeploy.models.loading import ModelInfo, SrModel  # noqa: E402
 from srdeploy.models.registry import ExportConfig  # noqa: E402
 
-PARAMETERS = ["body.0.bias", "body.0.weight", "body.1.weight", "body.2.bias", "body.2.weight"]
+PARAMETERS = ["body.0.bias", "body.0.weight", "body.1.weight", "body.2.bias", "body.2.weight", "body.3.bias",
+              "body.3.weight"]
+INFO = ModelInfo("tiny", 2, "rgb", "state_dict", "", "", {}, ExportConfig())
+SIZES = CoreMLShapes(enumerated=((16, 16),))
 
 
 class Tiny(nn.Module):
     def __init__(self):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.PReLU(8), nn.Conv2d(8, 12, 3, padding=1))
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.PReLU(16), nn.Conv2d(16, 16, 3, padding=1),
+                                  nn.Conv2d(16, 12, 3, padding=1))  # body.2: 2304 weights, enough to be compressed
         self.shuffle = nn.PixelShuffle(2)
 
     def forward(self, x):
         return self.shuffle(self.body(x))
+
+
+class Gate(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.fc(x.mean((2, 3)))
+
+
+class Gated(nn.Module):
+    """A per-image decision, as DSRNet's gate: branch ``a`` for bright images (mean over 0.5), ``b`` for dark."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = Gate()
+        self.a, self.b = nn.Conv2d(3, 12, 3, padding=1), nn.Conv2d(3, 12, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(2)
+        with torch.no_grad():
+            self.gate.fc.weight.copy_(torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]))
+            self.gate.fc.bias.copy_(torch.tensor([1.5, 0.0]))
+
+    def forward(self, x):
+        logits = self.gate(x)
+        pick = (logits[:, 1] > logits[:, 0]).view(-1, 1, 1, 1)
+        return self.shuffle(torch.where(pick, self.a(x), self.b(x)))
 
 
 def tiny(seed: int = 0) -> nn.Module:
@@ -34,6 +65,11 @@ def tiny(seed: int = 0) -> nn.Module:
     return net
 
 
+def saved(net: nn.Module, path, **options) -> str:
+    convert(SrModel(net, INFO), CoreMLOptions(**{"precision": "fp32", "shapes": SIZES, **options})).save(str(path))
+    return str(path)
+
+
 def inputs() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     return {"a": rng.random((1, 3, 16, 16), dtype=np.float32), "b": rng.random((1, 3, 16, 16), dtype=np.float32)}
@@ -41,10 +77,7 @@ def inputs() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def package(tmp_path_factory):
-    info = ModelInfo("tiny", 2, "rgb", "state_dict", "", "", {}, ExportConfig())
-    path = tmp_path_factory.mktemp("tiny") / "tiny.mlpackage"
-    convert(SrModel(tiny(), info), CoreMLOptions(precision="fp32", shapes=CoreMLShapes(enumerated=((16, 16),)))).save(str(path))
-    return path
+    return saved(tiny(), tmp_path_factory.mktemp("tiny") / "tiny.mlpackage")
 
 
 def test_a_faithful_package_passes_with_every_tensor_found(package):
@@ -60,7 +93,7 @@ def test_a_faithful_package_passes_with_every_tensor_found(package):
 def test_one_changed_weight_is_missing_and_its_package_tensor_unexplained(package):
     net = tiny()
     with torch.no_grad():
-        net.body[2].weight[0, 0, 0, 0] += 1e-3
+        net.body[2].weight[0, 0, 0, 0] += 0.5
     report = verify.verify_package(package, net, inputs())
     assert report.constants.missing == ["body.2.weight"] and len(report.constants.unexplained) == 1
     assert report.constants.checked == len(PARAMETERS) - 1
@@ -85,9 +118,9 @@ def test_a_wrong_computation_fails_the_fp32_mode_check(package):
 
 
 def test_the_twin_takes_the_package_values():
-    values = {"body.0.bias": np.full(8, 0.5, dtype=np.float16)}
+    values = {"body.0.bias": np.full(16, 0.5, dtype=np.float16)}
     twin = verify._with_weights(tiny(), values)
-    assert torch.equal(twin.body[0].bias, torch.full((8,), 0.5)) and torch.equal(twin.body[2].weight, tiny().body[2].weight)
+    assert torch.equal(twin.body[0].bias, torch.full((16,), 0.5)) and torch.equal(twin.body[2].weight, tiny().body[2].weight)
 
 
 @pytest.mark.parametrize("compression, limit", sorted(verify.COMPRESSED_WEIGHT_RTOL.items()) + [("none", 0.0)])
@@ -131,3 +164,62 @@ def test_image_valued_outputs_are_level_checked_and_random_outputs_are_not(packa
     loud = {"loud": (rng.random((1, 3, 16, 16), dtype=np.float32) * 40)}  # outputs far beyond an image's range
     report = verify.verify_package(package, tiny(), loud)
     assert report.cases["loud"].fp16_off_by_level_pct is None and verify.IMAGE_PEAK == 2.0
+
+
+def test_gate_decisions_are_read_from_the_program_and_compared(tmp_path):
+    torch.manual_seed(0)
+    net = Gated().eval()
+    package = saved(net, tmp_path / "gated.mlpackage")
+    rng = np.random.default_rng(0)
+    cases = {"dark": 0.2 * rng.random((1, 3, 16, 16), dtype=np.float32),
+             "bright": 0.6 + 0.4 * rng.random((1, 3, 16, 16), dtype=np.float32)}
+    assert verify._gate_decisions(net, torch.from_numpy(cases["dark"])).tolist() == [False]
+    assert verify._gate_decisions(net, torch.from_numpy(cases["bright"])).tolist() == [True]
+    report = verify.verify_package(package, net, cases)
+    assert report.passed and all(case.decisions_equal is True for case in report.cases.values())
+    flipped = Gated().eval()  # the same branches, the opposite threshold: PyTorch decides otherwise
+    flipped.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        flipped.gate.fc.bias.copy_(torch.tensor([-1.5, 0.0]))
+    assert verify._gate_decisions(flipped, torch.from_numpy(cases["dark"])).tolist() == [True]
+    assert verify._gate_decisions(tiny(), torch.rand(1, 3, 8, 8)) is None
+
+
+def test_image_io_packages_are_fed_and_read_in_pixel_units(tmp_path):
+    package = saved(tiny(), tmp_path / "image.mlpackage", image_io=True)
+    report = verify.verify_package(package, _image_io(tiny()), inputs(), image_io=True)
+    assert report.passed, report.problems
+    x = inputs()["a"]
+    with torch.inference_mode():
+        expected = tiny()(torch.from_numpy(np.rint(x * 255) / 255)).clamp(0, 1).numpy()
+    ours = verify.executor_infer(package, "fp32", image_io=True)(x)
+    assert np.abs(ours - expected).max() <= 1e-5
+
+
+def _image_io(net: nn.Module) -> nn.Module:
+    from srdeploy.export.coreml.coreml_export import ImageIO
+
+    return ImageIO(net).eval()
+
+
+def test_executor_infer_runs_each_image_of_a_batch(package):
+    x = np.concatenate(list(inputs().values()))
+    with torch.inference_mode():
+        expected = tiny()(torch.from_numpy(x)).numpy()
+    assert np.abs(verify.executor_infer(package, "fp32")(x) - expected).max() <= 1e-5
+    assert np.abs(verify.executor_infer(package)(x) - expected).max() <= 1e-2  # FP16 emulation by default
+
+
+def test_compressed_weights_are_matched_within_their_format(package, tmp_path):
+    import coremltools as ct
+
+    from srdeploy.export.coreml.coreml_export import compress
+
+    path = tmp_path / "linear8.mlpackage"
+    compress(ct.models.MLModel(str(package), skip_model_load=True), "linear8", "iOS16").save(str(path))
+    report = verify.verify_package(path, tiny(), inputs(), compression="linear8")
+    assert report.passed, report.problems
+    assert list(report.constants.compressed) == ["body.2.weight"] and 0 < report.constants.compressed["body.2.weight"] < 0.03
+    assert report.constants.checked == len(PARAMETERS) and not report.constants.unexplained
+    strict = verify.verify_package(path, tiny(), inputs(), compression="none")
+    assert strict.problems[0].startswith("compressed body.2.weight is 0.0") and strict.problems[0].endswith("over 0.0")
