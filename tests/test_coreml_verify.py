@@ -223,3 +223,13 @@ def test_compressed_weights_are_matched_within_their_format(package, tmp_path):
     assert report.constants.checked == len(PARAMETERS) and not report.constants.unexplained
     strict = verify.verify_package(path, tiny(), inputs(), compression="none")
     assert strict.problems[0].startswith("compressed body.2.weight is 0.0") and strict.problems[0].endswith("over 0.0")
+
+
+@pytest.mark.parametrize("slopes", [1, 16])
+def test_a_prelu_of_one_repeated_slope_is_found_as_the_scalar_it_converts_to(slopes, tmp_path):
+    net = tiny()
+    net.body[1] = nn.PReLU(slopes, init=0.17)  # one parameter, or 16 equal ones: Core ML stores one scalar alpha
+    package = saved(net, tmp_path / "scalar.mlpackage")
+    report = verify.verify_package(package, net, inputs())
+    assert report.passed, report.problems
+    assert report.constants.checked == len(PARAMETERS) and not report.constants.unexplained

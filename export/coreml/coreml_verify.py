@@ -34,7 +34,8 @@ IMAGE_PEAK = 2.0  # outputs beyond this (random-weight networks) are not images:
 # 8-bit ≤ 0.004, 6-bit ≤ 0.02, 4-bit ≤ 0.09; a wrong or corrupted tensor is near 1).
 COMPRESSED_WEIGHT_RTOL = {"linear8": 0.03, "palette6": 0.06, "palette4": 0.25}
 WEIGHTED_INPUTS = {"conv": ("weight", "bias"), "conv_transpose": ("weight", "bias"), "linear": ("weight", "bias"),
-                   "prelu": ("alpha",)}
+                   "prelu": ("alpha",), "leaky_relu": ("alpha",)}  # a PReLU with one slope (or all equal) converts
+                                                                   # to leaky_relu with a scalar alpha
 
 
 def load_program(package: str | Path):
@@ -102,17 +103,22 @@ def check_constants(function, params: dict[str, torch.Tensor]) -> tuple[Constant
     matched_vars: set[str] = set()
     pending: dict[str, np.ndarray] = {}
     for name, tensor in params.items():
-        candidates = [np.float16, np.float32]
+        forms = [tensor.numpy()]
+        if tensor.numel() > 1 and bool((tensor == tensor.flatten()[0]).all()):
+            forms.append(tensor.numpy().reshape(-1)[:1])  # a tensor of one repeated value may be stored as a scalar
         hit = None
-        for dtype in candidates:
-            value = tensor.numpy().astype(dtype)
-            hit = by_bytes.get((value.dtype.str, value.size, value.tobytes()))
+        for form in forms:
+            for dtype in (np.float16, np.float32):
+                value = form.astype(dtype)
+                hit = by_bytes.get((value.dtype.str, value.size, value.tobytes()))
+                if hit:
+                    break
             if hit:
                 break
         if hit:
             result.checked += 1
             matched_vars.update(hit)
-            package_values[name] = value.reshape(tensor.shape)
+            package_values[name] = np.broadcast_to(value, tensor.shape).copy()
         else:
             pending[name] = tensor.numpy()
     for var_name, (value, compressed) in weights.items():
