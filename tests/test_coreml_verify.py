@@ -194,6 +194,8 @@ def test_image_io_packages_are_fed_and_read_in_pixel_units(tmp_path):
         expected = tiny()(torch.from_numpy(np.rint(x * 255) / 255)).clamp(0, 1).numpy()
     ours = verify.executor_infer(package, "fp32", image_io=True)(x)
     assert np.abs(ours - expected).max() <= 1e-5
+    measured = float(np.abs(ours - expected).max())  # in [0, 1] units, peak 1: the case's own statistic
+    assert report.cases["a"].fp32_max_abs == pytest.approx(measured, rel=1e-3, abs=1e-9)
 
 
 def _image_io(net: nn.Module) -> nn.Module:
@@ -220,6 +222,10 @@ def test_compressed_weights_are_matched_within_their_format(package, tmp_path):
     report = verify.verify_package(path, tiny(), inputs(), compression="linear8")
     assert report.passed, report.problems
     assert list(report.constants.compressed) == ["body.2.weight"] and 0 < report.constants.compressed["body.2.weight"] < 0.03
+    weight = tiny().body[2].weight.detach().numpy().astype(np.float64)  # 8-bit symmetric per output channel, here
+    step = np.abs(weight).max(axis=(1, 2, 3), keepdims=True) / 127
+    error = np.linalg.norm(np.clip(np.rint(weight / step), -127, 127) * step - weight) / np.linalg.norm(weight)
+    assert report.constants.compressed["body.2.weight"] == pytest.approx(error, rel=0.05)
     assert report.constants.checked == len(PARAMETERS) and not report.constants.unexplained
     strict = verify.verify_package(path, tiny(), inputs(), compression="none")
     assert strict.problems[0].startswith("compressed body.2.weight is 0.0") and strict.problems[0].endswith("over 0.0")
