@@ -225,3 +225,16 @@ def test_the_cli_takes_your_own_network_and_refuses_bad_input_in_one_line(own, t
         assert len(err) == 1 and err[0].startswith("error: ")
         assert re.search(message, err[0]), err[0]
         assert not refused.exists()
+
+
+def test_a_factory_in_an_importable_module_is_the_same_network(own):
+    by_file, checkpoint = own["espcn"]
+    by_module = load_model("tests.own_networks:espcn", weights=checkpoint)  # the factory's default scale is 3
+    assert by_module.info.source["module"] == "tests.own_networks" and by_module.info.scale == 3
+    x = torch.rand(1, 1, 20, 24)
+    with torch.inference_mode():
+        assert torch.equal(by_module(x), by_file(x))
+    with pytest.raises(SrDeployError, match=r"cannot import no_such_package.nets \(ModuleNotFoundError"):
+        load_model("no_such_package.nets:Net", weights=checkpoint)
+    with pytest.raises(SrDeployError, match=r"--model-args is for a network of your own"):
+        load_model("fsrcnn", 2, model_args={"scale": 2})
