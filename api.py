@@ -140,7 +140,7 @@ def runner(what: str, artifact: str | Path | None = None, backend: str = "auto",
     net = load_model(model, scale, weights, gate, model_args)
     info, torch_runner = net.info, TorchRunner(net.network)
     return Runner(torch_runner.infer, info.name, info.scale, info.colour, info.export.receptive_radius,
-                  info.export.min_size if info.source else 1, info.checkpoint, None,
+                  info.export.min_size, info.checkpoint, None,
                   torch_runner.gate_split if torch_runner.has_global_gate else None, info.export.whole_image,
                   info.eval_rounding)
 

@@ -34,7 +34,8 @@ class ModelInfo:
     eval_rounding: str = "truncate"  # how the reference evaluation makes 8 bits of the output
     title: str = ""  # for people: the network's name and where it is published
     paper: str = ""
-    source: dict[str, Any] | None = None  # a network of your own: {"module", "name", "args"}; None for the zoo
+    # a network of your own: {"file" or "module", "name", "args", "checkpoint"}, where parity finds it; None: the zoo
+    source: dict[str, Any] | None = None
 
     @property
     def channels(self) -> int:

@@ -4,7 +4,8 @@
 Each worker is a Ray actor that builds its network once (``setup``: an artifact's runner, or the PyTorch model)
 and then upscales one image (or frame) at a time with the same image path as a local run, so the files it returns
 are bit-identical to the local ones. A video is decoded and encoded by the driver; its frames go round the
-workers, a few per worker in flight, and come back in order (``RayFrames``, a ``video.FrameUpscaler``). The artifact's files and every image travel through Ray's object store, and
+workers, a few per worker in flight, and come back in order (``RayFrames``, a ``video.FrameUpscaler``). The
+artifact's files and every image travel through Ray's object store, and
 the encoded results come back to the driver, which writes them atomically: the nodes of a real cluster need
 srdeploy installed, but no shared filesystem. Without an address, a local cluster is started for the run and
 stopped after it.
