@@ -87,6 +87,7 @@ def test_a_faithful_package_passes_with_every_tensor_found(package):
     assert not report.constants.missing and not report.constants.unexplained and not report.constants.compressed
     for case in report.cases.values():
         assert case.shape == (1, 3, 16, 16) and case.fp32_max_abs <= 1e-6 and case.fp16_psnr >= 60
+        assert case.fp16_psnr_vs_checkpoint == pytest.approx(case.fp16_psnr)  # uncompressed: the same reference
         assert case.decisions_equal is None and case.fp16_off_by_level_pct is not None
 
 
@@ -164,6 +165,12 @@ def test_image_valued_outputs_are_level_checked_and_random_outputs_are_not(packa
     loud = {"loud": (rng.random((1, 3, 16, 16), dtype=np.float32) * 40)}  # outputs far beyond an image's range
     report = verify.verify_package(package, tiny(), loud)
     assert report.cases["loud"].fp16_off_by_level_pct is None and verify.IMAGE_PEAK == 2.0
+    with torch.inference_mode():
+        expected = tiny()(torch.from_numpy(loud["loud"])).numpy()
+    peak = np.abs(expected).max()
+    assert peak > 2  # relative to the output's peak, not absolute
+    measured = np.abs(verify.executor_infer(package, "fp32")(loud["loud"]) - expected).max() / peak
+    assert report.cases["loud"].fp32_max_abs == pytest.approx(measured, rel=1e-3, abs=1e-12)
 
 
 def test_gate_decisions_are_read_from_the_program_and_compared(tmp_path):
@@ -182,6 +189,9 @@ def test_gate_decisions_are_read_from_the_program_and_compared(tmp_path):
     with torch.no_grad():
         flipped.gate.fc.bias.copy_(torch.tensor([-1.5, 0.0]))
     assert verify._gate_decisions(flipped, torch.from_numpy(cases["dark"])).tolist() == [True]
+    wrong = verify.verify_package(package, flipped, cases)  # the package decides as ``net`` did
+    assert [case.decisions_equal for case in wrong.cases.values()] == [False, True]  # flipped: branch a for both
+    assert "dark: the gate decisions differ from PyTorch's" in wrong.problems
     assert verify._gate_decisions(tiny(), torch.rand(1, 3, 8, 8)) is None
 
 
