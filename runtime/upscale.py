@@ -95,8 +95,8 @@ def tiling(name: str, tile: int | None, overlap: int | None, receptive_radius: i
     refuses an explicit ``tile``."""
     if whole_image:
         if tile:
-            raise SrDeployError(f"{name}'s output depends on the whole image (global pooling or attention, measured at "
-                                "export): tiles would differ from a whole-image run; drop --tile (it then runs whole)")
+            raise SrDeployError(f"{name}'s output depends on the whole image (global pooling or attention, as "
+                                "measured): tiles would differ from a whole-image run; drop --tile (it then runs whole)")
         return 0, 0
     overlap = receptive_radius if overlap is None else overlap
     return fit_tile(DEFAULT_TILE if tile is None else tile, overlap, max_shape), overlap
