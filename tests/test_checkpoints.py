@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -141,9 +142,35 @@ def test_download_verifies_and_renames(tmp_path, monkeypatch):
 
 def test_download_with_wrong_hash_leaves_nothing(tmp_path):
     source = weights("fsrcnn_x2.pth")
-    with pytest.raises(SrDeployError, match="the server sent a different file"):
+    with pytest.raises(SrDeployError, match="the server sent a different file") as refused:
         checkpoints.download(source.as_uri(), tmp_path / "x.pth", "0" * 64)
+    found = hashlib.sha256(source.read_bytes()).hexdigest()
+    assert f"has sha256 {found[:16]}…, expected {'0' * 16}…: " in str(refused.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sha256_mismatch_is_refused_whichever_way_it_differs(tmp_path):
+    path = tmp_path / "w.pth"
+    path.write_bytes(b"weights")
+    found = hashlib.sha256(b"weights").hexdigest()
+    assert checkpoints.sha256_of(path) == found
+    checkpoints.verify(path, found)
+    for expected in ("0" * 64, "f" * 64):  # sorting below and above the file's own hash
+        with pytest.raises(SrDeployError) as refused:
+            checkpoints.verify(path, expected)
+        assert f"has sha256 {found[:16]}…, expected {expected[:16]}…: " in str(refused.value)
+
+
+def test_an_unreadable_file_is_named_with_the_loader_s_own_first_line(tmp_path):
+    path = tmp_path / "notes.pth"
+    path.write_bytes(b"these are not weights\n" * 8)
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - what the loader says, measured here
+        first = str(exc).strip().splitlines()[0][:160]
+    with pytest.raises(SrDeployError) as refused:
+        checkpoints.read_state_dict(path)
+    assert f"cannot be read as a PyTorch state_dict ({first}): " in str(refused.value) and first
 
 
 def test_offline_error_says_where_to_put_the_file(tmp_path, monkeypatch):
