@@ -98,8 +98,13 @@ def test_missing_tensors_are_named(tmp_path):
 def test_pickled_code_is_refused(tmp_path):
     path = tmp_path / "code.pth"
     torch.save({"weight": torch.zeros(1), "hook": Path("/")}, path)  # any non-tensor object
-    with pytest.raises(SrDeployError, match="cannot be read"):
+    with pytest.raises(Exception) as blocked:  # the loader's own refusal, several lines long
+        torch.load(path, map_location="cpu", weights_only=True)
+    lines = str(blocked.value).strip().splitlines()
+    assert len(lines) > 1
+    with pytest.raises(SrDeployError, match="cannot be read") as refused:
         models.load("lesrcnn", 2, path)
+    assert f"({lines[0][:160]})" in str(refused.value)  # its first line, cut at 160 characters
 
 
 @pytest.mark.parametrize("name,scale,match", [
