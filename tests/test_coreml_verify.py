@@ -46,7 +46,7 @@ class Gated(nn.Module):
     def __init__(self):
         super().__init__()
         self.gate = Gate()
-        self.a, self.b = nn.Conv2d(3, 12, 3, padding=1), nn.Conv2d(3, 12, 3, padding=1)
+        self.a, self.b = nn.Conv2d(3, 12, 3, padding=1), nn.Conv2d(3, 12, 3, padding=1, bias=False)  # no bias input
         self.shuffle = nn.PixelShuffle(2)
         with torch.no_grad():
             self.gate.fc.weight.copy_(torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]))
