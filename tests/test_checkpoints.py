@@ -228,6 +228,7 @@ def test_training_wrappers_are_unwrapped_preferring_the_ema_weights(tmp_path):
         torch.save(saved, tmp_path / name)
         loaded = checkpoints.read_state_dict(tmp_path / name)
         assert loaded.keys() == expected.keys() and all(torch.equal(loaded[k], expected[k]) for k in expected), name
-    torch.save({"params": {"lr": 1e-3}}, tmp_path / "no_tensors.pth")
-    with pytest.raises(SrDeployError, match="holds no state_dict of tensors"):
-        checkpoints.read_state_dict(tmp_path / "no_tensors.pth")
+    for name, saved in {"no_tensors.pth": {"params": {"lr": 1e-3}}, "list.pth": [torch.zeros(2)], "empty.pth": {}}.items():
+        torch.save(saved, tmp_path / name)
+        with pytest.raises(SrDeployError, match="holds no state_dict of tensors"):
+            checkpoints.read_state_dict(tmp_path / name)
