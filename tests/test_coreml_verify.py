@@ -179,7 +179,8 @@ def test_gate_decisions_are_read_from_the_program_and_compared(tmp_path):
     package = saved(net, tmp_path / "gated.mlpackage")
     rng = np.random.default_rng(0)
     cases = {"dark": 0.2 * rng.random((1, 3, 16, 16), dtype=np.float32),
-             "bright": 0.6 + 0.4 * rng.random((1, 3, 16, 16), dtype=np.float32)}
+             "bright": 0.6 + 0.4 * rng.random((1, 3, 16, 16), dtype=np.float32),
+             "tie": np.full((1, 3, 16, 16), 0.5, dtype=np.float32)}  # logits exactly equal: not greater, branch b
     assert verify._gate_decisions(net, torch.from_numpy(cases["dark"])).tolist() == [False]
     assert verify._gate_decisions(net, torch.from_numpy(cases["bright"])).tolist() == [True]
     report = verify.verify_package(package, net, cases)
@@ -190,7 +191,7 @@ def test_gate_decisions_are_read_from_the_program_and_compared(tmp_path):
         flipped.gate.fc.bias.copy_(torch.tensor([-1.5, 0.0]))
     assert verify._gate_decisions(flipped, torch.from_numpy(cases["dark"])).tolist() == [True]
     wrong = verify.verify_package(package, flipped, cases)  # the package decides as ``net`` did
-    assert [case.decisions_equal for case in wrong.cases.values()] == [False, True]  # flipped: branch a for both
+    assert [case.decisions_equal for case in wrong.cases.values()] == [False, True, False]  # flipped: always a
     assert "dark: the gate decisions differ from PyTorch's" in wrong.problems
     assert verify._gate_decisions(tiny(), torch.rand(1, 3, 8, 8)) is None
 
@@ -205,7 +206,8 @@ def test_image_io_packages_are_fed_and_read_in_pixel_units(tmp_path):
     ours = verify.executor_infer(package, "fp32", image_io=True)(x)
     assert np.abs(ours - expected).max() <= 1e-5
     measured = float(np.abs(ours - expected).max())  # in [0, 1] units, peak 1: the case's own statistic
-    assert report.cases["a"].fp32_max_abs == pytest.approx(measured, rel=1e-3, abs=1e-9)
+    assert measured > 0 and report.cases["a"].fp32_max_abs == pytest.approx(measured, rel=1e-3)
+    assert report.cases["a"].fp16_psnr_vs_checkpoint == pytest.approx(report.cases["a"].fp16_psnr)
 
 
 def _image_io(net: nn.Module) -> nn.Module:
@@ -245,7 +247,7 @@ def test_compressed_weights_are_matched_within_their_format(package, tmp_path):
 def test_a_prelu_of_one_repeated_slope_is_found_as_the_scalar_it_converts_to(slopes, tmp_path):
     net = tiny()
     net.body[1] = nn.PReLU(slopes, init=0.17)  # one parameter, or 16 equal ones: Core ML stores one scalar alpha
-    package = saved(net, tmp_path / "scalar.mlpackage")
+    package = saved(net, tmp_path / "scalar.mlpackage", precision="fp16")
     report = verify.verify_package(package, net, inputs())
     assert report.passed, report.problems
     assert report.constants.checked == len(PARAMETERS) and not report.constants.unexplained
