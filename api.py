@@ -306,10 +306,12 @@ def _model_flags(net) -> str:
     """The command-line flags that load ``net`` again."""
     import shlex
 
+    from .models.own import origin
+
     info, source = net.info, net.info.source
     if source is None:
         return f"--model {info.name} --scale {info.scale}" + "".join(f" --{k} {v}" for k, v in info.options.items())
-    spec = f"{source.get('file') or source['module']}:{source['name']}"
+    spec = f"{origin(source)}:{source['name']}"
     args = f" --model-args {shlex.quote(json.dumps(source['args']))}" if source["args"] else ""
     return f"--model {shlex.quote(spec)} --weights {shlex.quote(info.checkpoint)}{args}"
 
@@ -585,9 +587,9 @@ def reference_model(session, weights: str | None = None):
 
 def _own_reference(session, source: dict, weights: str | None):
     """Your own network again, from the file (or module) and checkpoint recorded at export, or ``weights``."""
-    from .models.own import load_own
+    from .models.own import load_own, origin
 
-    where = source.get("file") or source["module"]
+    where = origin(source)
     if "file" in source and not Path(where).is_file():
         raise SrDeployError(f"{session.path.name} was exported from {where}, which is not here: run parity where it is, "
                             "or check against golden files with --golden DIR")

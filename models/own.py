@@ -33,6 +33,11 @@ def is_own(model: str) -> bool:
     return ":" in model
 
 
+def origin(source: dict[str, Any]) -> str:
+    """Where a network of your own comes from (``ModelInfo.source``): its file, or its module."""
+    return source.get("file") or source["module"]
+
+
 def parse_args(text: str | dict | None) -> dict[str, Any]:
     """``--model-args``: a JSON object of keyword arguments."""
     if text is None or isinstance(text, dict):
@@ -143,7 +148,7 @@ def load_own(spec: str, weights: str | Path | None, args: dict[str, Any] | str |
                           whole_image=measured.whole_image)
     info = ModelInfo(name, measured.scale, "rgb" if measured.channels == 3 else "y", "state_dict", str(path),
                      checkpoints.sha256_of(path), {}, config, "round", title=f"{name} (your own network)",
-                     paper=f"{source.get('file') or source['module']}",
+                     paper=origin(source),
                      source={**source, "args": args, "checkpoint": str(path.resolve())})
     return SrModel(network, info)
 
