@@ -122,10 +122,11 @@ def _check_zip_integrity(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        damaged = f"unreadable archive: {exc}"
-    if damaged is not None:
+        problem = None if damaged is None else f"CRC mismatch in {damaged}"
+    except Exception as exc:  # noqa: BLE001 - zipfile raises BadZipFile, EOFError, zlib.error, RuntimeError, ...
+        problem = f"unreadable archive, {type(exc).__name__}" + (f": {exc}" if str(exc) else "")
+    if problem is not None:
         raise SrDeployError(
-            f"checkpoint {path} cannot be read as a PyTorch state_dict (CRC mismatch in {damaged}): "
+            f"checkpoint {path} cannot be read as a PyTorch state_dict ({problem}): "
             "the file is truncated, corrupt or not a checkpoint; re-download it or pass the right --weights"
         )

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
+import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +55,47 @@ def test_truncated_checkpoint(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(SrDeployError, match="truncated, corrupt"):
         models.load("dsrnet", 2, path)
+
+
+def _damaged_archive(damage: str) -> bytes:
+    """The real fixture checkpoint re-packed as a zip, then damaged so that zipfile itself raises while reading."""
+    source = need_shared("fixtures", "reference", "fsrcnn_x2_altlayout_random.pth")
+    buffer = io.BytesIO()
+    method = zipfile.ZIP_DEFLATED if damage == "deflate stream" else zipfile.ZIP_STORED
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(buffer, "w", compression=method) as repacked:
+        for name in original.namelist():
+            repacked.writestr(name, original.read(name))
+    data = bytearray(buffer.getvalue())
+    central = data.index(b"PK\x01\x02")  # the first member's central-directory entry
+    local = data.index(b"PK\x03\x04")
+    if damage == "sizes past the end":
+        struct.pack_into("<II", data, central + 20, 1 << 30, 1 << 30)  # EOFError
+    elif damage == "deflate stream":
+        start = local + 30 + sum(struct.unpack_from("<HH", data, local + 26))
+        data[start : start + 16] = b"\xff" * 16  # a reserved block type: zlib.error
+    elif damage == "encrypted flag":
+        data[central + 8] |= 1  # RuntimeError: password required
+        data[local + 6] |= 1
+    else:
+        struct.pack_into("<H", data, central + 10, 99)  # NotImplementedError: unknown compression method
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    "damage, raised",
+    [
+        ("sizes past the end", "EOFError"),
+        ("deflate stream", "error: Error -3"),
+        ("encrypted flag", "RuntimeError: File"),
+        ("compression method", "NotImplementedError: That compression"),
+    ],
+)
+def test_an_archive_zipfile_cannot_read_is_the_one_line_error(tmp_path, damage, raised):
+    """Whatever zipfile raises inside a damaged archive (not only BadZipFile) is the checkpoint's one-line error."""
+    path = tmp_path / "damaged.pth"
+    path.write_bytes(_damaged_archive(damage))
+    with pytest.raises(SrDeployError, match=rf"\(unreadable archive, {raised}.*\): the file is truncated, corrupt"):
+        models.load("fsrcnn", 2, path)
 
 
 def test_checkpoint_of_another_official_model():
