@@ -239,6 +239,11 @@ def test_compressed_weights_are_matched_within_their_format(package, tmp_path):
     error = np.linalg.norm(np.clip(np.rint(weight / step), -127, 127) * step - weight) / np.linalg.norm(weight)
     assert report.constants.compressed["body.2.weight"] == pytest.approx(error, rel=0.05)
     assert report.constants.checked == len(PARAMETERS) and not report.constants.unexplained
+    changed = tiny()
+    with torch.no_grad():
+        changed.body[0].bias[3] += 0.5  # a small tensor pending beside the compressed one: never its candidate
+    report = verify.verify_package(path, changed, inputs(), compression="linear8")
+    assert report.constants.missing == ["body.0.bias"] and list(report.constants.compressed) == ["body.2.weight"]
     strict = verify.verify_package(path, tiny(), inputs(), compression="none")
     assert strict.problems[0].startswith("compressed body.2.weight is 0.0") and strict.problems[0].endswith("over 0.0")
 
@@ -251,3 +256,19 @@ def test_a_prelu_of_one_repeated_slope_is_found_as_the_scalar_it_converts_to(slo
     report = verify.verify_package(package, net, inputs())
     assert report.passed, report.problems
     assert report.constants.checked == len(PARAMETERS) and not report.constants.unexplained
+
+
+def test_a_repeated_value_stored_in_full_and_a_scalar_equal_to_another_tensor_s_first_value(tmp_path):
+    net = tiny()
+    net.body[1] = nn.PReLU(1, init=0.25)  # the package's one scalar constant
+    with torch.no_grad():
+        net.body[0].bias.fill_(0.5)  # 16 equal values stored in full: found in full, not as a scalar
+        net.body[2].bias[0] = 0.25  # a first value equal to the scalar
+    package = saved(net, tmp_path / "repeated.mlpackage")
+    report = verify.verify_package(package, net, inputs())
+    assert report.passed, report.problems
+    assert report.constants.checked == len(PARAMETERS)
+    with torch.no_grad():
+        net.body[2].bias[1] += 0.5  # not one repeated value: its first value must not match the scalar
+    changed = verify.verify_package(package, net, inputs())
+    assert changed.constants.missing == ["body.2.bias"] and changed.constants.checked == len(PARAMETERS) - 1
