@@ -272,3 +272,17 @@ def test_a_repeated_value_stored_in_full_and_a_scalar_equal_to_another_tensor_s_
         net.body[2].bias[1] += 0.5  # not one repeated value: its first value must not match the scalar
     changed = verify.verify_package(package, net, inputs())
     assert changed.constants.missing == ["body.2.bias"] and changed.constants.checked == len(PARAMETERS) - 1
+
+
+def test_only_constants_are_package_weights():
+    """A weight computed inside the program (here an ``add`` the conversion passes would fold) is no stored tensor."""
+    from coremltools.converters.mil import Builder as mb
+
+    weight = np.random.default_rng(0).random((4, 3, 3, 3), dtype=np.float32)
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 3, 16, 16))])
+    def program(x):
+        return mb.conv(x=x, weight=mb.add(x=weight, y=np.float32(0.5)), bias=mb.const(val=np.zeros(4, np.float32)))
+
+    found = verify.package_weights(program.functions["main"])
+    assert [(value.shape, compressed) for value, compressed in found.values()] == [((4,), False)]
