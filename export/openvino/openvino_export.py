@@ -1,7 +1,8 @@
 """OpenVINO IR (``.xml`` + ``.bin``) from the ONNX graph ``export_precision`` gated, gated again on OpenVINO.
 
 FP32 and INT8: our FP32 and Q/DQ graphs (OpenVINO turns each Q/DQ pair into a FakeQuantize it compiles into
-u8/i8 convolutions). FP16: the FP32 graph with its weights stored in FP16 (OpenVINO's compressed IR). The
+u8/i8 convolutions); in the INT8 IR, centred tensors are u8 with a zero point (``zero_point``: the same codes
+without the centring ``Pad``/``Sub`` OpenVINO cannot fuse). FP16: the FP32 graph with its weights stored in FP16 (OpenVINO's compressed IR). The
 written files are compiled at f32 inference precision and scored on the held-out crops before they are
 moved into place: the gate measures what OpenVINO computes, integer kernels included, not what ONNX Runtime
 computes. The IR's rt_info carries the srdeploy metadata, the OpenVINO measurement, and a digest over both
@@ -24,6 +25,7 @@ from ...calib.data import lr_hr_crops, source_images
 from ..onnx.onnx_export import proto_infer
 from ..gate import DEFAULT_MAX_DROP, limit_for, openvino_gate
 from ..precision import VALIDATION_SPEC, PrecisionReport, export_precision
+from .zero_point import zero_point_form
 from ...models.loading import ModelInfo, SrModel
 from ...runtime import digest
 from ...runtime.artifact import PREFIX
@@ -72,7 +74,8 @@ def write_ir(
     work = Path(tempfile.mkdtemp(prefix=f".{stem}.", dir=out))
     try:
         stage("OpenVINO IR from the ONNX graph")
-        onnx.save(proto, work / "graph.onnx")
+        graph, zero_point_tensors = zero_point_form(proto) if precision == Precision.INT8 else (proto, 0)
+        onnx.save(graph, work / "graph.onnx")
         ir = ov.convert_model(str(work / "graph.onnx"))
         metadata = {k.removeprefix(PREFIX): v for k, v in ((p.key, p.value) for p in proto.metadata_props)
                     if k.startswith(PREFIX) and k != digest.KEY}
@@ -95,7 +98,8 @@ def write_ir(
         openvino_gate(gated, report, limit, f"{info.name} ×{info.scale}", int8_dot())
         measurement = {"openvino": ov.get_version(), "inference_precision": session.compiled_precision,
                        "int8_dot": int8_dot(), "validation_psnr": measured, "validation_psnr_fp32": reference,
-                       "drop_db": reference - measured, "int8_executed_mac_fraction": executed.int8_mac_fraction}
+                       "drop_db": reference - measured, "int8_executed_mac_fraction": executed.int8_mac_fraction,
+                       "zero_point_tensors": zero_point_tensors}
         metadata.update(openvino_report=json.dumps(measurement), validation_drop_db=f"{reference - measured:.4f}",
                         precision_report=json.dumps(asdict(gated)))
         final = _save(ov, ov.Core().read_model(draft), metadata, work / "final" / f"{stem}.xml", precision == "fp16")

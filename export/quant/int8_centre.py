@@ -104,7 +104,9 @@ def centre(proto: onnx.ModelProto, centres: dict[str, list[float]], only: set[st
                     attribute.ints[:] = [0] * len(attribute.ints)
             shift = np.einsum("ocij,c->o", weight, m)
             bias = weights[node.input[2]] if len(node.input) > 2 and node.input[2] else np.zeros(len(weight), np.float32)
-            initializers.append(numpy_helper.from_array((bias + shift).astype(np.float32), f"{key}.centred_bias"))
+            if f"{key}.centred_bias" not in made:  # the same convolution in both branches of an If: one bias
+                made.add(f"{key}.centred_bias")
+                initializers.append(numpy_helper.from_array((bias + shift).astype(np.float32), f"{key}.centred_bias"))
             if len(node.input) > 2:
                 node.input[2] = f"{key}.centred_bias"
             else:
