@@ -53,10 +53,10 @@ def test_a_crop_larger_than_the_photo_is_the_mirrored_photo():
 
 
 def test_every_window_position_is_drawn_including_the_last():
-    photo = np.arange(3 * 4, dtype=np.float32).reshape(1, 3, 4)
+    photo = np.arange(5 * 5, dtype=np.float32).reshape(1, 5, 5)
     rng = np.random.default_rng(0)
-    seen = {tuple(photo_crop(photo, 2, 2, rng)[0, 0]) for _ in range(300)}
-    assert seen == {tuple(photo[0, t, l : l + 2]) for t in range(2) for l in range(3)}  # tops 0..1, lefts 0..2
+    seen = {tuple(photo_crop(photo, 2, 2, rng)[0, 0]) for _ in range(400)}
+    assert seen == {tuple(photo[0, t, l : l + 2]) for t in range(4) for l in range(4)}  # tops and lefts 0..3
 
 
 def _case(max_rel=0.0, psnr=99.0, off=0.0, nonfinite=0) -> Comparison:
