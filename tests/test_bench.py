@@ -46,11 +46,11 @@ def _bench(*args: str) -> dict:
 
 def test_bench_reports_every_backend_it_was_asked_for(tmp_path):
     weights("fsrcnn_x3.pth")
-    report = _bench("--model", "fsrcnn", "--scale", "3", "--backends", "torch,onnx,onnx-fp16,onnx-cuda,trt-int8,coreml",
+    report = _bench("--model", "fsrcnn", "--scale", "3", "--backends", "torch,onnx,onnx-fp16,onnx-cuda,trt-int8,coreml,openvino",
                     "--out", str(tmp_path))
     machine, results = report["machine"], report["results"]
     assert machine["cpu"] and machine["fp32_peak"]["measured_gflops"] > 0 and "theoretical_how" in machine["fp32_peak"]
-    assert [r["backend"] for r in results] == ["torch", "onnx", "onnx-fp16", "onnx-cuda", "trt-int8", "coreml"]
+    assert [r["backend"] for r in results] == ["torch", "onnx", "onnx-fp16", "onnx-cuda", "trt-int8", "coreml", "openvino"]
     keys = {"backend", "size", "status", "reason", "median_ms", "p90_ms", "p99_ms", "min_ms", "mpix_per_s", "gflops",
             "peak_rss_mb", "psnr_drop_db"}
     for row in results:
@@ -62,10 +62,11 @@ def test_bench_reports_every_backend_it_was_asked_for(tmp_path):
         else:
             assert row["status"] == "skipped" and row["reason"]
     ok = {r["backend"] for r in results if r["status"] == "ok"}
-    assert {"torch", "onnx", "onnx-fp16"} <= ok
+    assert {"torch", "onnx", "onnx-fp16", "openvino"} <= ok  # OpenVINO runs the IR `export --target openvino` writes
     fp16 = next(r for r in results if r["backend"] == "onnx-fp16")
     assert fp16["psnr_drop_db"] is not None and abs(fp16["psnr_drop_db"]) < 0.01
     assert {p.name for p in tmp_path.iterdir()} >= {"bench.md", "bench.json", "bench.png", "artifacts"}
+    assert {p.name for p in (tmp_path / "artifacts").iterdir()} >= {"fsrcnn_x3_fp32.onnx", "fsrcnn_x3_fp32.xml"}
     again = _bench(str(tmp_path / "artifacts" / "fsrcnn_x3_fp32.onnx"))
     assert [(r["backend"], r["status"]) for r in again["results"]] == [("onnx", "ok")]
 
