@@ -275,14 +275,49 @@ def test_a_repeated_value_stored_in_full_and_a_scalar_equal_to_another_tensor_s_
 
 
 def test_only_constants_are_package_weights():
-    """A weight computed inside the program (here an ``add`` the conversion passes would fold) is no stored tensor."""
+    """A weight or bias computed inside the program (ops the conversion passes would fold; ``mul`` sorts after
+    ``const``, ``add`` before it) is no stored tensor; a stored one beside it still is."""
     from coremltools.converters.mil import Builder as mb
 
     weight = np.random.default_rng(0).random((4, 3, 3, 3), dtype=np.float32)
 
     @mb.program(input_specs=[mb.TensorSpec(shape=(1, 3, 16, 16))])
     def program(x):
-        return mb.conv(x=x, weight=mb.add(x=weight, y=np.float32(0.5)), bias=mb.const(val=np.zeros(4, np.float32)))
+        computed = mb.conv(x=x, weight=mb.mul(x=weight, y=np.float32(2.0)), bias=mb.add(x=np.zeros(4, np.float32), y=1.0))
+        return mb.conv(x=computed, weight=mb.const(val=weight[:, :3].transpose(1, 0, 2, 3).copy()))
 
     found = verify.package_weights(program.functions["main"])
-    assert [(value.shape, compressed) for value, compressed in found.values()] == [((4,), False)]
+    assert [(value.shape, compressed) for value, compressed in found.values()] == [((3, 4, 3, 3), False)]
+
+
+def test_only_the_parameters_of_called_modules_are_used():
+    class Scaled(nn.Module):  # a module with a parameter of its own and a child it never calls
+        def __init__(self):
+            super().__init__()
+            self.gain = nn.Parameter(torch.tensor(2.0))
+            self.unused = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            return x * self.gain
+
+    net = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), Scaled())
+    assert sorted(verify.used_parameters(net, torch.rand(1, 3, 8, 8))) == ["0.bias", "0.weight", "1.gain"]
+
+
+def test_a_changed_tensor_is_not_taken_for_the_scalar_whatever_its_order(tmp_path):
+    """A changed tensor whose first value equals the package's scalar is not one repeated value, whether that
+    first value is its largest (body.2.bias) or its smallest (body.3.bias)."""
+    net = tiny()
+    net.body[1] = nn.PReLU(1, init=0.25)
+    with torch.no_grad():
+        net.body[2].bias.copy_(0.25 - torch.rand(16) * 0.1)
+        net.body[2].bias[0] = 0.25
+        net.body[3].bias.copy_(0.25 + torch.rand(12) * 0.1)
+        net.body[3].bias[0] = 0.25
+    package = saved(net, tmp_path / "ordered.mlpackage")
+    assert verify.verify_package(package, net, inputs()).passed
+    with torch.no_grad():
+        net.body[2].bias[1] -= 0.5  # still at most its first value
+        net.body[3].bias[1] += 0.5  # still at least its first value
+    changed = verify.verify_package(package, net, inputs())
+    assert changed.constants.missing == ["body.2.bias", "body.3.bias"]
