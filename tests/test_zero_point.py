@@ -102,3 +102,25 @@ def test_openvino_runs_the_rewritten_graph_in_u8_without_pad(centred_int8, tmp_p
         assert ("Pad" in {t for t, _ in layers}) == pads
         convs = [p for t, p in layers if t == "Convolution"]
         assert len(convs) == 3 and set(convs) <= {"u8", "i8"}, layers
+
+
+def test_centres_whole_steps_apart_get_a_zero_point_per_channel(centred_int8):
+    quantized, batch = centred_int8
+    moved = onnx.ModelProto()
+    moved.CopyFrom(quantized)
+    inits = {t.name: t for t in moved.graph.initializer}
+    sub = next(n for n in moved.graph.node if n.op_type == "Sub" and n.output[0].startswith("r2"))
+    quantize = next(n for n in moved.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == sub.output[0])
+    step = numpy_helper.to_array(inits[quantize.input[1]])
+    centre = numpy_helper.to_array(inits[sub.input[1]])
+    moved_centre = (centre - step * np.arange(8, dtype=np.float32).reshape(1, 8, 1, 1)).astype(np.float32)
+    inits[sub.input[1]].CopyFrom(numpy_helper.from_array(moved_centre, sub.input[1]))  # 127, 126, … 120 steps
+    rewritten, count = zero_point_form(moved)
+    assert count == 2
+    u8 = {t.name: numpy_helper.to_array(t) for t in rewritten.graph.initializer}
+    node = next(n for n in rewritten.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "r2")
+    assert u8[node.input[2]].tolist() == list(range(8)) and u8[node.input[1]].shape == (8,)
+    assert [(a.name, a.i) for a in node.attribute] == [("axis", 1)]
+    quiet = batch * 0.5  # below every channel's top code (the int8 form's is one step lower, as above)
+    reference = run_proto(moved, quiet)
+    assert np.abs(run_proto(rewritten, quiet) - reference).max() <= 1e-5 * np.abs(reference).max()

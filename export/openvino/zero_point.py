@@ -51,9 +51,10 @@ def zero_point_form(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         if step.size != 1 or not all(_dequantized_weight(c, producer, weights) is not None for c in convs):
             continue
         k = m / float(step)
-        if np.abs(k - np.rint(k)).max() > GRID_TOLERANCE or not np.all((0 <= 127 - np.rint(k)) & (127 - np.rint(k) <= 255)):
+        zero = 127 - np.rint(k)
+        if np.abs(k - np.rint(k)).max() > GRID_TOLERANCE or zero.min() < 0 or zero.max() > 255:
             continue
-        zero = (127 - np.rint(k)).astype(np.uint8)
+        zero = zero.astype(np.uint8)
         name = sub.output[0]
         if np.all(zero == zero[0]):
             scale, zero_point, axis = step.astype(np.float32).reshape(()), zero[:1].reshape(()), []
