@@ -276,18 +276,19 @@ def test_a_repeated_value_stored_in_full_and_a_scalar_equal_to_another_tensor_s_
 
 def test_only_constants_are_package_weights():
     """A weight or bias computed inside the program (ops the conversion passes would fold; ``mul`` sorts after
-    ``const``, ``add`` before it) is no stored tensor; a stored one beside it still is."""
+    ``const``, ``add`` before it) is no stored tensor; the stored ones beside them still are."""
     from coremltools.converters.mil import Builder as mb
 
     weight = np.random.default_rng(0).random((4, 3, 3, 3), dtype=np.float32)
 
     @mb.program(input_specs=[mb.TensorSpec(shape=(1, 3, 16, 16))])
     def program(x):
-        computed = mb.conv(x=x, weight=mb.mul(x=weight, y=np.float32(2.0)), bias=mb.add(x=np.zeros(4, np.float32), y=1.0))
-        return mb.conv(x=computed, weight=mb.const(val=weight[:, :3].transpose(1, 0, 2, 3).copy()))
+        first = mb.conv(x=x, weight=mb.mul(x=weight, y=np.float32(2.0)), bias=mb.const(val=np.ones(4, np.float32)))
+        return mb.conv(x=first, weight=mb.const(val=weight[:, :3].transpose(1, 0, 2, 3).copy()),
+                       bias=mb.add(x=np.zeros(3, np.float32), y=1.0))
 
     found = verify.package_weights(program.functions["main"])
-    assert [(value.shape, compressed) for value, compressed in found.values()] == [((3, 4, 3, 3), False)]
+    assert [(value.shape, compressed) for value, compressed in found.values()] == [((4,), False), ((3, 4, 3, 3), False)]
 
 
 def test_only_the_parameters_of_called_modules_are_used():
@@ -321,3 +322,12 @@ def test_a_changed_tensor_is_not_taken_for_the_scalar_whatever_its_order(tmp_pat
         net.body[3].bias[1] += 0.5  # still at least its first value
     changed = verify.verify_package(package, net, inputs())
     assert changed.constants.missing == ["body.2.bias", "body.3.bias"]
+
+
+def test_two_equal_slopes_are_found_as_the_scalar_they_convert_to(tmp_path):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.PReLU(2, init=0.17), nn.Conv2d(2, 12, 3, padding=1),
+                        nn.PixelShuffle(2)).eval()  # the fewest equal slopes there can be
+    report = verify.verify_package(saved(net, tmp_path / "two.mlpackage"), net, inputs())
+    assert report.passed, report.problems
+    assert report.constants.checked == 5 and not report.constants.unexplained
