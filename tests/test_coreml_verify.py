@@ -89,6 +89,12 @@ def test_a_faithful_package_passes_with_every_tensor_found(package):
         assert case.shape == (1, 3, 16, 16) and case.fp32_max_abs <= 1e-6 and case.fp16_psnr >= 60
         assert case.fp16_psnr_vs_checkpoint == pytest.approx(case.fp16_psnr)  # uncompressed: the same reference
         assert case.decisions_equal is None and case.fp16_off_by_level_pct is not None
+    x = inputs()["a"]
+    with torch.inference_mode():
+        expected = tiny()(torch.from_numpy(x)).numpy().astype(np.float64)
+    mse = np.mean((verify.executor_infer(package)(x) - expected) ** 2)  # FP16 emulation, as the case ran it
+    psnr = 10 * np.log10(max(1.0, np.abs(expected).max()) ** 2 / mse)
+    assert report.cases["a"].fp16_psnr == pytest.approx(psnr, abs=0.01)
 
 
 def test_one_changed_weight_is_missing_and_its_package_tensor_unexplained(package):
@@ -239,6 +245,15 @@ def test_compressed_weights_are_matched_within_their_format(package, tmp_path):
     error = np.linalg.norm(np.clip(np.rint(weight / step), -127, 127) * step - weight) / np.linalg.norm(weight)
     assert report.constants.compressed["body.2.weight"] == pytest.approx(error, rel=0.05)
     assert report.constants.checked == len(PARAMETERS) and not report.constants.unexplained
+    small = tiny()
+    with torch.no_grad():
+        small.body[2].weight *= 0.1  # norm 0.23: the error stays relative to the tensor's own norm
+    path_small = tmp_path / "small.mlpackage"
+    compress(ct.models.MLModel(saved(small, tmp_path / "small_fp32.mlpackage"), skip_model_load=True), "linear8",
+             "iOS16").save(str(path_small))
+    assert np.linalg.norm(small.body[2].weight.detach().numpy()) < 0.5
+    relative = verify.verify_package(path_small, small, inputs(), compression="linear8").constants.compressed
+    assert relative["body.2.weight"] == pytest.approx(error, rel=0.05)
     changed = tiny()
     with torch.no_grad():
         changed.body[0].bias[3] += 0.5  # a small tensor pending beside the compressed one: never its candidate
