@@ -73,18 +73,24 @@ def test_the_top_code_is_the_one_difference(centred_int8):
     assert np.abs(run_proto(rewritten, loud) - run_proto(quantized, loud)).max() > 1e-3
 
 
+def _r2_centre_moved(quantized: onnx.ModelProto, steps: np.ndarray) -> onnx.ModelProto:
+    """A copy of ``quantized`` with the centre of ``r2`` (per channel) moved by ``steps`` quantization steps."""
+    moved = onnx.ModelProto()
+    moved.CopyFrom(quantized)
+    inits = {t.name: t for t in moved.graph.initializer}
+    sub = next(n for n in moved.graph.node if n.op_type == "Sub" and n.output[0].startswith("r2"))
+    quantize = next(n for n in moved.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == sub.output[0])
+    step = numpy_helper.to_array(inits[quantize.input[1]])
+    centre = numpy_helper.to_array(inits[sub.input[1]]) + step * steps.reshape(1, -1, 1, 1)
+    inits[sub.input[1]].CopyFrom(numpy_helper.from_array(centre.astype(np.float32), sub.input[1]))
+    return moved
+
+
 def test_a_centre_off_the_quantization_grid_stays_centred(centred_int8):
     quantized, batch = centred_int8
-    shifted = onnx.ModelProto()
-    shifted.CopyFrom(quantized)
-    inits = {t.name: t for t in shifted.graph.initializer}
-    sub = next(n for n in shifted.graph.node if n.op_type == "Sub" and n.output[0].startswith("r2"))
-    quantize = next(n for n in shifted.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == sub.output[0])
-    step = float(numpy_helper.to_array(inits[quantize.input[1]]))
-    centre = numpy_helper.to_array(inits[sub.input[1]]) + np.float32(0.3 * step)
-    inits[sub.input[1]].CopyFrom(numpy_helper.from_array(centre, sub.input[1]))
+    shifted = _r2_centre_moved(quantized, np.full(8, 0.3, np.float32))
     rewritten, count = zero_point_form(shifted)
-    assert count == 1 and [n.output[0] for n in rewritten.graph.node if n.op_type == "Sub"] == [sub.output[0]]
+    assert count == 1 and [n.output[0] for n in rewritten.graph.node if n.op_type == "Sub"] == ["r2.centred"]
     error = np.abs(run_proto(rewritten, batch) - run_proto(shifted, batch))
     assert error.max() <= 1e-5 * np.abs(run_proto(shifted, batch)).max()
 
@@ -106,15 +112,7 @@ def test_openvino_runs_the_rewritten_graph_in_u8_without_pad(centred_int8, tmp_p
 
 def test_centres_whole_steps_apart_get_a_zero_point_per_channel(centred_int8):
     quantized, batch = centred_int8
-    moved = onnx.ModelProto()
-    moved.CopyFrom(quantized)
-    inits = {t.name: t for t in moved.graph.initializer}
-    sub = next(n for n in moved.graph.node if n.op_type == "Sub" and n.output[0].startswith("r2"))
-    quantize = next(n for n in moved.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == sub.output[0])
-    step = numpy_helper.to_array(inits[quantize.input[1]])
-    centre = numpy_helper.to_array(inits[sub.input[1]])
-    moved_centre = (centre - step * np.arange(8, dtype=np.float32).reshape(1, 8, 1, 1)).astype(np.float32)
-    inits[sub.input[1]].CopyFrom(numpy_helper.from_array(moved_centre, sub.input[1]))  # 127, 126, … 120 steps
+    moved = _r2_centre_moved(quantized, -np.arange(8, dtype=np.float32))  # 127, 126, … 120 steps
     rewritten, count = zero_point_form(moved)
     assert count == 2
     u8 = {t.name: numpy_helper.to_array(t) for t in rewritten.graph.initializer}
