@@ -103,12 +103,19 @@ def walk(graph: onnx.GraphProto, on_path: bool = True) -> Iterator[tuple[onnx.Gr
             yield from walk(sub, on_path and name == "then_branch")
 
 
-def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+def graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
     """``graph`` and every subgraph under it (``If`` branches), depth first."""
     yield graph
     for node in graph.node:
         for _, sub in subgraphs(node):
-            yield from _graphs(sub)
+            yield from graphs(sub)
+
+
+def drop_unused_initializers(proto: onnx.ModelProto) -> None:
+    """Remove the main graph's initializers no node (of any subgraph) reads any more."""
+    used = {name for graph in graphs(proto.graph) for node in graph.node for name in node.input}
+    for tensor in [t for t in proto.graph.initializer if t.name not in used]:
+        proto.graph.initializer.remove(tensor)
 
 
 def tensorrt86_gate(proto: onnx.ModelProto) -> int:
@@ -122,7 +129,7 @@ def tensorrt86_gate(proto: onnx.ModelProto) -> int:
     Returns the number of nodes rewritten."""
     constants = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
     rewritten, retyped = 0, set()
-    for graph in _graphs(proto.graph):
+    for graph in graphs(proto.graph):
         consumers: dict[str, list[onnx.NodeProto]] = {}
         for node in graph.node:
             for name in node.input:
@@ -144,11 +151,8 @@ def tensorrt86_gate(proto: onnx.ModelProto) -> int:
                     node.attribute[0].i = onnx.TensorProto.FLOAT
                     retyped.update([node.output[0], *(r.output[0] for r in reduces)])
                     rewritten += 1
-    used = {name for graph in _graphs(proto.graph) for node in graph.node for name in node.input}
-    unused = [t for t in proto.graph.initializer if t.name not in used]  # the axes of a rewritten ReduceMean
-    for tensor in unused:
-        proto.graph.initializer.remove(tensor)
-    for graph in _graphs(proto.graph):  # their recorded INT64 type is gone; shape inference finds FLOAT (an
+    drop_unused_initializers(proto)  # the axes of a rewritten ReduceMean
+    for graph in graphs(proto.graph):  # their recorded INT64 type is gone; shape inference finds FLOAT (an
         # FP16 conversion would turn a FLOAT entry into FLOAT16 while the Cast still says FLOAT)
         stale = [info for info in graph.value_info if info.name in retyped]
         for info in stale:

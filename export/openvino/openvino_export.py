@@ -2,10 +2,10 @@
 
 FP32 and INT8: our FP32 and Q/DQ graphs (OpenVINO turns each Q/DQ pair into a FakeQuantize it compiles into
 u8/i8 convolutions); in the INT8 IR, centred tensors are u8 with a zero point (``zero_point``: the same codes
-without the centring ``Pad``/``Sub`` OpenVINO cannot fuse). FP16: the FP32 graph with its weights stored in FP16 (OpenVINO's compressed IR). The
-written files are compiled at f32 inference precision and scored on the held-out crops before they are
-moved into place: the gate measures what OpenVINO computes, integer kernels included, not what ONNX Runtime
-computes. The IR's rt_info carries the srdeploy metadata, the OpenVINO measurement, and a digest over both
+without the centring ``Pad``/``Sub`` OpenVINO cannot fuse). FP16: the FP32 graph with its weights stored in
+FP16 (OpenVINO's compressed IR). The written files are compiled at f32 inference precision and scored on
+the held-out crops before they are moved into place: the gate measures what OpenVINO computes, integer
+kernels included, not what ONNX Runtime computes. The IR's rt_info carries the srdeploy metadata, the OpenVINO measurement, and a digest over both
 files (``runtime.openvino_backend.check_ir``).
 """
 from __future__ import annotations

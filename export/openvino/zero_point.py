@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..onnx.graph_rewrite import walk
+from ..onnx.graph_rewrite import drop_unused_initializers, graphs, walk
 
 # How far from a whole number of steps a centre may be (float rounding of ``low + half``) to be rewritten.
 GRID_TOLERANCE = 1e-2
@@ -32,8 +32,7 @@ def zero_point_form(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     out.CopyFrom(proto)
     graph = out.graph
     every = list(walk(graph))  # If branches (DSRNet's gate) included
-    weights = {t.name: numpy_helper.to_array(t) for g in {id(g): g for g, _, _ in every}.values() for t in g.initializer}
-    weights.update({t.name: numpy_helper.to_array(t) for t in graph.initializer})
+    weights = {t.name: numpy_helper.to_array(t) for g in reversed(list(graphs(graph))) for t in g.initializer}
     home = {id(n): g for g, n, _ in every}
     producer = {o: n for _, n, _ in every for o in n.output}
     readers: dict[str, list[onnx.NodeProto]] = {}
@@ -87,9 +86,7 @@ def zero_point_form(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     for node in removed:
         home[id(node)].node.remove(node)
     graph.initializer.extend(added)
-    used = {name for _, node, _ in walk(graph) for name in node.input}
-    for unused in [t for t in graph.initializer if t.name not in used]:
-        graph.initializer.remove(unused)
+    drop_unused_initializers(out)
     return out, rewritten
 
 
