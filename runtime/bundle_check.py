@@ -19,6 +19,7 @@ import numpy as np
 
 from .compare import Tolerance, compare
 from .errors import SrDeployError, command
+from .global_gate import one_decision
 from .golden import load_golden
 from .tables import markdown_table
 from .timing import measure
@@ -56,9 +57,12 @@ def adopt_engine(root: Path, entry: dict, precision: str, typing: str) -> None:
     from .trt_sidecar import write_sidecar
 
     target = current_target(require_tensorrt(), Cuda())
-    write_sidecar(root / entry["engine"], target, precision=precision, plan=entry["plans"][typing],
-                  onnx_sha256=entry["onnx_sha256"], metadata=entry["metadata"], rebuild=f"bash build.sh {precision}",
-                  built_by=f"trtexec via build.sh ({typing}ly typed)", parity=None)
+    parts = entry.get("gate_parts", {})
+    listed = {"gate_parts": {name: Path(part["engine"]).name for name, part in parts.items()}} if parts else {}
+    for item, extra in [*((part, {}) for part in parts.values()), (entry, listed)]:
+        write_sidecar(root / item["engine"], target, precision=precision, plan=item["plans"][typing],
+                      onnx_sha256=item["onnx_sha256"], metadata=item["metadata"], rebuild=f"bash build.sh {precision}",
+                      built_by=f"trtexec via build.sh ({typing}ly typed)", parity=None, **extra)
 
 
 BUNDLE_BACKENDS = ("tensorrt", "onnxruntime", "openvino")
@@ -82,10 +86,16 @@ def open_session(root: Path, entry: dict, backend: str, cuda_graphs: bool, preci
 
 
 def parity(session, cases: dict, tolerance: Tolerance) -> dict:
+    """Each golden case through the session; a network whose gate reads the whole image, through its gate parts
+    too (``CASE, gate parts``: the decision tiles share must give the same output)."""
+    runs = {"": session.infer}
+    if session.has_global_gate:
+        runs[", gate parts"] = one_decision(session.gate_split())
     results = {}
-    for name, (x, reference) in cases.items():
-        comparison = compare(session.infer(x), reference)
-        results[name] = {**comparison.as_dict(), "violations": comparison.violations(tolerance)}
+    for suffix, infer in runs.items():
+        for name, (x, reference) in cases.items():
+            comparison = compare(infer(x), reference)
+            results[name + suffix] = {**comparison.as_dict(), "violations": comparison.violations(tolerance)}
     return results
 
 

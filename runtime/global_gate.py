@@ -12,7 +12,9 @@ A mean is a sum: F at a tile's core pixel equals F of the whole image when the t
 F's receptive radius, so summing F over the tile cores gives the whole image's mean exactly (up to float
 rounding), and every tile then runs the branch the whole-image run takes (``runtime.tiling``).
 
-This module cuts ONNX graphs (ONNX Runtime); ``runtime.openvino_backend`` cuts OpenVINO models the same way.
+This module cuts ONNX graphs into ``gate_parts`` that each take one input and give one output, with no ``If``
+(ONNX Runtime runs them; TensorRT builds each as an engine); ``runtime.openvino_backend`` cuts OpenVINO models
+at the same two places.
 """
 from __future__ import annotations
 
@@ -81,40 +83,117 @@ def _cut(proto, inputs: list[str], outputs: list[str]):
     return onnx.helper.make_model(graph, opset_imports=proto.opset_import, ir_version=proto.ir_version)
 
 
-def split_onnx(proto) -> tuple[object, object, object]:
-    """(features, decide, forced) ONNX graphs of a globally gated network; SrDeployError if it has no gate."""
-    pools = [n for n in proto.graph.node if n.op_type in POOL_OPS]
-    decisions = [n for n in proto.graph.node if n.op_type == DECISION_OP]
-    if len(pools) != 1 or len(decisions) != 1:
-        raise SrDeployError(f"the graph has {len(pools)} global average and {len(decisions)} {DECISION_OP} nodes, "
-                            f"not the one global gate srdeploy can cut: re-export it with {command('export')}")
-    image, output = proto.graph.input[0].name, proto.graph.output[0].name
-    pool, decision = pools[0], decisions[0].output[0]
-    return (_cut(proto, [image], [pool.input[0]]),
-            _cut(proto, [pool.output[0]], [decision]),
-            _cut(proto, [image, decision], [output]))
+def _only(proto, ops: tuple[str, ...]):
+    found = [n for n in proto.graph.node if n.op_type in ops]
+    if len(found) != 1:
+        raise SrDeployError(f"the graph has {len(found)} {'/'.join(ops)} nodes, not the one global gate srdeploy "
+                            f"can cut: re-export it with {command('export')}")
+    return found[0]
+
+
+def _gate_margin(proto):
+    """mean (N×C×1×1) → logit of branch 1 − logit of branch 0 (N): > 0 exactly where ``Greater`` is true
+    (a − b of two finite floats is 0 only when they are equal)."""
+    import onnx
+    from onnx import helper
+
+    pool, greater = _only(proto, POOL_OPS), _only(proto, (DECISION_OP,))
+    part = _cut(proto, [pool.output[0]], list(greater.input))
+    graph = part.graph
+    mean = graph.input[0]
+    if len(mean.type.tensor_type.shape.dim) == 2:  # the average dropped H and W: take N×C×1×1 all the same
+        graph.node.insert(0, helper.make_node("Flatten", ["gate_mean"], [mean.name], axis=1))
+        four_d = helper.make_tensor_value_info("gate_mean", mean.type.tensor_type.elem_type, None)
+        del graph.input[:]
+        graph.input.append(four_d)
+    graph.node.append(helper.make_node("Sub", list(greater.input), ["gate_margin"]))
+    margin = onnx.ValueInfoProto(name="gate_margin", type=graph.output[0].type)  # the logits' type and shape
+    del graph.output[:]
+    graph.output.append(margin)
+    onnx.checker.check_model(part)
+    return part
+
+
+def _decided(proto, value: bool):
+    """``proto`` with the gate's decision fixed to ``value`` for every image, each ``If`` it settles replaced by
+    the nodes of the branch it takes: image → output, no gate, no ``If``."""
+    import onnx
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    graph, decision = proto.graph, _only(proto, (DECISION_OP,)).output[0]
+    for node in graph.node:
+        if decision in node.output:  # a batch of one: the gate reads all/any of it, the same for any batch
+            node.CopyFrom(helper.make_node("Constant", [], [decision], value=numpy_helper.from_array(np.array([value]))))
+    while ifs := [n for n in graph.node if n.op_type == "If"]:
+        node = ifs[0]
+        try:
+            condition = bool(ReferenceEvaluator(_cut(proto, [], [node.input[0]])).run(None, {})[0])
+        except Exception as exc:  # noqa: BLE001 - the condition reads more than the decision
+            raise SrDeployError(f"the If node {node.name!r} does not follow from the gate's decision alone "
+                                f"({str(exc).splitlines()[0][:120]}): srdeploy cannot cut this network's gate") from None
+        branch = next(a.g for a in node.attribute if a.name == ("then_branch" if condition else "else_branch"))
+        index = list(graph.node).index(node)
+        inlined = [*branch.node, *(helper.make_node("Identity", [inner.name], [outer])
+                                   for inner, outer in zip(branch.output, node.output))]
+        nodes = [*graph.node[:index], *inlined, *graph.node[index + 1:]]
+        del graph.node[:]
+        graph.node.extend(nodes)
+        present = {t.name for t in graph.initializer}
+        graph.initializer.extend(t for t in branch.initializer if t.name not in present)
+    part = _cut(proto, [graph.input[0].name], [graph.output[0].name])
+    onnx.checker.check_model(part)
+    return part
+
+
+GATE_PARTS = ("gate_features", "gate_margin", "branch0", "branch1")
+
+
+def gate_parts(proto) -> dict[str, object]:
+    """The ONNX graphs a runtime runs to tile a globally gated network, each one input → one output, no ``If``:
+    ``gate_features`` (image → F), ``gate_margin`` (mean of F, N×C×1×1 → N, > 0: branch 1) and ``branch0`` /
+    ``branch1`` (image → output with the decision fixed). The parts keep the artifact's metadata.
+    SrDeployError if the graph has no global gate to cut."""
+    pool = _only(proto, POOL_OPS)
+    image = proto.graph.input[0].name
+    parts = {"gate_features": _cut(proto, [image], [pool.input[0]]), "gate_margin": _gate_margin(proto),
+             "branch0": _decided(proto, False), "branch1": _decided(proto, True)}
+    for name, part in parts.items():
+        part.metadata_props.extend(proto.metadata_props)
+        part.metadata_props.add(key="srdeploy.gate_part", value=name)
+    return parts
+
+
+def parts_split(run: dict[str, Callable[[np.ndarray], np.ndarray]]) -> GateSplit:
+    """A GateSplit from a runtime's sessions of the four ``gate_parts`` (each numpy → numpy, float32 out)."""
+
+    def decide(mean: np.ndarray) -> np.ndarray:
+        return run["gate_margin"](mean.reshape(*mean.shape[:2], 1, 1)).reshape(len(mean)) > 0
+
+    def forced(x: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+        chosen = np.asarray(chosen, dtype=bool).reshape(len(x))
+        if chosen.all() or not chosen.any():
+            return run[f"branch{int(chosen[0])}"](x)
+        return np.concatenate([run[f"branch{int(c)}"](x[i:i + 1]) for i, c in enumerate(chosen)])
+
+    return GateSplit(run["gate_features"], decide, forced)
+
+
+def one_decision(split: GateSplit) -> Callable[[np.ndarray], np.ndarray]:
+    """The network run as tiles run it, in one piece: features → their mean → decision → the chosen branch
+    (what a runtime's parts must compute to equal the whole network; checked at export and on the device)."""
+    return lambda x: split.forced(x, split.decide(split.features(x).mean(axis=(2, 3), dtype=np.float64)))
 
 
 def onnxruntime_split(proto, options, providers: list[str]) -> GateSplit:
-    """A GateSplit of ONNX Runtime sessions (``options``, ``providers`` as the artifact's own session)."""
+    """A GateSplit of ONNX Runtime sessions of the ``gate_parts`` (``options``, ``providers`` as the artifact's)."""
     import onnxruntime as ort
 
-    sessions = [ort.InferenceSession(part.SerializeToString(), options, providers=providers)
-                for part in split_onnx(proto)]
-    features, decide, forced = sessions
-    mean_input = decide.get_inputs()[0]
-    mean_dtype = np.float16 if mean_input.type == "tensor(float16)" else np.float32
-    mean_rank = len(mean_input.shape)  # N×C, or N×C×1×1 where the average keeps its dimensions
-    image_name = forced.get_inputs()[0].name
-    decision_name = forced.get_inputs()[1].name
+    def session(part) -> Callable[[np.ndarray], np.ndarray]:
+        loaded = ort.InferenceSession(part.SerializeToString(), options, providers=providers)
+        given = loaded.get_inputs()[0]
+        dtype = np.float16 if given.type == "tensor(float16)" else np.float32
+        return lambda x: loaded.run(None, {given.name: np.ascontiguousarray(x, dtype=dtype)})[0].astype(np.float32)
 
-    def features_of(x: np.ndarray) -> np.ndarray:
-        return features.run(None, {features.get_inputs()[0].name: x})[0]
-
-    def decide_on(mean: np.ndarray) -> np.ndarray:
-        return decide.run(None, {mean_input.name: mean.astype(mean_dtype).reshape(*mean.shape, *[1] * (mean_rank - 2))})[0]
-
-    def forced_run(x: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-        return forced.run(None, {image_name: x, decision_name: chosen.astype(bool)})[0]
-
-    return GateSplit(features_of, decide_on, forced_run)
+    return parts_split({name: session(part) for name, part in gate_parts(proto).items()})

@@ -211,7 +211,7 @@ def proto_infer(proto, inference_precision: str = "f32"):
 # ---- cutting a global gate (runtime.global_gate) -------------------------------------------------
 
 def split_model(model) -> tuple[object, object, object]:
-    """(features, decide, forced) models of a globally gated network, as ``global_gate.split_onnx`` cuts ONNX."""
+    """(features, decide, forced) models of a globally gated network, cut where ``global_gate.gate_parts`` cuts ONNX."""
     ov = import_openvino()
 
     def only(graph, op_type: str):  # OpenVINO reads ONNX's GlobalAveragePool and ReduceMean as ReduceMean

@@ -18,6 +18,7 @@ import numpy as np
 from .artifact import ArtifactSession
 from .cuda import DEVICE_TO_HOST, HOST_TO_DEVICE, Cuda
 from .errors import SrDeployError, command
+from .global_gate import GateSplit, parts_split
 from .trt_sidecar import BuildTarget, incompatibility, read_sidecar
 
 INSTALL_HINT = (
@@ -83,7 +84,7 @@ class TrtSession(ArtifactSession):
         self.path = Path(path)
         self.record = read_sidecar(self.path)
         trt = require_tensorrt()
-        self.cuda = Cuda(device)
+        self.cuda, self.device = Cuda(device), device
         reason = incompatibility(self.record, current_target(trt, self.cuda))
         if reason:
             raise SrDeployError(reason)
@@ -132,6 +133,18 @@ class TrtSession(ArtifactSession):
         self.cuda.copy_async(self._output.host, self._output.device, out_bytes, DEVICE_TO_HOST, self.stream)
         self.cuda.synchronize(self.stream)
         return self._output.host_array(out_shape, self.output_dtype).astype(np.float32)
+
+    def gate_split(self) -> GateSplit:
+        """The gate's part engines its sidecar lists (``runtime.global_gate.gate_parts``), for tiles that share the
+        whole image's decision; an engine built without them is refused (one line: rebuild, or --tile 0)."""
+        parts = self.record.get("gate_parts")
+        if not parts:
+            raise SrDeployError(f"{self.path.name} was built without the gate parts that let tiles share the whole "
+                                f"image's decision: rebuild it with `{self.record.get('rebuild')}`, or upscale with "
+                                "--tile 0 (whole image)")
+        sessions = {name: TrtSession(self.path.with_name(file), self.cuda_graphs, self.device)
+                    for name, file in parts.items()}
+        return parts_split({name: session.infer for name, session in sessions.items()})
 
     def _execute(self, shape: tuple[int, ...]) -> None:
         if not self.context.execute_async_v3(self.stream):

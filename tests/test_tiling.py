@@ -15,6 +15,7 @@ from srdeploy.runtime import images, metrics
 from srdeploy.runtime.onnx_backend import OnnxSession
 from srdeploy.runtime.pipeline import upscale_rgb
 from srdeploy.runtime.tiling import tiled_infer, windowed_infer
+from typing import Callable
 from tests.conftest import REPO, need_shared, weights
 
 
@@ -231,19 +232,148 @@ def test_upscale_cli_tiles_a_gated_network_as_the_whole_image(gate_sensitive, ga
 
 
 def test_a_runtime_that_cannot_split_the_gate_refuses_to_tile(gate_sensitive):
-    """TensorRT plans and Core ML packages take no decision from outside: more than one tile is refused, one
-    line, and an image that fits one tile still runs."""
+    """A Core ML package takes no decision from outside: more than one tile is refused, one line, and an image
+    that fits one tile still runs."""
     from pathlib import Path
 
     from srdeploy.runtime.artifact import ArtifactSession
     from srdeploy.runtime.errors import SrDeployError
 
-    class Plan(ArtifactSession):
-        runtime_name = "TensorRT"
-        path = Path("dsrnet_x2_fp16.engine")
+    class Package(ArtifactSession):
+        runtime_name = "Core ML"
+        path = Path("dsrnet_x2_fp16.mlpackage")
 
     x = images.to_unit_float(gate_sensitive[1])
-    with pytest.raises(SrDeployError, match=r"dsrnet_x2_fp16.engine: this network's gate looks at the whole image, "
-                                            r"and TensorRT cannot .* --tile 0"):
-        tiled_infer(x, lambda a: a, 2, TILE, RADIUS, 8, gate=Plan().gate_split)
-    assert tiled_infer(x, lambda a: a + 1, 1, 128, RADIUS, 8, gate=Plan().gate_split).min() >= 1
+    with pytest.raises(SrDeployError, match=r"dsrnet_x2_fp16.mlpackage: this network's gate looks at the whole image, "
+                                            r"and Core ML cannot .* --tile 0"):
+        tiled_infer(x, lambda a: a, 2, TILE, RADIUS, 8, gate=Package().gate_split)
+    assert tiled_infer(x, lambda a: a + 1, 1, 128, RADIUS, 8, gate=Package().gate_split).min() >= 1
+
+
+# --- the gate parts: what TensorRT engines (and ONNX Runtime) run to share the whole image's decision --------
+
+def _ort(proto) -> "Callable":
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {session.get_inputs()[0].name: x.astype(np.float32)})[0]
+
+
+def test_gate_parts_are_the_network_cut_at_its_gate(gate_sensitive, gate_sensitive_onnx):
+    """Each part one input → one output with no If; each branch part equals PyTorch with that branch forced, the
+    margin's sign is PyTorch's decision, and a batch whose images decide differently runs each its own branch."""
+    import onnx
+
+    from srdeploy.runtime.global_gate import gate_parts, parts_split
+
+    path, lr, model = gate_sensitive
+    parts = gate_parts(onnx.load(gate_sensitive_onnx))
+    assert list(parts) == ["gate_features", "gate_margin", "branch0", "branch1"]
+    for name, part in parts.items():
+        assert len(part.graph.input) == len(part.graph.output) == 1
+        assert not [n for n in part.graph.node if n.op_type == "If"]
+        assert {(p.key, p.value) for p in part.metadata_props} >= {("srdeploy.gate_part", name), ("srdeploy.model", "dsrnet")}
+    x = images.to_unit_float(lr)[..., :40, :48]
+    for branch in (0, 1):
+        forced = models.load("dsrnet", 2, path, gate=f"branch{branch}").network
+        with torch.no_grad():
+            expected = forced(torch.from_numpy(x)).numpy()
+        assert np.abs(_ort(parts[f"branch{branch}"])(x) - expected).max() < 1e-4
+    grid = np.concatenate([images.to_unit_float(lr)[..., y:y + 40, x:x + 48] for y in range(0, 88, 20) for x in range(0, 80, 20)])
+    with torch.no_grad():
+        leans = model.network.decide(model.network.gate_features(torch.from_numpy(grid)).mean((2, 3))).numpy()
+    assert leans.any() and not leans.all(), "some crops of this image should take branch 0, some branch 1"
+    crops = grid[[int(np.argmax(leans)), int(np.argmin(leans)), int(np.argmax(leans))]]  # branch 1, 0, 1
+    decided = np.array([True, False, True])
+    split = parts_split({name: _ort(part) for name, part in parts.items()})
+    mean = split.features(crops).mean(axis=(2, 3))
+    np.testing.assert_array_equal(split.decide(mean), decided)
+    with torch.no_grad():
+        expected = model.network(torch.from_numpy(crops)).numpy()  # each image its own decision, as the If runs it
+    assert np.abs(split.forced(crops, decided) - expected).max() < 1e-4
+
+
+def test_a_tensorrt_engine_tiles_with_the_gate_parts_its_sidecar_lists(gate_sensitive, gate_sensitive_onnx, tmp_path,
+                                                                       monkeypatch):
+    """``TrtSession.gate_split`` opens the part engines named in the sidecar beside the engine; here each "engine"
+    is its part's ONNX run by ONNX Runtime (no TensorRT here), so the wiring is checked, not TensorRT."""
+    import onnx
+
+    from srdeploy.runtime import trt_backend
+    from srdeploy.runtime.errors import SrDeployError
+    from srdeploy.runtime.global_gate import gate_parts
+
+    opened = []
+
+    class PartEngine:  # stands in for TrtSession(path, cuda_graphs, device)
+        def __init__(self, path, cuda_graphs, device):
+            opened.append((path.name, cuda_graphs, device))
+            self.infer = _ort(onnx.load(path))
+
+    names = {}
+    for name, part in gate_parts(onnx.load(gate_sensitive_onnx)).items():
+        names[name] = f"dsrnet_x2_fp32.{name}.engine"
+        onnx.save(part, tmp_path / names[name])
+    engine = object.__new__(trt_backend.TrtSession)
+    engine.path, engine.cuda_graphs, engine.device = tmp_path / "dsrnet_x2_fp32.engine", True, 1
+    engine.record = {"gate_parts": names, "rebuild": "srdeploy export --model dsrnet --target trt"}
+    monkeypatch.setattr(trt_backend, "TrtSession", PartEngine)
+    x = images.to_unit_float(gate_sensitive[1])
+    whole = _sr(OnnxSession(gate_sensitive_onnx).infer(x))
+    assert metrics.psnr(_sr(tiled_infer(x, None, 2, TILE, RADIUS, 8, gate=engine.gate_split)), whole) >= 60
+    assert sorted(opened) == sorted((file, True, 1) for file in names.values())
+    engine.record = {"rebuild": "srdeploy export --model dsrnet --target trt"}  # built before gate parts existed
+    with pytest.raises(SrDeployError, match=r"^dsrnet_x2_fp32.engine was built without the gate parts .* rebuild it "
+                                            r"with `srdeploy export --model dsrnet --target trt`, or upscale with --tile 0"):
+        engine.gate_split()
+
+
+def test_the_jetson_bundle_builds_and_checks_the_gate_parts(gate_sensitive, tmp_path):
+    """A DSRNet bundle: build.sh builds the network and then each gate part with trtexec exactly as the Python builder
+    plans them (the gate's margin on an N×64×1×1 profile), the device check runs every golden case through the parts
+    too, and the bundle's own upscaler tiles an image larger than the profile as the whole image."""
+    import json
+    import os
+
+    import onnx
+
+    from srdeploy.calib.data import held_out_photo
+    from srdeploy.export.bundles.jetson import write_bundle
+    from srdeploy.export.onnx.onnx_export import to_onnx
+    from srdeploy.export.trt.trt_plan import BuildPlan, Profile, settings_from_trtexec
+    from srdeploy.runtime.torch_runner import TorchRunner
+    from tests.test_trt import _bundle_check, _bundle_upscale, _fake_trtexec
+
+    path, lr, model = gate_sensitive
+    profile = Profile("lr", (1, 3, 16, 16), (1, 3, 48, 48), (2, 3, 64, 64))
+    bundle = write_bundle(tmp_path / "dsrnet", "dsrnet", 2, {"fp32": to_onnx(model)}, profile, held_out_photo("rgb"),
+                          TorchRunner(model.network).infer)
+    entry = json.loads((bundle / "manifest.json").read_text())["precisions"]["fp32"]
+    assert list(entry["gate_parts"]) == ["gate_features", "gate_margin", "branch0", "branch1"]
+    for strong in (True, False):
+        trtexec = _fake_trtexec(tmp_path / f"bin{strong}", strong)
+        result = subprocess.run(["bash", str(bundle / "build.sh"), "--build-only"], capture_output=True, text=True,
+                                env={**os.environ, "TRTEXEC": str(trtexec)})
+        assert result.returncode == 0, result.stderr
+        typing = "strong" if strong else "weak"
+        calls = [(trtexec.parent / f"call{i}.args").read_text().split() for i in range(5)]
+        assert not (trtexec.parent / "call5.args").exists()
+        plan = BuildPlan.for_artifact(entry["metadata"], profile, strong)
+        assert settings_from_trtexec(calls[0][2:]) == plan.settings()
+        for args, (name, part) in zip(calls[1:], entry["gate_parts"].items(), strict=True):
+            assert args[:2] == [f"--onnx={part['build_onnx'][typing]}", f"--saveEngine={part['engine']}"]
+            graph = onnx.load(bundle / part["build_onnx"][typing])
+            assert settings_from_trtexec(args[2:]) == plan.for_gate_part(name, graph).settings()
+            assert args[1].endswith(f".{name}.engine") and graph.metadata_props
+        margin = settings_from_trtexec(calls[2][2:])["profile"]
+        assert (margin["min"], margin["opt"], margin["max"]) == ([1, 64, 1, 1], [1, 64, 1, 1], [2, 64, 1, 1])
+    check = _bundle_check(bundle, "--backend", "onnxruntime", "--runs", "0", "--json")
+    assert check.returncode == 0, check.stderr
+    cases = json.loads(check.stdout)["results"][0]["parity"]
+    assert len([c for c in cases if c.endswith(", gate parts")]) == len(cases) // 2 >= 2
+    images.write_image(tmp_path / "butterfly.png", lr)  # 128×128 LR: beyond the profile's 64×64, so it is tiled
+    result = _bundle_upscale(bundle, str(tmp_path / "butterfly.png"), str(tmp_path / "tiled.png"),
+                             "--backend", "onnxruntime", "--tile", str(TILE))
+    assert result.returncode == 0, result.stderr
+    whole = _sr(OnnxSession(bundle / entry["onnx"]).infer(images.to_unit_float(lr)))
+    assert metrics.psnr(images.read_rgb(tmp_path / "tiled.png"), whole) >= 60

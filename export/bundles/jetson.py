@@ -33,6 +33,7 @@ from ...runtime.atomic import atomic_dir, check_bundle_folder
 from ...runtime.precision import Precision
 from ...runtime.bundle_check import FORMAT, MANIFEST
 from ...runtime.compare import TOLERANCES
+from ...runtime.global_gate import GATE_PARTS, gate_parts
 from ...runtime.golden import save_golden
 from ...runtime.parity import probe_inputs
 from ...runtime.pipeline import Infer
@@ -60,38 +61,56 @@ def _metadata(proto: onnx.ModelProto) -> dict[str, str]:
     return srdeploy_metadata((p.key, p.value) for p in proto.metadata_props)
 
 
-def precision_entry(stem: str, precision: Precision, work: Path, proto: onnx.ModelProto, profile: Profile) -> dict:
-    """Write the precision's ONNX (and, for an INT8 graph whose FP16 float parts passed, their FP16 form, which
-    strongly typed builds read) into ``work/onnx``; the manifest entry with both typings' trtexec lines."""
-    proto_path = save(proto, work / "onnx" / f"{stem}_{precision}.onnx")
-    engine_rel = f"engines/{stem}_{precision}.engine"
-    metadata = _metadata(proto)
-    plans = {name: BuildPlan.for_artifact(metadata, profile, strong) for name, strong in TYPINGS.items()}
-    sources = {}
-    for name, plan in plans.items():
-        path = proto_path
-        if plan.fp16_float_onnx:
-            path = save(int8_with_fp16_float(proto, list(plan.fp32_layers)), work / "onnx" / f"{stem}_{precision}_fp16float.onnx")
-        sources[name] = f"onnx/{path.name}"
+def _engine_entry(proto: onnx.ModelProto, name: str, plans: dict[str, BuildPlan], sources: dict[str, onnx.ModelProto],
+                  work: Path, engine_rel: str) -> dict:
+    """One engine's manifest entry: its ONNX, the ONNX each typing builds from (written into ``work/onnx``),
+    both typings' plans and trtexec lines."""
+    proto_path = save(proto, work / "onnx" / f"{name}.onnx")
+    built = {typing: proto_path if source is proto else save(source, work / "onnx" / f"{name}_fp16float.onnx")
+             for typing, source in sources.items()}
+    build_onnx = {typing: f"onnx/{path.name}" for typing, path in built.items()}
     return {
         "onnx": f"onnx/{proto_path.name}",
         "onnx_sha256": hashlib.sha256(proto_path.read_bytes()).hexdigest(),
-        "build_onnx": sources,
+        "build_onnx": build_onnx,
         "engine": engine_rel,
-        "metadata": metadata,
-        "tolerance": vars(TOLERANCES[precision]),
-        "plans": {name: plan.as_dict() for name, plan in plans.items()},
-        "trtexec": {name: plan.trtexec_args(sources[name], engine_rel) for name, plan in plans.items()},
+        "metadata": _metadata(proto),
+        "plans": {typing: plan.as_dict() for typing, plan in plans.items()},
+        "trtexec": {typing: plan.trtexec_args(build_onnx[typing], engine_rel) for typing, plan in plans.items()},
     }
+
+
+def precision_entry(stem: str, precision: Precision, work: Path, proto: onnx.ModelProto, profile: Profile) -> dict:
+    """Write the precision's ONNX (and, for an INT8 graph whose FP16 float parts passed, their FP16 form, which
+    strongly typed builds read) into ``work/onnx``; the manifest entry with both typings' trtexec lines. A network
+    whose gate reads the whole image also gets its gate parts (``runtime.global_gate.gate_parts``) as engines, so
+    that tiles share one decision on the device too."""
+    name = f"{stem}_{precision}"
+    plans = {typing: BuildPlan.for_artifact(_metadata(proto), profile, strong) for typing, strong in TYPINGS.items()}
+    sources = {typing: int8_with_fp16_float(proto, list(plan.fp32_layers)) if plan.fp16_float_onnx else proto
+               for typing, plan in plans.items()}
+    entry = {**_engine_entry(proto, name, plans, sources, work, f"engines/{name}.engine"),
+             "tolerance": vars(TOLERANCES[precision])}
+    if _metadata(proto).get("global_gate") == "true":
+        portable = gate_parts(proto)
+        parts = {typing: portable if source is proto else gate_parts(source) for typing, source in sources.items()}
+        entry["gate_parts"] = {
+            part: _engine_entry(portable[part], f"{name}.{part}",
+                                {typing: plan.for_gate_part(part, parts[typing][part]) for typing, plan in plans.items()},
+                                {typing: parts[typing][part] for typing in TYPINGS}, work, f"engines/{name}.{part}.engine")
+            for part in GATE_PARTS}
+    return entry
 
 
 def build_script(manifest: dict) -> str:
     """``build.sh``: pick the typing the installed trtexec supports, build, then run the device check."""
     precisions = list(manifest["precisions"])
+    engines = {p: {f"ARGS_{p}": entry, **{f"ARGS_{p}_{part}": e for part, e in entry.get("gate_parts", {}).items()}}
+               for p, entry in manifest["precisions"].items()}  # per precision: the network, then any gate parts
     arrays = "\n".join(
-        f"ARGS_{p}_{typing}=({' '.join(shlex.quote(a) for a in entry['trtexec'][typing])})"
-        for p, entry in manifest["precisions"].items() for typing in TYPINGS
-    )
+        [f"{name}_{typing}=({' '.join(shlex.quote(a) for a in e['trtexec'][typing])})"
+         for p in engines for name, e in engines[p].items() for typing in TYPINGS]
+        + [f"ENGINES_{p}=({' '.join(engines[p])})" for p in engines])
     return f"""#!/usr/bin/env bash
 # srdeploy Jetson bundle: {manifest['model']} x{manifest['scale']}. Builds the TensorRT engines on this device
 # with trtexec, then checks them against the golden outputs and measures latency.
@@ -134,9 +153,12 @@ fi
 
 mkdir -p engines
 for p in "${{PRECISIONS[@]}}"; do
-  args="ARGS_${{p}}_${{TYPING}}[@]"
-  echo "building $p: trtexec ${{!args}}"
-  "$TRTEXEC" "${{!args}}"
+  engines="ENGINES_${{p}}[@]"
+  for engine in "${{!engines}}"; do
+    args="${{engine}}_${{TYPING}}[@]"
+    echo "building $p: trtexec ${{!args}}"
+    "$TRTEXEC" "${{!args}}"
+  done
 done
 
 if [ "$BUILD_ONLY" = 1 ]; then
@@ -193,10 +215,11 @@ bundle: each run checks them first, and a damaged file is named in one line.
 
 Runs the engine `build.sh` built (`--backend onnxruntime` for the ONNX files on the CPU), tiled so that every
 tile stays inside the optimization profile, with the network's receptive radius as context (the result equals a
-whole-image run). A network whose gate reads the whole image (DSRNet) is tiled only with `--backend onnxruntime`
-or `--backend openvino`, where its gate's decision is taken once and shared by the tiles; the engine refuses
-images larger than one tile (`--tile 0` runs them whole). Needs Pillow (`sudo apt install python3-pil`). Images are read as a viewer shows them (EXIF
-orientation, CMYK, transparency and colour profiles kept). Exit status: 0 all written, 1 some images failed
+whole-image run). A network whose gate reads the whole image (DSRNet) takes the gate's decision once, on the
+whole image, and every tile runs the branch it chose: `build.sh` builds its gate parts too (the features the gate
+averages, the gate, each branch), and the check runs every golden case through them as well. Needs Pillow
+(`sudo apt install python3-pil`). Images are read as a viewer shows them (EXIF orientation, CMYK, transparency and
+colour profiles kept). Exit status: 0 all written, 1 some images failed
 (each named, the others written), 2 nothing done.
 """
 

@@ -141,13 +141,45 @@ def engine_parity(session: TrtSession, reference, inputs: dict[str, np.ndarray],
     return report.as_dict()
 
 
+def _engine(onnx_proto, plan: BuildPlan, engine: Path, target: BuildTarget) -> str:
+    """Build ``plan``'s engine of ``onnx_proto`` into ``engine`` (or take it from the engine cache); the ONNX's sha256."""
+    from ..onnx.onnx_export import save
+
+    onnx_path = save(onnx_proto, engine.with_suffix(".onnx"))
+    onnx_sha = file_sha256(onnx_path)
+    cached = engines_dir() / f"{engine_cache_key(onnx_sha, plan, target)}.engine"
+    if cached.is_file():
+        shutil.copyfile(cached, engine)
+    else:
+        build_engine(onnx_path, plan, engine)
+        with atomic_path(cached) as tmp:
+            shutil.copyfile(engine, tmp)
+    return onnx_sha
+
+
+def gated_parity(session: TrtSession, reference, inputs: dict[str, np.ndarray], tolerance) -> dict:
+    """The parity report of a globally gated engine's parts (``TrtSession.gate_split``), composed as tiles run them:
+    features → whole-image mean → decision → the chosen branch, against ``reference`` on each input."""
+    from ...runtime.global_gate import one_decision
+    from ...runtime.parity import ParityReport, check_cases
+
+    composed = one_decision(session.gate_split())
+    profile_inputs = {name: x for name, x in inputs.items() if session.accepts(x.shape)}
+    report = ParityReport(f"{session.path} (gate parts)", session.metadata.get("precision", "fp32"), tolerance)
+    check_cases(composed, {name: (x, reference(x)) for name, x in profile_inputs.items()}, report)
+    return report.as_dict()
+
+
 def export_engine(onnx_proto, plan_for, out_dir: Path, stem: str, reference, inputs: dict[str, np.ndarray],
                   tolerance, rebuild: str) -> Path:
     """Build (or take from the engine cache) the engine of ``onnx_proto``, check its parity against
-    ``reference`` on ``inputs``, and only then write ``STEM.engine`` + sidecar into ``out_dir``.
+    ``reference`` on ``inputs``, and only then write ``STEM.engine`` + sidecar into ``out_dir``. A network whose
+    gate reads the whole image (DSRNet) also gets its gate parts as engines, ``STEM.PART.engine``
+    (``runtime.global_gate.gate_parts``), listed in the sidecar and checked composed, so that tiles share one
+    decision.
 
     ``plan_for(strongly_typed, timing_cache)`` makes the plan once TensorRT's abilities are known."""
-    from ..onnx.onnx_export import save
+    from ...runtime.global_gate import gate_parts
 
     trt = require_tensorrt()
     target = current_target(trt, Cuda())
@@ -159,31 +191,32 @@ def export_engine(onnx_proto, plan_for, out_dir: Path, stem: str, reference, inp
             from ..onnx.fp16 import int8_with_fp16_float
 
             onnx_proto = int8_with_fp16_float(onnx_proto, list(plan.fp32_layers))
-        onnx_path = save(onnx_proto, work / f"{stem}.onnx")
-        onnx_sha = file_sha256(onnx_path)
-        cached = engines_dir() / f"{engine_cache_key(onnx_sha, plan, target)}.engine"
-        engine = work / f"{stem}.engine"
-        if cached.is_file():
-            shutil.copyfile(cached, engine)
-        else:
-            build_engine(onnx_path, plan, engine)
-            with atomic_path(cached) as tmp:
-                shutil.copyfile(engine, tmp)
         metadata = srdeploy_metadata((p.key, p.value) for p in onnx_proto.metadata_props)
-        write_sidecar(engine, target, precision=plan.precision, plan=plan.as_dict(), onnx_sha256=onnx_sha,
-                      metadata=metadata, rebuild=rebuild, built_by="srdeploy python builder", parity=None)
+        engine = work / f"{stem}.engine"
+        parts = gate_parts(onnx_proto) if metadata.get("global_gate") == "true" else {}
+        built = {engine: (onnx_proto, plan), **{work / f"{stem}.{name}.engine": (part, plan.for_gate_part(name, part))
+                                                for name, part in parts.items()}}
+        for path, (proto, engine_plan) in built.items():
+            write_sidecar(path, target, precision=engine_plan.precision, plan=engine_plan.as_dict(),
+                          onnx_sha256=_engine(proto, engine_plan, path, target),
+                          metadata=srdeploy_metadata((p.key, p.value) for p in proto.metadata_props), rebuild=rebuild,
+                          built_by="srdeploy python builder", parity=None)
+        if parts:
+            update_sidecar(engine, gate_parts={name: f"{stem}.{name}.engine" for name in parts})
         session = TrtSession(engine)
         parity = engine_parity(session, reference, inputs, tolerance)
+        checks = [parity] + ([gated_parity(session, reference, inputs, tolerance)] if parts else [])
         session.close()
-        if not parity["passed"]:
-            case, problems = next(iter(parity["violations"].items()))
-            raise SrDeployError(f"the {plan.precision} engine fails parity against PyTorch on {case} "
-                                f"({'; '.join(problems)}): nothing written")
-        update_sidecar(engine, parity=parity)
-        final = out_dir / engine.name
-        os.replace(engine, final)
-        os.replace(sidecar_path(engine), sidecar_path(final))
-        return final
+        for check in checks:
+            if not check["passed"]:
+                case, problems = next(iter(check["violations"].items()))
+                raise SrDeployError(f"the {plan.precision} engine{'' if check is parity else ' (gate parts)'} fails "
+                                    f"parity against PyTorch on {case} ({'; '.join(problems)}): nothing written")
+        update_sidecar(engine, parity=parity, **({"gate_parts_parity": checks[1]} if len(checks) > 1 else {}))
+        for built_engine in built:
+            os.replace(built_engine, out_dir / built_engine.name)
+            os.replace(sidecar_path(built_engine), sidecar_path(out_dir / built_engine.name))
+        return out_dir / engine.name
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

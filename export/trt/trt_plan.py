@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ...runtime.errors import SrDeployError
 from ...runtime.precision import Precision
@@ -121,6 +121,19 @@ class BuildPlan:
         kept = fp16_float.get("keep_fp32", []) if passed else json.loads(metadata.get("kept_float") or "[]")
         return cls(precision, profile, strongly_typed, fp16_float=passed,
                    fp32_layers=tuple(sorted(kept)) if precision == "fp16" or passed else (), **options)
+
+    def for_gate_part(self, name: str, part) -> BuildPlan:
+        """The plan of part ``name`` of a globally gated network (``runtime.global_gate.gate_parts``, an ONNX
+        graph): the image's profile, or N×C×1×1 for the gate's margin; FP32 pins on the part's own nodes."""
+        given = part.graph.input[0]
+        if name == "gate_margin":  # the mean of the gate's features, N×C×1×1
+            channels = given.type.tensor_type.shape.dim[1].dim_value
+            profile = Profile(given.name, *((n, channels, 1, 1) for n in
+                                            (self.profile.min[0], self.profile.opt[0], self.profile.max[0])))
+        else:
+            profile = replace(self.profile, input_name=given.name)
+        nodes = {node.name for node in part.graph.node}
+        return replace(self, profile=profile, fp32_layers=tuple(n for n in self.fp32_layers if n in nodes))
 
     @property
     def builder_flags(self) -> tuple[str, ...]:
