@@ -12,18 +12,20 @@ Steps, each recorded as ok / failed (with the error) / skipped (with the reason)
    FP32 with TF32 off (max|ours − ref| ≤ 1e-5·max|ref|, the CPU test's tolerance) and FP16 (the FP16
    artifact tolerance of ``runtime.compare``; its 8-bit-level statistic only where the output is an image,
    not a random-weight network's), so no GPU number comes from a wrong network.
-3. ``cuda_layer``: ``runtime/cuda.py`` and the TensorRT session's buffers against the driver, without
+3. ``gate_tiling``: DSRNet ×2 with a gate that flips between 48-pixel tiles of a Set5 image, tiled on the
+   device with the whole image's decision shared: equal to the whole image, unlike tiles deciding alone.
+4. ``cuda_layer``: ``runtime/cuda.py`` and the TensorRT session's buffers against the driver, without
    TensorRT: device facts checked against PyTorch's, pinned round trips, copies into PyTorch's device
    memory, events, a captured and replayed CUDA graph, a failed capture that leaves the stream usable, and
    CUDA's error text (PyTorch unaffected after each failure); which libcudart candidates work.
-4. ``latency``: LESRCNN ×2, DSRNet ×2 and FSRCNN ×2 at 640×360 and 960×540 LR, in FP32, TF32, FP16,
+5. ``latency``: LESRCNN ×2, DSRNet ×2 and FSRCNN ×2 at 640×360 and 960×540 LR, in FP32, TF32, FP16,
    FP16 channels-last, and the last with a CUDA graph, ``torch.compile`` and both; timed with CUDA events
    (input already on the GPU), each variant's output checked against FP32 before its time counts; GFLOP/s
    against matrix-product ceilings measured in the same run. ``--budget`` seconds bound the compiles.
-5. ``bench``: ``cli.py bench`` for LESRCNN ×2 with the GPU backends (end to end, numpy in and out; the
+6. ``bench``: ``cli.py bench`` for LESRCNN ×2 with the GPU backends (end to end, numpy in and out; the
    ones this machine lacks are listed as skipped), in the usual ``benchmarks/results`` format.
 
-Without CUDA it is a dry run of a few seconds: steps 1, 2 (a few fixtures) and 5 run on the CPU, step 4
+Without CUDA it is a dry run of a few seconds: steps 1, 2 (a few fixtures), 3 and 6 run on the CPU, step 5
 runs its eager variants at a tiny size, and the rest say why they are skipped. Writes
 ``DIR/gpu_run.json``, ``DIR/gpu_run.md`` and ``DIR/bench/``; exit status 1 when any check failed.
 """
@@ -188,7 +190,57 @@ def correctness(shared: Path, device: str, only: tuple[str, ...] | None) -> tupl
                                             for r in failed[:5])
 
 
-# ---- 3. the ctypes CUDA layer --------------------------------------------------------------------
+# ---- 3. a whole-image gate, tiled on the device ----------------------------------------------------
+
+def gate_tiling(shared: Path, device: str) -> tuple[bool | None, dict, str]:
+    """DSRNet ×2 whose gate flips between 48-pixel tiles of a Set5 image (``tests.gate_sensitive``), tiled on
+    ``device`` with the whole image's decision shared (``TorchRunner.gate_split``): = the whole image ≥ 60 dB,
+    each tile deciding alone < 50 dB, and the device's whole image = the CPU's ≥ 60 dB (8-bit outputs)."""
+    import tempfile
+
+    import torch
+
+    from .. import models
+    from ..models.registry import architecture
+    from ..runtime import images, metrics
+    from ..runtime.tiling import tiled_infer
+    from ..runtime.torch_runner import TorchRunner
+
+    try:
+        from tests.gate_sensitive import TILE, butterfly, gate_sensitive_state
+    except ImportError as exc:
+        return None, {}, f"tests/gate_sensitive.py does not import ({exc}): run from the repository root"
+    image, checkpoint = butterfly(shared), shared / "weights" / "dsrnet_x2.pth"
+    if not (image.is_file() and checkpoint.is_file()):
+        return None, {}, f"needs {image} and {checkpoint} (pass --shared PATH)"
+    set_tf32(False)
+    radius = architecture("dsrnet").export.receptive_radius
+    lr = images.read_rgb(image)
+    x = images.to_unit_float(lr)
+    state = gate_sensitive_state(models.load("dsrnet", 2, checkpoint).network,
+                                 torch.load(checkpoint, map_location="cpu", weights_only=True), torch.from_numpy(x), radius)
+    with tempfile.TemporaryDirectory() as folder:
+        torch.save(state, Path(folder) / "dsrnet_gate_sensitive.pth")
+        network = models.load("dsrnet", 2, Path(folder) / "dsrnet_gate_sensitive.pth").network
+    cpu = TorchRunner(network).infer(x)
+    runner = TorchRunner(network, device)
+
+    def sr(output: np.ndarray) -> np.ndarray:
+        return images.to_uint8(output[0].transpose(1, 2, 0))
+
+    whole = sr(runner.infer(x))
+    detail = {"device": device, "image": f"{image.name} {x.shape[2]}×{x.shape[3]} LR", "tile": TILE, "radius": radius,
+              "shared_decision_psnr_db": metrics.psnr(sr(tiled_infer(x, runner.infer, 2, TILE, radius, 8,
+                                                                     gate=runner.gate_split)), whole),
+              "each_tile_alone_psnr_db": metrics.psnr(sr(tiled_infer(x, runner.infer, 2, TILE, radius, 8)), whole),
+              "device_vs_cpu_psnr_db": metrics.psnr(whole, sr(cpu))}
+    passed = (detail["shared_decision_psnr_db"] >= 60 and detail["each_tile_alone_psnr_db"] < 50
+              and detail["device_vs_cpu_psnr_db"] >= 60)
+    return passed, detail, ("shared decision {shared_decision_psnr_db:.1f} dB, each tile alone "
+                            "{each_tile_alone_psnr_db:.1f} dB, {device} vs CPU {device_vs_cpu_psnr_db:.1f} dB").format(**detail)
+
+
+# ---- 4. the ctypes CUDA layer --------------------------------------------------------------------
 
 def cuda_layer() -> tuple[bool | None, dict, str]:
     import ctypes
@@ -296,7 +348,7 @@ def _probe(name: str) -> str:
     return _unusable(library) or "usable"
 
 
-# ---- 4. latency ----------------------------------------------------------------------------------
+# ---- 5. latency ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Variant:
@@ -495,7 +547,7 @@ def measure_variant(model, variant: Variant, x32, device: str, reference: np.nda
             "peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None}
 
 
-# ---- 5. cli.py bench -----------------------------------------------------------------------------
+# ---- 6. cli.py bench -----------------------------------------------------------------------------
 
 def bench(out: Path, shared: Path, sizes) -> tuple[bool, dict, str]:
     folder = out / "bench"
@@ -606,6 +658,7 @@ def main(argv: list[str] | None = None) -> int:
     plan: list[tuple[str, Callable[[], Step]]] = [
         ("environment", lambda: run_step("environment", environment)),
         ("correctness", lambda: run_step("correctness", lambda: correctness(shared, device, DRY_FIXTURES if missing else None))),
+        ("gate_tiling", lambda: run_step("gate_tiling", lambda: gate_tiling(shared, device))),
         ("cuda_layer", lambda: run_step("cuda_layer", cuda_layer) if not missing else Step("cuda_layer", "skipped", missing)),
         ("latency", lambda: run_step("latency", lambda: latency(shared, device, DRY_SIZES if missing else GPU_SIZES,
                                                                args.budget, report["ceilings"]))),

@@ -21,6 +21,8 @@ decisions (the Core ML export uses it, see ``export/coreml/coreml_export.py``).
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -80,6 +82,17 @@ class DSRNet(nn.Module):
     def decide(self, mean: torch.Tensor) -> torch.Tensor:
         """Per-image gate decision from the gate features' global average (N×C): bool N, True → branch 1."""
         return _branch1(self.gate.logits(mean))
+
+    def gate_margin(self, mean: torch.Tensor) -> torch.Tensor:
+        """Logit of branch 1 − logit of branch 0 from the features' global average (N×C): > 0 where ``decide``."""
+        logits = self.gate.logits(mean)
+        return logits[:, 1] - logits[:, 0]
+
+    def with_branch(self, branch: int) -> DSRNet:
+        """A copy that always runs ``branch`` (0 or 1), the gate not evaluated."""
+        forced = copy.deepcopy(self)
+        forced.gate_mode = f"branch{branch}"
+        return forced
 
     def gated_branch(self, features: torch.Tensor, branch1: torch.Tensor | None = None) -> torch.Tensor:
         """The chosen branch's output, per image, as a data-dependent conditional (ONNX ``If``).

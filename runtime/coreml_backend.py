@@ -17,6 +17,7 @@ import numpy as np
 from . import digest
 from .artifact import ArtifactSession, srdeploy_metadata
 from .errors import SrDeployError, command
+from .global_gate import GateSplit, parts_split
 
 PACKAGE_SUFFIX = ".mlpackage"
 COMPUTE_UNITS = ("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY")
@@ -91,6 +92,15 @@ class CoreMLSession(ArtifactSession):
         """1×C×H×W float32 in [0, 1] → 1×C×sH×sW float32 (packages take one image: their batch bound is 1)."""
         self.check_input(x)
         return predict(self._loaded(), self.input_name, x)
+
+    def gate_split(self) -> GateSplit:
+        """The gate-part packages exported beside this one (``export.coreml.coreml_gate``), for tiles that share
+        the whole image's decision; a package without them refuses to tile (one line)."""
+        parts = json.loads(self.metadata.get("gate_parts") or "{}")
+        if not parts:
+            return super().gate_split()
+        sessions = {name: CoreMLSession(self.path.with_name(file), self.compute_units) for name, file in parts.items()}
+        return parts_split({name: session.infer for name, session in sessions.items()})
 
 
 def load_mlmodel(path: str | Path, compute_units: str = "ALL"):

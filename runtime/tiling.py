@@ -55,12 +55,20 @@ def tiled_infer(x: np.ndarray, infer: Infer, scale: int, tile: int, overlap: int
 def whole_image_mean(x: np.ndarray, features: Infer, tile: int, overlap: int, min_size: int = 1) -> np.ndarray:
     """The mean over H×W of ``features(x)`` (N×C), computed tile by tile: each tile's core summed in float64."""
     height, width = x.shape[2:]
+    return _mean_over_cores(x, features, list(_spans(height, tile, overlap, min_size)),
+                            list(_spans(width, tile, overlap, min_size)))
+
+
+def _mean_over_cores(x: np.ndarray, features: Infer, rows: list[tuple[int, int, int, int]],
+                     columns: list[tuple[int, int, int, int]]) -> np.ndarray:
+    """The mean over H×W of ``features(x)`` from its windows, (core start, core end, window start, window end) per
+    axis: each window's core summed in float64."""
     total = 0.0
-    for y0, y1, ya, yb in _spans(height, tile, overlap, min_size):
-        for x0, x1, xa, xb in _spans(width, tile, overlap, min_size):
+    for y0, y1, ya, yb in rows:
+        for x0, x1, xa, xb in columns:
             part = features(np.ascontiguousarray(x[:, :, ya:yb, xa:xb]))
             total = total + part[:, :, y0 - ya:y1 - ya, x0 - xa:x1 - xa].sum(axis=(2, 3), dtype=np.float64)
-    return total / (height * width)
+    return total / (x.shape[2] * x.shape[3])
 
 
 def _fixed_spans(length: int, window: int, overlap: int) -> Iterator[tuple[int, int, int]]:
@@ -77,16 +85,24 @@ def _fixed_spans(length: int, window: int, overlap: int) -> Iterator[tuple[int, 
         yield start, min(start + core, length), min(max(start - overlap, 0), length - window)
 
 
-def windowed_infer(x: np.ndarray, infer: Infer, scale: int, window: tuple[int, int], overlap: int) -> np.ndarray:
+def windowed_infer(x: np.ndarray, infer: Infer, scale: int, window: tuple[int, int], overlap: int,
+                   gate: Callable[[], GateSplit] | None = None) -> np.ndarray:
     """Tiled inference with windows of one fixed size (H, W) ≤ the image: the rule of the iOS bundle's Swift
     code, for models compiled for enumerated sizes. Every kept output pixel has ``overlap`` LR pixels of real
-    context or lies at the image border, exactly as in a whole-image run."""
+    context or lies at the image border, exactly as in a whole-image run. ``gate``: as for ``tiled_infer``, the
+    features summed over the same windows' cores (the Swift code's ``tileModel``)."""
     n, c, height, width = x.shape
     if window[0] > height or window[1] > width:
         raise ValueError(f"window {window} is larger than the image {height}×{width}")
+    rows, columns = list(_fixed_spans(height, window[0], overlap)), list(_fixed_spans(width, window[1], overlap))
+    if gate is not None and len(rows) * len(columns) > 1:
+        split = gate()
+        decision = split.decide(_mean_over_cores(x, split.features, [(*r, r[2] + window[0]) for r in rows],
+                                                 [(*col, col[2] + window[1]) for col in columns]))
+        infer = lambda part: split.forced(part, decision)  # noqa: E731
     out = np.empty((n, c, height * scale, width * scale), dtype=np.float32)
-    for y0, y1, ya in _fixed_spans(height, window[0], overlap):
-        for x0, x1, xa in _fixed_spans(width, window[1], overlap):
+    for y0, y1, ya in rows:
+        for x0, x1, xa in columns:
             patch = infer(np.ascontiguousarray(x[:, :, ya:ya + window[0], xa:xa + window[1]]))
             out[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = patch[
                 :, :, (y0 - ya) * scale:(y1 - ya) * scale, (x0 - xa) * scale:(x1 - xa) * scale]

@@ -357,13 +357,13 @@ def _swift_errors(source: str) -> list[str]:
     return found
 
 
-def _swift(name: str, scale: int, options: CoreMLOptions) -> tuple[object, str]:
+def _swift(name: str, scale: int, options: CoreMLOptions, gate_channels: int = 0) -> tuple[object, str]:
     from srdeploy.export.bundles.ios_bundle import swift_model
     from srdeploy.export.bundles.ios_swift import swift_source
 
     torch.manual_seed(0)
     model = models.load(name, scale, weights(f"{name}_x{scale}.pth"))
-    swift = swift_model(model, options, f"{name}_x{scale}")
+    swift = swift_model(model, options, f"{name}_x{scale}", gate_channels)
     return swift, swift_source(swift)
 
 
@@ -393,18 +393,21 @@ def test_swift_tiles_at_the_default_shape_and_reads_outputs_by_type_and_strides(
     swift, source = _swift("lesrcnn", 2, CoreMLOptions(shapes=CoreMLShapes(min=(16, 16), default=(200, 320), max=(400, 640))))
     assert swift.default_size == (200, 320) and "rangeWindow = Size(height: 200, width: 320)" in source
     assert "dataPointer" not in source
-    for read in ("case .float16:\n                    sr.withUnsafeBufferPointer(ofType: Float16.self)",
-                 "case .float32:\n                    sr.withUnsafeBufferPointer(ofType: Float.self)",
-                 "throw UpscaleError.unsupportedOutputType(sr.dataType)", "let strides = sr.strides.map"):
+    for read in ("case .float16:\n            array.withUnsafeBufferPointer(ofType: Float16.self)",
+                 "case .float32:\n            array.withUnsafeBufferPointer(ofType: Float.self)",
+                 "throw UpscaleError.unsupportedOutputType(array.dataType)", "let strides = array.strides.map"):
         assert read in source
+    assert source.count("try Self.withValues(") == 3  # the output of every tile, the gate's features, its margin
     assert source.count("CIContext()") == 1 and "private let context = CIContext()" in source
 
 
-def test_swift_never_tiles_a_network_whose_gate_sees_the_whole_image():
-    dsrnet, source = _swift("dsrnet", 2, CoreMLOptions())
-    assert dsrnet.whole_image_only and "wholeImageOnly = true" in source and _swift_errors(source) == []
+def test_swift_tiles_a_whole_image_gate_with_its_parts():
+    dsrnet, source = _swift("dsrnet", 2, CoreMLOptions(), gate_channels=64)
+    assert not dsrnet.whole_image_only and "gateChannels = 64" in source and _swift_errors(source) == []
+    assert ('["gate_features", "gate_margin", "branch0", "branch1"].map { try load("dsrnet_x2_\\($0)") }' in source
+            and '"gate_mean": MLFeatureValue(multiArray: mean)' in source and "return branch1 ? gateParts[3] : gateParts[2]" in source)
     lesrcnn, other = _swift("lesrcnn", 2, CoreMLOptions())
-    assert not lesrcnn.whole_image_only and "wholeImageOnly = false" in other
+    assert "gateChannels = 0" in other and "wholeImageOnly = false" in other and _swift_errors(other) == []
 
 
 def test_ios_bundle_swift_matches_the_package(tmp_path):
@@ -420,7 +423,7 @@ def test_ios_bundle_swift_matches_the_package(tmp_path):
     spec, _ = load_program(packages[0])
     names = (spec.description.input[0].name, spec.description.output[0].name)
     assert f'inputName = "{names[0]}"' in source and f'outputName = "{names[1]}"' in source
-    assert f'forResource: "{packages[0].stem}", withExtension: "mlmodelc"' in source
+    assert 'forResource: name, withExtension: "mlmodelc"' in source and f'model = try load("{packages[0].stem}")' in source
     sizes = [tuple(s.shape[2:]) for s in spec.description.input[0].type.multiArrayType.enumeratedShapes.shapes]
     assert sizes == [(64, 64), (96, 128)]
     assert "Size(height: 64, width: 64), Size(height: 96, width: 128)" in source

@@ -48,6 +48,9 @@ def test_dry_run_ends_cleanly_without_the_packages_the_gpu_machine_lacks(tmp_pat
     assert set(steps["environment"]["detail"]["imports"].values()) == {"ok"}
     assert steps["correctness"]["status"] == "ok" and len(steps["correctness"]["detail"]) == 12
     assert steps["cuda_layer"]["status"] == "skipped" and "no CUDA device" in steps["cuda_layer"]["reason"]
+    gate = steps["gate_tiling"]["detail"]
+    assert steps["gate_tiling"]["status"] == "ok" and gate["device"] == "cpu", steps["gate_tiling"]
+    assert gate["shared_decision_psnr_db"] >= 60 > 50 > gate["each_tile_alone_psnr_db"]
     rows = steps["latency"]["detail"]
     assert {r["variant"] for r in rows if r["status"] == "ok"} == {"fp32", "tf32", "fp16", "fp16-cl"}
     assert {r["reason"] for r in rows if r["status"] != "ok"} == {"needs CUDA"}

@@ -15,8 +15,10 @@ from srdeploy.runtime import images, metrics
 from srdeploy.runtime.onnx_backend import OnnxSession
 from srdeploy.runtime.pipeline import upscale_rgb
 from srdeploy.runtime.tiling import tiled_infer, windowed_infer
+from srdeploy.runtime.torch_runner import TorchRunner
 from typing import Callable
 from tests.conftest import REPO, need_shared, weights
+from tests.gate_sensitive import TILE, gate_sensitive_state
 
 
 def _random(name: str, scale: int) -> torch.nn.Module:
@@ -153,36 +155,18 @@ def test_upscale_cli_a_folder_goes_to_a_folder(lesrcnn_artifact, tmp_path):
 
 # --- a network whose gate looks at the whole image (DSRNet): the decision is taken once, for all tiles -------
 
-TILE, RADIUS = 48, architecture("dsrnet").export.receptive_radius
-
-
-def _tile_windows(length: int) -> list[tuple[int, int]]:
-    """The context window of each LR tile along one axis: the core ± the receptive radius, clipped."""
-    return [(max(start - RADIUS, 0), min(start + TILE + RADIUS, length)) for start in range(0, length, TILE)]
+RADIUS = architecture("dsrnet").export.receptive_radius
 
 
 @pytest.fixture(scope="module")
 def gate_sensitive(tmp_path_factory):
-    """The official DSRNet ×2 weights with the gate's branch-1 bias moved so that the whole butterfly image takes
-    branch 1 while some of its 48-pixel tiles, alone, would take branch 0: (checkpoint, LR image, model)."""
+    """DSRNet ×2 whose gate flips between 48-pixel tiles of the butterfly image (``tests.gate_sensitive``):
+    (checkpoint, LR image, model)."""
     lr = images.read_rgb(need_shared("datasets", "Set5", "LR_bicubic", "X2", "butterflyx2.png"))
-    x = torch.from_numpy(images.to_unit_float(lr))
     model = models.load("dsrnet", 2, weights("dsrnet_x2.pth")).network
-
-    def margin(part: torch.Tensor) -> float:  # logit of branch 1 minus branch 0, computed here from the layers
-        x2 = model.reb[1](model.reb[0](model.sub_mean(part)))
-        features = model.web[1](model.web[0](x2 + model.reb[3](model.reb[2](x2))))
-        logits = model.gate.fc2(torch.relu(model.gate.fc1(features.mean((2, 3)))))
-        return float(logits[0, 1] - logits[0, 0])
-
-    with torch.no_grad():
-        whole = margin(x)
-        tiles = [margin(x[..., ya:yb, xa:xb]) for ya, yb in _tile_windows(x.shape[2]) for xa, xb in _tile_windows(x.shape[3])]
-    assert min(tiles) < whole, "no tile of this image leans towards branch 0"
     state = torch.load(weights("dsrnet_x2.pth"), map_location="cpu", weights_only=True)
-    state["gate.fc2.bias"][1] -= (whole + min(tiles)) / 2  # whole image: branch 1; the lowest tile: branch 0
     path = tmp_path_factory.mktemp("gate") / "dsrnet_gate_sensitive.pth"
-    torch.save(state, path)
+    torch.save(gate_sensitive_state(model, state, torch.from_numpy(images.to_unit_float(lr)), RADIUS), path)
     return path, lr, models.load("dsrnet", 2, path)
 
 
@@ -377,3 +361,37 @@ def test_the_jetson_bundle_builds_and_checks_the_gate_parts(gate_sensitive, tmp_
     assert result.returncode == 0, result.stderr
     whole = _sr(OnnxSession(bundle / entry["onnx"]).infer(images.to_unit_float(lr)))
     assert metrics.psnr(images.read_rgb(tmp_path / "tiled.png"), whole) >= 60
+
+
+def test_the_ios_bundle_tiles_a_whole_image_gate_as_the_whole_image(gate_sensitive, tmp_path):
+    """The iOS bundle of the gate-sensitive DSRNet: four sealed gate-part packages beside the package, listed in its
+    metadata and loaded by the Swift code; the Swift code's rule (``windowed_infer`` with ``gate``) run over the
+    packages' own programs (srdeploy's NumPy MIL executor, FP32 mode) equals the package's whole-image output,
+    where windows that each decide alone do not."""
+    import json
+
+    from srdeploy.export.bundles.ios_bundle import write_ios_bundle
+    from srdeploy.export.coreml.coreml_export import CoreMLOptions, CoreMLShapes
+    from srdeploy.export.coreml.coreml_verify import executor_infer
+    from srdeploy.runtime.coreml_backend import CoreMLSession
+    from srdeploy.runtime.global_gate import GATE_PARTS, parts_split
+
+    _, lr, model = gate_sensitive
+    window = TILE + 2 * RADIUS  # a 48-pixel core in each window
+    options = CoreMLOptions(precision="fp32", shapes=CoreMLShapes(min=(16, 16), default=(window, window), max=(128, 128)))
+    bundle, report = write_ios_bundle(model, options, tmp_path / "ios")
+    package = bundle / "dsrnet_x2_fp32.mlpackage"
+    session = CoreMLSession(package, run=False)
+    files = json.loads(session.metadata["gate_parts"])
+    assert list(files) == list(GATE_PARTS) and all(report.gate_parts[part]["passed"] for part in GATE_PARTS)
+    for part, file in files.items():
+        assert CoreMLSession(bundle / file, run=False).metadata["gate_part"] == part  # sealed and readable
+    source = (bundle / "DsrnetX2Upscaler.swift").read_text()
+    assert "gateChannels = 64" in source and "wholeImageOnly = false" in source
+    inputs = {part: "gate_mean" if part == "gate_margin" else "lr" for part in GATE_PARTS}
+    split = parts_split({part: executor_infer(bundle / files[part], "fp32", input_name=inputs[part]) for part in GATE_PARTS})
+    x, whole_package = images.to_unit_float(lr), executor_infer(package, "fp32")
+    whole = _sr(whole_package(x))
+    assert metrics.psnr(whole, _sr(TorchRunner(model.network).infer(x))) >= 60
+    assert metrics.psnr(_sr(windowed_infer(x, whole_package, 2, (window, window), RADIUS)), whole) < 50
+    assert metrics.psnr(_sr(windowed_infer(x, whole_package, 2, (window, window), RADIUS, gate=lambda: split)), whole) >= 60

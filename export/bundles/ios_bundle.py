@@ -2,6 +2,7 @@
 
     DIR/
       NAME.mlpackage       the checked Core ML package (tensor interface)
+      NAME_PART.mlpackage  a whole-image gate's parts (DSRNet: gate_features, gate_margin, branch0, branch1)
       CLASS.swift          load the model, upscale a CGImage / CVPixelBuffer with seamless tiling
       README.md            measured quality, the checks that passed, supported sizes, how to use it
 
@@ -13,6 +14,7 @@ import json
 from pathlib import Path
 
 from ..coreml.coreml_export import CoreMLOptions
+from ..coreml.coreml_gate import part_file
 from ..coreml.coreml_package import CoreMLReport, export_package
 from .ios_swift import SwiftModel, swift_source
 from ...models.loading import SrModel
@@ -24,7 +26,9 @@ from ...runtime.tables import markdown_table
 BUNDLE_MARKER = "srdeploy-ios.json"
 
 
-def swift_model(model: SrModel, options: CoreMLOptions, resource: str) -> SwiftModel:
+def swift_model(model: SrModel, options: CoreMLOptions, resource: str, gate_channels: int = 0) -> SwiftModel:
+    """The Swift file's constants; ``gate_channels``: the width of a whole-image gate's features (its parts
+    exported beside the package), 0 for none."""
     info, config = model.info, model.info.export
     bounds = options.shapes.bounds(info.channels)
     return SwiftModel(
@@ -32,20 +36,26 @@ def swift_model(model: SrModel, options: CoreMLOptions, resource: str) -> SwiftM
         resource=resource, input_name=config.input_name, output_name=config.output_name, scale=info.scale,
         channels=info.channels, overlap=config.receptive_radius, sizes=options.shapes.enumerated,
         min_size=tuple(bounds["min"][2:]), max_size=tuple(bounds["max"][2:]), default_size=options.shapes.default,
-        fp16_io=options.fp16_io, whole_image_only=model.has_global_gate or config.whole_image,
+        fp16_io=options.fp16_io, whole_image_only=config.whole_image, gate_channels=gate_channels,
     )
 
 
 def _tiling_note(swift: SwiftModel) -> str:
     if swift.whole_image_only:
-        return ("This network looks at the whole image (a gate, global pooling or attention), so the Swift code never\n"
+        return ("This network looks at the whole image (global pooling or attention), so the Swift code never\n"
                 "tiles: an image must fit one size the package accepts (else `UpscaleError.imageTooLargeForOneWindow`).\n"
-                f"Tiles alone would compute something else than the whole image ({command('upscale')} tiles a gated\n"
-                "network exactly by taking the gate's decision once on the whole image, which this package cannot).")
+                "Tiles alone would compute something else than the whole image.")
+    gate = ("" if not swift.gate_channels else
+            f"\n\nThe network's gate reads the whole image, so tiles alone could pick another branch than the whole image.\n"
+            f"The four gate-part packages beside it (`{swift.resource}_gate_features`, `_gate_margin`, `_branch0`,\n"
+            "`_branch1`; add them to the target too) let the Swift code decide once: the gate's features summed over\n"
+            "the tile cores (the whole image's mean, exactly), the gate's margin from that mean, and every tile run\n"
+            f"through the chosen branch, as {command('upscale')} does. Each part passed the same checks as the package.")
     return (f"Images larger than a tile are processed in tiles with {swift.overlap} low-resolution pixels of context on every\n"
             "side (the network's receptive radius), keeping only each tile's core: the result equals a whole-image run\n"
             f"(the same rule as {command('upscale')}, tested in srdeploy's suite). Range-flexible packages tile at\n"
-            f"their default size, {swift.default_size[0]}×{swift.default_size[1]}, the one size Core ML runs on the Neural Engine.")
+            f"their default size, {swift.default_size[0]}×{swift.default_size[1]}, the one size Core ML runs on the Neural Engine."
+            + gate)
 
 
 def bundle_readme(model: SrModel, report: CoreMLReport, swift: SwiftModel) -> str:
@@ -112,10 +122,13 @@ def write_ios_bundle(model: SrModel, options: CoreMLOptions, out: str | Path, ca
     out = check_destination(out)
     with atomic_dir(out) as work:
         package, report = export_package(model, options, work, calib_dir, max_drop)
-        swift = swift_model(model, options, package.stem)
+        margin = next(iter(report.gate_parts["gate_margin"]["cases"].values())) if report.gate_parts else None
+        swift = swift_model(model, options, package.stem, margin["shape"][1] if margin else 0)
         (work / f"{swift.class_name}.swift").write_text(swift_source(swift))
         (work / "README.md").write_text(bundle_readme(model, report, swift))
         (work / BUNDLE_MARKER).write_text(json.dumps({"package": package.name, "swift": f"{swift.class_name}.swift",
+                                                      "gate_parts": {part: part_file(package.stem, part)
+                                                                     for part in report.gate_parts},
                                                       "report": report.as_dict()}, indent=2))
     report.package = str(out / package.name)
     return out, report

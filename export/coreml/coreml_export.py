@@ -146,6 +146,33 @@ def traceable(model: SrModel, image_io: bool) -> nn.Module:
     return (ImageIO(net) if image_io else net).eval()
 
 
+def trace(net: nn.Module, example: torch.Tensor, name: str):
+    """``torch.jit.trace`` of ``net``; a one-line error where tracing froze a value-dependent branch."""
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", torch.jit.TracerWarning)
+        traced = torch.jit.trace(net, example)
+    for warning in caught:  # tracing froze the branch this example took
+        if issubclass(warning.category, torch.jit.TracerWarning) and "Python boolean" in str(warning.message):
+            raise SrDeployError(traced_branch(name, str(warning.message), warning.filename, warning.lineno))
+    return traced
+
+
+def to_mlprogram(traced, inputs: list, outputs: list, options: CoreMLOptions, name: str):
+    """The compressed ``mlprogram`` of a traced module, in ``options``' precision and deployment target."""
+    import coremltools as ct
+
+    try:
+        mlmodel = ct.convert(
+            traced, inputs=inputs, outputs=outputs, convert_to="mlprogram",
+            compute_precision=ct.precision.FLOAT16 if options.precision == "fp16" else ct.precision.FLOAT32,
+            minimum_deployment_target=getattr(ct.target, options.deployment_target),
+            skip_model_load=platform.system() != "Darwin",
+        )
+    except Exception as exc:  # noqa: BLE001 - coremltools raises many types for what it cannot convert
+        raise SrDeployError(coreml_failure(name, exc)) from None
+    return compress(mlmodel, options.compression, options.deployment_target)
+
+
 def convert(model: SrModel, options: CoreMLOptions):
     """The ``coremltools.models.MLModel`` (mlprogram) of a loaded model (``models.load``), not yet saved."""
     import coremltools as ct
@@ -154,12 +181,7 @@ def convert(model: SrModel, options: CoreMLOptions):
     config = info.export
     example = torch.rand(1, info.channels, *options.shapes.bounds(info.channels)["min"][2:],
                          generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", torch.jit.TracerWarning)
-        traced = torch.jit.trace(traceable(model, options.image_io), example)
-    for warning in caught:  # tracing froze the branch this example took
-        if issubclass(warning.category, torch.jit.TracerWarning) and "Python boolean" in str(warning.message):
-            raise SrDeployError(traced_branch(info.name, str(warning.message), warning.filename, warning.lineno))
+    traced = trace(traceable(model, options.image_io), example, info.name)
     shape = options.shapes.ct_shape(info.channels)
     if options.image_io:
         layout = ct.colorlayout.RGB if info.channels == 3 else ct.colorlayout.GRAYSCALE
@@ -169,16 +191,7 @@ def convert(model: SrModel, options: CoreMLOptions):
         dtype = np.float16 if options.fp16_io else np.float32
         inputs = [ct.TensorType(name=config.input_name, shape=shape, dtype=dtype)]
         outputs = [ct.TensorType(name=config.output_name, dtype=dtype)]
-    try:
-        mlmodel = ct.convert(
-            traced, inputs=inputs, outputs=outputs, convert_to="mlprogram",
-            compute_precision=ct.precision.FLOAT16 if options.precision == "fp16" else ct.precision.FLOAT32,
-            minimum_deployment_target=getattr(ct.target, options.deployment_target),
-            skip_model_load=platform.system() != "Darwin",
-        )
-    except Exception as exc:  # noqa: BLE001 - coremltools raises many types for what it cannot convert
-        raise SrDeployError(coreml_failure(info.name, exc)) from None
-    return compress(mlmodel, options.compression, options.deployment_target)
+    return to_mlprogram(traced, inputs, outputs, options, info.name)
 
 
 def grouped_luts(deployment_target: str) -> bool:

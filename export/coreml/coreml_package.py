@@ -13,7 +13,7 @@ import hashlib
 import json
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from ...runtime.quality import crop_psnr
 from ...calib.data import CropSpec, held_out_photo, lr_hr_crops, source_images
 from ..gate import COREML_MAX_DROP, check_coreml_gate, limit_for
 from .coreml_export import CoreMLOptions, CoreMLShapes, convert, describe, traceable
+from .coreml_gate import export_gate_parts
 from .coreml_verify import executor_infer, verify_package
 from ...models.loading import SrModel
 from ...runtime import digest
@@ -58,6 +59,7 @@ class CoreMLReport:
     validation_psnr_coreml: float  # FP16-emulated package on the held-out crops
     drop_db: float
     size_mb: float
+    gate_parts: dict = field(default_factory=dict)  # part: its package's verification (runtime.global_gate)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -108,6 +110,10 @@ def export_package(model: SrModel, options: CoreMLOptions, out_dir: str | Path, 
                                  f"{info.name} ×{info.scale}", options.precision, options.compression)
         measured = {"validation_psnr_pytorch": f"{psnr_torch:.4f}", "validation_psnr_coreml": f"{psnr_coreml:.4f}",
                     "validation_drop_db": f"{drop:.4f}", "verification": json.dumps(verification.as_dict())}
+        parts, part_reports = {}, {}
+        if model.has_global_gate and not options.image_io:  # tiles share the whole image's decision through these
+            parts, part_reports = export_gate_parts(model, options, work, stem, inputs)
+            measured["gate_parts"] = json.dumps({part: path.name for part, path in parts.items()})
         describe(mlmodel, model, options, measured)
         final = work / target.name
         mlmodel.save(str(final))
@@ -115,9 +121,12 @@ def export_package(model: SrModel, options: CoreMLOptions, out_dir: str | Path, 
             raise SrDeployError("the saved weights differ from the verified ones: this is a bug, please report it")
         seal_package(final)
         size = sum(p.stat().st_size for p in final.rglob("*") if p.is_file()) / 2**20
+        for path in parts.values():
+            seal_package(path)
+            replace_dir(path, target.parent / path.name)
         replace_dir(final, target)
         verification.package = str(target)
         return target, CoreMLReport(str(target), {**asdict(options), "shapes": options.shapes.as_dict()},
-                                    verification.as_dict(), psnr_torch, psnr_coreml, drop, size)
+                                    verification.as_dict(), psnr_torch, psnr_coreml, drop, size, part_reports)
     finally:
         shutil.rmtree(work, ignore_errors=True)
