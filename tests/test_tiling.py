@@ -1,6 +1,7 @@
 """Tiled inference equals whole-image inference, and the recorded receptive radii are safe bounds."""
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 
@@ -395,3 +396,9 @@ def test_the_ios_bundle_tiles_a_whole_image_gate_as_the_whole_image(gate_sensiti
     assert metrics.psnr(whole, _sr(TorchRunner(model.network).infer(x))) >= 60
     assert metrics.psnr(_sr(windowed_infer(x, whole_package, 2, (window, window), RADIUS)), whole) < 50
     assert metrics.psnr(_sr(windowed_infer(x, whole_package, 2, (window, window), RADIUS, gate=lambda: split)), whole) >= 60
+    if platform.system() == "Darwin":  # Core ML itself, through the session the CLI opens
+        from srdeploy.runtime.opener import open_artifact
+
+        session = open_artifact(package)
+        assert metrics.psnr(_sr(tiled_infer(x, session.infer, 2, TILE, RADIUS, 16, gate=session.gate_split)),
+                            _sr(session.infer(x))) >= 60

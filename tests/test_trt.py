@@ -32,7 +32,7 @@ from srdeploy.runtime.trt_sidecar import (
     update_sidecar,
     write_sidecar,
 )
-from tests.conftest import REPO, weights
+from tests.conftest import REPO, need_shared, weights
 
 
 def _has_tensorrt_and_gpu() -> str | None:
@@ -435,6 +435,31 @@ def test_engine_build_and_parity_against_pytorch(precision, tmp_path):
     Path(f"{engine}.json").write_text(json.dumps(record))
     with pytest.raises(SrDeployError, match="rebuild it here with"):
         TrtSession(engine)
+
+
+@pytest.mark.skipif(NO_TRT is not None, reason=str(NO_TRT))
+def test_dsrnet_engine_tiles_with_its_gate_part_engines(tmp_path):
+    """DSRNet's engine comes with its four gate-part engines, checked composed at export; tiles through them equal
+    the whole image."""
+    from srdeploy.runtime import images, metrics
+    from srdeploy.runtime.tiling import tiled_infer
+    from srdeploy.runtime.trt_backend import TrtSession
+
+    weights("dsrnet_x2.pth")
+    args = [sys.executable, "cli.py", "export", "--model", "dsrnet", "--scale", "2", "--target", "trt", "--precision",
+            "fp16", "--opt-shape", "64x64", "--max-shape", "128x128", "--out", str(tmp_path), "--json"]
+    result = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    engine = Path(json.loads(result.stdout)["artifacts"][0])
+    record = read_sidecar(engine)
+    assert set(record["gate_parts"]) == {"gate_features", "gate_margin", "branch0", "branch1"}
+    assert record["gate_parts_parity"]["passed"]
+    session = TrtSession(engine)
+    lr = images.read_rgb(need_shared("datasets", "Set5", "LR_bicubic", "X2", "butterflyx2.png"))
+    x = images.to_unit_float(lr)
+    whole = images.to_uint8(session.infer(x)[0].transpose(1, 2, 0))
+    tiled = tiled_infer(x, session.infer, 2, 48, 19, 16, gate=session.gate_split)
+    assert metrics.psnr(images.to_uint8(tiled[0].transpose(1, 2, 0)), whole) >= 60
 
 
 class _FakeCudart:
