@@ -39,12 +39,26 @@ def fixture_index() -> list[dict]:
 
 
 @pytest.fixture(scope="session")
-def fsrcnn_int8():
+def fsrcnn_int8(tmp_path_factory):
     """FSRCNN ×2 through the INT8 search at the default gate (0.1 dB; met with channels in float):
     (ONNX proto, PrecisionReport). Shared by the INT8 and the Jetson bundle tests: the search is the
-    slowest export there is."""
+    slowest export there is, so it runs once per test run, also across xdist workers (a file lock in the
+    run's shared temporary folder; the second worker reads the first one's result)."""
+    import pickle
+
+    from filelock import FileLock
+
     from srdeploy import models
     from srdeploy.export.precision import export_precision
 
-    return export_precision(models.load("fsrcnn", 2, weights("fsrcnn_x2.pth")), "int8", progress=False,
-                            fp16_float_parts=True)
+    shared = tmp_path_factory.getbasetemp().parent if os.environ.get("PYTEST_XDIST_WORKER") else tmp_path_factory.getbasetemp()
+    result = shared / "fsrcnn_x2_int8.pickle"
+    with FileLock(str(result) + ".lock"):
+        if not result.is_file():
+            proto, report = export_precision(models.load("fsrcnn", 2, weights("fsrcnn_x2.pth")), "int8", progress=False,
+                                             fp16_float_parts=True)
+            result.write_bytes(pickle.dumps((proto.SerializeToString(), report)))
+        data, report = pickle.loads(result.read_bytes())
+    import onnx
+
+    return onnx.ModelProto.FromString(data), report
