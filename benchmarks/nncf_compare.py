@@ -3,11 +3,13 @@
     python -m srdeploy.benchmarks.nncf_compare --models fsrcnn:2,lesrcnn:2,dsrnet:2 --datasets ../shared/datasets \\
         --out benchmarks/results
 
-Every quantizer starts from the same FP32 ONNX graph and calibrates on the same crops of the same
+Every quantizer starts from the same FP32 ONNX graph (as the FP32 IR holds it: DSRNet's gate as a per-image
+select, which NNCF can quantize, where it fails on an ``If``) and calibrates on the same crops of the same
 (scikit-image) photos our export uses. NNCF runs twice: ``nncf.quantize`` with its defaults, and
 ``nncf.quantize_with_accuracy_control`` with a 0.1 dB absolute budget scored on the held-out crops (the
 data our gate uses; never Set5/Set14). Ours is what ``export --target openvino --precision int8`` compiles
-(the TensorRT-legal Q/DQ graph with its centred tensors as u8 zero points, ``export.openvino.zero_point``),
+(the TensorRT-legal Q/DQ graph with its centred tensors as u8 zero points and DSRNet's gate as a select,
+``export.openvino.openvino_export.ir_graph``),
 and beside it the Q/DQ graph as TensorRT reads it (``export --precision int8``).
 Each row: held-out PSNR drop against FP32, Set5/Set14 drop against FP32 (PSNR against the ground truth,
 evaluation protocol), the share of conv MACs the compiled model executes in u8/i8, and the median latency
@@ -29,11 +31,12 @@ from .. import models
 from ..runtime.quality import crop_psnr, dataset_pairs, evaluate
 from ..calib.data import CropSpec, lr_hr_crops, network_batch, source_images
 from ..export.onnx.onnx_export import save, to_onnx
-from ..export.openvino.zero_point import zero_point_form
+from ..export.openvino.openvino_export import ir_graph
 from ..export.precision import VALIDATION_SPEC, export_precision
 from ..runtime.atomic import atomic_path
 from ..runtime.onnx_backend import OnnxSession
 from ..runtime.openvino_backend import ExecutedPrecisions, compile_config, conv_macs, executed_convs
+from ..runtime.precision import Precision
 from ..runtime.progress import Stages
 from ..runtime.tables import markdown_table
 from ..runtime.timing import measure
@@ -110,9 +113,10 @@ def compare(name: str, scale: int, datasets: Path, work: Path, stage: Stages) ->
         return crop_psnr(infer, crops, scale, info.colour, rounding)
 
     stage(f"{name} ×{scale}: NNCF (default, then accuracy control at {BUDGET_DB} dB)")
-    ir_form = save(zero_point_form(onnx.load(ours_path))[0], work / f"{name}_x{scale}_int8_u8.onnx")
+    ir_form = save(ir_graph(onnx.load(ours_path), Precision.INT8)[0], work / f"{name}_x{scale}_int8_ir.onnx")
+    fp32_ir = save(ir_graph(onnx.load(fp32), Precision.FP32)[0], work / f"{name}_x{scale}_fp32_ir.onnx")
     candidates = {"ours": ov.Core().read_model(ir_form), "ours, TensorRT's form": ov.Core().read_model(ours_path),
-                  **nncf_models(ov, fp32, network_batch(pairs, info.colour), validation, psnr_of)}
+                  **nncf_models(ov, fp32_ir, network_batch(pairs, info.colour), validation, psnr_of)}
     reference = OnnxSession(fp32).infer
     held_out_fp32 = psnr_of(reference, validation)
     sets = {d: dataset_pairs(datasets / d, scale) for d in ("Set5", "Set14")}
@@ -121,7 +125,7 @@ def compare(name: str, scale: int, datasets: Path, work: Path, stage: Stages) ->
     rows = [{"model": f"{name} ×{scale}", "quantizer": quantizer, "held_out_drop_db": 0.0,
              **{f"{d}_drop_db": 0.0 for d in sets}, "int8_executed": 0.0}
             for quantizer in ("ONNX Runtime FP32", "OpenVINO FP32")]
-    infers = {"ONNX Runtime FP32": reference, "OpenVINO FP32": infer_of(compiled(ov, ov.Core().read_model(fp32)))}
+    infers = {"ONNX Runtime FP32": reference, "OpenVINO FP32": infer_of(compiled(ov, ov.Core().read_model(fp32_ir)))}
     for quantizer, candidate in candidates.items():
         stage(f"{name} ×{scale}: scoring {quantizer}")
         row = {"model": f"{name} ×{scale}", "quantizer": quantizer}

@@ -114,37 +114,57 @@ def _gate_margin(proto):
     return part
 
 
-def _decided(proto, value: bool):
-    """``proto`` with the gate's decision fixed to ``value`` for every image, each ``If`` it settles replaced by
-    the nodes of the branch it takes: image → output, no gate, no ``If``."""
+def _fold_ifs(proto, value: np.ndarray, keep_decision: bool):
+    """``proto`` with each ``If`` that follows from the gate's decision replaced by the nodes of the branch it takes
+    when the decision is ``value`` (a constant batch). The decision itself becomes that constant, or with
+    ``keep_decision`` stays computed from the image (for a branch that reads it, as a per-image select does)."""
     import onnx
     from onnx import helper, numpy_helper
     from onnx.reference import ReferenceEvaluator
 
-    proto = onnx.ModelProto.FromString(proto.SerializeToString())
-    graph, decision = proto.graph, _only(proto, (DECISION_OP,)).output[0]
-    for node in graph.node:
-        if decision in node.output:  # a batch of one: the gate reads all/any of it, the same for any batch
-            node.CopyFrom(helper.make_node("Constant", [], [decision], value=numpy_helper.from_array(np.array([value]))))
-    while ifs := [n for n in graph.node if n.op_type == "If"]:
+    probe = onnx.ModelProto.FromString(proto.SerializeToString())
+    decision = _only(probe, (DECISION_OP,)).output[0]
+    for node in probe.graph.node:
+        if decision in node.output:
+            node.CopyFrom(helper.make_node("Constant", [], [decision], value=numpy_helper.from_array(value)))
+    result = onnx.ModelProto.FromString(proto.SerializeToString()) if keep_decision else probe
+    while ifs := [n for n in result.graph.node if n.op_type == "If"]:
         node = ifs[0]
         try:
-            condition = bool(ReferenceEvaluator(_cut(proto, [], [node.input[0]])).run(None, {})[0])
+            condition = bool(ReferenceEvaluator(_cut(probe, [], [node.input[0]])).run(None, {})[0])
         except Exception as exc:  # noqa: BLE001 - the condition reads more than the decision
             raise SrDeployError(f"the If node {node.name!r} does not follow from the gate's decision alone "
                                 f"({str(exc).splitlines()[0][:120]}): srdeploy cannot cut this network's gate") from None
-        branch = next(a.g for a in node.attribute if a.name == ("then_branch" if condition else "else_branch"))
-        index = list(graph.node).index(node)
-        inlined = [*branch.node, *(helper.make_node("Identity", [inner.name], [outer])
-                                   for inner, outer in zip(branch.output, node.output))]
-        nodes = [*graph.node[:index], *inlined, *graph.node[index + 1:]]
-        del graph.node[:]
-        graph.node.extend(nodes)
-        present = {t.name for t in graph.initializer}
-        graph.initializer.extend(t for t in branch.initializer if t.name not in present)
-    part = _cut(proto, [graph.input[0].name], [graph.output[0].name])
+        for model in {id(m): m for m in (result, probe)}.values():
+            graph = model.graph
+            at = next(i for i, n in enumerate(graph.node) if n.op_type == "If" and n.output[0] == node.output[0])
+            taken = graph.node[at]
+            branch = next(a.g for a in taken.attribute if a.name == ("then_branch" if condition else "else_branch"))
+            inlined = [*branch.node, *(helper.make_node("Identity", [inner.name], [outer])
+                                       for inner, outer in zip(branch.output, taken.output))]
+            nodes = [*graph.node[:at], *inlined, *graph.node[at + 1:]]
+            del graph.node[:]
+            graph.node.extend(nodes)
+            present = {t.name for t in graph.initializer}
+            graph.initializer.extend(t for t in branch.initializer if t.name not in present)
+    part = _cut(result, [result.graph.input[0].name], [result.graph.output[0].name])
     onnx.checker.check_model(part)
     return part
+
+
+def _decided(proto, value: bool):
+    """``proto`` with the gate's decision fixed to ``value`` for every image: image → output, no gate, no ``If``."""
+    return _fold_ifs(proto, np.array([value]), keep_decision=False)
+
+
+def select_form(proto):
+    """``proto`` without ``If``: both branches computed and each image's output selected by its own decision (the
+    path the graph takes for a batch whose images decide differently), the same outputs as the ``If`` graph in one
+    static graph. OpenVINO runs it faster than the ``If``, whose boundaries break its fusions (DSRNet ×2 INT8,
+    256×256, AVX2: 0.53× ONNX Runtime FP32 against 0.66×). Metadata kept."""
+    folded = _fold_ifs(proto, np.array([True, False]), keep_decision=True)
+    folded.metadata_props.extend(proto.metadata_props)
+    return folded
 
 
 GATE_PARTS = ("gate_features", "gate_margin", "branch0", "branch1")

@@ -402,3 +402,27 @@ def test_the_ios_bundle_tiles_a_whole_image_gate_as_the_whole_image(gate_sensiti
         session = open_artifact(package)
         assert metrics.psnr(_sr(tiled_infer(x, session.infer, 2, TILE, RADIUS, 16, gate=session.gate_split)),
                             _sr(session.infer(x))) >= 60
+
+
+def test_the_openvino_ir_holds_the_gate_as_a_per_image_select(gate_sensitive, gate_sensitive_onnx, tmp_path):
+    """``export --target openvino`` writes DSRNet's gate as a per-image select, no ``If`` (OpenVINO fuses across
+    it): each image of a batch gets the output of the branch its own gate picks, as the ONNX ``If`` graph gives it,
+    and tiles share the whole image's decision through the IR."""
+    pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install openvino")
+    from srdeploy.export.openvino.openvino_export import export_ir
+    from srdeploy.runtime.openvino_backend import OpenVinoSession
+
+    _, lr, model = gate_sensitive
+    path, _, measured = export_ir(model, "fp32", tmp_path, progress=False)
+    session = OpenVinoSession(path)
+    operations = {op.get_type_name() for op in session.model.get_ordered_ops()}
+    assert measured["gate_as_select"] and "If" not in operations and "Select" in operations
+    x = images.to_unit_float(lr)
+    grid = np.concatenate([x[..., y:y + 40, x0:x0 + 48] for y in range(0, 88, 20) for x0 in range(0, 80, 20)])
+    with torch.no_grad():
+        leans = model.network.decide(model.network.gate_features(torch.from_numpy(grid)).mean((2, 3))).numpy()
+    assert leans.any() and not leans.all()
+    assert np.abs(session.infer(grid) - OnnxSession(gate_sensitive_onnx).infer(grid)).max() < 1e-4
+    whole = _sr(session.infer(x))
+    assert metrics.psnr(whole, _sr(OnnxSession(gate_sensitive_onnx).infer(x))) >= 60
+    assert metrics.psnr(_sr(tiled_infer(x, session.infer, 2, TILE, RADIUS, 8, gate=session.gate_split)), whole) >= 60

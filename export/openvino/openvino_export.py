@@ -2,7 +2,9 @@
 
 FP32 and INT8: our FP32 and Q/DQ graphs (OpenVINO turns each Q/DQ pair into a FakeQuantize it compiles into
 u8/i8 convolutions); in the INT8 IR, centred tensors are u8 with a zero point (``zero_point``: the same codes
-without the centring ``Pad``/``Sub`` OpenVINO cannot fuse). FP16: the FP32 graph with its weights stored in
+without the centring ``Pad``/``Sub`` OpenVINO cannot fuse). A gate that reads the whole image (DSRNet) is written
+as a per-image select instead of an ``If`` (``global_gate.select_form``: the same outputs, both branches computed),
+since OpenVINO fuses nothing across an ``If``'s boundaries and runs it slower. FP16: the FP32 graph with its weights stored in
 FP16 (OpenVINO's compressed IR). The written files are compiled at f32 inference precision and scored on
 the held-out crops before they are moved into place: the gate measures what OpenVINO computes, integer
 kernels included, not what ONNX Runtime computes. The IR's rt_info carries the srdeploy metadata, the OpenVINO measurement, and a digest over both
@@ -30,6 +32,7 @@ from ...models.loading import ModelInfo, SrModel
 from ...runtime import digest
 from ...runtime.artifact import PREFIX
 from ...runtime.cpu import int8_dot
+from ...runtime.global_gate import select_form
 from ...runtime.openvino_backend import RT_SECTION, OpenVinoSession, import_openvino, ir_weights, seal_ir
 from ...runtime.precision import Precision
 from ...runtime.progress import Stages
@@ -54,6 +57,18 @@ def export_ir(
     return write_ir(proto, report, model.info, precision, out, calib_dir, max_drop, progress)
 
 
+def ir_graph(proto: onnx.ModelProto, precision: Precision) -> tuple[onnx.ModelProto, dict]:
+    """The ONNX graph an IR is converted from, and what was rewritten: an INT8 graph's centred tensors as u8 zero
+    points (``zero_point_tensors``); a whole-image gate's ``If`` as a per-image select (``gate_as_select``: one
+    static graph OpenVINO fuses across, where an ``If``'s boundaries stop its fusions)."""
+    graph, zero_point_tensors = zero_point_form(proto) if precision == Precision.INT8 else (proto, 0)
+    gate_as_select = (any(node.op_type == "If" for node in graph.graph.node)
+                      and any((p.key, p.value) == (f"{PREFIX}global_gate", "true") for p in proto.metadata_props))
+    if gate_as_select:
+        graph = select_form(graph)
+    return graph, {"zero_point_tensors": zero_point_tensors, "gate_as_select": gate_as_select}
+
+
 def write_ir(
     proto: onnx.ModelProto,
     report: PrecisionReport,
@@ -74,7 +89,7 @@ def write_ir(
     work = Path(tempfile.mkdtemp(prefix=f".{stem}.", dir=out))
     try:
         stage("OpenVINO IR from the ONNX graph")
-        graph, zero_point_tensors = zero_point_form(proto) if precision == Precision.INT8 else (proto, 0)
+        graph, rewrites = ir_graph(proto, precision)
         onnx.save(graph, work / "graph.onnx")
         ir = ov.convert_model(str(work / "graph.onnx"))
         metadata = {k.removeprefix(PREFIX): v for k, v in ((p.key, p.value) for p in proto.metadata_props)
@@ -99,7 +114,7 @@ def write_ir(
         measurement = {"openvino": ov.get_version(), "inference_precision": session.compiled_precision,
                        "int8_dot": int8_dot(), "validation_psnr": measured, "validation_psnr_fp32": reference,
                        "drop_db": reference - measured, "int8_executed_mac_fraction": executed.int8_mac_fraction,
-                       "zero_point_tensors": zero_point_tensors}
+                       **rewrites}
         metadata.update(openvino_report=json.dumps(measurement), validation_drop_db=f"{reference - measured:.4f}",
                         precision_report=json.dumps(asdict(gated)))
         final = _save(ov, ov.Core().read_model(draft), metadata, work / "final" / f"{stem}.xml", precision == "fp16")
