@@ -4,7 +4,8 @@ FP32 and INT8: our FP32 and Q/DQ graphs (OpenVINO turns each Q/DQ pair into a Fa
 u8/i8 convolutions); in the INT8 IR, centred tensors are u8 with a zero point (``zero_point``: the same codes
 without the centring ``Pad``/``Sub`` OpenVINO cannot fuse). A gate that reads the whole image (DSRNet) is written
 as a per-image select instead of an ``If`` (``global_gate.select_form``: the same outputs, both branches computed),
-since OpenVINO fuses nothing across an ``If``'s boundaries and runs it slower. FP16: the FP32 graph with its weights stored in
+since OpenVINO fuses nothing across an ``If``'s boundaries and runs it slower; a strided ``ConvTranspose`` as
+a sub-pixel convolution (``subpixel``). FP16: the FP32 graph with its weights stored in
 FP16 (OpenVINO's compressed IR). The written files are compiled at f32 inference precision and scored on
 the held-out crops before they are moved into place: the gate measures what OpenVINO computes, integer
 kernels included, not what ONNX Runtime computes. The IR's rt_info carries the srdeploy metadata, the OpenVINO measurement, and a digest over both
@@ -27,6 +28,7 @@ from ...calib.data import lr_hr_crops, source_images
 from ..onnx.onnx_export import proto_infer
 from ..gate import DEFAULT_MAX_DROP, limit_for, openvino_gate
 from ..precision import VALIDATION_SPEC, PrecisionReport, export_precision
+from .subpixel import subpixel_form
 from .zero_point import zero_point_form
 from ...models.loading import ModelInfo, SrModel
 from ...runtime import digest
@@ -59,14 +61,18 @@ def export_ir(
 
 def ir_graph(proto: onnx.ModelProto, precision: Precision) -> tuple[onnx.ModelProto, dict]:
     """The ONNX graph an IR is converted from, and what was rewritten: an INT8 graph's centred tensors as u8 zero
-    points (``zero_point_tensors``); a whole-image gate's ``If`` as a per-image select (``gate_as_select``: one
-    static graph OpenVINO fuses across, where an ``If``'s boundaries stop its fusions)."""
+    points (``zero_point_tensors``); strided transposed convolutions as sub-pixel convolutions
+    (``subpixel_deconvolutions``: OpenVINO runs a ``ConvTranspose`` far below convolution speed); a whole-image
+    gate's ``If`` as a per-image select (``gate_as_select``: one static graph OpenVINO fuses across, where an
+    ``If``'s boundaries stop its fusions)."""
     graph, zero_point_tensors = zero_point_form(proto) if precision == Precision.INT8 else (proto, 0)
+    graph, subpixel = subpixel_form(graph)
     gate_as_select = (any(node.op_type == "If" for node in graph.graph.node)
                       and any((p.key, p.value) == (f"{PREFIX}global_gate", "true") for p in proto.metadata_props))
     if gate_as_select:
         graph = select_form(graph)
-    return graph, {"zero_point_tensors": zero_point_tensors, "gate_as_select": gate_as_select}
+    return graph, {"zero_point_tensors": zero_point_tensors, "subpixel_deconvolutions": subpixel,
+                   "gate_as_select": gate_as_select}
 
 
 def write_ir(
