@@ -89,3 +89,21 @@ def test_openvino_runs_fsrcnn_without_a_transposed_convolution():
     want = ort.InferenceSession(source.SerializeToString()).run(None, {"lr": x})[0]
     got = compiled.create_infer_request().infer([x])[0]
     assert np.abs(got - want).max() <= 1e-4
+
+
+def test_a_graph_without_one_is_returned_as_it_is_if_branches_included():
+    """DSRNet's INT8 graph: weights dequantized in the main graph and read only inside its gate's If branches."""
+    then_branch = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["t"], kernel_shape=[1, 1])], "then", [],
+                                    [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)])
+    else_branch = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [],
+                                    [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)])
+    nodes = [helper.make_node("DequantizeLinear", ["codes", "scale"], ["w"]),
+             helper.make_node("If", ["c"], ["y"], then_branch=then_branch, else_branch=else_branch)]
+    graph = helper.make_graph(nodes, "gated", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3]),
+                                              helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.ones((2, 2, 1, 1), np.int8), "codes"),
+                               numpy_helper.from_array(np.float32(0.5), "scale")])
+    source = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    rewritten, count = subpixel_form(source)
+    assert count == 0 and rewritten.SerializeToString() == source.SerializeToString()

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..onnx.graph_rewrite import drop_unused_initializers
+from ..onnx.graph_rewrite import drop_unused_initializers, graphs
 
 
 def _phases(stride: int, kernel: int, pad: int) -> tuple[list[tuple[int, int, int]], int, int]:
@@ -104,8 +104,9 @@ def subpixel_form(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         del graph.node[:]
         graph.node.extend(nodes)
         rewritten += 1
-    used = {i for n in graph.node for i in n.input}
-    for node in [n for n in graph.node if n.op_type == "DequantizeLinear" and not set(n.output) & used]:
-        graph.node.remove(node)  # the moved weights' old DequantizeLinear
-    drop_unused_initializers(proto)
+    if rewritten:
+        used = {i for g in graphs(graph) for n in g.node for i in n.input}  # If branches read outer tensors too
+        for node in [n for n in graph.node if n.op_type == "DequantizeLinear" and not set(n.output) & used]:
+            graph.node.remove(node)  # the moved weights' old DequantizeLinear
+        drop_unused_initializers(proto)
     return proto, rewritten
