@@ -131,13 +131,15 @@ def _pin_layer_precisions(trt, network, config, precisions: dict[str, str]) -> N
                             "the ONNX parser named its layers differently; this is a bug, please report it")
 
 
-def engine_parity(session: TrtSession, reference, inputs: dict[str, np.ndarray], tolerance) -> dict:
-    """Run the engine and the reference on each input inside the profile; the parity report as a dict."""
+def engine_parity(session: TrtSession, reference, inputs: dict[str, np.ndarray], tolerance, infer=None,
+                  what: str = "") -> dict:
+    """Run ``infer`` (default: the engine; ``what`` names another, e.g. its gate parts) and the reference on each
+    input inside the profile; the parity report as a dict."""
     from ...runtime.parity import ParityReport, check_cases
 
     profile_inputs = {name: x for name, x in inputs.items() if session.accepts(x.shape)}
-    report = ParityReport(str(session.path), session.metadata.get("precision", "fp32"), tolerance)
-    check_cases(session.infer, {name: (x, reference(x)) for name, x in profile_inputs.items()}, report)
+    report = ParityReport(f"{session.path}{what}", session.metadata.get("precision", "fp32"), tolerance)
+    check_cases(infer or session.infer, {name: (x, reference(x)) for name, x in profile_inputs.items()}, report)
     return report.as_dict()
 
 
@@ -157,19 +159,6 @@ def _engine(onnx_proto, plan: BuildPlan, engine: Path, target: BuildTarget) -> s
     return onnx_sha
 
 
-def gated_parity(session: TrtSession, reference, inputs: dict[str, np.ndarray], tolerance) -> dict:
-    """The parity report of a globally gated engine's parts (``TrtSession.gate_split``), composed as tiles run them:
-    features → whole-image mean → decision → the chosen branch, against ``reference`` on each input."""
-    from ...runtime.global_gate import one_decision
-    from ...runtime.parity import ParityReport, check_cases
-
-    composed = one_decision(session.gate_split())
-    profile_inputs = {name: x for name, x in inputs.items() if session.accepts(x.shape)}
-    report = ParityReport(f"{session.path} (gate parts)", session.metadata.get("precision", "fp32"), tolerance)
-    check_cases(composed, {name: (x, reference(x)) for name, x in profile_inputs.items()}, report)
-    return report.as_dict()
-
-
 def export_engine(onnx_proto, plan_for, out_dir: Path, stem: str, reference, inputs: dict[str, np.ndarray],
                   tolerance, rebuild: str) -> Path:
     """Build (or take from the engine cache) the engine of ``onnx_proto``, check its parity against
@@ -179,7 +168,7 @@ def export_engine(onnx_proto, plan_for, out_dir: Path, stem: str, reference, inp
     decision.
 
     ``plan_for(strongly_typed, timing_cache)`` makes the plan once TensorRT's abilities are known."""
-    from ...runtime.global_gate import gate_parts
+    from ...runtime.global_gate import gate_parts, one_decision
 
     trt = require_tensorrt()
     target = current_target(trt, Cuda())
@@ -205,7 +194,8 @@ def export_engine(onnx_proto, plan_for, out_dir: Path, stem: str, reference, inp
             update_sidecar(engine, gate_parts={name: f"{stem}.{name}.engine" for name in parts})
         session = TrtSession(engine)
         parity = engine_parity(session, reference, inputs, tolerance)
-        checks = [parity] + ([gated_parity(session, reference, inputs, tolerance)] if parts else [])
+        checks = [parity] + ([engine_parity(session, reference, inputs, tolerance, one_decision(session.gate_split()),
+                                            " (gate parts)")] if parts else [])
         session.close()
         for check in checks:
             if not check["passed"]:
