@@ -31,7 +31,7 @@ from .. import models
 from ..runtime.quality import crop_psnr, dataset_pairs, evaluate
 from ..calib.data import CropSpec, lr_hr_crops, network_batch, source_images
 from ..export.onnx.onnx_export import save, to_onnx
-from ..export.openvino.openvino_export import ir_graph
+from ..export.openvino.openvino_export import ir_graph, pair_order_crops
 from ..export.precision import VALIDATION_SPEC, export_precision
 from ..runtime.atomic import atomic_path
 from ..runtime.onnx_backend import OnnxSession
@@ -113,8 +113,8 @@ def compare(name: str, scale: int, datasets: Path, work: Path, stage: Stages) ->
         return crop_psnr(infer, crops, scale, info.colour, rounding)
 
     stage(f"{name} ×{scale}: NNCF (default, then accuracy control at {BUDGET_DB} dB)")
-    ir_form = save(ir_graph(onnx.load(ours_path), Precision.INT8)[0], work / f"{name}_x{scale}_int8_ir.onnx")
-    fp32_ir = save(ir_graph(onnx.load(fp32), Precision.FP32)[0], work / f"{name}_x{scale}_fp32_ir.onnx")
+    ir_form = save(ir_graph(onnx.load(ours_path), Precision.INT8, pair_order_crops(None, info))[0], work / f"{name}_x{scale}_int8_ir.onnx")
+    fp32_ir = save(ir_graph(onnx.load(fp32), Precision.FP32, None)[0], work / f"{name}_x{scale}_fp32_ir.onnx")
     candidates = {"ours": ov.Core().read_model(ir_form), "ours, TensorRT's form": ov.Core().read_model(ours_path),
                   **nncf_models(ov, fp32_ir, network_batch(pairs, info.colour), validation, psnr_of)}
     reference = OnnxSession(fp32).infer

@@ -5,7 +5,8 @@ u8/i8 convolutions); in the INT8 IR, centred tensors are u8 with a zero point (`
 without the centring ``Pad``/``Sub`` OpenVINO cannot fuse). A gate that reads the whole image (DSRNet) is written
 as a per-image select instead of an ``If`` (``global_gate.select_form``: the same outputs, both branches computed),
 since OpenVINO fuses nothing across an ``If``'s boundaries and runs it slower; a strided ``ConvTranspose`` as
-a sub-pixel convolution (``subpixel``). FP16: the FP32 graph with its weights stored in
+a sub-pixel convolution (``subpixel``); an INT8 convolution's input channels in the order that keeps CPUs without
+VNNI from saturating int16 pairs (``pair_order``). FP16: the FP32 graph with its weights stored in
 FP16 (OpenVINO's compressed IR). The written files are compiled at f32 inference precision and scored on
 the held-out crops before they are moved into place: the gate measures what OpenVINO computes, integer
 kernels included, not what ONNX Runtime computes. The IR's rt_info carries the srdeploy metadata, the OpenVINO measurement, and a digest over both
@@ -21,13 +22,15 @@ import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from ...runtime.quality import crop_psnr
-from ...calib.data import lr_hr_crops, source_images
+from ...calib.data import CropSpec, lr_hr_crops, network_batch, source_images
 from ..onnx.onnx_export import proto_infer
 from ..gate import DEFAULT_MAX_DROP, limit_for, openvino_gate
 from ..precision import VALIDATION_SPEC, PrecisionReport, export_precision
+from .pair_order import pair_order_form
 from .subpixel import subpixel_form
 from .zero_point import zero_point_form
 from ...models.loading import ModelInfo, SrModel
@@ -39,6 +42,8 @@ from ...runtime.openvino_backend import RT_SECTION, OpenVinoSession, import_open
 from ...runtime.precision import Precision
 from ...runtime.progress import Stages
 
+# Calibration crops the INT8 IR's channel pairs are ordered on (``pair_order``): 16 × 64² windows, 8192 sampled.
+PAIR_ORDER_SPEC = CropSpec(count=16)
 
 
 def export_ir(
@@ -59,20 +64,31 @@ def export_ir(
     return write_ir(proto, report, model.info, precision, out, calib_dir, max_drop, progress)
 
 
-def ir_graph(proto: onnx.ModelProto, precision: Precision) -> tuple[onnx.ModelProto, dict]:
+def ir_graph(proto: onnx.ModelProto, precision: Precision, calibration: np.ndarray | None) -> tuple[onnx.ModelProto, dict]:
     """The ONNX graph an IR is converted from, and what was rewritten: an INT8 graph's centred tensors as u8 zero
     points (``zero_point_tensors``); strided transposed convolutions as sub-pixel convolutions
     (``subpixel_deconvolutions``: OpenVINO runs a ``ConvTranspose`` far below convolution speed); a whole-image
     gate's ``If`` as a per-image select (``gate_as_select``: one static graph OpenVINO fuses across, where an
-    ``If``'s boundaries stop its fusions)."""
-    graph, zero_point_tensors = zero_point_form(proto) if precision == Precision.INT8 else (proto, 0)
+    ``If``'s boundaries stop its fusions); INT8 convolutions' input channels ordered against int16 pair overflow
+    on CPUs without VNNI (``pair_reordered_tensors``), measured on ``calibration`` (N×C×H×W network inputs,
+    required for INT8)."""
+    int8 = precision == Precision.INT8
+    if int8 and calibration is None:
+        raise ValueError("an INT8 IR graph needs calibration crops to order its channel pairs")
+    graph, zero_point_tensors = zero_point_form(proto) if int8 else (proto, 0)
     graph, subpixel = subpixel_form(graph)
     gate_as_select = (any(node.op_type == "If" for node in graph.graph.node)
                       and any((p.key, p.value) == (f"{PREFIX}global_gate", "true") for p in proto.metadata_props))
     if gate_as_select:
         graph = select_form(graph)
+    graph, reordered = pair_order_form(graph, calibration) if int8 else (graph, 0)
     return graph, {"zero_point_tensors": zero_point_tensors, "subpixel_deconvolutions": subpixel,
-                   "gate_as_select": gate_as_select}
+                   "gate_as_select": gate_as_select, "pair_reordered_tensors": reordered}
+
+
+def pair_order_crops(calib_dir: str | None, info: ModelInfo) -> np.ndarray:
+    """The calibration crops ``ir_graph`` orders INT8 channel pairs on (``PAIR_ORDER_SPEC``), as network input."""
+    return network_batch(lr_hr_crops(source_images(calib_dir), info.scale, PAIR_ORDER_SPEC), info.colour)
 
 
 def write_ir(
@@ -95,7 +111,8 @@ def write_ir(
     work = Path(tempfile.mkdtemp(prefix=f".{stem}.", dir=out))
     try:
         stage("OpenVINO IR from the ONNX graph")
-        graph, rewrites = ir_graph(proto, precision)
+        graph, rewrites = ir_graph(proto, precision,
+                                   pair_order_crops(calib_dir, info) if precision == Precision.INT8 else None)
         onnx.save(graph, work / "graph.onnx")
         ir = ov.convert_model(str(work / "graph.onnx"))
         metadata = {k.removeprefix(PREFIX): v for k, v in ((p.key, p.value) for p in proto.metadata_props)
