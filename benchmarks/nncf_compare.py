@@ -22,6 +22,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,9 @@ from ..runtime.timing import measure
 
 BUDGET_DB = 0.1
 SIZE = 256
+# Pause before each timed call (``interleaved_medians``): FSRCNN ×2 on ONNX Runtime FP32 read 91 ms right after an
+# OpenVINO call and 55 ms after 0.1 s (0.5 s: 58 ms), AVX2 EPYC.
+SETTLE_S = 0.1
 
 
 def compiled(ov, model):
@@ -61,13 +65,16 @@ def infer_of(model_compiled):
 
 def interleaved_medians(infers: dict, channels: int, rounds: int = 15) -> dict[str, float]:
     """Median ms of each ``infer`` at SIZE×SIZE, one call of each per round: a neighbour's load on a shared
-    machine drifts over minutes, and measured one after another the same graph read 10 % apart here."""
+    machine drifts over minutes, and measured one after another the same graph read 10 % apart here. Each call
+    waits ``SETTLE_S`` first: the previous runtime's worker threads keep spinning after it returns (ONNX
+    Runtime's intra-op pool, OpenVINO's), and a call right after them shares the cores with them."""
     x = np.random.default_rng(0).random((1, channels, SIZE, SIZE), dtype=np.float32)
     for infer in infers.values():
         measure("", infer, x, 3, 1)
     ms: dict[str, list[float]] = {name: [] for name in infers}
     for _ in range(rounds):
         for name, infer in infers.items():
+            time.sleep(SETTLE_S)
             ms[name].append(measure("", infer, x, 0, 1).median_ms)
     return {name: float(np.median(values)) for name, values in ms.items()}
 
