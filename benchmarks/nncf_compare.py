@@ -22,7 +22,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -40,13 +39,10 @@ from ..runtime.openvino_backend import ExecutedPrecisions, compile_config, conv_
 from ..runtime.precision import Precision
 from ..runtime.progress import Stages
 from ..runtime.tables import markdown_table
-from ..runtime.timing import measure
+from ..runtime.timing import SETTLE_S, interleaved_medians
 
 BUDGET_DB = 0.1
 SIZE = 256
-# Pause before each timed call (``interleaved_medians``): FSRCNN ×2 on ONNX Runtime FP32 read 91 ms right after an
-# OpenVINO call and 55 ms after 0.1 s (0.5 s: 58 ms), AVX2 EPYC.
-SETTLE_S = 0.1
 
 
 def compiled(ov, model):
@@ -61,22 +57,6 @@ def infer_of(model_compiled):
         request.infer({0: np.ascontiguousarray(x, np.float32)})
         return request.get_output_tensor(0).data.copy()
     return infer
-
-
-def interleaved_medians(infers: dict, channels: int, rounds: int = 15) -> dict[str, float]:
-    """Median ms of each ``infer`` at SIZE×SIZE, one call of each per round: a neighbour's load on a shared
-    machine drifts over minutes, and measured one after another the same graph read 10 % apart here. Each call
-    waits ``SETTLE_S`` first: the previous runtime's worker threads keep spinning after it returns (ONNX
-    Runtime's intra-op pool, OpenVINO's), and a call right after them shares the cores with them."""
-    x = np.random.default_rng(0).random((1, channels, SIZE, SIZE), dtype=np.float32)
-    for infer in infers.values():
-        measure("", infer, x, 3, 1)
-    ms: dict[str, list[float]] = {name: [] for name in infers}
-    for _ in range(rounds):
-        for name, infer in infers.items():
-            time.sleep(SETTLE_S)
-            ms[name].append(measure("", infer, x, 0, 1).median_ms)
-    return {name: float(np.median(values)) for name, values in ms.items()}
 
 
 def nncf_models(ov, fp32: Path, batch: np.ndarray, validation, psnr_of) -> dict:
@@ -151,7 +131,8 @@ def compare(name: str, scale: int, datasets: Path, work: Path, stage: Stages) ->
         infers[quantizer] = infer
         rows.append(row)
     stage(f"{name} ×{scale}: latency, interleaved")
-    medians = interleaved_medians(infers, info.channels)
+    x = np.random.default_rng(0).random((1, info.channels, SIZE, SIZE), dtype=np.float32)
+    medians = interleaved_medians(infers, x)
     for row in rows:
         if "failed" not in row:
             row["median_ms"] = medians[row["quantizer"]]
@@ -165,7 +146,8 @@ def markdown(report: dict) -> str:
              f"Machine: {m['cpu']} ({', '.join(m['cpu_features'])}; int8 dot product: {m['int8_dot']}), "
              f"{m['usable_cores']} cores; OpenVINO {m['libraries'].get('openvino')}, NNCF {report['nncf']}, "
              f"ONNX Runtime {m['libraries'].get('onnxruntime')}. OpenVINO at f32 inference precision; latency: median "
-             f"of 15 rounds at {SIZE}×{SIZE} LR, batch 1, one process, each round one call of every row in turn. Drops are FP32 PSNR minus quantized PSNR "
+             f"of 15 rounds at {SIZE}×{SIZE} LR, batch 1, one process, each round one call of every row in turn, "
+             f"each call {SETTLE_S} s after the previous one. Drops are FP32 PSNR minus quantized PSNR "
              f"(positive: a loss); held-out: {VALIDATION_SPEC.count} crops of the held-out photos.", ""]
     rows = []
     for r in report["rows"]:

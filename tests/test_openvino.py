@@ -40,6 +40,12 @@ def fp32_ir(fsrcnn, tmp_path_factory):
     return path, report, measured
 
 
+@pytest.fixture(scope="module")
+def int8_ir(fsrcnn_int8, fsrcnn, tmp_path_factory):
+    proto, report = fsrcnn_int8
+    return write_ir(proto, report, fsrcnn.info, "int8", tmp_path_factory.mktemp("int8_ir"), progress=False)
+
+
 def test_session_matches_onnx_runtime_on_any_size(fp32_onnx):
     session, reference = OpenVinoSession(fp32_onnx), OnnxSession(fp32_onnx)
     rng = np.random.default_rng(0)
@@ -171,12 +177,12 @@ def test_int8_dot_product_from_the_cpu_flags():
     assert cpu.int8_dot({"avx512_vnni", "amx_tile", "amx_int8"}) == "amx"
 
 
-def test_int8_ir_on_this_cpu_is_gated_on_what_openvino_computes(fsrcnn_int8, fsrcnn, tmp_path):
+def test_int8_ir_on_this_cpu_is_gated_on_what_openvino_computes(int8_ir, fsrcnn_int8, fsrcnn, tmp_path):
     """FSRCNN ×2's INT8 graph (0.07 dB on ONNX Runtime) passes OpenVINO's gate on any CPU with 80 % of its MACs
     in u8/i8. Without VNNI that takes the IR's channel pair order: the same graph in the source order saturates
     int16 pairs and loses 0.49 dB on the held-out crops (AVX2 EPYC), which the gate refuses naming the cause."""
     proto, report = fsrcnn_int8
-    path, gated, measured = write_ir(proto, report, fsrcnn.info, "int8", tmp_path, progress=False)
+    path, gated, measured = int8_ir
     assert gated.drop_db <= 0.1 and measured["int8_executed_mac_fraction"] >= 0.8
     assert measured["pair_reordered_tensors"] >= 1
     assert json.loads(OpenVinoSession(path).metadata["openvino_report"])["int8_dot"] == cpu.int8_dot()
@@ -189,6 +195,30 @@ def test_int8_ir_on_this_cpu_is_gated_on_what_openvino_computes(fsrcnn_int8, fsr
             with pytest.raises(SrDeployError, match=r"INT8 fsrcnn ×2 on OpenVINO .*int16 saturation.*--precision fp32"):
                 write_ir(proto, report, fsrcnn.info, "int8", unordered, progress=False)
         assert list(unordered.iterdir()) == []
+
+
+def test_speed_targets_from_artifacts_alone(fp32_onnx, fp32_ir, int8_ir, tmp_path):
+    """``benchmarks.openvino_targets`` on FSRCNN ×2's three artifacts: Set5 through both, the executed share, the
+    verdicts for this CPU's int8 dot product (speed is the machine's; only its record is checked here)."""
+    from conftest import need_shared
+    from srdeploy.benchmarks import openvino_targets
+
+    folder = tmp_path / "artifacts"
+    folder.mkdir()
+    for source in (fp32_onnx, fp32_ir[0], fp32_ir[0].with_suffix(".bin"), int8_ir[0], int8_ir[0].with_suffix(".bin")):
+        (folder / source.name).symlink_to(source)
+    datasets = need_shared("datasets", "Set5").parent
+    assert openvino_targets.main([str(folder), "--datasets", str(datasets), "--cores", "1", "--out", str(tmp_path),
+                                  "--machine", "here"]) == 0
+    report = json.loads((tmp_path / "openvino_targets_here.json").read_text())
+    (row,) = report["rows"]
+    assert row["model"] == "fsrcnn_x2" and len(report["cores"]) == 1
+    assert 36.0 < row["set5_int8_db"] < row["set5_fp32_db"] and row["set5_drop_db"] <= 0.1
+    assert row["int8_executed"] >= 0.8
+    limit = 0.9 if cpu.int8_dot() == "pairwise-int16" else 0.7
+    assert row["verdicts"][f"INT8 ≤ {limit}× ORT FP32"] == (row["vs_ort_fp32"]["OpenVINO INT8"] <= limit)
+    assert row["vs_ort_fp32"]["ONNX Runtime FP32"] == 1.0 and all(ms > 0 for ms in row["median_ms"].values())
+    assert "fsrcnn_x2" in (tmp_path / "openvino_targets_here.md").read_text()
 
 
 def test_int8_without_vnni_warns_unless_measured_on_such_a_cpu(monkeypatch, recwarn):

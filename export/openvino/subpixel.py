@@ -4,7 +4,7 @@ then ``DepthToSpace`` (sub-pixel convolution).
 OpenVINO's CPU plugin runs a ``ConvTranspose`` (``ConvolutionBackpropData``) far below its convolution speed:
 FSRCNN ×2's 9×9 stride-2 deconvolution took 73 % of the FP32 network's time at 256×256 on AVX2 (49 ms, about
 12 GFLOP/s), so OpenVINO FP32 ran FSRCNN 1.87× slower than ONNX Runtime. The same layer as a convolution with
-s²·C_out outputs runs at convolution speed (the exported IR: 1.00× ONNX Runtime FP32). ONNX Runtime goes the other
+s²·C_out outputs runs at convolution speed (the exported IR: 0.55× ONNX Runtime FP32). ONNX Runtime goes the other
 way (its ``ConvTranspose`` is the faster one there), so only the IR is rewritten.
 
 Exact: a transposed convolution of stride s, kernel K, padding p gives output ``y[s·q + r] = Σ_t x[q + off_r − t]
