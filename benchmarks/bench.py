@@ -258,6 +258,11 @@ def bar_chart(report: dict, path: Path) -> Path | None:
     return path
 
 
+def cpu_text(m: dict) -> str:
+    """``CPU (features; int8 dot product: …)`` of a ``machine()`` record."""
+    return f"{m['cpu']} ({', '.join(m['cpu_features'])}; int8 dot product: {m['int8_dot']})"
+
+
 def report_header(command: str, model: str, scale: int, macs_per_output_pixel: float | None) -> dict:
     return {"command": command, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "model": model,
             "scale": scale, "macs_per_output_pixel": macs_per_output_pixel, "machine": machine(), "results": []}

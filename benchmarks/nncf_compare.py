@@ -40,6 +40,7 @@ from ..runtime.precision import Precision
 from ..runtime.progress import Stages
 from ..runtime.tables import markdown_table
 from ..runtime.timing import SETTLE_S, interleaved_medians
+from .bench import cpu_text, report_header
 
 BUDGET_DB = 0.1
 SIZE = 256
@@ -143,7 +144,7 @@ def compare(name: str, scale: int, datasets: Path, work: Path, stage: Stages) ->
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [f"`{report['command']}` — {report['date']}", "",
-             f"Machine: {m['cpu']} ({', '.join(m['cpu_features'])}; int8 dot product: {m['int8_dot']}), "
+             f"Machine: {cpu_text(m)}, "
              f"{m['usable_cores']} cores; OpenVINO {m['libraries'].get('openvino')}, NNCF {report['nncf']}, "
              f"ONNX Runtime {m['libraries'].get('onnxruntime')}. OpenVINO at f32 inference precision; latency: median "
              f"of 15 rounds at {SIZE}×{SIZE} LR, batch 1, one process, each round one call of every row in turn, "
@@ -171,7 +172,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from importlib import metadata
 
-    from .bench import report_header
 
     stage = Stages("nncf compare", True)
     command = "python -m srdeploy.benchmarks.nncf_compare " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -28,6 +28,7 @@ from ..runtime.onnx_backend import OnnxSession
 from ..runtime.openvino_backend import OpenVinoSession
 from ..runtime.tables import markdown_table
 from ..runtime.timing import SETTLE_S, interleaved_medians
+from .bench import cpu_text, report_header
 
 SIZE = 256
 SET5_LIMIT_DB = 0.10
@@ -72,7 +73,7 @@ def verdicts(row: dict, dot: str) -> dict[str, bool]:
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [f"`{report['command']}` — {report['date']}", "",
-             f"Machine: {m['cpu']} ({', '.join(m['cpu_features'])}; int8 dot product: {m['int8_dot']}); pinned to "
+             f"Machine: {cpu_text(m)}; pinned to "
              f"{len(report['cores'])} cores, as many threads per runtime; OpenVINO {m['libraries'].get('openvino')}, ONNX "
              f"Runtime {m['libraries'].get('onnxruntime')}; f32 inference precision. Latency: median of 15 rounds at "
              f"{SIZE}×{SIZE} LR, batch 1, one call of each artifact per round, each {SETTLE_S} s after the previous one.",
@@ -108,8 +109,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, cores: list[int]) -> int:
     """``main`` pinned to ``cores``."""
-    from .bench import report_header
-
     folder = Path(args.artifacts)
     stems = sorted(p.name.removesuffix("_fp32.onnx") for p in folder.glob("*_fp32.onnx"))
     if not stems:
