@@ -24,6 +24,7 @@ import numpy as np
 from ..api import evaluate
 from ..runtime.atomic import atomic_path
 from ..runtime.cpu import int8_dot
+from ..runtime.errors import SrDeployError
 from ..runtime.onnx_backend import OnnxSession
 from ..runtime.openvino_backend import OpenVinoSession
 from ..runtime.tables import markdown_table
@@ -103,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     before = os.sched_getaffinity(0)
     try:
         return run(args, pin(args.cores))
+    except SrDeployError as exc:  # a missing or damaged artifact, no Set5: one line, nothing written
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         os.sched_setaffinity(0, before)
 
