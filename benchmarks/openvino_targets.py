@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..api import evaluate
 from ..runtime.atomic import atomic_path
 from ..runtime.cpu import int8_dot
 from ..runtime.errors import SrDeployError
 from ..runtime.onnx_backend import OnnxSession
 from ..runtime.openvino_backend import OpenVinoSession
+from ..runtime.quality import dataset_pairs, evaluate
 from ..runtime.tables import markdown_table
 from ..runtime.timing import SETTLE_S, interleaved_medians
 from .bench import cpu_text, report_header
@@ -52,8 +52,13 @@ def measure_model(stem: str, folder: Path, set5: Path, threads: int) -> dict:
                 "OpenVINO FP32": OpenVinoSession(paths["OpenVINO FP32"], threads=threads, cache=False),
                 "OpenVINO INT8": OpenVinoSession(paths["OpenVINO INT8"], threads=threads, cache=False)}
     reference = sessions["ONNX Runtime FP32"]
-    fp32 = evaluate(set5, paths["ONNX Runtime FP32"], progress=False).report.psnr
-    int8 = evaluate(set5, paths["OpenVINO INT8"], progress=False).report.psnr
+    pairs = dataset_pairs(set5, reference.scale)
+
+    def set5_psnr(session) -> float:
+        return evaluate(session.infer, pairs, model=stem, scale=session.scale, colour=session.colour,
+                        rounding=session.metadata["eval_rounding"], dataset="Set5", progress=False).psnr
+
+    fp32, int8 = set5_psnr(reference), set5_psnr(sessions["OpenVINO INT8"])
     x = np.random.default_rng(0).random((1, reference.channels, SIZE, SIZE), dtype=np.float32)
     medians = interleaved_medians({name: s.infer for name, s in sessions.items()}, x)
     base = medians["ONNX Runtime FP32"]
