@@ -17,6 +17,12 @@ if SHARED.is_dir():
     os.environ.setdefault("SRDEPLOY_WEIGHTS_DIR", str(SHARED / "weights"))
 
 
+# Under pytest-xdist the workers share the cores: one OpenMP (PyTorch) thread each, so that neither spins on a
+# core the other is computing on.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SRDEPLOY_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "checkpoint-cache"))
