@@ -57,8 +57,8 @@ def openvino_gate(gated: Measured, onnx_report: Measured, limit: float, name: st
             raise
         raise SrDeployError(
             f"{exc}. ONNX Runtime loses {onnx_report.drop_db:.3f} dB with the same graph: the rest is int16 saturation of "
-            "this CPU's pairwise int8 products (no VNNI) that no channel pair order removes; for this CPU choose --precision fp32, or export on a CPU with "
-            "AVX-512 VNNI, AVX-VNNI or AMX") from None
+            "this CPU's pairwise int8 products (no VNNI) that no channel pair order removes; for this CPU choose "
+            "--precision fp32, or export on a CPU with AVX-512 VNNI, AVX-VNNI or AMX") from None
 
 
 def check_coreml_gate(psnr_pytorch: float, psnr_coreml: float, limit: float, name: str, precision: str,
