@@ -8,7 +8,8 @@ select, which NNCF can quantize, where it fails on an ``If``) and calibrates on 
 (scikit-image) photos our export uses. NNCF runs twice: ``nncf.quantize`` with its defaults, and
 ``nncf.quantize_with_accuracy_control`` with a 0.1 dB absolute budget scored on the held-out crops (the
 data our gate uses; never Set5/Set14). Ours is what ``export --target openvino --precision int8`` compiles
-(the TensorRT-legal Q/DQ graph with its centred tensors as u8 zero points and DSRNet's gate as a select,
+(the TensorRT-legal Q/DQ graph with its centred tensors as u8 zero points, DSRNet's gate as a select and each INT8
+convolution's channels in the pair order,
 ``export.openvino.openvino_export.ir_graph``),
 and beside it the Q/DQ graph as TensorRT reads it (``export --precision int8``).
 Each row: held-out PSNR drop against FP32, Set5/Set14 drop against FP32 (PSNR against the ground truth,
@@ -101,7 +102,8 @@ def compare(name: str, scale: int, datasets: Path, work: Path, stage: Stages) ->
         return crop_psnr(infer, crops, scale, info.colour, rounding)
 
     stage(f"{name} ×{scale}: NNCF (default, then accuracy control at {BUDGET_DB} dB)")
-    ir_form = save(ir_graph(onnx.load(ours_path), Precision.INT8, pair_order_crops(None, info))[0], work / f"{name}_x{scale}_int8_ir.onnx")
+    ir_form = save(ir_graph(onnx.load(ours_path), Precision.INT8, pair_order_crops(None, info))[0],
+                   work / f"{name}_x{scale}_int8_ir.onnx")
     fp32_ir = save(ir_graph(onnx.load(fp32), Precision.FP32, None)[0], work / f"{name}_x{scale}_fp32_ir.onnx")
     candidates = {"ours": ov.Core().read_model(ir_form), "ours, TensorRT's form": ov.Core().read_model(ours_path),
                   **nncf_models(ov, fp32_ir, network_batch(pairs, info.colour), validation, psnr_of)}
