@@ -147,3 +147,38 @@ def test_openvino_computes_the_reordered_graph_without_saturation(crops):
         assert error(source) > 0.05
     else:
         assert error(source) <= 1e-4
+
+
+def _float_activations(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` with every activation read past its Q/DQ pair (weights keep their int8 codes): what the IR computes
+    before activation rounding, where a reordering must change nothing but float summation order."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    constants = {t.name for t in out.graph.initializer}
+    producer = {o: n for n in out.graph.node for o in n.output}
+    for node in out.graph.node:
+        for i, name in enumerate(node.input):
+            dequantize = producer.get(name)
+            if dequantize is not None and dequantize.op_type == "DequantizeLinear" and dequantize.input[0] not in constants:
+                node.input[i] = producer[dequantize.input[0]].input[0]
+    return out
+
+
+def test_fsrcnn_int8_ir_reordered_exactly(fsrcnn_int8, crops):
+    """FSRCNN ×2's INT8 IR graph: tensors behind int8 + float channel-split convolutions summed by ``Add``, PReLU
+    slopes, channel ``Split`` and the sub-pixel deconvolution, reordered with the same outputs (activations in float)."""
+    from srdeploy.export.openvino import openvino_export
+    from srdeploy.export.openvino.openvino_export import ir_graph
+    from srdeploy.runtime.precision import Precision
+
+    calibration, held_out = crops
+    source, _ = ir_graph(fsrcnn_int8[0], Precision.INT8, calibration)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(openvino_export, "pair_order_form", lambda graph, crops: (graph, 0))
+        unordered, _ = ir_graph(fsrcnn_int8[0], Precision.INT8, calibration)
+    rewritten, count = pair_order_form(unordered, calibration)
+    assert count >= 3
+    assert rewritten.SerializeToString() == source.SerializeToString()  # what ir_graph returns
+    run = lambda proto: cpu_session(_float_activations(proto)).run(None, {proto.graph.input[0].name: held_out})[0]  # noqa: E731
+    want, got = run(unordered), run(rewritten)
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
