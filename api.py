@@ -381,7 +381,8 @@ def _export_openvino(result: ExportResult, net, out: Path, calib, max_drop, meth
     result.report, result.openvino = report, measured
     share = "" if report.int8_mac_fraction is None else (
         f", {measured['int8_executed_mac_fraction']:.1%} of conv MACs executed in u8/i8 "
-        f"({report.int8_mac_fraction:.1%} carry Q/DQ)")
+        f"({report.int8_mac_fraction:.1%} carry Q/DQ; {measured['pair_reordered_tensors']} conv inputs in int16 pair "
+        "order)")
     _say(progress, f"openvino {result.precision} ({measured['inference_precision']} inference precision, int8 dot "
          f"product {measured['int8_dot']}){share}: held-out PSNR {measured['validation_psnr']:.3f} vs "
          f"{measured['validation_psnr_fp32']:.3f} dB FP32 (drop {measured['drop_db']:+.4f} dB)")
