@@ -655,7 +655,7 @@ def _reference_cases(session, precision: Precision, weights, dataset, report, pr
         pairs = dataset_pairs(dataset, session.scale)
         inputs.update({f"image_{p.name}": network_input(images.read_rgb(p.lr), session.colour) for p in pairs})
         kwargs = dict(model=session.metadata["model"], scale=session.scale, colour=session.colour,
-                      rounding=architecture(session.metadata["model"]).eval_rounding, dataset=Path(dataset).name,
+                      rounding=_rounding(session.metadata), dataset=Path(dataset).name,
                       progress=progress)
         ours, theirs = evaluate_pairs(session.infer, pairs, **kwargs), evaluate_pairs(reference, pairs, **kwargs)
         report.dataset = {"name": Path(dataset).name, "psnr_artifact": ours.psnr, "psnr_reference": theirs.psnr,

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -89,19 +91,18 @@ def resolve(checkpoint: Checkpoint) -> Path:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file, read with ``weights_only=True`` (no code is unpickled)."""
+    """Tensors of a checkpoint file, read with ``weights_only=True`` (no code is unpickled); a file that cannot be
+    read is refused in one line in the project's words (``unreadable``)."""
     path = Path(path)
     if not path.is_file():
         raise SrDeployError(f"checkpoint {path} does not exist: check the --weights path")
     _check_zip_integrity(path)
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # PyTorch's notes on pickle protocols: the outcome below says what matters
+            warnings.simplefilter("ignore")
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - untrusted bytes: the unpickler raises many types (IndexError, …)
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise SrDeployError(
-            f"checkpoint {path} cannot be read as a PyTorch state_dict ({reason}): the file is truncated, "
-            "corrupt or not a checkpoint; re-download it or pass the right --weights"
-        ) from None
+        raise unreadable(path, str(exc)) from None
     while isinstance(loaded, dict):  # training frameworks' wrappers, outermost first
         wrapper = next((w for w in WRAPPERS if isinstance(loaded.get(w), dict)), None)
         if wrapper is None:
@@ -115,18 +116,40 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in loaded.items()}
 
 
+# How PyTorch's two formats begin: a zip archive, or (before 1.6) the pickled magic number 0x1950a86a20f9469cfc6c
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
+# the weights-only unpickler names a refused global as "GLOBAL module.name" (PyTorch ≥ 2.4)
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def unreadable(path: Path, loader_message: str) -> SrDeployError:
+    """Why ``torch.load(weights_only=True)`` could not read ``path``, in one line: it holds Python code or objects
+    (refused without running them), it is damaged (a checkpoint's header, cut or corrupt), or it is no checkpoint."""
+    refused = _REFUSED_GLOBAL.search(loader_message)
+    if refused:
+        return SrDeployError(
+            f"checkpoint {path} holds Python code or objects ({refused.group(1)}), not only tensors: refused without "
+            "running it; save the weights alone (torch.save(model.state_dict(), PATH)) and pass that file"
+        )
+    with open(path, "rb") as f:
+        head = f.read(len(_LEGACY_MAGIC))
+    if head.startswith(_ZIP_MAGIC) or head == _LEGACY_MAGIC:
+        return SrDeployError(f"checkpoint {path} is damaged (truncated or corrupt): download it again or pass "
+                             "another --weights")
+    what = "is empty" if not head else "is not a PyTorch checkpoint"
+    return SrDeployError(f"checkpoint {path} {what}: pass a .pth file saved by torch.save")
+
+
 def _check_zip_integrity(path: Path) -> None:
     """Checkpoints in PyTorch's zip format carry CRC-32s that ``torch.load`` does not check: check them."""
     if not zipfile.is_zipfile(path):
         return  # legacy (pre-1.6) serialization: no checksums to check
     try:
         with zipfile.ZipFile(path) as archive:
-            damaged = archive.testzip()
-        problem = None if damaged is None else f"CRC mismatch in {damaged}"
-    except Exception as exc:  # noqa: BLE001 - zipfile raises BadZipFile, EOFError, zlib.error, RuntimeError, ...
-        problem = f"unreadable archive, {type(exc).__name__}" + (f": {exc}" if str(exc) else "")
+            member = archive.testzip()
+        problem = None if member is None else f"the checksum of {member} fails"
+    except Exception:  # noqa: BLE001 - zipfile raises BadZipFile, EOFError, zlib.error, RuntimeError, ...
+        problem = "its zip archive cannot be read"
     if problem is not None:
-        raise SrDeployError(
-            f"checkpoint {path} cannot be read as a PyTorch state_dict ({problem}): "
-            "the file is truncated, corrupt or not a checkpoint; re-download it or pass the right --weights"
-        )
+        raise SrDeployError(f"checkpoint {path} is damaged ({problem}): download it again or pass another --weights")

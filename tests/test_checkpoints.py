@@ -4,8 +4,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import os
+import re
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +37,9 @@ def test_both_fsrcnn_layouts_load():
 
 @pytest.mark.parametrize("seed", range(25))
 def test_corrupt_checkpoint(tmp_path, seed):
-    """Random bytes, and a zip-format checkpoint with random bytes overwritten: always the one-line error
-    (zip CRCs catch damaged tensor data; legacy-format files have no checksum, only the registry's sha256)."""
+    """Random bytes, and a zip-format checkpoint with random bytes overwritten: always the one-line error naming
+    what the file is (zip CRCs catch damaged tensor data; legacy-format files have no checksum, only the
+    registry's sha256)."""
     rng = np.random.default_rng(seed)
     path = tmp_path / "corrupt.pth"
     if seed % 2:
@@ -45,16 +49,27 @@ def test_corrupt_checkpoint(tmp_path, seed):
         start = int(rng.integers(0, len(data) - 64))
         data[start : start + 64] = rng.bytes(64)
         path.write_bytes(bytes(data))
-    with pytest.raises(SrDeployError, match=r"cannot be read as a PyTorch state_dict|holds no"):
+    expected = "is not a PyTorch checkpoint: pass a .pth file saved by torch.save" if seed % 2 else "is damaged"
+    with pytest.raises(SrDeployError, match=re.escape(expected)) as refused:
         models.load("fsrcnn", 2, path)
+    assert len(str(refused.value)) < 300
 
 
 def test_truncated_checkpoint(tmp_path):
     data = weights("dsrnet_x2.pth").read_bytes()
     path = tmp_path / "truncated.pth"
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(SrDeployError, match="truncated, corrupt"):
+    with pytest.raises(SrDeployError, match=r"is damaged \(truncated or corrupt\): download it again"):
         models.load("dsrnet", 2, path)
+
+
+def test_truncated_legacy_checkpoint(tmp_path):
+    """A pre-1.6 file (LESRCNN's) cut in half: damaged, not 'not a checkpoint' (its header is PyTorch's)."""
+    data = weights("lesrcnn_x2.pth").read_bytes()
+    path = tmp_path / "truncated.pth"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SrDeployError, match=r"is damaged \(truncated or corrupt\)"):
+        models.load("lesrcnn", 2, path)
 
 
 def _damaged_archive(damage: str) -> bytes:
@@ -84,18 +99,22 @@ def _damaged_archive(damage: str) -> bytes:
 @pytest.mark.parametrize(
     "damage, raised",
     [
-        ("sizes past the end", "EOFError"),
-        ("deflate stream", "error: Error -3"),
-        ("encrypted flag", "RuntimeError: File"),
-        ("compression method", "NotImplementedError: That compression"),
+        ("sizes past the end", EOFError),
+        ("deflate stream", zlib.error),
+        ("encrypted flag", RuntimeError),
+        ("compression method", NotImplementedError),
     ],
 )
 def test_an_archive_zipfile_cannot_read_is_the_one_line_error(tmp_path, damage, raised):
     """Whatever zipfile raises inside a damaged archive (not only BadZipFile) is the checkpoint's one-line error."""
     path = tmp_path / "damaged.pth"
     path.write_bytes(_damaged_archive(damage))
-    with pytest.raises(SrDeployError, match=rf"\(unreadable archive, {raised}.*\): the file is truncated, corrupt"):
+    with pytest.raises(raised), zipfile.ZipFile(path) as archive:
+        archive.testzip()  # what zipfile itself raises on this damage
+    with pytest.raises(SrDeployError) as refused:
         models.load("fsrcnn", 2, path)
+    assert str(refused.value) == (f"checkpoint {path} is damaged (its zip archive cannot be read): download it again "
+                                  "or pass another --weights")
 
 
 def test_checkpoint_of_another_official_model():
@@ -139,16 +158,32 @@ def test_missing_tensors_are_named(tmp_path):
         models.load("lesrcnn", 2, tmp_path / "partial.pth")
 
 
-def test_pickled_code_is_refused(tmp_path):
-    path = tmp_path / "code.pth"
-    torch.save({"weight": torch.zeros(1), "hook": Path("/")}, path)  # any non-tensor object
-    with pytest.raises(Exception) as blocked:  # the loader's own refusal, several lines long
+class _RunsCode:
+    """Unpickling this would run a shell command that creates a file (what a malicious checkpoint does)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("payload", ["code", "object"])
+def test_pickled_code_is_refused_without_running_it(tmp_path, payload):
+    marker, path = tmp_path / "ran", tmp_path / ("x" * 120) / "code.pth"  # a long path: the line stays short
+    path.parent.mkdir()
+    torch.save({"weight": torch.zeros(1), "hook": _RunsCode(marker) if payload == "code" else Path("/")}, path)
+    with pytest.raises(Exception) as blocked:  # the loader's own refusal: several lines of PyTorch's words
         torch.load(path, map_location="cpu", weights_only=True)
-    lines = str(blocked.value).strip().splitlines()
-    assert len(lines) > 1
-    with pytest.raises(SrDeployError, match="cannot be read") as refused:
+    assert len(str(blocked.value).strip().splitlines()) > 1
+    with pytest.raises(SrDeployError) as refused:
         models.load("lesrcnn", 2, path)
-    assert f"({lines[0][:160]})" in str(refused.value)  # its first line, cut at 160 characters
+    message = str(refused.value)
+    named = "posix.system" if payload == "code" else "pathlib.PosixPath"
+    assert message == (f"checkpoint {path} holds Python code or objects ({named}), not only tensors: refused without "
+                       "running it; save the weights alone (torch.save(model.state_dict(), PATH)) and pass that file")
+    assert len(message) < 300 + len(str(path)) - 40 and "\n" not in message and "weights_only" not in message
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("name,scale,match", [
@@ -211,16 +246,17 @@ def test_a_sha256_mismatch_is_refused_whichever_way_it_differs(tmp_path):
         assert f"has sha256 {found[:16]}…, expected {expected[:16]}…: " in str(refused.value)
 
 
-def test_an_unreadable_file_is_named_with_the_loader_s_own_first_line(tmp_path):
+@pytest.mark.parametrize("content, what", [
+    (b"these are not weights\n" * 8, "is not a PyTorch checkpoint: pass a .pth file saved by torch.save"),
+    (b'{"weight": [0.5]}', "is not a PyTorch checkpoint: pass a .pth file saved by torch.save"),
+    (b"", "is empty: pass a .pth file saved by torch.save"),
+])
+def test_a_file_that_is_no_checkpoint_is_named_so_in_one_short_line(tmp_path, content, what):
     path = tmp_path / "notes.pth"
-    path.write_bytes(b"these are not weights\n" * 8)
-    try:
-        torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - what the loader says, measured here
-        first = str(exc).strip().splitlines()[0][:160]
+    path.write_bytes(content)
     with pytest.raises(SrDeployError) as refused:
         checkpoints.read_state_dict(path)
-    assert f"cannot be read as a PyTorch state_dict ({first}): " in str(refused.value) and first
+    assert str(refused.value) == f"checkpoint {path} {what}" and len(str(refused.value)) < 300
 
 
 def test_offline_error_says_where_to_put_the_file(tmp_path, monkeypatch):

@@ -167,6 +167,29 @@ def test_parity_rebuilds_the_network_from_its_metadata(own, onnx_files, tmp_path
         hidden.rename(source["file"])
 
 
+def _tiny_dataset(tmp_path: Path, scale: int) -> Path:
+    """A BasicSR-layout dataset of two held-out photo crops (HR, and LR by Pillow's bicubic)."""
+    from PIL import Image
+
+    from srdeploy.calib.data import source_images
+
+    for i, source in enumerate(source_images(None, "validation")[:2]):
+        hr = images.read_rgb(source)[: 24 * scale, : 32 * scale]
+        images.write_image(tmp_path / "data" / "HR" / f"p{i}.png", hr)
+        lr = np.asarray(Image.fromarray(hr).resize((32, 24), Image.BICUBIC))
+        images.write_image(tmp_path / "data" / "LR_bicubic" / f"X{scale}" / f"p{i}x{scale}.png", lr)
+    return tmp_path / "data"
+
+
+def test_parity_on_a_dataset_scores_your_own_network(onnx_files, tmp_path):
+    """``parity OWN.onnx --dataset DIR``: the dataset's PSNR through the artifact and through the rebuilt network
+    (it looked your network up in the zoo: 'unknown model')."""
+    report = api.parity(onnx_files["compact"], dataset=_tiny_dataset(tmp_path, 2), progress=False)
+    assert report.passed and {"image_p0", "image_p1"} <= set(report.cases)
+    assert report.dataset["name"] == "data" and abs(report.dataset["delta_db"]) < 1e-3
+    assert 10 < report.dataset["psnr_reference"] < 60
+
+
 def test_export_failures_name_the_operator_and_the_line(tmp_path):
     bad = tmp_path / "bad_nets.py"
     bad.write_text('''import torch
