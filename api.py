@@ -453,31 +453,51 @@ def upscale(input: str | Path, output: str | Path, artifact: str | Path | None =
                               partial(_ray_frames, artifact, backend, setup, workers, ray_address)
                               if engine == "ray" else partial(_local_frames, setup, artifact))
     jobs = plan_jobs(Path(input), Path(output))  # paths checked before the model or artifact opens
-    if engine == "ray":
-        from .runtime.ray_engine import upscale_on_ray
+    with _tiles_of_one_thread(artifact) as tile_workers:
+        if engine == "ray":
+            from .runtime.ray_engine import upscale_on_ray
 
-        files = _ray_files(artifact, backend)
-        results = upscale_on_ray(jobs, setup, files, workers, ray_address, max_pixels)
-    else:
-        run = runner("upscale", artifact, backend, inference_precision, model, scale, weights, gate,
-                     model_args=model_args)
-        results = upscale_each(jobs, run.infer, run.scale, run.colour, *_tiling(run, tile, tile_overlap),
-                               run.min_size, max_pixels, run.gate)
-    bar = tqdm(results, total=len(jobs), desc="upscale", unit="img", leave=False,
-               disable=True if len(jobs) == 1 or not progress else None)
-    return UpscaleReport(*collect(bar, len(jobs), progress))
+            files = _ray_files(artifact, backend)
+            results = upscale_on_ray(jobs, setup, files, workers, ray_address, max_pixels)
+        else:
+            run = runner("upscale", artifact, backend, inference_precision, model, scale, weights, gate,
+                         model_args=model_args)
+            results = upscale_each(jobs, run.infer, run.scale, run.colour, *_tiling(run, tile, tile_overlap),
+                                   run.min_size, max_pixels, run.gate, tile_workers)
+        bar = tqdm(results, total=len(jobs), desc="upscale", unit="img", leave=False,
+                   disable=True if len(jobs) == 1 or not progress else None)
+        return UpscaleReport(*collect(bar, len(jobs), progress))
+
+
+@contextmanager
+def _tiles_of_one_thread(artifact: str | Path | None) -> Iterator[int]:
+    """How many tiles run at once in this process: 1 for an artifact; for the PyTorch model, as many as PyTorch
+    has threads, each tile computed by one thread for the duration (PyTorch's CPU kernels sum in another order
+    at another thread count: one thread per tile gives the same bytes here, on Ray's one-CPU workers and on a
+    machine with any number of cores)."""
+    if artifact:
+        yield 1
+        return
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _tiled_runner(artifact: Path | None, backend: str, inference_precision: str | None, model: str | None,
                   scale: int | None, weights: str | None, gate: str | None, tile: int | None,
                   tile_overlap: int | None, model_args: dict | str | None = None,
-                  threads: int | None = 1) -> tuple[Callable, int, str]:
+                  threads: int | None = 1, tile_workers: int = 1) -> tuple[Callable, int, str]:
     """(tiled infer, scale, colour) of an artifact or a model: what each Ray worker builds once, on the one
     CPU Ray gives it (``threads`` 1, so workers on a node do not oversubscribe its cores; None: the library's
-    own choice, for a local run)."""
+    own choice, for a local run); ``tile_workers``: tiles in flight at once."""
     run = runner("upscale", artifact, backend, inference_precision, model, scale, weights, gate, threads=threads,
                  model_args=model_args)
-    return _tiled(run, tile, tile_overlap), run.scale, run.colour
+    return _tiled(run, tile, tile_overlap, tile_workers), run.scale, run.colour
 
 
 def _ray_files(artifact: str | Path | None, backend: str) -> dict[str, bytes]:
@@ -496,7 +516,8 @@ def _local_frames(setup: Callable, artifact: str | Path | None) -> Iterator:
     """This process's runner as a video's frame upscaler (``runtime.video.LocalFrames``)."""
     from .runtime.video import LocalFrames
 
-    yield LocalFrames(*setup(artifact, threads=None))
+    with _tiles_of_one_thread(artifact) as tile_workers:
+        yield LocalFrames(*setup(artifact, threads=None, tile_workers=tile_workers))
 
 
 def _ray_frames(artifact: str | Path | None, backend: str, setup: Callable, workers: int | None,
@@ -514,11 +535,11 @@ def _tiling(run: Runner, tile: int | None, tile_overlap: int | None) -> tuple[in
     return tiling(run.name, tile, tile_overlap, run.receptive_radius, run.max_shape, run.whole_image)
 
 
-def _tiled(run: Runner, tile: int | None, tile_overlap: int | None) -> Callable:
-    """The runner's infer tile by tile (``_tiling``)."""
+def _tiled(run: Runner, tile: int | None, tile_overlap: int | None, workers: int = 1) -> Callable:
+    """The runner's infer tile by tile (``_tiling``), ``workers`` tiles at once."""
     from .runtime.upscale import tiler
 
-    return tiler(run.infer, run.scale, *_tiling(run, tile, tile_overlap), run.min_size, run.gate)
+    return tiler(run.infer, run.scale, *_tiling(run, tile, tile_overlap), run.min_size, run.gate, workers)
 
 
 def _artifact_files(artifact: str | Path | None) -> dict[str, bytes]:

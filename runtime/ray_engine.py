@@ -12,6 +12,7 @@ stopped after it.
 """
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import tempfile
@@ -59,11 +60,15 @@ class Worker:
         for name, data in files.items():
             (self.folder / name).write_bytes(data)
         main = next((name for name in files if not name.endswith(".bin")), None)  # an IR's .bin goes with its .xml
-        self.infer, self.scale, self.colour = setup(None if main is None else self.folder / main)
-        self.max_pixels = max_pixels
+        self.max_pixels, self.problem = max_pixels, None
+        try:
+            self.infer, self.scale, self.colour = setup(None if main is None else self.folder / main)
+        except Exception as exc:  # noqa: BLE001 - told by scale_of: Ray's actor-death message would bury it
+            self.problem = str(exc) if isinstance(exc, SrDeployError) else f"{type(exc).__name__}: {exc}"
 
-    def scale_of(self) -> int:
-        return self.scale
+    def scale_of(self) -> tuple[int | None, str | None]:
+        """(the network's scale, None), or (None, the one-line reason it could not be built)."""
+        return (None, self.problem) if self.problem else (self.scale, None)
 
     def upscale(self, name: str, data: bytes, suffix: str) -> tuple[bytes | None, str | None]:
         """(the output file's bytes, None), or (None, the one-line reason the image failed)."""
@@ -108,10 +113,18 @@ def _start_workers(ray, setup: Setup, files: dict[str, bytes], count: int, max_p
     shipped = ray.put(files)
     actors = [ray.remote(num_cpus=1)(Worker).remote(setup, shipped, max_pixels) for _ in range(count)]
     try:
-        return actors, ray.get(actors[0].scale_of.remote())
-    except ray.exceptions.RayError as exc:
-        cause = getattr(exc, "cause", None) or exc
-        raise SrDeployError(f"a Ray worker could not build the network: {str(cause).splitlines()[0]}") from None
+        built = ray.get([actor.scale_of.remote() for actor in actors])
+    except ray.exceptions.RayError as exc:  # a worker died (out of memory, a crash): Ray's first line
+        raise SrDeployError(f"a Ray worker died while building the network: {_first_line(exc)}") from None
+    problem = next((why for _, why in built if why), None)
+    if problem:
+        raise SrDeployError(f"a Ray worker could not build the network: {problem}")
+    return actors, built[0][0]
+
+
+def _first_line(exc: Exception) -> str:
+    """The first line of Ray's message, without its terminal colours."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
 
 
 def _worker_count(ray, workers: int | None, most: int) -> int:

@@ -11,6 +11,7 @@ and every tile then run with that decision (``runtime.global_gate``).
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
 import numpy as np
@@ -30,11 +31,13 @@ def _spans(length: int, tile: int, overlap: int, min_size: int) -> Iterator[tupl
 
 
 def tiled_infer(x: np.ndarray, infer: Infer, scale: int, tile: int, overlap: int, min_size: int = 1,
-                gate: Callable[[], GateSplit] | None = None) -> np.ndarray:
+                gate: Callable[[], GateSplit] | None = None, workers: int = 1) -> np.ndarray:
     """``infer`` applied tile by tile to float32 N×C×H×W; returns N×C×(s·H)×(s·W) float32.
 
     ``gate``: for a network whose gate reads the whole image, what gives its GateSplit (asked for only when
-    the image needs more than one tile); the decision is then taken once, on the whole image."""
+    the image needs more than one tile); the decision is then taken once, on the whole image. ``workers`` > 1:
+    that many tiles in flight at once, on threads (an ``infer`` that may be called concurrently); each tile's
+    result is the same as when they run one after another."""
     n, c, height, width = x.shape
     if tile <= 0 or (height <= tile and width <= tile):
         return infer(x)
@@ -43,12 +46,22 @@ def tiled_infer(x: np.ndarray, infer: Infer, scale: int, tile: int, overlap: int
         decision = split.decide(whole_image_mean(x, split.features, tile, overlap, min_size))
         infer = lambda part: split.forced(part, decision)  # noqa: E731
     out = np.empty((n, c, height * scale, width * scale), dtype=np.float32)
-    for y0, y1, ya, yb in _spans(height, tile, overlap, min_size):
-        for x0, x1, xa, xb in _spans(width, tile, overlap, min_size):
-            patch = infer(np.ascontiguousarray(x[:, :, ya:yb, xa:xb]))
-            out[:, :, y0 * scale : y1 * scale, x0 * scale : x1 * scale] = patch[
-                :, :, (y0 - ya) * scale : (y1 - ya) * scale, (x0 - xa) * scale : (x1 - xa) * scale
-            ]
+    tiles = [(row, column) for row in _spans(height, tile, overlap, min_size)
+             for column in _spans(width, tile, overlap, min_size)]
+
+    def run(spans: tuple[tuple[int, int, int, int], tuple[int, int, int, int]]) -> None:
+        (y0, y1, ya, yb), (x0, x1, xa, xb) = spans
+        patch = infer(np.ascontiguousarray(x[:, :, ya:yb, xa:xb]))
+        out[:, :, y0 * scale : y1 * scale, x0 * scale : x1 * scale] = patch[
+            :, :, (y0 - ya) * scale : (y1 - ya) * scale, (x0 - xa) * scale : (x1 - xa) * scale
+        ]
+
+    if workers > 1:
+        with ThreadPoolExecutor(min(workers, len(tiles))) as pool:
+            list(pool.map(run, tiles))  # list: a tile's exception is raised here
+    else:
+        for spans in tiles:
+            run(spans)
     return out
 
 

@@ -50,18 +50,19 @@ def plan_jobs(source: Path, target: Path) -> list[Job]:
 
 
 def tiler(infer: Infer, scale: int, tile: int, overlap: int, min_size: int = 1,
-          gate: Callable[[], GateSplit] | None = None) -> Infer:
-    """``infer`` run tile by tile (``tiled_infer``); ``gate``: a globally gated network's GateSplit factory."""
+          gate: Callable[[], GateSplit] | None = None, workers: int = 1) -> Infer:
+    """``infer`` run tile by tile (``tiled_infer``); ``gate``: a globally gated network's GateSplit factory;
+    ``workers``: tiles in flight at once."""
     return partial(tiled_infer, infer=infer, scale=scale, tile=tile, overlap=overlap, min_size=min_size,
-                   gate=cache(gate) if gate else None)  # the split compiles once
+                   gate=cache(gate) if gate else None, workers=workers)  # the split compiles once
 
 
 def upscale_each(jobs: list[Job], infer: Infer, scale: int, colour: str, tile: int, overlap: int, min_size: int = 1,
                  max_pixels: int = images.DEFAULT_MAX_PIXELS, gate: Callable[[], GateSplit] | None = None,
-                 ) -> Iterator[tuple[Job, Path, str | None]]:
+                 workers: int = 1) -> Iterator[tuple[Job, Path, str | None]]:
     """For each job, in order: (job, output, None) once written, or (job, output, the one-line reason it failed).
-    ``gate``: a globally gated network's GateSplit factory (see ``tiled_infer``)."""
-    tiled = tiler(infer, scale, tile, overlap, min_size, gate)
+    ``gate``: a globally gated network's GateSplit factory (see ``tiled_infer``); ``workers``: tiles in flight."""
+    tiled = tiler(infer, scale, tile, overlap, min_size, gate, workers)
     for job in jobs:
         output = job.output(scale)
         yield job, output, upscale_file(job.source, output, tiled, colour, max_pixels)

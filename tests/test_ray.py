@@ -11,14 +11,14 @@ from PIL import Image
 
 from srdeploy import models
 from srdeploy.export.onnx.onnx_export import export_onnx
-from tests.conftest import REPO, weights
+from tests.conftest import REPO, need_shared, weights
 
 pytest.importorskip("ray", reason="Ray is not installed: pip install 'ray[default]' (the dev extra has it)")
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=600)
+                          env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}, timeout=600)
 
 
 def test_ray_writes_the_local_files_bit_for_bit(tmp_path):
@@ -43,6 +43,22 @@ def test_ray_writes_the_local_files_bit_for_bit(tmp_path):
     assert ray.stdout.split() == local.stdout.replace(str(tmp_path / "local"), str(tmp_path / "ray")).split()
 
 
+def test_ray_with_the_pytorch_model_writes_the_local_files_bit_for_bit(tmp_path):
+    """``--model``: PyTorch's CPU kernels sum in another order at another thread count (FSRCNN ×2 on Set5 differed
+    by one level in 2–8 pixels per image between a 4-thread local run and Ray's one-CPU workers): each tile is
+    computed by one thread wherever it runs."""
+    folder = need_shared("datasets", "Set5", "LR_bicubic", "X2")
+    local = run_cli("upscale", str(folder), str(tmp_path / "local"), "--model", "fsrcnn", "--tile", "64",
+                    env={"OMP_NUM_THREADS": "4"})  # a 4-core machine's default
+    ray = run_cli("upscale", str(folder), str(tmp_path / "ray"), "--model", "fsrcnn", "--tile", "64",
+                  "--engine", "ray", "--workers", "2")
+    assert local.returncode == ray.returncode == 0, (local.stderr, ray.stderr)
+    names = sorted(p.name for p in (tmp_path / "local").iterdir())
+    assert len(names) == 5 and sorted(p.name for p in (tmp_path / "ray").iterdir()) == names
+    for name in names:
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
+
+
 def test_ray_refuses_what_its_workers_cannot_open(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -53,6 +69,20 @@ def test_ray_refuses_what_its_workers_cannot_open(tmp_path):
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: --engine ray runs .onnx artifacts, OpenVINO IR (.xml) or --model, not "
                                     "m.engine") and not (tmp_path / "out").exists()
+
+
+def test_a_network_the_workers_cannot_build_is_named_in_one_line(tmp_path):
+    """The workers build ``--model`` themselves: their own one-line reason reaches the user (Ray's actor-death
+    message, a traceback in terminal colours, buried it)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (16, 16)).save(folder / "a.png")
+    missing = tmp_path / "nope.pth"
+    result = run_cli("upscale", str(folder), str(tmp_path / "out"), "--model", "fsrcnn", "--weights", str(missing),
+                     "--engine", "ray", "--workers", "1")
+    assert result.returncode == 2 and not (tmp_path / "out").exists()
+    assert result.stderr.splitlines()[-1] == (f"error: a Ray worker could not build the network: checkpoint {missing} "
+                                              "does not exist: check the --weights path")
 
 
 def test_an_address_nothing_answers_at_is_one_line(tmp_path):

@@ -55,6 +55,17 @@ def test_tiled_equals_whole(name):
     assert np.abs(tiled - whole).max() <= 1e-5 * np.abs(whole).max()
 
 
+def test_tiles_in_flight_on_threads_give_the_same_bytes():
+    """``workers``: tiles computed concurrently land where the sequential run puts them, bit for bit (the gated
+    network too: one decision, from the whole image's features)."""
+    model = TorchRunner(_random("dsrnet", 2))
+    x = np.random.default_rng(1).random((2, 3, 61, 70), dtype=np.float32)
+    run = dict(scale=2, tile=16, overlap=architecture("dsrnet").export.receptive_radius, min_size=8)
+    alone = tiled_infer(x, model.infer, **run, gate=model.gate_split)
+    together = tiled_infer(x, model.infer, **run, gate=model.gate_split, workers=4)
+    assert np.array_equal(alone, together)
+
+
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_fixed_windows_equal_whole(name):
     """The iOS Swift code's rule: windows of one size (an enumerated shape), shifted inward at the borders."""
