@@ -346,9 +346,19 @@ def _export_apple(result: ExportResult, net, options, out: Path, calib, max_drop
     checks = report.verification
     worst = min(c["fp16_psnr"] for c in checks["cases"].values())
     _say(progress, f"coreml {options.precision} ({options.compression} weights, {options.shapes.kind} sizes): "
-         f"{checks['constants']['checked']} checkpoint tensors matched, FP16-emulated ≥ {worst:.1f} dB vs PyTorch, "
+         f"{checks['constants']['checked']} checkpoint tensors matched{_folded(checks['constants'])}, FP16-emulated "
+         f"≥ {worst:.1f} dB vs PyTorch, "
          f"held-out PSNR {report.validation_psnr_coreml:.3f} vs {report.validation_psnr_pytorch:.3f} dB "
          f"(drop {report.drop_db:+.4f} dB), {report.size_mb:.2f} MB")
+
+
+def _folded(constants: dict) -> str:
+    """`` and 4 with constants folded in (×0.1 …)``: checkpoint tensors the converter folded constants into."""
+    folded = constants.get("folded") or {}
+    if not folded:
+        return ""
+    kinds = ", ".join(dict.fromkeys(folded.values()))
+    return f" and {len(folded)} with constants folded in ({kinds})"
 
 
 def _export_onnx(net, precision: Precision, calib, max_drop, fp16_io: bool, method: str, progress: bool, for_tensorrt: bool):

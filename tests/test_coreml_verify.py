@@ -346,3 +346,105 @@ def test_two_equal_slopes_are_found_as_the_scalar_they_convert_to(tmp_path):
     report = verify.verify_package(saved(net, tmp_path / "two.mlpackage"), net, inputs())
     assert report.passed, report.problems
     assert report.constants.checked == 5 and not report.constants.unexplained
+
+
+# --- constants the converter folds into a layer -------------------------------------------------------------
+
+class ResidualScaled(nn.Module):
+    """EDSR's residual block, ``x + 0.1 · conv(relu(conv(x)))``: the converter folds 0.1 into the second conv."""
+
+    def __init__(self, res_scale: float = 0.1):
+        super().__init__()
+        self.head, self.a, self.b = (nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1),
+                                     nn.Conv2d(16, 16, 3, padding=1))
+        self.tail = nn.Sequential(nn.Conv2d(16, 12, 3, padding=1), nn.PixelShuffle(2))
+        self.res_scale = res_scale
+
+    def forward(self, x):
+        h = self.head(x)
+        return self.tail(h + self.res_scale * self.b(torch.relu(self.a(h))))
+
+
+class MeanAdded(nn.Module):
+    """SwinIR's ``conv(x) + mean`` at the end: the converter adds the mean into the last bias."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 12, 3, padding=1))
+        self.register_buffer("mean", torch.tensor([0.4488, 0.4371, 0.4040]).repeat_interleave(4).view(1, 12, 1, 1))
+        self.shuffle = nn.PixelShuffle(2)
+
+    def forward(self, x):
+        return self.shuffle(self.body(x) + self.mean)
+
+
+class BatchNormed(nn.Module):
+    """SRResNet's conv + BatchNorm: the converter folds γ/√(var+ε) into the weights, the rest into the bias."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 12, 3, padding=1), nn.BatchNorm2d(12)
+        self.shuffle = nn.PixelShuffle(2)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-0.3, 0.3)
+            self.bn.running_var.uniform_(0.5, 2.0)
+            self.bn.weight.uniform_(0.5, 2.0)
+            self.bn.bias.uniform_(-0.2, 0.2)
+
+    def forward(self, x):
+        return self.shuffle(self.bn(self.conv(x)))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("network, folded", [
+    (ResidualScaled, {"b.weight": "×0.1", "b.bias": "×0.1"}),
+    (MeanAdded, {"body.2.bias": "constants added"}),
+    (BatchNormed, {"conv.bias": "constants added", "bn.weight": "BatchNorm folded into conv.weight",
+                   "bn.bias": "BatchNorm folded into conv.weight"}),
+])
+def test_folded_constants_are_recognised(tmp_path, network, folded, precision):
+    """A correct package whose converter folded constants into a layer passes, naming each fold; it was refused
+    ('checkpoint tensor b.bias is not in the package bit-exactly')."""
+    torch.manual_seed(0)
+    net = network().eval()
+    package = saved(net, tmp_path / "folded.mlpackage", precision=precision)
+    report = verify.verify_package(package, net, inputs())
+    assert report.passed, report.problems
+    assert {k: v for k, v in report.constants.folded.items() if k != "conv.weight"} == folded
+    if network is BatchNormed:  # one factor per output channel: γ/√(var+ε)
+        assert report.constants.folded["conv.weight"].endswith("per output channel")
+    assert not report.constants.missing and not report.constants.unexplained
+    assert report.constants.checked + len(report.constants.folded) >= len(verify.used_parameters(net, torch.rand(1, 3, 8, 8)))
+
+
+def test_scale_fold_is_exact_to_one_unit_in_the_last_place():
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    folded = (weight * np.float32(0.1)).astype(np.float16)
+    assert verify.scale_fold(folded, weight) == pytest.approx(np.full(4, 0.1), rel=1e-3)
+    per_channel = (weight * np.arange(1, 5, dtype=np.float32).reshape(4, 1, 1, 1)).astype(np.float16)
+    assert verify.scale_fold(per_channel, weight) == pytest.approx([1, 2, 3, 4], rel=1e-3)
+    changed = folded.copy()
+    changed.flat[5] = np.float16(changed.flat[5]) * np.float16(1.01)  # one value 1 % off: no factor explains it
+    assert verify.scale_fold(changed, weight) is None
+    assert verify.scale_fold(weight.astype(np.float16), weight) is None  # factor 1: no fold, not the checkpoint's
+    assert verify.scale_fold(folded, rng.standard_normal((4, 3, 3, 3)).astype(np.float32)) is None
+    transposed = (weight * np.array([1, 2, 3], np.float32).reshape(1, 3, 1, 1)).astype(np.float32)
+    assert verify.scale_fold(transposed, weight, axis=1) == pytest.approx([1, 2, 3], rel=1e-6)
+
+
+def test_a_fold_the_network_does_not_do_fails_by_its_outputs(tmp_path):
+    """The package folds 0.1; the network it is checked against scales by 0.2, or has one weight of the folded
+    layer changed: refused."""
+    torch.manual_seed(0)
+    package = saved(ResidualScaled(0.1).eval(), tmp_path / "folded.mlpackage", precision="fp16")
+    torch.manual_seed(0)
+    other = ResidualScaled(0.2).eval()
+    report = verify.verify_package(package, other, inputs())
+    assert not report.passed and any("FP32-mode output differs" in p for p in report.problems)
+    torch.manual_seed(0)
+    changed = ResidualScaled(0.1).eval()
+    with torch.no_grad():
+        changed.b.weight[3, 2, 1, 1] += 0.05
+    report = verify.verify_package(package, changed, inputs())
+    assert "b.weight" in report.constants.missing and not report.passed
