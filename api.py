@@ -216,18 +216,21 @@ def export_model(model: str, scale: int | None = None, target: str = "onnx", pre
                  fp16_io: bool = False, min_shape: str | None = None, opt_shape: str | None = None,
                  max_shape: str | None = None, shapes: str | None = None, image_io: bool = False,
                  compress: str = "none", deployment_target: str = "iOS16", precisions: str = "fp32,fp16,int8",
-                 progress: bool = True) -> ExportResult:
+                 portable: bool = False, progress: bool = True) -> ExportResult:
     """Export a model for ``target`` (onnx, trt, jetson, coreml, ios, openvino) at ``precision`` (default fp32;
     coreml/ios fp16) into ``out``, after its accuracy gate (``srdeploy export``). ``model``: a zoo name (``scale``
     default 2), or your own network, FILE.py:NAME or package.module:NAME with ``weights`` [and ``model_args``],
     whose scale, channels and receptive radius are measured. Every argument is checked before any work; nothing is
-    written when a gate fails."""
+    written when a gate fails. ``portable`` (onnx): the graph without control flow, for runtimes without ``If``
+    (OpenCV DNN), with the same outputs."""
     from .export.trt.trt_plan import profile_from_args
     from .models import is_own, load_model
     from .models.own import check_options
     from .models.registry import architecture, check_scale
 
     check_options(model, gate, model_args)
+    if portable and target != "onnx":
+        raise SrDeployError(f"--portable is a form of the ONNX file: use it with --target onnx, not {target}")
     own = None
     if is_own(model):  # measured (nothing written) before the other arguments are checked against it
         own = load_model(model, scale, weights, gate, model_args, say=partial(_say, progress))
@@ -287,8 +290,10 @@ def export_model(model: str, scale: int | None = None, target: str = "onnx", pre
             rebuild = f"{COMMAND} export {_model_flags(net)} --target trt --precision {precision}{bounds}"
             result.artifacts.append(export_model_engine(net, proto, precision, profile, out, stem, rebuild))
         else:
-            from .export.onnx.onnx_export import save
+            from .export.onnx.onnx_export import portable as portable_graph, save
 
+            if portable:
+                proto, stem = portable_graph(proto, net.info.colour), f"{stem}_portable"
             result.artifacts.append(save(proto, out / f"{stem}.onnx"))
     return result
 

@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-method", choices=("minmax", "percentile", "mse"), default="minmax",
                    help="int8: activation range calibration (default minmax: measured best, see README)")
     p.add_argument("--fp16-io", action="store_true", help="fp16: FP16 input and output tensors (default FP32 I/O)")
+    p.add_argument("--portable", action="store_true", help="onnx: a graph without control flow (If), for runtimes "
+                   "that have none, such as OpenCV's DNN module; the same outputs (NAME_portable.onnx)")
     for bound, default in (("min", "16x16"), ("opt", "the 720p frame's LR size"), ("max", "the 1080p frame's LR size")):
         p.add_argument(f"--{bound}-shape", metavar="HxW", help=f"trt/jetson: {bound} LR input of the optimization "
                        f"profile, HxW (batch 1) or NxCxHxW; default {default}")

@@ -173,6 +173,32 @@ def set_metadata(proto: onnx.ModelProto, entries: dict[str, str]) -> None:
     onnx.helper.set_model_props(proto, {**existing, **entries})
 
 
+def portable(proto: onnx.ModelProto, colour: str) -> onnx.ModelProto:
+    """The graph for runtimes without control flow (OpenCV's DNN module, which C++ and mobile apps use; ONNX
+    consumers that reject ``If``): a whole-image gate's ``If`` as a per-image select
+    (``runtime.global_gate.select_form``), recorded as ``srdeploy.portable``. Checked on ONNX Runtime against the
+    ``If`` graph on crops of a held-out photo (a batch of two: each image decides for itself) before it is
+    returned."""
+    from ...calib.data import held_out_photo
+    from ...runtime.global_gate import select_form
+
+    photo = held_out_photo(colour)[:, :64, :64]
+    probe = np.stack([photo, photo[:, ::-1, ::-1]])
+
+    if any(node.op_type == "If" for node in proto.graph.node):
+        result = select_form(proto)
+        half = proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+        probe = probe.astype(np.float16 if half else np.float32)
+        expected, found = run_proto(proto, probe), run_proto(result, probe)
+        if not np.abs(found - expected).max() <= 1e-5 * max(1.0, float(np.abs(expected).max())):
+            raise SrDeployError("the If-free (portable) graph computes other outputs than the exported one: "
+                                "export without --portable")
+    else:
+        result = onnx.ModelProto.FromString(proto.SerializeToString())
+    set_metadata(result, {"srdeploy.portable": "true"})
+    return result
+
+
 def save(proto: onnx.ModelProto, path: str | Path) -> Path:
     """Write atomically (temporary file + rename), sealed with the sha256 of its own bytes
     (``runtime.digest``: every session checks it on open)."""
