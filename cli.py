@@ -3,10 +3,12 @@ checkout, ``python cli.py …`` is the same command."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import json
 import os
 import sys
+import typing
 import warnings
 from typing import Callable
 
@@ -24,13 +26,50 @@ if __name__ == "__main__" and not __package__:  # `python cli.py` in a checkout:
 
 from . import api
 from .runtime.errors import COMMAND, SrDeployError
+from .runtime.opener import backend_names
+from .runtime.targets import artifact_kinds, runnable, targets
+
+
+CLI_ONLY = ("command", "run", "json", "no_progress")  # the parser's own, and how the result is printed
+MODEL_OPTIONS = ("gate",)  # options of a zoo architecture (DSRNet's --gate), for ModelSpec.options
+MODEL = ("model", "scale", "weights", "model_args", *MODEL_OPTIONS)  # what makes the ModelSpec
+
+
+def arguments(function: Callable, args: argparse.Namespace) -> dict:
+    """``function``'s keyword arguments from the parsed options: each parameter from the option of its name;
+    ``model`` as a ``ModelSpec`` of --model/--scale/--weights/--model-args and the architecture's options; the
+    ``options`` value (``ExportOptions``, ``UpscaleOptions``, ``BenchOptions``) from the options named as its
+    fields. An option that reaches nothing is a mistake of this file: refused, not dropped."""
+    given, used, kwargs = vars(args), set(CLI_ONLY), {}
+    hints = typing.get_type_hints(function)
+    for name in inspect.signature(function).parameters:
+        if name == "options":
+            fields = [f.name for f in dataclasses.fields(_value_type(hints[name])) if f.name in given]
+            kwargs[name] = _value_type(hints[name])(**{f: given[f] for f in fields})
+            used.update(fields)
+        elif name == "model" and api.ModelSpec in typing.get_args(hints[name]):
+            if given.get("model") is not None:
+                kwargs[name] = api.ModelSpec(given["model"], given.get("scale"), given.get("weights"),
+                                             {k: given[k] for k in MODEL_OPTIONS if given.get(k) is not None},
+                                             given.get("model_args"))
+            used.update(k for k in MODEL if k in given)
+        elif name in given:
+            kwargs[name] = given[name]
+            used.add(name)
+    unused = sorted(set(given) - used)
+    if unused:
+        raise TypeError(f"options {unused} reach no parameter of api.{function.__name__}")
+    return kwargs
+
+
+def _value_type(hint) -> type:
+    """The dataclass in an ``X | None`` annotation."""
+    return next(t for t in typing.get_args(hint) or (hint,) if dataclasses.is_dataclass(t))
 
 
 def _call(function: Callable, args: argparse.Namespace, **given):
-    """``function`` called with the parsed arguments its signature names."""
-    names = inspect.signature(function).parameters
-    return function(**{name: getattr(args, name) for name in names if hasattr(args, name) and name not in given},
-                    **given)
+    """``function`` called with the parsed options (``arguments``) and ``given``."""
+    return function(**{**arguments(function, args), **given})
 
 
 def _show(report, args: argparse.Namespace, text: Callable[[], str], indent: int | None = 2) -> None:
@@ -104,23 +143,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="PSNR/SSIM of a model or an artifact on a BasicSR-layout dataset")
     _add_model_arguments(p, required=False)
-    p.add_argument("--artifact", help="evaluate an exported artifact instead of the PyTorch model: .onnx (ONNX Runtime), "
-                                      ".xml (OpenVINO), .engine (TensorRT) or .mlpackage (Core ML, macOS)")
+    p.add_argument("--artifact", help=f"evaluate an exported artifact instead of the PyTorch model: {artifact_kinds()}")
     _add_backend_arguments(p)
     p.add_argument("--dataset", required=True, help="folder with HR/ and LR_bicubic/X{scale}/")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(run=cmd_eval)
 
-    p = sub.add_parser("export", help="export a model: ONNX, a TensorRT engine, a Jetson bundle, Core ML, an iOS bundle")
+    p = sub.add_parser("export", help=f"export a model: {', '.join(t.title for t in targets().values())}")
     _add_model_arguments(p)
-    p.add_argument("--target", choices=("onnx", "trt", "jetson", "coreml", "ios", "openvino"), default="onnx",
-                   help="onnx: an .onnx file; trt: a TensorRT engine built here (needs TensorRT and a GPU); "
-                        "openvino: OpenVINO IR (.xml + .bin) for CPUs, gated on OpenVINO itself; "
-                        "jetson: a folder with the ONNX files, build.sh and golden outputs for the device; "
-                        "coreml: a checked .mlpackage; ios: the .mlpackage with Swift code and a README")
+    p.add_argument("--target", choices=list(targets()), default="onnx",
+                   help="; ".join(f"{t.name}: {t.writes}" for t in targets().values()))
     p.add_argument("--precision", choices=[str(v) for v in api.Precision],
-                   help="numeric precision (default fp32; coreml/ios: fp16 compute); int8: TensorRT-compatible Q/DQ")
+                   help=f"numeric precision (default fp32; {_other_defaults()}); int8: TensorRT-compatible Q/DQ")
     p.add_argument("--calib", metavar="DIR", help="calibration/validation photos (default: scikit-image's bundled photos)")
     p.add_argument("--max-psnr-drop", type=_number(float, 0), metavar="DB",
                    help="largest PSNR loss vs FP32 on the held-out photos (default: fp16 0.01, int8 0.1)")
@@ -155,8 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "subtitles are copied)")
     p.add_argument("output", help="output file, or folder (created) for NAME_x{scale}.png (a video: NAME_x{scale} "
                                   "with the input's extension)")
-    p.add_argument("--artifact", help="an exported .onnx (ONNX Runtime), .xml (OpenVINO), .engine (TensorRT) or "
-                                      ".mlpackage (Core ML, macOS); no torch needed")
+    p.add_argument("--artifact", help=f"an exported {artifact_kinds()}; no torch needed")
     _add_backend_arguments(p)
     _add_model_arguments(p, required=False)
     p.add_argument("--tile", type=_number(int, 0), help="LR tile size in pixels (0: whole image); default 256, and the "
@@ -177,16 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_upscale)
 
     p = sub.add_parser("bench", help="latency of backends side by side: median/p90/p99, MP/s, GFLOP/s, memory")
-    p.add_argument("artifacts", nargs="*", help="existing .onnx/.xml/.engine/.mlpackage artifacts to benchmark (instead "
-                                                 "of --model)")
+    p.add_argument("artifacts", nargs="*", help=f"existing {'/'.join(t.suffixes[0] for t in runnable())} artifacts to "
+                                                 "benchmark (instead of --model)")
     p.add_argument("--model", help=f"{MODEL_HELP}: artifacts for the backends are exported first")
     p.add_argument("--scale", type=int, help=SCALE_HELP)
     p.add_argument("--weights", help="checkpoint path (default: the official checkpoint)")
     p.add_argument("--model-args", metavar="JSON", help=MODEL_ARGS_HELP)
     p.add_argument("--backends", default="torch,onnx,onnx-fp16,onnx-int8",
-                   help="comma-separated, from: torch, torch-cuda, torch-cuda-fp16, onnx, onnx-fp16, onnx-int8, "
-                        "openvino, openvino-bf16, openvino-int8, onnx-cuda, onnx-trt, trt, trt-fp16, trt-int8, coreml "
-                        "(unavailable ones are listed as skipped)")
+                   help=f"comma-separated, from: {', '.join(api.bench_backends())} (unavailable ones are listed as "
+                        "skipped)")
     p.add_argument("--sizes", default="256x256", help="LR input sizes, WxH, comma-separated (default 256x256)")
     p.add_argument("--warmup", type=_number(int, 0), default=2, help="untimed calls first (default 2)")
     p.add_argument("--runs", type=_number(int, 1), default=30, help="most timed calls per measurement (default 30)")
@@ -198,8 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_bench)
 
     p = sub.add_parser("parity", help="check an artifact against the PyTorch model it came from (or golden files)")
-    p.add_argument("artifact", help="an exported .onnx, .xml (OpenVINO IR), .engine (with its sidecar) or .mlpackage "
-                                    "(Core ML, macOS)")
+    p.add_argument("artifact", help=f"an exported {artifact_kinds()}")
     _add_backend_arguments(p)
     p.add_argument("--weights", help="checkpoint the artifact was exported from, if not an official one")
     p.add_argument("--dataset", help="BasicSR-layout dataset: real images and the PSNR-vs-ground-truth delta")
@@ -210,11 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_backend_arguments(p: argparse.ArgumentParser) -> None:
-    from .runtime.opener import BACKENDS
+def _other_defaults() -> str:
+    """``coreml/ios: fp16 compute``: the targets whose default precision is not fp32."""
+    other = [t for t in targets().values() if t.default_precision != "fp32"]
+    return "; ".join(f"{'/'.join(t.name for t in other if t.default_precision == p)}: {p} compute"
+                     for p in dict.fromkeys(t.default_precision for t in other))
 
-    p.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="what runs an .onnx artifact: onnxruntime (auto) or openvino; other files choose their own")
+
+def _add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    names = backend_names()
+    p.add_argument("--backend", choices=names, default="auto",
+                   help=f"what runs an .onnx artifact: {names[1]} (auto) or {', '.join(names[2:])}; other files "
+                        "choose their own")
     p.add_argument("--inference-precision", choices=("f32", "bf16", "f16"),
                    help="OpenVINO's compute precision (default f32; bf16 where the CPU has AVX-512 BF16 or AMX)")
 

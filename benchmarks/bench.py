@@ -16,18 +16,31 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from .backends import BACKENDS, make_infer, unavailable
+from .backends import backends, make_infer, unavailable
 from ..runtime.cpu import features, int8_dot
 from ..runtime.tables import markdown_table
 from ..runtime.timing import measure
 
 MIN_RUNS = 3
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What ``bench`` measures and how long."""
+
+    backends: str = "torch,onnx,onnx-fp16,onnx-int8"  # comma-separated names of ``backends.backends()``
+    sizes: str = "256x256"  # LR input sizes, WxH, comma-separated
+    warmup: int = 2  # untimed calls first
+    runs: int = 30  # most timed calls per measurement
+    budget: float = 20.0  # seconds of timed calls per measurement, at least 3 calls
+    threads: int | None = None  # CPU threads per backend (None: each library's own default)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -110,7 +123,7 @@ def machine() -> dict:
 
 def worker(spec: dict) -> dict:
     """Run in the child: build the backend, time it, report (see ``bench_one``)."""
-    backend = BACKENDS[spec["backend"]]
+    backend = backends()[spec["backend"]]
     infer, device_mb, details = make_infer(backend, spec["source"], spec.get("threads"))
     width, height = spec["size"]
     x = np.random.default_rng(0).random((1, spec["channels"], height, width), dtype=np.float32)
@@ -121,7 +134,7 @@ def worker(spec: dict) -> dict:
     runs = int(min(spec["runs"], max(MIN_RUNS, spec["budget_s"] / max(first, 1e-6))))
     timing = measure(backend.name, infer, x, 0, runs)
     threads = None
-    if backend.kind == "torch":
+    if backend.target is None:
         import torch
 
         threads = torch.get_num_threads()
@@ -142,7 +155,7 @@ def peak_rss_mb() -> float:
 def bench_one(backend_name: str, size: tuple[int, int], source: dict, channels: int, scale: int, macs: float | None,
               warmup: int, runs: int, budget_s: float, threads: int | None, psnr_drop: float | None) -> dict:
     """One result row in the schema ``bench --json`` prints."""
-    backend = BACKENDS[backend_name]
+    backend = backends()[backend_name]
     row = {"backend": backend_name, "description": backend.description, "size": f"{size[0]}x{size[1]}",
            "output": f"{size[0] * scale}x{size[1] * scale}", "status": "ok", "reason": None,
            **dict.fromkeys(("median_ms", "p90_ms", "p99_ms", "min_ms", "images_per_s", "mpix_per_s", "gflops",
@@ -196,14 +209,15 @@ def markdown(report: dict) -> str:
         + ". Latency is end to end (numpy in, numpy out), batch 1.",
         "",
     ]
-    rows = []
+    rows, known = [], backends()
     for r in report["results"]:
+        backend = known.get(r["backend"])
         rows.append([r["backend"], f"{r['size']} → {r['output']}", r["status"], _fmt(r["median_ms"], ".1f"),
                      _fmt(r["p90_ms"], ".1f"), _fmt(r["p99_ms"], ".1f"), _fmt(r["min_ms"], ".1f"),
                      _fmt(r["runs"], "d"), _fmt(r["images_per_s"], ".2f"), _fmt(r["mpix_per_s"], ".2f"),
                      _fmt(r["gflops"], ".0f"),
                      # an FP32 peak says nothing of GPUs, nor of int8 arithmetic
-                     "" if r["gflops"] is None or BACKENDS[r["backend"]].on_gpu or BACKENDS[r["backend"]].precision == "int8"
+                     "" if r["gflops"] is None or backend is None or backend.on_gpu or backend.precision == "int8"
                      else f"{100 * r['gflops'] / peak['measured_gflops']:.0f}%",
                      _fmt(r["peak_rss_mb"], ".0f"), _fmt(r.get("int8_executed"), ".1%"),
                      _fmt(r["psnr_drop_db"], "+.3f") if r["psnr_drop_db"] is not None else "",

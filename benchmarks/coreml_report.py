@@ -25,7 +25,7 @@ from ..export.coreml.coreml_verify import executor_infer
 from ..models.registry import architecture, default_checkpoint, list_models
 from ..runtime.atomic import atomic_path
 from ..runtime.tables import markdown_table
-from ..runtime.torch_runner import TorchRunner
+from ..models.torch_runner import TorchRunner
 
 RANDOM = {"lesrcnn_b": "lesrcnn_multiscale_random.pth", "esrgcnn": "esrgcnn_multiscale_random.pth",
           "cfsrcnn": "cfsrcnn_x{s}_random.pth", "dsrnet": "dsrnet_x{s}_random.pth"}

@@ -8,26 +8,19 @@ Steps, each recorded as ok / failed (with the error) / skipped (with the reason)
 
 1. ``environment``: the checkout's modules import with the packages the machine has (nothing is
    installed); torch, CUDA, cuDNN and GPU facts.
-2. ``correctness``: every golden fixture of ``shared/fixtures/reference`` through PyTorch on the GPU,
-   FP32 with TF32 off (max|ours − ref| ≤ 1e-5·max|ref|, the CPU test's tolerance) and FP16 (the FP16
-   artifact tolerance of ``runtime.compare``; its 8-bit-level statistic only where the output is an image,
-   not a random-weight network's), so no GPU number comes from a wrong network.
-3. ``gate_tiling``: DSRNet ×2 with a gate that flips between 48-pixel tiles of a Set5 image, tiled on the
-   device with the whole image's decision shared: equal to the whole image, unlike tiles deciding alone.
-4. ``cuda_layer``: ``runtime/cuda.py`` and the TensorRT session's buffers against the driver, without
-   TensorRT: device facts checked against PyTorch's, pinned round trips, copies into PyTorch's device
-   memory, events, a captured and replayed CUDA graph, a failed capture that leaves the stream usable, and
-   CUDA's error text (PyTorch unaffected after each failure); which libcudart candidates work.
-5. ``latency``: LESRCNN ×2, DSRNet ×2 and FSRCNN ×2 at 640×360 and 960×540 LR, in FP32, TF32, FP16,
+2. ``gpu_tests``: ``pytest -m gpu`` (``tests/test_gpu.py``): every golden fixture through PyTorch on the GPU in
+   FP32 (TF32 off) and FP16, DSRNet tiled on the device with the whole image's decision, and the ctypes CUDA
+   layer under the TensorRT session against the driver; their counts and any failure's first line.
+3. ``latency``: LESRCNN ×2, DSRNet ×2 and FSRCNN ×2 at 640×360 and 960×540 LR, in FP32, TF32, FP16,
    FP16 channels-last, and the last with a CUDA graph, ``torch.compile`` and both; timed with CUDA events
    (input already on the GPU), each variant's output checked against FP32 before its time counts; GFLOP/s
    against matrix-product ceilings measured in the same run. ``--budget`` seconds bound the compiles.
-6. ``bench``: ``cli.py bench`` for LESRCNN ×2 with the GPU backends (end to end, numpy in and out; the
+4. ``bench``: ``cli.py bench`` for LESRCNN ×2 with the GPU backends (end to end, numpy in and out; the
    ones this machine lacks are listed as skipped), in the usual ``benchmarks/results`` format.
 
-Without CUDA it is a dry run of a few seconds: steps 1, 2 (a few fixtures), 3 and 6 run on the CPU, step 5
-runs its eager variants at a tiny size, and the rest say why they are skipped. Writes
-``DIR/gpu_run.json``, ``DIR/gpu_run.md`` and ``DIR/bench/``; exit status 1 when any check failed.
+Without CUDA it is a dry run of a few seconds: step 1 runs, step 2 reports the tests skipped, step 3 runs its
+eager variants at a tiny size on the CPU, step 4 lists the GPU backends as skipped. Writes ``DIR/gpu_run.json``,
+``DIR/gpu_run.md`` and ``DIR/bench/``; exit status 1 when any check failed.
 """
 from __future__ import annotations
 
@@ -39,6 +32,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, replace
@@ -59,7 +53,8 @@ MODULES = ("models", "runtime.cuda", "runtime.trt_backend", "runtime.compare", "
 LATENCY_MODELS = (("lesrcnn", 2), ("dsrnet", 2), ("fsrcnn", 2))
 GPU_SIZES = ((640, 360), (960, 540))
 DRY_SIZES = ((32, 18),)
-DRY_FIXTURES = ("fsrcnn_x2_official", "lesrcnn_x2_official", "dsrnet_x2_official")
+GPU_TESTS = ("tests/test_gpu.py",)  # where the tests marked gpu are (the rest of the suite needs packages the
+# GPU machine lacks even to be collected)
 BENCH_BACKENDS = "torch-cuda,torch-cuda-fp16,onnx-cuda,onnx-trt,trt,trt-fp16"
 
 
@@ -130,7 +125,7 @@ def environment() -> tuple[bool, dict, str]:
     return not broken, facts, "; ".join(f"{m}: {e}" for m, e in broken.items())
 
 
-# ---- 2. correctness on the golden fixtures -------------------------------------------------------
+# ---- 2. the tests marked gpu, and the fixture verdicts they use -----------------------------------
 
 def set_tf32(enabled: bool) -> None:
     """TF32 for convolutions (PyTorch's default: on) and matrix products (default: off)."""
@@ -174,181 +169,34 @@ def verdict(name: str, case: int, precision: str, ours: np.ndarray, reference: n
     return {**row, "passed": not problems, "problems": problems, "max_rel": c.max_rel, "psnr_db": c.psnr}
 
 
-def correctness(shared: Path, device: str, only: tuple[str, ...] | None) -> tuple[bool | None, list[dict], str]:
-    from .reference_fixtures import load_fixtures
+def gpu_tests(shared: Path) -> tuple[bool | None, dict, str]:
+    """``pytest -m gpu`` on ``GPU_TESTS`` in the checkout: (all passed, or None when none ran; the outcome of each
+    test and the counts; a note with the first failures)."""
+    import xml.etree.ElementTree as ElementTree
 
-    fixtures = [f for f in load_fixtures(shared) if only is None or f.name in only]
-    if not fixtures:
-        return None, [], f"no golden fixtures under {shared}/fixtures/reference (pass --shared PATH)"
-    set_tf32(False)
-    rows = []
-    for fixture in fixtures:
-        rows += fixture_verdicts(fixture, device)
-    failed = [r for r in rows if not r["passed"]]
-    note = f"{len(rows) - len(failed)}/{len(rows)} cases pass on {device}"
-    return not failed, rows, note + "".join(f"; {r['fixture']} {r['precision']}: {', '.join(r['problems'])}"
-                                            for r in failed[:5])
-
-
-# ---- 3. a whole-image gate, tiled on the device ----------------------------------------------------
-
-def gate_tiling(shared: Path, device: str) -> tuple[bool | None, dict, str]:
-    """DSRNet ×2 whose gate flips between 48-pixel tiles of a Set5 image (``tests.gate_sensitive``), tiled on
-    ``device`` with the whole image's decision shared (``TorchRunner.gate_split``): = the whole image ≥ 60 dB,
-    each tile deciding alone < 50 dB, and the device's whole image = the CPU's ≥ 60 dB (8-bit outputs)."""
-    import tempfile
-
-    import torch
-
-    from .. import models
-    from ..models.registry import architecture
-    from ..runtime import images, metrics
-    from ..runtime.tiling import tiled_infer
-    from ..runtime.torch_runner import TorchRunner
-
-    try:
-        from tests.gate_sensitive import TILE, butterfly, gate_sensitive_state
-    except ImportError as exc:
-        return None, {}, f"tests/gate_sensitive.py does not import ({exc}): run from the repository root"
-    image, checkpoint = butterfly(shared), shared / "weights" / "dsrnet_x2.pth"
-    if not (image.is_file() and checkpoint.is_file()):
-        return None, {}, f"needs {image} and {checkpoint} (pass --shared PATH)"
-    set_tf32(False)
-    radius = architecture("dsrnet").export.receptive_radius
-    lr = images.read_rgb(image)
-    x = images.to_unit_float(lr)
-    state = gate_sensitive_state(models.load("dsrnet", 2, checkpoint).network,
-                                 torch.load(checkpoint, map_location="cpu", weights_only=True), torch.from_numpy(x), radius)
     with tempfile.TemporaryDirectory() as folder:
-        torch.save(state, Path(folder) / "dsrnet_gate_sensitive.pth")
-        network = models.load("dsrnet", 2, Path(folder) / "dsrnet_gate_sensitive.pth").network
-    cpu = TorchRunner(network).infer(x)
-    runner = TorchRunner(network, device)
-
-    def sr(output: np.ndarray) -> np.ndarray:
-        return images.to_uint8(output[0].transpose(1, 2, 0))
-
-    whole = sr(runner.infer(x))
-    detail = {"device": device, "image": f"{image.name} {x.shape[2]}×{x.shape[3]} LR", "tile": TILE, "radius": radius,
-              "shared_decision_psnr_db": metrics.psnr(sr(tiled_infer(x, runner.infer, 2, TILE, radius, 8,
-                                                                     gate=runner.gate_split)), whole),
-              "each_tile_alone_psnr_db": metrics.psnr(sr(tiled_infer(x, runner.infer, 2, TILE, radius, 8)), whole),
-              "device_vs_cpu_psnr_db": metrics.psnr(whole, sr(cpu))}
-    passed = (detail["shared_decision_psnr_db"] >= 60 and detail["each_tile_alone_psnr_db"] < 50
-              and detail["device_vs_cpu_psnr_db"] >= 60)
-    return passed, detail, ("shared decision {shared_decision_psnr_db:.1f} dB, each tile alone "
-                            "{each_tile_alone_psnr_db:.1f} dB, {device} vs CPU {device_vs_cpu_psnr_db:.1f} dB").format(**detail)
-
-
-# ---- 4. the ctypes CUDA layer --------------------------------------------------------------------
-
-def cuda_layer() -> tuple[bool | None, dict, str]:
-    import ctypes
-
-    import torch
-
-    from ..runtime.cuda import Cuda, _candidates, load_cudart
-    from ..runtime.errors import SrDeployError
-    from ..runtime.trt_backend import _Buffer
-
-    try:
-        library = load_cudart()
-    except SrDeployError as exc:
-        return None, {}, str(exc)
-    cuda = Cuda(0, library)
-    checks: dict[str, object] = {"libcudart": library._name,
-                                 "candidates": ", ".join(f"{n}: {_probe(n)}" for n in _candidates())}
-    version = ctypes.c_int()
-    cuda._call("cudaRuntimeGetVersion", ctypes.byref(version))
-    checks["runtime_version"] = version.value
-    cuda._call("cudaDriverGetVersion", ctypes.byref(version))
-    checks["driver_version"] = version.value
-    props = torch.cuda.get_device_properties(0)
-    checks["device_name"] = cuda.device_name()
-    checks["device_name_matches_torch"] = checks["device_name"] == props.name
-    checks["capability_matches_torch"] = cuda.compute_capability() == f"{props.major}.{props.minor}"
-    free, total = cuda.memory_info()
-    checks["total_memory_matches_torch"] = total == torch.cuda.mem_get_info(0)[1]
-
-    stream = cuda.stream()
-    source, target = _Buffer(cuda), _Buffer(cuda)
-    nbytes = 256 * 2**20
-    source.reserve(nbytes), target.reserve(nbytes)
-    count = nbytes // 4
-    data = np.random.default_rng(0).random(count, dtype=np.float32)
-    source.host_array((count,), np.dtype(np.float32))[...] = data
-    start, end = cuda.event(), cuda.event()
-    cuda.record(start, stream)
-    cuda.copy_async(source.device, source.host, nbytes, 1, stream)
-    cuda.record(end, stream)
-    checks["h2d_gb_per_s"] = nbytes / cuda.elapsed_ms(start, end) / 1e6
-    cuda.record(start, stream)
-    cuda.copy_async(target.host, source.device, nbytes, 2, stream)
-    cuda.record(end, stream)
-    checks["d2h_gb_per_s"] = nbytes / cuda.elapsed_ms(start, end) / 1e6
-    cuda.synchronize(stream)
-    checks["round_trip_exact"] = bool(np.array_equal(target.host_array((count,), np.dtype(np.float32)), data))
-
-    tensor = torch.empty(count, dtype=torch.float32, device="cuda")  # PyTorch's own device memory
-    cuda.copy_async(tensor.data_ptr(), source.host, nbytes, 1, stream)
-    cuda.synchronize(stream)
-    checks["copy_into_torch_memory_exact"] = bool(torch.equal(tensor.cpu(), torch.from_numpy(data)))
-
-    small = 4 * 2**20
-
-    def copies() -> None:
-        cuda.copy_async(source.device, source.host, small, 1, stream)
-        cuda.copy_async(target.host, source.device, small, 2, stream)
-
-    graph = cuda.capture(stream, copies)
-    fresh = np.random.default_rng(1).random(small // 4, dtype=np.float32)
-    source.host_array((small // 4,), np.dtype(np.float32))[...] = fresh  # the graph copies what is there now
-    cuda.launch(graph, stream)
-    cuda.synchronize(stream)
-    checks["graph_replay_exact"] = bool(np.array_equal(target.host_array((small // 4,), np.dtype(np.float32)), fresh))
-    cuda.destroy_graph(graph)
-
-    try:  # synchronising a capturing stream is illegal: the capture fails, and must leave the stream usable
-        cuda.capture(stream, lambda: cuda.synchronize(stream))
-        checks["failed_capture_raises"] = False
-    except SrDeployError as exc:
-        checks["failed_capture_raises"] = True
-        checks["failed_capture_error"] = str(exc)
-    copies()
-    cuda.synchronize(stream)
-    checks["stream_usable_after_failed_capture"] = bool(
-        np.array_equal(target.host_array((small // 4,), np.dtype(np.float32)), fresh))
-    checks["torch_unaffected_after_failed_capture"] = float(torch.ones(4, device="cuda").sum().item()) == 4.0
-    try:
-        cuda.free(0x10)  # not an allocation: CUDA must say so, and we must name the call
-        checks["error_text"] = "no error raised"
-    except SrDeployError as exc:
-        checks["error_text"] = str(exc)
-    checks["error_names_call"] = "cudaFree" in str(checks["error_text"])
-    checks["torch_unaffected_after_error"] = float(torch.ones(4, device="cuda").sum().item()) == 4.0
-    for event in (start, end):
-        cuda.destroy_event(event)
-    source.release(), target.release()
-    cuda.destroy_stream(stream)
-    del tensor
-    failed = [k for k, v in checks.items() if v is False]
-    return not failed, checks, "failed: " + ", ".join(failed) if failed else f"libcudart {library._name}"
+        junit = Path(folder) / "gpu.xml"
+        done = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
+                               f"--junitxml={junit}", *GPU_TESTS], cwd=REPO, capture_output=True, text=True, timeout=1200,
+                              env={**os.environ, "SRDEPLOY_WEIGHTS_DIR": str(Path(shared).resolve() / "weights")})
+        if not junit.is_file():
+            return False, {"output": done.stdout[-2000:] + done.stderr[-2000:]}, "pytest did not run"
+        cases = ElementTree.parse(junit).getroot().iter("testcase")
+        outcome = {}
+        for case in cases:
+            verdict = next((child.tag for child in case if child.tag in ("failure", "error", "skipped")), "passed")
+            outcome[f"{case.get('classname')}::{case.get('name')}"] = (verdict, next(
+                (child.get("message", "") for child in case if child.tag != "system-out"), ""))
+    counts = {v: sum(1 for o, _ in outcome.values() if o == v) for v in ("passed", "failure", "error", "skipped")}
+    bad = [f"{name}: {message.splitlines()[0] if message else verdict}" for name, (verdict, message) in outcome.items()
+           if verdict in ("failure", "error")]
+    note = ", ".join(f"{n} {v}" for v, n in counts.items() if n) + "".join(f"; {b}" for b in bad[:3])
+    if not counts["passed"] and not bad:
+        return None, {"tests": outcome, **counts}, note
+    return not bad, {"tests": outcome, **counts}, note
 
 
-def _probe(name: str) -> str:
-    """What one libcudart candidate is on this machine: absent, or usable, or why not."""
-    import ctypes
-
-    from ..runtime.cuda import _unusable
-
-    try:
-        library = ctypes.CDLL(name)
-    except OSError:
-        return "absent"
-    return _unusable(library) or "usable"
-
-
-# ---- 5. latency ----------------------------------------------------------------------------------
+# ---- 3. latency ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Variant:
@@ -582,17 +430,6 @@ def markdown(report: dict) -> str:
              markdown_table(["step", "status", "seconds", "note"],
                             [[name, s["status"], f"{s['seconds']:.1f}", s["reason"]] for name, s in report["steps"].items()]),
              ""]
-    rows = report["steps"].get("correctness", {}).get("detail") or []
-    if rows:
-        by_fixture: dict[tuple[str, str], list[dict]] = {}
-        for r in rows:
-            by_fixture.setdefault((r["fixture"], r["precision"]), []).append(r)
-        lines += ["Correctness on the golden fixtures (FP32: max rel ≤ 1e-5, TF32 off; FP16: PSNR ≥ 60 dB, "
-                  "max rel ≤ 5e-3):", "", markdown_table(
-                      ["fixture", "precision", "cases", "worst max rel", "worst PSNR dB", "verdict"],
-                      [[f, p, str(len(rs)), f"{max(r.get('max_rel', np.inf) for r in rs):.1e}",
-                        f"{min(r.get('psnr_db', -np.inf) for r in rs):.1f}",
-                        "PASS" if all(r["passed"] for r in rs) else "FAIL"] for (f, p), rs in by_fixture.items()]), ""]
     rows = report["steps"].get("latency", {}).get("detail") or []
     if rows:
         lines += ["Median latency in ms (CUDA events, input on the device, batch 1; * DSRNet's gate as a per-image "
@@ -608,10 +445,10 @@ def markdown(report: dict) -> str:
                         "" if r.get("of_peak_pct") is None else f"{r['of_peak_pct']:.0f}%",
                         _f(r.get("first_call_s"), ".1f"), _f(r.get("peak_mem_mb"), ".0f"),
                         r.get("check", "") if r["status"] == "ok" else r.get("reason", "")] for r in rows]), ""]
-    layer = report["steps"].get("cuda_layer", {}).get("detail") or {}
-    if layer:
-        lines += ["ctypes CUDA layer (runtime/cuda.py) against the driver:", "",
-                  markdown_table(["check", "result"], [[k, str(v)] for k, v in layer.items()]), ""]
+    tests = (report["steps"].get("gpu_tests", {}).get("detail") or {}).get("tests") or {}
+    if tests:
+        lines += ["`pytest -m gpu` (tests/test_gpu.py):", "",
+                  markdown_table(["test", "outcome"], [[name, verdict] for name, (verdict, _) in tests.items()]), ""]
     return "\n".join(lines)
 
 
@@ -657,9 +494,7 @@ def main(argv: list[str] | None = None) -> int:
               "cpu": cpu_name(), "ceilings": {}, "steps": {}}
     plan: list[tuple[str, Callable[[], Step]]] = [
         ("environment", lambda: run_step("environment", environment)),
-        ("correctness", lambda: run_step("correctness", lambda: correctness(shared, device, DRY_FIXTURES if missing else None))),
-        ("gate_tiling", lambda: run_step("gate_tiling", lambda: gate_tiling(shared, device))),
-        ("cuda_layer", lambda: run_step("cuda_layer", cuda_layer) if not missing else Step("cuda_layer", "skipped", missing)),
+        ("gpu_tests", lambda: run_step("gpu_tests", lambda: gpu_tests(shared))),
         ("latency", lambda: run_step("latency", lambda: latency(shared, device, DRY_SIZES if missing else GPU_SIZES,
                                                                args.budget, report["ceilings"]))),
         ("bench", lambda: run_step("bench", lambda: bench(out, shared, DRY_SIZES if missing else GPU_SIZES))),

@@ -28,11 +28,6 @@ from ..runtime.errors import SrDeployError
 SHOWN = 3  # offending keys named in a mismatch message
 
 
-def is_own(model: str) -> bool:
-    """``FILE.py:NAME`` or ``package.module:NAME`` (zoo names have no colon)."""
-    return ":" in model
-
-
 def origin(source: dict[str, Any]) -> str:
     """Where a network of your own comes from (``ModelInfo.source``): its file, or its module."""
     return source.get("file") or source["module"]
@@ -151,21 +146,3 @@ def load_own(spec: str, weights: str | Path | None, args: dict[str, Any] | str |
                      paper=origin(source),
                      source={**source, "args": args, "checkpoint": str(path.resolve())})
     return SrModel(network, info)
-
-
-def load_model(model: str, scale: int | None = None, weights: str | Path | None = None, gate: str | None = None,
-               model_args: dict[str, Any] | str | None = None, say: Callable[[str], None] = lambda _: None) -> SrModel:
-    """A zoo model (``model`` a name, ``scale`` default 2) or a network of your own (``model`` FILE.py:NAME or
-    package.module:NAME with ``weights``; ``scale`` measured; ``say``: progress)."""
-    check_options(model, gate, model_args)
-    if is_own(model):
-        return load_own(model, weights, model_args, scale, say)
-    return load(model, scale or 2, weights, **({"gate": gate} if gate else {}))
-
-
-def check_options(model: str, gate: str | None, model_args: dict[str, Any] | str | None) -> None:
-    """``gate`` is the zoo's (DSRNet's) option, ``model_args`` your own network's: each refused for the other."""
-    if is_own(model) and gate:
-        raise SrDeployError("--gate is DSRNet's option: a network of your own takes --model-args")
-    if not is_own(model) and model_args is not None:
-        raise SrDeployError(f"--model-args is for a network of your own (FILE.py:NAME); {model} takes --scale/--gate")

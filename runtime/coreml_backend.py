@@ -38,6 +38,18 @@ def import_coremltools():
     return coremltools
 
 
+def unavailable(**_) -> str | None:
+    """Why Core ML cannot run models here (macOS only), or None."""
+    import importlib.util
+    import platform
+
+    if platform.system() != "Darwin":
+        return "Core ML runs models only on macOS (export --target coreml checks packages on Linux; it cannot time them)"
+    if importlib.util.find_spec("coremltools") is None:
+        return "coremltools is not installed: pip install -e '.[coreml]'"
+    return None
+
+
 def check_package(path: Path) -> None:
     """The package's spec against the digest sealed into it, and its weights against the sha256 the spec
     records; one line naming the package and the fix otherwise (``runtime.digest``)."""

@@ -17,6 +17,21 @@ from .global_gate import GateSplit, onnxruntime_split
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
+def unavailable(providers: list[str] | None = None, **_) -> str | None:
+    """Why ONNX Runtime cannot run here (with ``providers``), or None."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "onnxruntime is not installed"
+    import onnxruntime
+
+    missing = [p for p in providers or () if p not in onnxruntime.get_available_providers()]
+    if missing:
+        return (f"onnxruntime {onnxruntime.__version__} here has no {', '.join(missing)} "
+                f"(it has {', '.join(onnxruntime.get_available_providers())})")
+    return None
+
+
 class OnnxSession(ArtifactSession):
     """An ONNX artifact ready to run, with its srdeploy metadata."""
 

@@ -1,38 +1,63 @@
-"""``open_artifact``: the backend for an exported artifact, chosen from the file (``.onnx`` → ONNX Runtime, or
-OpenVINO when asked; ``.xml`` → OpenVINO; ``.engine`` → TensorRT; ``.mlpackage`` → Core ML). Each backend is
+"""``open_artifact``: the session for an exported artifact, chosen from the file by the target table
+(``runtime.targets``: ``.onnx`` → ONNX Runtime, ``.xml`` → OpenVINO, ``.engine`` → TensorRT, ``.mlpackage`` →
+Core ML), or by ``backend`` where another runtime runs that file too (an ``.onnx`` on OpenVINO). Each session is
 imported only when a file needs it (TensorRT, OpenVINO and Core ML are optional)."""
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 from .artifact import ArtifactSession
 from .errors import SrDeployError
+from .targets import Target, for_artifact, runnable, runtimes_for
 
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-BACKENDS = ("auto", "onnxruntime", "openvino")  # what ``open_artifact`` may be asked to run an .onnx file on
+DEFAULT_SUFFIX = ".onnx"  # a file no target claims is tried as ONNX: ONNX Runtime names what is wrong with it
+
+
+def backend_names() -> tuple[str, ...]:
+    """What ``--backend`` may name: ``auto`` (the file's own runtime), or a runtime that runs .onnx files."""
+    return ("auto", *runtimes_for(DEFAULT_SUFFIX))
 
 
 def open_artifact(path: str | Path, run: bool = True, backend: str = "auto", **options) -> ArtifactSession:
-    """The session for an exported artifact: TensorRT for engines, Core ML for packages, OpenVINO for IR (and
-    for .onnx with ``backend="openvino"``), else ONNX Runtime. ``run=False``: only its metadata is wanted (a
-    Core ML package is then read off macOS too; nothing is compiled)."""
-    suffix = Path(path).suffix.lower()
-    if backend not in BACKENDS:
-        raise SrDeployError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    if backend != "auto" and suffix != ".onnx":
-        raise SrDeployError(f"--backend {backend} runs .onnx artifacts; {Path(path).name} chooses its own runtime")
-    if suffix == ".xml" or backend == "openvino":
-        from .openvino_backend import OpenVinoSession
+    """The session for an exported artifact, from its target (``backend``: a runtime that runs this kind of file
+    too). ``run=False``: only its metadata is wanted, where the session can stop there (a Core ML package is
+    then read off macOS too; nothing is compiled). ``options``: the session's own (a one-line refusal of an
+    option its runtime does not have)."""
+    if backend not in backend_names():
+        raise SrDeployError(f"backend {backend!r}: choose one of {', '.join(backend_names())}")
+    target = _chosen(Path(path), backend)
+    cls = target.session_class()
+    accepted = inspect.signature(cls).parameters
+    for option in options:
+        if option not in accepted:
+            raise _foreign_option(option, target)
+    if not run and "run" in accepted:
+        options["run"] = False
+    return cls(path, **options)
 
-        return OpenVinoSession(path, run=run, **options)
-    if suffix == ".mlpackage":
-        from .coreml_backend import CoreMLSession
 
-        return CoreMLSession(path, run=run, **options)
-    if Path(path).suffix.lower() in ENGINE_SUFFIXES:
-        from .trt_backend import TrtSession
+def _chosen(path: Path, backend: str) -> Target:
+    own = for_artifact(path) or for_artifact(DEFAULT_SUFFIX)
+    if backend == "auto" or backend == own.runtime:
+        return own
+    suffix = path.suffix.lower()
+    other = next((t for t in runnable() if t.runtime == backend and suffix in t.opens_too), None)
+    if other is None:
+        runs = sorted({s for t in runnable() if t.runtime == backend for s in (*t.suffixes, *t.opens_too)})
+        raise SrDeployError(f"--backend {backend} runs {', '.join(runs)} artifacts; {path.name} chooses its own "
+                            "runtime")
+    return other
 
-        return TrtSession(path, **options)
-    from .onnx_backend import OnnxSession
 
-    return OnnxSession(path, **options)
+def _foreign_option(option: str, target: Target) -> SrDeployError:
+    """``--OPTION is an OpenVINO setting: add --backend openvino or open an .xml``."""
+    owners = [t for t in runnable() if option in inspect.signature(t.session_class()).parameters]
+    flag = f"--{option.replace('_', '-')}"
+    if not owners:
+        return SrDeployError(f"{flag} is no setting of {target.artifact}")
+    owner = owners[0]
+    name = owner.session_class().runtime_name
+    article = "an" if name[0].upper() in "AEIOU" else "a"
+    return SrDeployError(f"{flag} is {article} {name} setting: add --backend {owner.runtime} or open an "
+                         f"{owner.suffixes[0]}")

@@ -36,6 +36,17 @@ def import_openvino():
     return openvino
 
 
+def unavailable(inference_precision: str = "f32", **_) -> str | None:
+    """Why OpenVINO cannot run here at ``inference_precision``, or None."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        return "OpenVINO is not installed: pip install openvino"
+    if not cpu_supports(inference_precision):
+        return f"this CPU has no native {inference_precision} (OpenVINO would compute in f32)"
+    return None
+
+
 def compile_cache_dir() -> Path:
     """Where OpenVINO keeps compiled models: beside the checkpoint cache (``$SRDEPLOY_CACHE_DIR``)."""
     from .cache import cache_root

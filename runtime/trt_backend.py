@@ -39,6 +39,16 @@ def require_tensorrt():
     return tensorrt
 
 
+def unavailable(**_) -> str | None:
+    """Why TensorRT cannot run here (its package, a GPU with its driver), or None."""
+    try:
+        require_tensorrt()
+        Cuda()
+    except SrDeployError as exc:
+        return str(exc).split(":")[0]
+    return None
+
+
 def current_target(trt, cuda: Cuda) -> BuildTarget:
     return BuildTarget(trt.__version__, cuda.device_name(), cuda.compute_capability())
 
@@ -133,6 +143,11 @@ class TrtSession(ArtifactSession):
         self.cuda.copy_async(self._output.host, self._output.device, out_bytes, DEVICE_TO_HOST, self.stream)
         self.cuda.synchronize(self.stream)
         return self._output.host_array(out_shape, self.output_dtype).astype(np.float32)
+
+    def device_memory_mb(self) -> float:
+        """Device memory in use now (the driver's count: this process and any other)."""
+        free, total = self.cuda.memory_info()
+        return (total - free) / 2**20
 
     def gate_split(self) -> GateSplit:
         """The gate's part engines its sidecar lists (``runtime.global_gate.gate_parts``), for tiles that share the

@@ -14,7 +14,7 @@ from srdeploy import models
 from srdeploy.runtime import images, metrics
 from srdeploy.runtime.errors import SrDeployError
 from srdeploy.runtime.pipeline import upscale_rgb
-from srdeploy.runtime.torch_runner import TorchRunner
+from srdeploy.models.torch_runner import TorchRunner
 from tests.conftest import need_shared
 
 RNG = np.random.default_rng(0)

@@ -48,8 +48,8 @@ def test_every_architecture_is_covered():
 @pytest.mark.parametrize("model", sorted(CHECKPOINTS))
 def test_the_onnx_of_every_zoo_model_runs_in_opencv_and_equals_onnx_runtime(model, tmp_path):
     portable = model == "dsrnet"  # the one graph with control flow
-    result = api.export_model(model, 2, weights=str(_checkpoint(model)), out=tmp_path, portable=portable,
-                              progress=False)
+    result = api.export_model(model, 2, weights=str(_checkpoint(model)), out=tmp_path,
+                              options=api.ExportOptions(portable=portable), progress=False)
     path = result.artifacts[0]
     session = OnnxSession(path)
     x = _photo_batch(session.colour)
@@ -66,8 +66,8 @@ def test_portable_dsrnet_has_no_control_flow_and_the_same_outputs(tmp_path):
     assert "If" in {node.op_type for node in onnx.load(plain).graph.node}
     x = _photo_batch("rgb")
     for precision in ("fp32", "fp16"):
-        path = api.export_model("dsrnet", 2, precision=precision, weights=checkpoint, out=tmp_path, portable=True,
-                                progress=False).artifacts[0]
+        path = api.export_model("dsrnet", 2, precision=precision, weights=checkpoint, out=tmp_path,
+                                options=api.ExportOptions(portable=True), progress=False).artifacts[0]
         assert path.name == f"dsrnet_x2_{precision}_portable.onnx"
         assert "If" not in {node.op_type for node in onnx.load(path).graph.node}
         session = OnnxSession(path)
@@ -81,4 +81,4 @@ def test_portable_dsrnet_has_no_control_flow_and_the_same_outputs(tmp_path):
 
 def test_portable_is_an_onnx_form():
     with pytest.raises(SrDeployError, match="--portable is a form of the ONNX file: use it with --target onnx"):
-        api.export_model("dsrnet", 2, target="openvino", portable=True, progress=False)
+        api.export_model("dsrnet", 2, target="openvino", options=api.ExportOptions(portable=True), progress=False)

@@ -139,16 +139,19 @@ def _photo(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("name", CASES)
 def test_tiled_upscale_equals_whole_or_is_refused(own, onnx_files, name, tmp_path):
     photo = _photo(tmp_path)
-    whole = api.upscale(photo, tmp_path / "whole.png", artifact=onnx_files[name], tile=0, progress=False)
+    whole = api.upscale(photo, tmp_path / "whole.png", artifact=onnx_files[name], options=api.UpscaleOptions(tile=0),
+                         progress=False)
     assert whole.exit_status == 0
     if CASES[name][6]:
         with pytest.raises(SrDeployError, match="depends on the whole image"):
-            api.upscale(photo, tmp_path / "tiled.png", artifact=onnx_files[name], tile=24, progress=False)
+            api.upscale(photo, tmp_path / "tiled.png", artifact=onnx_files[name], options=api.UpscaleOptions(tile=24),
+                        progress=False)
         default = api.upscale(photo, tmp_path / "default.png", artifact=onnx_files[name], progress=False)
         assert np.array_equal(images.read_rgb(tmp_path / "default.png"), images.read_rgb(tmp_path / "whole.png"))
         assert default.exit_status == 0
         return
-    api.upscale(photo, tmp_path / "tiled.png", artifact=onnx_files[name], tile=24, progress=False)
+    api.upscale(photo, tmp_path / "tiled.png", artifact=onnx_files[name], options=api.UpscaleOptions(tile=24),
+                        progress=False)
     tiled, reference = images.read_rgb(tmp_path / "tiled.png"), images.read_rgb(tmp_path / "whole.png")
     assert metrics.psnr(tiled, reference) >= 60
 

@@ -11,7 +11,7 @@ from srdeploy import models
 from srdeploy.runtime.quality import dataset_pairs, evaluate
 from srdeploy.models.registry import ARCHITECTURES
 from srdeploy.runtime import images, metrics
-from srdeploy.runtime.torch_runner import TorchRunner
+from srdeploy.models.torch_runner import TorchRunner
 from tests.conftest import need_shared
 
 # model, scale, options → Set5 PSNR measured with the public reference code (shared/README.md)

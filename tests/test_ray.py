@@ -67,7 +67,7 @@ def test_ray_refuses_what_its_workers_cannot_open(tmp_path):
     engine.write_bytes(b"engine")
     result = run_cli("upscale", str(folder), str(tmp_path / "out"), "--artifact", str(engine), "--engine", "ray")
     assert result.returncode == 2 and result.stderr.count("\n") == 1
-    assert result.stderr.startswith("error: --engine ray runs .onnx artifacts, OpenVINO IR (.xml) or --model, not "
+    assert result.stderr.startswith("error: --engine ray runs .onnx (ONNX Runtime), .xml (OpenVINO) or --model, not "
                                     "m.engine") and not (tmp_path / "out").exists()
 
 

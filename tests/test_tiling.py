@@ -16,7 +16,7 @@ from srdeploy.runtime import images, metrics
 from srdeploy.runtime.onnx_backend import OnnxSession
 from srdeploy.runtime.pipeline import upscale_rgb
 from srdeploy.runtime.tiling import tiled_infer, windowed_infer
-from srdeploy.runtime.torch_runner import TorchRunner
+from srdeploy.models.torch_runner import TorchRunner
 from typing import Callable
 from tests.conftest import REPO, need_shared, weights
 from tests.gate_sensitive import TILE, gate_sensitive_state
@@ -192,7 +192,7 @@ def _sr(output: np.ndarray) -> np.ndarray:
 
 
 def test_gate_decided_on_the_whole_image_pytorch(gate_sensitive):
-    from srdeploy.runtime.torch_runner import TorchRunner
+    from srdeploy.models.torch_runner import TorchRunner
 
     _, lr, model = gate_sensitive
     runner, x = TorchRunner(model.network), images.to_unit_float(lr)
@@ -205,7 +205,7 @@ def test_gate_decided_on_the_whole_image_pytorch(gate_sensitive):
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_gate_decided_on_the_whole_image_artifact(gate_sensitive, gate_sensitive_onnx, backend):
     from srdeploy.runtime.opener import open_artifact
-    from srdeploy.runtime.torch_runner import TorchRunner
+    from srdeploy.models.torch_runner import TorchRunner
 
     _, lr, model = gate_sensitive
     session, x = open_artifact(gate_sensitive_onnx, backend=backend), images.to_unit_float(lr)
@@ -337,7 +337,7 @@ def test_the_jetson_bundle_builds_and_checks_the_gate_parts(gate_sensitive, tmp_
     from srdeploy.export.bundles.jetson import write_bundle
     from srdeploy.export.onnx.onnx_export import to_onnx
     from srdeploy.export.trt.trt_plan import BuildPlan, Profile, settings_from_trtexec
-    from srdeploy.runtime.torch_runner import TorchRunner
+    from srdeploy.models.torch_runner import TorchRunner
     from tests.test_trt import _bundle_check, _bundle_upscale, _fake_trtexec
 
     path, lr, model = gate_sensitive

@@ -24,7 +24,7 @@ from srdeploy.export.precision import export_precision
 from srdeploy.export.trt.trt_plan import BuildPlan, Profile, default_profile, parse_shape, profile_from_args, settings_from_trtexec
 from srdeploy.runtime.cuda import Cuda
 from srdeploy.runtime.errors import SrDeployError
-from srdeploy.runtime.torch_runner import TorchRunner
+from srdeploy.models.torch_runner import TorchRunner
 from srdeploy.runtime.trt_sidecar import (
     BuildTarget,
     incompatibility,

@@ -66,7 +66,7 @@ def test_a_clip_keeps_its_frames_rate_and_audio_and_matches_the_image_path(clip,
     need_shared("weights", "fsrcnn_x2.pth")
     from srdeploy import models
     from srdeploy.runtime.pipeline import upscale_rgb
-    from srdeploy.runtime.torch_runner import TorchRunner
+    from srdeploy.models.torch_runner import TorchRunner
 
     out = tmp_path / "big.mp4"
     result = run_cli("upscale", str(clip), str(out), "--model", "fsrcnn", "--scale", "2", "--tile", "40")

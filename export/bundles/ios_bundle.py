@@ -132,3 +132,24 @@ def write_ios_bundle(model: SrModel, options: CoreMLOptions, out: str | Path, ca
                                                       "report": report.as_dict()}, indent=2))
     report.package = str(out / package.name)
     return out, report
+
+
+def check(options, out: Path) -> None:
+    """The bundle's folder (new, empty or a previous bundle) and its Core ML options, or one line."""
+    from ..coreml.target import check as check_coreml
+
+    check_destination(out)
+    check_coreml(options, out)
+
+
+def export(net: SrModel, options, out: Path, progress):
+    """The iOS bundle in ``out``: the checked package, Swift code and README (``export.main`` shape)."""
+    from ..coreml.target import coreml_options, report_line
+    from ..main import result_for
+
+    converted = coreml_options(options, net)
+    path, report = write_ios_bundle(net, converted, out, options.calib, options.max_psnr_drop)
+    progress(report_line(converted, report))
+    result = result_for(net, "ios", options, report)
+    result.artifacts.append(path)
+    return result

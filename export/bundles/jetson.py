@@ -33,6 +33,7 @@ from ...runtime.atomic import atomic_dir, check_bundle_folder
 from ...runtime.precision import Precision
 from ...runtime.bundle_check import FORMAT, MANIFEST
 from ...runtime.compare import TOLERANCES
+from ...runtime.errors import SrDeployError
 from ...runtime.global_gate import GATE_PARTS, gate_parts
 from ...runtime.golden import save_golden
 from ...runtime.parity import probe_inputs
@@ -256,3 +257,42 @@ def write_bundle(out: Path, model_name: str, scale: int, artifacts: dict[str, on
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return out
 
+
+
+def bundle_precisions(text: str) -> list[str]:
+    """``--precisions fp32,fp16,int8`` as a list, or one line naming the choices."""
+    chosen = [p.strip() for p in text.split(",") if p.strip()]
+    if not chosen or set(chosen) - {"fp32", "fp16", "int8"}:
+        raise SrDeployError(f"--precisions {text!r}: choose from fp32,fp16,int8")
+    return chosen
+
+
+def check(options, out: Path) -> None:
+    """The bundle's folder (new, empty or a previous bundle) and its precisions, or one line."""
+    check_destination(out)
+    bundle_precisions(options.precisions)
+
+
+def export(net, options, out: Path, progress):
+    """FP32/FP16/INT8 ONNX through their gates (``--max-psnr-drop`` applies to INT8), golden outputs, build.sh and
+    the thin runtime in one folder (``export.main`` shape)."""
+    from dataclasses import replace
+
+    from ..main import result_for
+    from ..onnx.target import gated_onnx
+    from ..trt.trt_plan import profile_from_args
+    from ...calib.data import held_out_photo
+    from ...models.torch_runner import TorchRunner
+
+    chosen = bundle_precisions(options.precisions)
+    default_limits = replace(options, max_psnr_drop=None)  # the same graphs cache; the limit applies to INT8 only
+    artifacts = {p: gated_onnx(net, p, options if p == "int8" else default_limits, progress, for_tensorrt=True)[0]
+                 for p in chosen}
+    progress("jetson bundle: golden outputs (PyTorch FP32 on held-out photo crops), build.sh, runtime, manifest")
+    info = net.info
+    profile = profile_from_args(info.export.input_name, info.channels, info.scale, options.min_shape,
+                                options.opt_shape, options.max_shape)
+    result = result_for(net, "jetson", options, precisions=chosen)
+    result.artifacts.append(write_bundle(out, info.name, info.scale, artifacts, profile, held_out_photo(info.colour),
+                                         TorchRunner(net.network).infer))
+    return result

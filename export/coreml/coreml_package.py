@@ -30,7 +30,7 @@ from ...runtime.atomic import replace_dir
 from ...runtime.coreml_backend import SPEC_FILE, WEIGHTS_FILE, WEIGHTS_KEY, import_coremltools
 from ...runtime.errors import SrDeployError
 from ...runtime.parity import photo_crop
-from ...runtime.torch_runner import TorchRunner
+from ...models.torch_runner import TorchRunner
 
 VALIDATION_SPEC = CropSpec(size=64, count=8, seed=1)  # held-out photo crops for the PSNR drop
 # dB on held-out photos vs PyTorch FP32: FP16 alone as for ONNX FP16; compressed weights "without visible loss"

@@ -218,7 +218,7 @@ def export_model_engine(model: SrModel, proto, precision: Precision, profile, ou
     from .trt_plan import BuildPlan
     from ...runtime.compare import TOLERANCES
     from ...runtime.parity import probe_inputs
-    from ...runtime.torch_runner import TorchRunner
+    from ...models.torch_runner import TorchRunner
 
     photo = held_out_photo(model.info.colour) if precision == "int8" else None
     inputs = probe_inputs(model.info.channels, {"min": list(profile.min), "max": list(profile.max)}, photo=photo)

@@ -1,11 +1,14 @@
 """The PyTorch reference backend: a torch ``nn.Module`` behind the runtime's ``infer()`` interface."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import numpy as np
 import torch
 from torch import nn
 
-from .global_gate import GateSplit
+from ..runtime.global_gate import GateSplit
 
 
 class TorchRunner:
@@ -37,3 +40,20 @@ class TorchRunner:
         return GateSplit(lambda x: run(model.gate_features, x.astype(np.float32, copy=False)),
                          lambda mean: run(model.decide, mean.astype(np.float32)),
                          lambda x, decision: run(model, x.astype(np.float32, copy=False), decision.astype(bool)))
+
+
+@contextmanager
+def tiles_of_one_thread(artifact: object | None) -> Iterator[int]:
+    """How many tiles run at once in this process: 1 for an artifact; for the PyTorch model (``artifact`` None), as
+    many as PyTorch has threads, each tile computed by one thread for the duration (PyTorch's CPU kernels sum in
+    another order at another thread count: one thread per tile gives the same bytes here, on Ray's one-CPU workers
+    and on a machine with any number of cores)."""
+    if artifact:
+        yield 1
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(threads)
