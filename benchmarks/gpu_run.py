@@ -48,7 +48,7 @@ from ..runtime.tables import markdown_table
 
 REPO = Path(__file__).resolve().parent.parent
 FP32_RTOL = 1e-5  # tests/test_golden_fixtures.py
-MODULES = ("models", "runtime.cuda", "runtime.trt_backend", "runtime.compare", "benchmarks.complexity",
+MODULES = ("models", "runtime.sessions.cuda", "runtime.sessions.tensorrt", "runtime.compare", "benchmarks.complexity",
            "benchmarks.bench", "benchmarks.backends", "cli")
 LATENCY_MODELS = (("lesrcnn", 2), ("dsrnet", 2), ("fsrcnn", 2))
 GPU_SIZES = ((640, 360), (960, 540))

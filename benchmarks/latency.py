@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..runtime.atomic import atomic_path
-from ..runtime.onnx_backend import OnnxSession
+from ..runtime.sessions.onnxruntime import OnnxSession
 from ..runtime.tables import markdown_table
 from ..runtime.timing import Timing, measure
 

@@ -35,8 +35,8 @@ from ..export.onnx.onnx_export import save, to_onnx
 from ..export.openvino.openvino_export import ir_graph, pair_order_crops
 from ..export.precision import VALIDATION_SPEC, export_precision
 from ..runtime.atomic import atomic_path
-from ..runtime.onnx_backend import OnnxSession
-from ..runtime.openvino_backend import ExecutedPrecisions, compile_config, conv_macs, executed_convs
+from ..runtime.sessions.onnxruntime import OnnxSession
+from ..runtime.sessions.openvino import ExecutedPrecisions, compile_config, conv_macs, executed_convs
 from ..runtime.precision import Precision
 from ..runtime.progress import Stages
 from ..runtime.tables import markdown_table

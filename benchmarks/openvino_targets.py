@@ -24,8 +24,8 @@ import numpy as np
 from ..runtime.atomic import atomic_path
 from ..runtime.cpu import int8_dot
 from ..runtime.errors import SrDeployError
-from ..runtime.onnx_backend import OnnxSession
-from ..runtime.openvino_backend import OpenVinoSession
+from ..runtime.sessions.onnxruntime import OnnxSession
+from ..runtime.sessions.openvino import OpenVinoSession
 from ..runtime.quality import dataset_pairs, evaluate
 from ..runtime.tables import markdown_table
 from ..runtime.timing import SETTLE_S, interleaved_medians

@@ -27,7 +27,7 @@ from ..export.onnx.onnx_export import save
 from ..export.precision import export_precision, float_summary
 from ..models.registry import CHECKPOINTS, architecture
 from ..runtime.atomic import atomic_path
-from ..runtime.onnx_backend import OnnxSession
+from ..runtime.sessions.onnxruntime import OnnxSession
 from ..runtime.tables import markdown_table
 
 

@@ -127,7 +127,7 @@ def measure_fp16_float(int8_proto: onnx.ModelProto, batch: np.ndarray, validatio
     result = {"passed": False, "keep_fp32": keep_fp32, "drop_db_onnxruntime": round(drop(proto_infer(candidate)), 4),
               "drop_db_openvino": None, "drop_db_openvino_fp32_float": None}
     if importlib.util.find_spec("openvino") is not None:
-        from ..runtime.openvino_backend import proto_infer as openvino_infer
+        from ..runtime.sessions.openvino import proto_infer as openvino_infer
 
         result["drop_db_openvino"] = round(drop(openvino_infer(candidate)), 4)
         result["drop_db_openvino_fp32_float"] = round(drop(openvino_infer(int8_proto)), 4)

@@ -52,9 +52,9 @@ def load_manifest(root: Path = BUNDLE) -> dict:
 
 def adopt_engine(root: Path, entry: dict, precision: str, typing: str) -> None:
     """Write the sidecar of an engine ``build.sh`` has just built on this machine."""
-    from .cuda import Cuda
-    from .trt_backend import current_target, require_tensorrt
-    from .trt_sidecar import write_sidecar
+    from .sessions.cuda import Cuda
+    from .sessions.tensorrt import current_target, require_tensorrt
+    from .sessions.tensorrt_sidecar import write_sidecar
 
     target = current_target(require_tensorrt(), Cuda())
     parts = entry.get("gate_parts", {})
@@ -70,17 +70,17 @@ BUNDLE_BACKENDS = ("tensorrt", "onnxruntime", "openvino")
 
 def open_session(root: Path, entry: dict, backend: str, cuda_graphs: bool, precision: str):
     if backend == "onnxruntime":
-        from .onnx_backend import OnnxSession
+        from .sessions.onnxruntime import OnnxSession
 
         return OnnxSession(root / entry["onnx"], providers=["CPUExecutionProvider"])
     if backend == "openvino":
-        from .openvino_backend import OpenVinoSession
+        from .sessions.openvino import OpenVinoSession
 
         return OpenVinoSession(root / entry["onnx"])
     if not (root / entry["engine"]).is_file():
         raise SrDeployError(f"engine {entry['engine']} is not built yet: run `bash build.sh {precision}` in this bundle "
                             "(or use --backend onnxruntime)")
-    from .trt_backend import TrtSession
+    from .sessions.tensorrt import TrtSession
 
     return TrtSession(root / entry["engine"], cuda_graphs=cuda_graphs)
 
@@ -119,7 +119,7 @@ def check(root: Path, precision: str, args: argparse.Namespace, manifest: dict) 
     results = parity(session, cases, tolerance)
     passed = not any(r["violations"] for r in results.values())
     if args.typing:  # record the measured parity in the sidecar of the engine just built
-        from .trt_sidecar import update_sidecar
+        from .sessions.tensorrt_sidecar import update_sidecar
 
         update_sidecar(root / entry["engine"], parity={"passed": passed, "cases": results,
                                                        "reference": manifest["reference"]})

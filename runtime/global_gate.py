@@ -13,7 +13,7 @@ F's receptive radius, so summing F over the tile cores gives the whole image's m
 rounding), and every tile then runs the branch the whole-image run takes (``runtime.tiling``).
 
 This module cuts ONNX graphs into ``gate_parts`` that each take one input and give one output, with no ``If``
-(ONNX Runtime runs them; TensorRT builds each as an engine); ``runtime.openvino_backend`` cuts OpenVINO models
+(ONNX Runtime runs them; TensorRT builds each as an engine); ``runtime.sessions.openvino`` cuts OpenVINO models
 at the same two places.
 """
 from __future__ import annotations

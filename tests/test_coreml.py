@@ -25,7 +25,7 @@ from srdeploy.models.loading import SrModel  # noqa: E402
 from srdeploy.models.registry import default_checkpoint  # noqa: E402
 from srdeploy.runtime import images  # noqa: E402
 from srdeploy.runtime.opener import open_artifact  # noqa: E402
-from srdeploy.runtime.coreml_backend import CoreMLSession  # noqa: E402
+from srdeploy.runtime.sessions.coreml import CoreMLSession  # noqa: E402
 from srdeploy.runtime.errors import SrDeployError  # noqa: E402
 from tests.conftest import REPO, need_shared, weights  # noqa: E402
 from tests.test_models import split_gate_checkpoint  # noqa: E402

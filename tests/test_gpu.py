@@ -5,7 +5,7 @@ run, ``benchmarks/gpu_run.py``, does so and records the outcome); here they skip
   FP16 artifact tolerance of ``runtime.compare``).
 - DSRNet ×2 with a gate that flips between 48-pixel tiles of a Set5 image, tiled on the device with the whole
   image's decision shared: equal to the whole image, unlike tiles deciding alone; the device equal to the CPU.
-- The ctypes CUDA layer under the TensorRT session (``runtime/cuda.py``, its buffers) against the real driver,
+- The ctypes CUDA layer under the TensorRT session (``runtime/sessions/cuda.py``, its buffers) against the real driver,
   without TensorRT: device facts against PyTorch's, pinned round trips, copies into PyTorch's memory, a captured
   and replayed CUDA graph, a failed capture that leaves the stream usable, CUDA's error text.
 """
@@ -73,7 +73,7 @@ def test_dsrnet_tiles_on_cuda_with_the_whole_image_decision():
 
 @pytest.fixture(scope="module")
 def cuda():
-    from srdeploy.runtime.cuda import Cuda, load_cudart
+    from srdeploy.runtime.sessions.cuda import Cuda, load_cudart
 
     return Cuda(0, load_cudart())
 
@@ -89,7 +89,7 @@ def test_the_cuda_layer_reads_the_device_pytorch_sees(cuda):
 
 
 def test_pinned_copies_round_trip_and_reach_pytorch_memory(cuda):
-    from srdeploy.runtime.trt_backend import _Buffer
+    from srdeploy.runtime.sessions.tensorrt import _Buffer
 
     stream = cuda.stream()
     source, target = _Buffer(cuda), _Buffer(cuda)
@@ -112,7 +112,7 @@ def test_pinned_copies_round_trip_and_reach_pytorch_memory(cuda):
 
 def test_a_captured_graph_replays_and_a_failed_capture_leaves_the_stream_usable(cuda):
     from srdeploy.runtime.errors import SrDeployError
-    from srdeploy.runtime.trt_backend import _Buffer
+    from srdeploy.runtime.sessions.tensorrt import _Buffer
 
     stream = cuda.stream()
     source, target = _Buffer(cuda), _Buffer(cuda)

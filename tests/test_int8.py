@@ -19,7 +19,7 @@ from srdeploy.export.precision import check_gate
 from srdeploy.models.registry import architecture
 from srdeploy.runtime.compare import TOLERANCES, compare
 from srdeploy.runtime.errors import SrDeployError
-from srdeploy.runtime.onnx_backend import OnnxSession
+from srdeploy.runtime.sessions.onnxruntime import OnnxSession
 from tests.conftest import REPO, weights
 
 

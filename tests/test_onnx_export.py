@@ -16,7 +16,7 @@ from srdeploy.benchmarks.reference_fixtures import zoo_name_and_scale
 from srdeploy.export.onnx.onnx_export import export_onnx
 from srdeploy.models.registry import architecture
 from srdeploy.runtime.errors import SrDeployError
-from srdeploy.runtime.onnx_backend import OnnxSession
+from srdeploy.runtime.sessions.onnxruntime import OnnxSession
 from tests.conftest import REPO, SHARED, need_shared, weights
 from tests.test_golden_fixtures import (
     FIXTURES,
@@ -100,7 +100,7 @@ def test_runtime_errors(lesrcnn_onnx, tmp_path):
 
 def test_runtime_does_not_import_torch(lesrcnn_onnx):
     code = (
-        "import sys; from runtime.onnx_backend import OnnxSession; import numpy as np; "
+        "import sys; from runtime.sessions.onnxruntime import OnnxSession; import numpy as np; "
         f"s = OnnxSession({str(lesrcnn_onnx)!r}); s.infer(np.zeros((1, 3, 8, 8), np.float32)); "
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )

@@ -12,7 +12,7 @@ from srdeploy import api
 from srdeploy.calib.data import held_out_photo
 from srdeploy.models.registry import ARCHITECTURES
 from srdeploy.runtime.errors import SrDeployError
-from srdeploy.runtime.onnx_backend import OnnxSession
+from srdeploy.runtime.sessions.onnxruntime import OnnxSession
 from tests.conftest import need_shared, weights
 
 cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed: pip install opencv-python-headless (the dev extra has it)")

@@ -16,11 +16,11 @@ ov = pytest.importorskip("openvino", reason="OpenVINO is not installed: pip inst
 from srdeploy.export.onnx.onnx_export import save, to_onnx
 from srdeploy.export.openvino.openvino_export import export_ir, write_ir
 from srdeploy.runtime import cpu  # noqa: E402
-from srdeploy.runtime import openvino_backend  # noqa: E402
+from srdeploy.runtime.sessions import openvino as openvino_backend  # noqa: E402
 from srdeploy.runtime.opener import open_artifact  # noqa: E402
 from srdeploy.runtime.errors import SrDeployError  # noqa: E402
-from srdeploy.runtime.onnx_backend import OnnxSession  # noqa: E402
-from srdeploy.runtime.openvino_backend import OpenVinoSession  # noqa: E402
+from srdeploy.runtime.sessions.onnxruntime import OnnxSession  # noqa: E402
+from srdeploy.runtime.sessions.openvino import OpenVinoSession  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from srdeploy.export.quant.int8_checker import check_qdq
 from srdeploy.models import load_model
 from srdeploy.runtime import images, metrics
 from srdeploy.runtime.errors import SrDeployError
-from srdeploy.runtime.onnx_backend import OnnxSession
+from srdeploy.runtime.sessions.onnxruntime import OnnxSession
 
 ROOT = Path(__file__).resolve().parents[1]
 NETWORKS = ROOT / "tests" / "own_networks.py"

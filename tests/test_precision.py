@@ -18,7 +18,7 @@ from srdeploy.export.precision import export_precision
 from srdeploy.runtime import images
 from srdeploy.runtime.compare import TOLERANCES, compare
 from srdeploy.runtime.errors import SrDeployError
-from srdeploy.runtime.onnx_backend import OnnxSession
+from srdeploy.runtime.sessions.onnxruntime import OnnxSession
 from tests.conftest import REPO, SHARED, need_shared, weights
 
 

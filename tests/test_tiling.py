@@ -13,7 +13,7 @@ from srdeploy import models
 from srdeploy.export.onnx.onnx_export import export_onnx
 from srdeploy.models.registry import ARCHITECTURES, architecture, list_models
 from srdeploy.runtime import images, metrics
-from srdeploy.runtime.onnx_backend import OnnxSession
+from srdeploy.runtime.sessions.onnxruntime import OnnxSession
 from srdeploy.runtime.pipeline import upscale_rgb
 from srdeploy.runtime.tiling import tiled_infer, windowed_infer
 from srdeploy.models.torch_runner import TorchRunner
@@ -295,7 +295,7 @@ def test_a_tensorrt_engine_tiles_with_the_gate_parts_its_sidecar_lists(gate_sens
     is its part's ONNX run by ONNX Runtime (no TensorRT here), so the wiring is checked, not TensorRT."""
     import onnx
 
-    from srdeploy.runtime import trt_backend
+    from srdeploy.runtime.sessions import tensorrt as trt_backend
     from srdeploy.runtime.errors import SrDeployError
     from srdeploy.runtime.global_gate import gate_parts
 
@@ -385,7 +385,7 @@ def test_the_ios_bundle_tiles_a_whole_image_gate_as_the_whole_image(gate_sensiti
     from srdeploy.export.bundles.ios_bundle import write_ios_bundle
     from srdeploy.export.coreml.coreml_export import CoreMLOptions, CoreMLShapes
     from srdeploy.export.coreml.coreml_verify import executor_infer
-    from srdeploy.runtime.coreml_backend import CoreMLSession
+    from srdeploy.runtime.sessions.coreml import CoreMLSession
     from srdeploy.runtime.global_gate import GATE_PARTS, parts_split
 
     _, lr, model = gate_sensitive
@@ -421,7 +421,7 @@ def test_the_openvino_ir_holds_the_gate_as_a_per_image_select(gate_sensitive, ga
     and tiles share the whole image's decision through the IR."""
     pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install openvino")
     from srdeploy.export.openvino.openvino_export import export_ir
-    from srdeploy.runtime.openvino_backend import OpenVinoSession
+    from srdeploy.runtime.sessions.openvino import OpenVinoSession
 
     _, lr, model = gate_sensitive
     path, _, measured = export_ir(model, "fp32", tmp_path, progress=False)

@@ -22,10 +22,10 @@ from srdeploy.export.bundles.jetson import write_bundle
 from srdeploy.export.onnx.onnx_export import to_onnx
 from srdeploy.export.precision import export_precision
 from srdeploy.export.trt.trt_plan import BuildPlan, Profile, default_profile, parse_shape, profile_from_args, settings_from_trtexec
-from srdeploy.runtime.cuda import Cuda
+from srdeploy.runtime.sessions.cuda import Cuda
 from srdeploy.runtime.errors import SrDeployError
 from srdeploy.models.torch_runner import TorchRunner
-from srdeploy.runtime.trt_sidecar import (
+from srdeploy.runtime.sessions.tensorrt_sidecar import (
     BuildTarget,
     incompatibility,
     read_sidecar,
@@ -194,7 +194,7 @@ def test_engine_session_without_tensorrt_says_how_to_get_it(tmp_path):
 
 def test_tensorrt_runtime_modules_import_without_torch():
     code = ("import sys; sys.modules['torch'] = None; "
-            "import runtime.trt_backend, runtime.cuda, runtime.trt_sidecar, runtime.bundle_check, runtime.artifact")
+            "import runtime.sessions.tensorrt, runtime.sessions.cuda, runtime.sessions.tensorrt_sidecar, runtime.bundle_check, runtime.artifact")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
@@ -253,7 +253,8 @@ def test_bundle_contents(bundle):
     assert set(manifest["precisions"]) == {"fp32", "fp16", "int8"}
     for precision, entry in manifest["precisions"].items():
         assert (bundle / entry["onnx"]).is_file() and entry["metadata"]["precision"] == precision
-    assert {p.name for p in (bundle / "runtime").iterdir()} >= {"trt_backend.py", "cuda.py", "bundle_check.py"}
+    assert {p.relative_to(bundle / "runtime").as_posix() for p in (bundle / "runtime").rglob("*.py")} >= {
+        "sessions/tensorrt.py", "sessions/cuda.py", "bundle_check.py"}
     assert (bundle / "golden" / "golden.npz").is_file() and "bash build.sh" in (bundle / "README.md").read_text()
     assert subprocess.run(["bash", "-n", str(bundle / "build.sh")], capture_output=True).returncode == 0
     assert not list(bundle.parent.glob(".*")), "temporary folders left beside the bundle"
@@ -357,7 +358,7 @@ def _bundle_upscale(bundle: Path, *args: str) -> subprocess.CompletedProcess:
 def test_the_bundle_upscales_a_folder_by_itself(bundle, tmp_path):
     """Tiled within the bundle's small profile (max 128×160 LR), equal to a whole-image run of the same ONNX."""
     from srdeploy.runtime import images, metrics
-    from srdeploy.runtime.onnx_backend import OnnxSession
+    from srdeploy.runtime.sessions.onnxruntime import OnnxSession
     from srdeploy.runtime.pipeline import upscale_rgb
 
     photo = (held_out_photo("rgb").transpose(1, 2, 0) * 255).round().astype(np.uint8)[:150, :200]
@@ -415,7 +416,7 @@ def test_cli_jetson_bundle_end_to_end(tmp_path):
 @pytest.mark.skipif(NO_TRT is not None, reason=str(NO_TRT))
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_engine_build_and_parity_against_pytorch(precision, tmp_path):
-    from srdeploy.runtime.trt_backend import TrtSession
+    from srdeploy.runtime.sessions.tensorrt import TrtSession
 
     weights("fsrcnn_x2.pth")
     args = [sys.executable, "cli.py", "export", "--model", "fsrcnn", "--scale", "2", "--target", "trt",
@@ -443,7 +444,7 @@ def test_dsrnet_engine_tiles_with_its_gate_part_engines(tmp_path):
     the whole image."""
     from srdeploy.runtime import images, metrics
     from srdeploy.runtime.tiling import tiled_infer
-    from srdeploy.runtime.trt_backend import TrtSession
+    from srdeploy.runtime.sessions.tensorrt import TrtSession
 
     weights("dsrnet_x2.pth")
     args = [sys.executable, "cli.py", "export", "--model", "dsrnet", "--scale", "2", "--target", "trt", "--precision",
@@ -527,7 +528,7 @@ def test_a_failed_capture_is_ended_thread_local_and_raised():
 
 
 def test_the_loader_skips_a_runtime_the_driver_cannot_run(monkeypatch):
-    from srdeploy.runtime import cuda as runtime_cuda
+    from srdeploy.runtime.sessions import cuda as runtime_cuda
 
     libraries = {"libcudart.so.13": _FakeCudart(device_count_status=35), "libcudart.so.12": _FakeCudart()}
 
@@ -546,7 +547,7 @@ def test_the_loader_skips_a_runtime_the_driver_cannot_run(monkeypatch):
 
 
 class _FakeSessionCuda:
-    """What TrtSession asks of runtime.cuda.Cuda, recorded; ``capture`` fails like a real illegal capture."""
+    """What TrtSession asks of runtime.sessions.cuda.Cuda, recorded; ``capture`` fails like a real illegal capture."""
 
     def __init__(self, capture_fails: bool, host_fails: bool = False):
         self.capture_fails, self.host_fails, self.calls = capture_fails, host_fails, []
@@ -593,7 +594,7 @@ class _FakeContext:
 
 
 def _graph_session(cuda, context=None):
-    from srdeploy.runtime.trt_backend import TrtSession
+    from srdeploy.runtime.sessions.tensorrt import TrtSession
 
     session = object.__new__(TrtSession)
     session.path, session.stream, session.cuda_graphs, session.cuda = Path("m.engine"), 5, True, cuda
@@ -622,7 +623,7 @@ def test_cuda_graphs_capture_once_or_fall_back_to_plain_enqueues(fails):
 
 
 def test_pinned_allocation_failure_frees_the_device_allocation():
-    from srdeploy.runtime.trt_backend import _Buffer
+    from srdeploy.runtime.sessions.tensorrt import _Buffer
 
     cuda = _FakeSessionCuda(capture_fails=False, host_fails=True)
     with pytest.raises(SrDeployError, match="cudaMallocHost"):

@@ -41,9 +41,10 @@ from ...runtime.pipeline import Infer
 
 RUNTIME_FILES = (
     "__init__.py", "errors.py", "atomic.py", "artifact.py", "compare.py", "digest.py", "golden.py", "tables.py",
-    "timing.py", "cuda.py", "trt_sidecar.py", "trt_backend.py", "onnx_backend.py", "bundle_check.py",
-    "images.py", "pipeline.py", "tiling.py", "global_gate.py", "upscale.py", "bundle_upscale.py", "openvino_backend.py",
-    "cache.py", "cpu.py", "precision.py",
+    "timing.py", "bundle_check.py", "images.py", "pipeline.py", "tiling.py", "global_gate.py", "upscale.py",
+    "bundle_upscale.py", "cache.py", "cpu.py", "precision.py", "sessions/__init__.py",
+    "sessions/cuda.py", "sessions/tensorrt_sidecar.py", "sessions/tensorrt.py", "sessions/onnxruntime.py",
+    "sessions/openvino.py",
 )
 TYPINGS = {"strong": True, "weak": False}
 REFERENCE = "PyTorch FP32"
@@ -245,9 +246,9 @@ def write_bundle(out: Path, model_name: str, scale: int, artifacts: dict[str, on
         cases = {name: (x, reference(x)) for name, x in golden_inputs(photo, profile).items()}
         save_golden(work / "golden", cases, {"model": model_name, "scale": scale, "reference": REFERENCE,
                                              "checkpoint_sha256": _metadata(next(iter(artifacts.values())))["checkpoint_sha256"]})
-        (work / "runtime").mkdir()
         source = Path(__file__).resolve().parents[2] / "runtime"
         for name in RUNTIME_FILES:
+            (work / "runtime" / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source / name, work / "runtime" / name)
         (work / "build.sh").write_text(build_script(manifest))
         os.chmod(work / "build.sh", 0o755)

@@ -27,7 +27,7 @@ from .coreml_verify import executor_infer, verify_package
 from ...models.loading import SrModel
 from ...runtime import digest
 from ...runtime.atomic import replace_dir
-from ...runtime.coreml_backend import SPEC_FILE, WEIGHTS_FILE, WEIGHTS_KEY, import_coremltools
+from ...runtime.sessions.coreml import SPEC_FILE, WEIGHTS_FILE, WEIGHTS_KEY, import_coremltools
 from ...runtime.errors import SrDeployError
 from ...runtime.parity import photo_crop
 from ...models.torch_runner import TorchRunner

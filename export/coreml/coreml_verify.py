@@ -377,6 +377,6 @@ def executor_infer(package: str | Path, mode: str = "fp16", image_io: bool = Fal
 
 def macos_predict(package: str | Path, x: np.ndarray, input_name: str = "lr") -> np.ndarray:
     """The package run by Core ML itself (macOS only; metadata not needed): float32 1×C×H×W in, output out."""
-    from ...runtime.coreml_backend import load_mlmodel, predict
+    from ...runtime.sessions.coreml import load_mlmodel, predict
 
     return predict(load_mlmodel(package), input_name, x)

@@ -10,7 +10,7 @@ VNNI from saturating int16 pairs (``pair_order``). FP16: the FP32 graph with its
 FP16 (OpenVINO's compressed IR). The written files are compiled at f32 inference precision and scored on
 the held-out crops before they are moved into place: the gate measures what OpenVINO computes, integer
 kernels included, not what ONNX Runtime computes. The IR's rt_info carries the srdeploy metadata, the OpenVINO measurement, and a digest over both
-files (``runtime.openvino_backend.check_ir``).
+files (``runtime.sessions.openvino.check_ir``).
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from ...runtime import digest
 from ...runtime.artifact import PREFIX
 from ...runtime.cpu import int8_dot
 from ...runtime.global_gate import select_form
-from ...runtime.openvino_backend import RT_SECTION, OpenVinoSession, import_openvino, ir_weights, seal_ir
+from ...runtime.sessions.openvino import RT_SECTION, OpenVinoSession, import_openvino, ir_weights, seal_ir
 from ...runtime.precision import Precision
 from ...runtime.progress import Stages
 

@@ -12,7 +12,7 @@ from ...runtime.precision import Precision
 
 def check(options: ExportOptions, out: Path) -> None:
     """OpenVINO to convert and gate with, or one line naming how to install it (nothing written)."""
-    from ...runtime.openvino_backend import import_openvino
+    from ...runtime.sessions.openvino import import_openvino
 
     import_openvino()
 

@@ -14,8 +14,8 @@ from ...runtime.errors import COMMAND
 
 def check(options: ExportOptions, out: Path) -> None:
     """TensorRT and a GPU to build with, or one line naming how to get them (nothing written)."""
-    from ...runtime.cuda import Cuda
-    from ...runtime.trt_backend import require_tensorrt
+    from ...runtime.sessions.cuda import Cuda
+    from ...runtime.sessions.tensorrt import require_tensorrt
 
     require_tensorrt()
     Cuda()

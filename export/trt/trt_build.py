@@ -20,11 +20,11 @@ from .trt_plan import BuildPlan
 from ...runtime.cache import cache_dir
 from ...runtime.artifact import srdeploy_metadata
 from ...runtime.atomic import atomic_path
-from ...runtime.cuda import Cuda
+from ...runtime.sessions.cuda import Cuda
 from ...runtime.errors import SrDeployError
 from ...runtime.precision import Precision
-from ...runtime.trt_backend import TrtSession, current_target, require_tensorrt
-from ...runtime.trt_sidecar import BuildTarget, file_sha256, sidecar_path, update_sidecar, write_sidecar
+from ...runtime.sessions.tensorrt import TrtSession, current_target, require_tensorrt
+from ...runtime.sessions.tensorrt_sidecar import BuildTarget, file_sha256, sidecar_path, update_sidecar, write_sidecar
 
 if TYPE_CHECKING:  # torch stays unimported until a model is built
     from ...models.loading import SrModel

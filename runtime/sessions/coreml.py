@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import digest
-from .artifact import ArtifactSession, srdeploy_metadata
-from .errors import SrDeployError, command
-from .global_gate import GateSplit, parts_split
+from .. import digest
+from ..artifact import ArtifactSession, srdeploy_metadata
+from ..errors import SrDeployError, command
+from ..global_gate import GateSplit, parts_split
 
 PACKAGE_SUFFIX = ".mlpackage"
 COMPUTE_UNITS = ("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY")

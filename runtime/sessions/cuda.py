@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Callable
 
-from .errors import SrDeployError
+from ..errors import SrDeployError
 
 HOST_TO_DEVICE, DEVICE_TO_HOST = 1, 2  # cudaMemcpyKind
 STREAM_NON_BLOCKING = 1  # cudaStreamNonBlocking

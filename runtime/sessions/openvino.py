@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import digest
-from .artifact import ArtifactSession, srdeploy_metadata
-from .errors import SrDeployError, command
-from .global_gate import DECISION_OP, GateSplit
+from .. import digest
+from ..artifact import ArtifactSession, srdeploy_metadata
+from ..errors import SrDeployError, command
+from ..global_gate import DECISION_OP, GateSplit
 
 INFERENCE_PRECISIONS = ("f32", "bf16", "f16")
 CONV_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData")
@@ -49,7 +49,7 @@ def unavailable(inference_precision: str = "f32", **_) -> str | None:
 
 def compile_cache_dir() -> Path:
     """Where OpenVINO keeps compiled models: beside the checkpoint cache (``$SRDEPLOY_CACHE_DIR``)."""
-    from .cache import cache_root
+    from ..cache import cache_root
 
     return cache_root() / "openvino"
 
@@ -314,7 +314,7 @@ class OpenVinoSession(ArtifactSession):
 def _warn_if_unvalidated(metadata: dict[str, str], path: Path) -> None:
     """Warn when INT8 runs on a CPU that adds int8 products pairwise in int16 (no VNNI), and the artifact's
     accuracy was not measured on such a CPU: the sums can saturate (FSRCNN ×2 loses 0.5 dB on an AVX2 EPYC)."""
-    from .cpu import int8_dot
+    from ..cpu import int8_dot
 
     if metadata.get("precision") != "int8" or int8_dot() != "pairwise-int16":
         return

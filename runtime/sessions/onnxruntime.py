@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import digest
-from .artifact import ArtifactSession, srdeploy_metadata
-from .errors import SrDeployError, command
-from .global_gate import GateSplit, onnxruntime_split
+from .. import digest
+from ..artifact import ArtifactSession, srdeploy_metadata
+from ..errors import SrDeployError, command
+from ..global_gate import GateSplit, onnxruntime_split
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 

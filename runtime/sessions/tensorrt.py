@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import ArtifactSession
+from ..artifact import ArtifactSession
 from .cuda import DEVICE_TO_HOST, HOST_TO_DEVICE, Cuda
-from .errors import SrDeployError, command
-from .global_gate import GateSplit, parts_split
-from .trt_sidecar import BuildTarget, incompatibility, read_sidecar
+from ..errors import SrDeployError, command
+from ..global_gate import GateSplit, parts_split
+from .tensorrt_sidecar import BuildTarget, incompatibility, read_sidecar
 
 INSTALL_HINT = (
     "on an x86-64 machine with an NVIDIA GPU `pip install tensorrt` (10.x or newer); on a Jetson it comes with "

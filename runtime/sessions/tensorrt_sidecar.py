@@ -12,8 +12,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .atomic import atomic_path
-from .errors import COMMAND, SrDeployError, command
+from ..atomic import atomic_path
+from ..errors import COMMAND, SrDeployError, command
 
 FORMAT = "srdeploy-trt-engine/1"
 
