@@ -19,7 +19,7 @@ import onnx
 from ..runtime.quality import crop_psnr
 from ..calib.cache import cached_stats
 from ..calib.data import CropSpec, fingerprint, lr_hr_crops, network_batch, source_images
-from .gate import DEFAULT_MAX_DROP, check_gate, limit_for, passes
+from .accuracy_gate import DEFAULT_MAX_DROP, check_accuracy, limit_for, passes
 from .onnx import fp16
 from .quant import int8_calibration, int8_channels, int8_checker, int8_search
 from .onnx.onnx_export import proto_infer, set_metadata, to_onnx
@@ -108,7 +108,7 @@ def export_precision(
     report.validation_psnr = crop_psnr(lambda x: infer(x.astype(io_dtype)), validation, info.scale, info.colour, rounding)
     report.drop_db = report.validation_psnr_fp32 - report.validation_psnr
     if enforce:
-        check_gate(report, limit, f"{info.name} ×{info.scale}")
+        check_accuracy(report, limit, f"{info.name} ×{info.scale}")
     if precision == "int8" and fp16_float_parts:
         stage("FP16 float parts: overflow pre-flight on the INT8 graph, then the same held-out gate")
         report.fp16_float = measure_fp16_float(converted, batch, validation, report, limit, info, rounding)

@@ -15,7 +15,7 @@ from srdeploy.calib.data import CropSpec, lr_hr_crops, network_batch, source_ima
 from srdeploy.export.quant import int8_calibration, int8_centre, int8_channels, int8_checker, int8_equalization, int8_gptq, int8_graph, int8_qdq, int8_search
 from srdeploy.export.onnx import graph_rewrite
 from srdeploy.export.onnx.onnx_export import cpu_session, run_proto, save, to_onnx
-from srdeploy.export.precision import check_gate
+from srdeploy.export.precision import check_accuracy
 from srdeploy.models.registry import architecture
 from srdeploy.runtime.compare import TOLERANCES, compare
 from srdeploy.runtime.errors import SrDeployError
@@ -266,8 +266,8 @@ def test_int8_gate_failure_says_what_it_reached(fsrcnn_int8):
     with pytest.raises(SrDeployError, match=rf"^INT8 fsrcnn ×2 loses {report.drop_db:.3f} dB on the held-out photos "
                                             r"with 80% of MACs in INT8 \(36\.48 vs 36\.54 dB FP32\), over the 0\.03 dB "
                                             r"limit: nothing written; raise --max-psnr-drop to accept it$"):
-        check_gate(report, 0.03, "fsrcnn ×2")
-    check_gate(report, report.drop_db, "fsrcnn ×2")  # at the limit: passes
+        check_accuracy(report, 0.03, "fsrcnn ×2")
+    check_accuracy(report, report.drop_db, "fsrcnn ×2")  # at the limit: passes
 
 
 def test_int8_session_is_quiet_and_cpu_runnable(fsrcnn_int8):
@@ -320,7 +320,7 @@ def test_int8_fp16_float_parts_measured_against_the_gate(fsrcnn_int8):
     from srdeploy.runtime.quality import crop_psnr
     from srdeploy.export.onnx.fp16 import int8_with_fp16_float
     from srdeploy.export.onnx.onnx_export import proto_infer
-    from srdeploy.export.gate import DEFAULT_MAX_DROP
+    from srdeploy.export.accuracy_gate import DEFAULT_MAX_DROP
     from srdeploy.export.precision import VALIDATION_SPEC
 
     proto, report = fsrcnn_int8

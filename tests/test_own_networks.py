@@ -19,7 +19,7 @@ import torch
 from srdeploy import api
 from srdeploy.cli import main
 from srdeploy.export.onnx.onnx_export import export_onnx, to_onnx
-from srdeploy.export.gate import COREML_MAX_DROP, DEFAULT_MAX_DROP
+from srdeploy.export.accuracy_gate import COREML_MAX_DROP, DEFAULT_MAX_DROP
 from srdeploy.export.precision import export_precision
 from srdeploy.export.quant.int8_checker import check_qdq
 from srdeploy.models import load_model

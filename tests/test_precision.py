@@ -117,7 +117,7 @@ def test_the_reported_drop_is_what_the_two_graphs_measure():
     """The FP16 export's drop, re-measured here from the FP32 and FP16 graphs on the held-out crops: the same
     number and sign, and the gate's verdict at that number ± ε."""
     from srdeploy.export.onnx.onnx_export import proto_infer
-    from srdeploy.export.precision import VALIDATION_SPEC, check_gate
+    from srdeploy.export.precision import VALIDATION_SPEC, check_accuracy
     from srdeploy.models.registry import architecture
     from srdeploy.runtime.quality import crop_psnr
 
@@ -127,7 +127,7 @@ def test_the_reported_drop_is_what_the_two_graphs_measure():
     score = lambda graph: crop_psnr(proto_infer(graph), validation, 2, "y", architecture("fsrcnn").eval_rounding)  # noqa: E731
     drop = score(to_onnx(model)) - score(converted)
     assert report.drop_db == pytest.approx(drop, abs=1e-9) and drop != 0
-    check_gate(report, abs(drop) + 1e-6, "fsrcnn ×2")
+    check_accuracy(report, abs(drop) + 1e-6, "fsrcnn ×2")
     if drop > 1e-6:
         with pytest.raises(SrDeployError, match="over the"):
-            check_gate(report, drop - 1e-6, "fsrcnn ×2")
+            check_accuracy(report, drop - 1e-6, "fsrcnn ×2")

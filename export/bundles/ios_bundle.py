@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from ..coreml.coreml_export import CoreMLOptions
-from ..coreml.coreml_gate import part_file
+from ..coreml.coreml_gate_parts import part_file
 from ..coreml.coreml_package import CoreMLReport, export_package
 from .ios_swift import SwiftModel, swift_source
 from ...models.loading import SrModel

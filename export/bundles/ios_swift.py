@@ -5,7 +5,7 @@ context, windows shifted inward at the borders, only each tile's core kept).
 Generated per package: the tensor names, scale, channels, overlap, accepted sizes and I/O type are written
 in as constants, so the file and the package cannot disagree. Every type is nested in the generated class, so
 bundles of several models (×2 and ×4) compile into one app. A network whose gate looks at the whole image
-(DSRNet) is tiled with the gate-part packages beside its own (``export.coreml.coreml_gate``): the gate's features
+(DSRNet) is tiled with the gate-part packages beside its own (``export.coreml.coreml_gate_parts``): the gate's features
 summed over the tile cores, the decision taken once from their mean, every tile run through the chosen branch
 (the rule of ``runtime.tiling.windowed_infer`` with ``gate``). A network whose output depends on the whole image
 in another way (``whole_image_only``) is never tiled: an image must fit one accepted size.

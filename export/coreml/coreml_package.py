@@ -20,9 +20,9 @@ import numpy as np
 
 from ...runtime.quality import crop_psnr
 from ...calib.data import CropSpec, held_out_photo, lr_hr_crops, source_images
-from ..gate import COREML_MAX_DROP, check_coreml_gate, limit_for
+from ..accuracy_gate import COREML_MAX_DROP, check_coreml_accuracy, limit_for
 from .coreml_export import CoreMLOptions, CoreMLShapes, convert, describe, traceable
-from .coreml_gate import export_gate_parts
+from .coreml_gate_parts import export_gate_parts
 from .coreml_verify import executor_infer, verify_package
 from ...models.loading import SrModel
 from ...runtime import digest
@@ -106,7 +106,7 @@ def export_package(model: SrModel, options: CoreMLOptions, out_dir: str | Path, 
         psnr_torch = crop_psnr(TorchRunner(model.network).infer, crops, info.scale, info.colour, rounding)
         psnr_coreml = crop_psnr(executor_infer(checked, "fp16", options.image_io, config.input_name), crops,
                                 info.scale, info.colour, rounding)
-        drop = check_coreml_gate(psnr_torch, psnr_coreml, limit_for(COREML_MAX_DROP, options.compression, max_drop),
+        drop = check_coreml_accuracy(psnr_torch, psnr_coreml, limit_for(COREML_MAX_DROP, options.compression, max_drop),
                                  f"{info.name} ×{info.scale}", options.precision, options.compression)
         measured = {"validation_psnr_pytorch": f"{psnr_torch:.4f}", "validation_psnr_coreml": f"{psnr_coreml:.4f}",
                     "validation_drop_db": f"{drop:.4f}", "verification": json.dumps(verification.as_dict())}

@@ -28,7 +28,7 @@ import onnx
 from ...runtime.quality import crop_psnr
 from ...calib.data import CropSpec, lr_hr_crops, network_batch, source_images
 from ..onnx.onnx_export import proto_infer
-from ..gate import DEFAULT_MAX_DROP, limit_for, openvino_gate
+from ..accuracy_gate import DEFAULT_MAX_DROP, limit_for, check_openvino_accuracy
 from ..precision import VALIDATION_SPEC, PrecisionReport, export_precision
 from .pair_order import pair_order_form
 from .subpixel import subpixel_form
@@ -133,7 +133,7 @@ def write_ir(
         executed = session.executed_precisions()
         gated = replace(report, precision=precision, validation_psnr=measured, validation_psnr_fp32=reference,
                         drop_db=reference - measured)
-        openvino_gate(gated, report, limit, f"{info.name} ×{info.scale}", int8_dot())
+        check_openvino_accuracy(gated, report, limit, f"{info.name} ×{info.scale}", int8_dot())
         measurement = {"openvino": ov.get_version(), "inference_precision": session.compiled_precision,
                        "int8_dot": int8_dot(), "validation_psnr": measured, "validation_psnr_fp32": reference,
                        "drop_db": reference - measured, "int8_executed_mac_fraction": executed.int8_mac_fraction,

@@ -106,7 +106,7 @@ class CoreMLSession(ArtifactSession):
         return predict(self._loaded(), self.input_name, x)
 
     def gate_split(self) -> GateSplit:
-        """The gate-part packages exported beside this one (``export.coreml.coreml_gate``), for tiles that share
+        """The gate-part packages exported beside this one (``export.coreml.coreml_gate_parts``), for tiles that share
         the whole image's decision; a package without them refuses to tile (one line)."""
         parts = json.loads(self.metadata.get("gate_parts") or "{}")
         if not parts:

@@ -1,7 +1,7 @@
 """The accuracy gates: how much held-out PSNR a variant may lose against its reference, and the verdicts.
 
-Every export target passes one: ``check_gate`` for the ONNX precisions (``export.precision``) and the OpenVINO IR
-(``openvino_gate``, which also names int16 saturation where it is the cause), ``check_coreml_gate`` for Core ML
+Every export target passes one: ``check_accuracy`` for the ONNX precisions (``export.precision``) and the OpenVINO IR
+(``check_openvino_accuracy``, which also names int16 saturation where it is the cause), ``check_coreml_accuracy`` for Core ML
 packages and their weight compression. A drop exactly at the limit passes; anything over it writes nothing.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ def passes(drop_db: float, limit: float) -> bool:
     return drop_db <= limit
 
 
-def check_gate(report: Measured, limit: float, name: str) -> None:
+def check_accuracy(report: Measured, limit: float, name: str) -> None:
     """The accuracy gate: a one-line error when the held-out drop is over ``limit`` dB."""
     if not passes(report.drop_db, limit):
         share = "" if report.int8_mac_fraction is None else f" with {report.int8_mac_fraction:.0%} of MACs in INT8"
@@ -45,13 +45,13 @@ def check_gate(report: Measured, limit: float, name: str) -> None:
         )
 
 
-def openvino_gate(gated: Measured, onnx_report: Measured, limit: float, name: str, dot: str) -> None:
-    """``check_gate`` on the OpenVINO measurement (``dot``: the CPU's int8 dot product, ``runtime.cpu.int8_dot``);
+def check_openvino_accuracy(gated: Measured, onnx_report: Measured, limit: float, name: str, dot: str) -> None:
+    """``check_accuracy`` on the OpenVINO measurement (``dot``: the CPU's int8 dot product, ``runtime.cpu.int8_dot``);
     where OpenVINO loses much more than ONNX Runtime on a CPU without VNNI, the error says why and what to do."""
     if gated.precision == "fp32":
         limit = max(limit, OPENVINO_FP32_NOISE_DB)
     try:
-        check_gate(gated, limit, f"{name} on OpenVINO" + (f" (int8 dot product: {dot})" if gated.precision == "int8" else ""))
+        check_accuracy(gated, limit, f"{name} on OpenVINO" + (f" (int8 dot product: {dot})" if gated.precision == "int8" else ""))
     except SrDeployError as exc:
         if gated.precision != "int8" or dot != "pairwise-int16" or gated.drop_db < onnx_report.drop_db + SATURATION_DB:
             raise
@@ -61,7 +61,7 @@ def openvino_gate(gated: Measured, onnx_report: Measured, limit: float, name: st
             "--precision fp32, or export on a CPU with AVX-512 VNNI, AVX-VNNI or AMX") from None
 
 
-def check_coreml_gate(psnr_pytorch: float, psnr_coreml: float, limit: float, name: str, precision: str,
+def check_coreml_accuracy(psnr_pytorch: float, psnr_coreml: float, limit: float, name: str, precision: str,
                       compression: str) -> float:
     """The Core ML package's held-out drop against PyTorch, or a one-line error over ``limit``."""
     drop = psnr_pytorch - psnr_coreml
