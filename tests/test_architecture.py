@@ -120,3 +120,30 @@ def test_the_cli_is_parsing_plus_calls():
     commands = {name for name in lengths if name.startswith("cmd_")}
     assert commands == {"cmd_models", "cmd_eval", "cmd_export", "cmd_upscale", "cmd_parity", "cmd_bench"}
     assert max(lengths[name] for name in commands) <= 6
+
+
+def test_the_wheel_holds_every_subpackage(tmp_path):
+    """Packaging is derived, not listed (setup.py, setuptools' package discovery): a wheel built from the tracked
+    files holds every folder with an ``__init__.py`` under the design card's folders as a subpackage of srdeploy,
+    and nothing else beside srdeploy."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    source = tmp_path / "source"
+    for name in subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split():
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(REPO / name, source / name)
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                           str(tmp_path / "wheel"), str(source)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    wheel, = (tmp_path / "wheel").glob("srdeploy-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    packaged = {n.rsplit("/", 1)[0] for n in names if n.endswith("/__init__.py")}
+    expected = {"srdeploy/" + p.parent.relative_to(REPO).as_posix() for layer in LAYERS[:-2]
+                for p in (REPO / layer).rglob("__init__.py")}
+    assert packaged == expected and len(expected) >= 12
+    assert {n.split("/")[0] for n in names if not n.startswith("srdeploy-")} == {"srdeploy"}
+    assert {"srdeploy/api.py", "srdeploy/cli.py"} <= set(names) and "srdeploy/setup.py" not in names
