@@ -3,7 +3,7 @@
 MACs are counted on the network as it runs: forward hooks on every ``Conv2d`` (N·Cout·Hout·Wout·Cin/g·kh·kw)
 and ``ConvTranspose2d`` (N·Cin·Hin·Win·Cout/g·kh·kw) during one forward pass, so branches that do not
 run are not counted (DSRNet: gate branch 1, the one the official ×2 checkpoint always takes). The exported
-ONNX graph's own count (``export.onnx_macs``, recorded in its metadata) is listed too: the export merges
+ONNX graph's own count (``export.onnx.onnx_macs``, recorded in its metadata) is listed too: the export merges
 LESRCNN's and CFSRCNN's two passes through their upsampler into one. Element-wise ops, PReLU/ReLU and
 pixel shuffles are left out (< 1 % here). Every layer is 'same'-padded, so MACs grow exactly with the pixel
 count and one probe gives the cost per output pixel at any size. A test checks FSRCNN against a hand count.

@@ -5,9 +5,9 @@
 Activations at each convolution input are rounded to 8 bits with *per-channel* ranges and zero points
 (each channel's own [min, max] over the calibration crops mapped onto 256 levels) and weights stay float.
 That is what TensorRT's INT8 (one symmetric scale per tensor, zero point 0) approaches at best: centring
-(``export.int8_centre``) emulates the per-channel zero points exactly and equalization moves towards
+(``export.quant.int8_centre``) emulates the per-channel zero points exactly and equalization moves towards
 per-channel scales. So the drop measured here is a lower bound on what any TensorRT-compatible
-post-training scheme reaches with the same layers in float (single channels in float, ``export.int8_channels``,
+post-training scheme reaches with the same layers in float (single channels in float, ``export.quant.int8_channels``,
 are outside it: that is how FSRCNN ×2 gets below it). Reported:
 the drop with everything in INT8, with each layer alone, and the best set of float layers within the MAC
 budget (every set of up to ``--max-float-layers`` layers is tried). The score is srdeploy's INT8 search score (pooled PSNR, evaluation

@@ -147,3 +147,39 @@ def test_the_wheel_holds_every_subpackage(tmp_path):
     assert packaged == expected and len(expected) >= 12
     assert {n.split("/")[0] for n in names if not n.startswith("srdeploy-")} == {"srdeploy"}
     assert {"srdeploy/api.py", "srdeploy/cli.py"} <= set(names) and "srdeploy/setup.py" not in names
+
+
+MODULE_PATH = re.compile(r"(?<![\w./-])((?:srdeploy\.)?(?:runtime|models|calib|export|benchmarks)(?:\.[A-Za-z_]\w*)+)")
+
+
+def _resolves(reference: str) -> bool:
+    """``runtime.opener.open_artifact``: a module of srdeploy, then attributes of it (a dataclass's fields too)."""
+    import dataclasses
+    import importlib
+
+    parts = reference.removeprefix("srdeploy.").split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            found = importlib.import_module("srdeploy." + ".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            if hasattr(found, name):
+                found = getattr(found, name)
+            else:
+                return isinstance(found, type) and (name in getattr(found, "__annotations__", {}) or (
+                    dataclasses.is_dataclass(found) and name in {f.name for f in dataclasses.fields(found)}))
+        return True
+    return False
+
+
+def test_module_paths_named_in_the_code_and_the_docs_exist():
+    """Docstrings, comments and pages name modules by dotted path (``export.trt.trt_plan``); each must resolve (ten
+    went stale when export/ was split into folders: ``export.trt_plan``, ``runtime.cuda`` …)."""
+    files = _library_files() + [REPO / "cli.py", REPO / "README.md", *(REPO / "docs").rglob("*.md")]
+    stale = [f"{path.relative_to(REPO)}:{n}: {ref}" for path in files
+             for n, line in enumerate(path.read_text().splitlines(), 1) for ref in MODULE_PATH.findall(line)
+             if not ref.rstrip(".").endswith((".py", ".md", ".json", ".toml", ".npy", ".npz", ".onnx"))
+             and not _resolves(ref.rstrip("."))]
+    assert stale == []
+    assert _resolves("export.trt.trt_plan") and not _resolves("export.trt_plan")

@@ -1,6 +1,6 @@
 """Multiply-accumulates of an exported ONNX graph, from ONNX shape inference (no PyTorch).
 
-The graph can compute less than the architecture it came from (``export.graph_rewrite`` merges LESRCNN's
+The graph can compute less than the architecture it came from (``export.onnx.graph_rewrite`` merges LESRCNN's
 two upsampler passes into one), so ``to_onnx`` records the graph's own count in the artifact's metadata
 (``macs_per_output_pixel``; precision variants and TensorRT sidecars inherit it) and ``bench`` computes an
 artifact's achieved GFLOP/s from it.

@@ -1,7 +1,7 @@
 """The TensorRT engine builder (TensorRT 10/11 Python API; 8.x weakly typed), its engine cache, and the
 ``--target trt`` export: build, check parity on the GPU against PyTorch, write engine + sidecar.
 
-Everything TensorRT is asked to do comes from a ``BuildPlan`` (``export.trt_plan``), the same value the
+Everything TensorRT is asked to do comes from a ``BuildPlan`` (``export.trt.trt_plan``), the same value the
 Jetson bundle's ``trtexec`` command line is rendered from.
 """
 from __future__ import annotations

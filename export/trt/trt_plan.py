@@ -167,7 +167,7 @@ class BuildPlan:
         }
 
     def trtexec_args(self, onnx_path: str, engine_path: str) -> list[str]:
-        """The ``trtexec`` arguments that build the same engine as ``export.trt_build.build_engine``."""
+        """The ``trtexec`` arguments that build the same engine as ``export.trt.trt_build.build_engine``."""
         name = self.profile.input_name
         args = [
             f"--onnx={onnx_path}",

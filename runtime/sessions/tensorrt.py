@@ -1,6 +1,6 @@
 """TensorRT backend: ``TrtSession(path).infer(x)`` with the same interface as ``OnnxSession``.
 
-numpy + tensorrt (+ libcudart through ``runtime.cuda``), never torch. The engine's sidecar is checked
+numpy + tensorrt (+ libcudart through ``runtime.sessions.cuda``), never torch. The engine's sidecar is checked
 before TensorRT sees the file: an engine built for another TensorRT version, GPU or compute capability
 is refused with the reason and the rebuild command. One explicit non-blocking CUDA stream; device and
 pinned host buffers are allocated for the largest shape seen and reused; with ``cuda_graphs=True`` each
