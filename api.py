@@ -29,7 +29,7 @@ from .models.spec import ModelSpec
 from .runtime.errors import COMMAND, SrDeployError
 from .runtime.precision import Precision
 from .runtime.tables import markdown_table
-from .runtime.targets import Target, register, targets
+from .runtime.targets import DEFAULT_TARGET, Target, register, targets
 from .runtime.upscale_command import UpscaleOptions, UpscaleReport
 
 __all__ = ["BenchOptions", "BenchReport", "COMMAND", "EvalReport", "ExportOptions", "ExportResult", "ModelSpec",
@@ -121,7 +121,7 @@ def evaluate(dataset: str | Path, artifact: str | Path | None = None, model: str
 # ---------------------------------------------------------------------------------------------------- export
 
 
-def export_model(model: str | ModelSpec, scale: int | None = None, target: str = "onnx",
+def export_model(model: str | ModelSpec, scale: int | None = None, target: str = DEFAULT_TARGET,
                  precision: Precision | str | None = None, out: str | Path | None = None,
                  weights: str | Path | None = None, options: ExportOptions | None = None,
                  progress: bool = True) -> ExportResult:

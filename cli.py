@@ -27,7 +27,7 @@ if __name__ == "__main__" and not __package__:  # `python cli.py` in a checkout:
 from . import api
 from .runtime.errors import COMMAND, SrDeployError
 from .runtime.opener import backend_names
-from .runtime.targets import artifact_kinds, runnable, targets
+from .runtime.targets import DEFAULT_TARGET, artifact_kinds, runnable, targets
 
 
 CLI_ONLY = ("command", "run", "json", "no_progress")  # the parser's own, and how the result is printed
@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help=f"export a model: {', '.join(t.title for t in targets().values())}")
     _add_model_arguments(p)
-    p.add_argument("--target", choices=list(targets()), default="onnx",
+    p.add_argument("--target", choices=list(targets()), default=DEFAULT_TARGET,
                    help="; ".join(f"{t.name}: {t.writes}" for t in targets().values()))
     p.add_argument("--precision", choices=[str(v) for v in api.Precision],
                    help=f"numeric precision (default fp32; {_other_defaults()}); int8: TensorRT-compatible Q/DQ")

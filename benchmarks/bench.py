@@ -25,6 +25,7 @@ import numpy as np
 
 from .backends import backends, make_infer, unavailable
 from ..runtime.cpu import features, int8_dot
+from ..runtime.targets import runnable
 from ..runtime.tables import markdown_table
 from ..runtime.timing import measure
 
@@ -106,7 +107,7 @@ def machine() -> dict:
         "libraries": {},
         "gpu": None,
     }
-    for package in ("numpy", "torch", "onnxruntime", "openvino", "tensorrt", "coremltools"):
+    for package in ("numpy", "torch", *(t.package for t in runnable() if t.package)):
         try:
             facts["libraries"][package] = metadata.version(package)
         except metadata.PackageNotFoundError:

@@ -17,7 +17,7 @@ from typing import Any
 from ..models.spec import ModelSpec
 from ..runtime.errors import SrDeployError
 from ..runtime.precision import Precision
-from ..runtime.targets import target as find_target
+from ..runtime.targets import DEFAULT_TARGET, check_own_options, target as find_target
 
 
 
@@ -76,7 +76,7 @@ class ExportResult:
         return {**out, **self.details}
 
 
-def main_export(spec: ModelSpec, target: str = "onnx", options: ExportOptions = ExportOptions(),
+def main_export(spec: ModelSpec, target: str = DEFAULT_TARGET, options: ExportOptions = ExportOptions(),
                 out: str | Path | None = None, progress: Progress = Progress(False)) -> ExportResult:
     """Export ``spec`` for ``target`` into ``out`` (default ``out/MODEL_xSCALE_TARGET``, named on stderr)."""
     from ..export.trt.trt_plan import profile_from_args
@@ -84,8 +84,7 @@ def main_export(spec: ModelSpec, target: str = "onnx", options: ExportOptions = 
 
     chosen = find_target(target)
     spec.check()
-    if options.portable and target != "onnx":
-        raise SrDeployError(f"--portable is a form of the ONNX file: use it with --target onnx, not {target}")
+    check_own_options(options, chosen)
     own = None
     if spec.own:  # measured (nothing written) before the other arguments are checked against it
         own = spec.load(progress)

@@ -9,7 +9,6 @@ INT8 share of convolution MACs and the measured drop.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 from dataclasses import asdict, dataclass, field
 
@@ -126,8 +125,9 @@ def measure_fp16_float(int8_proto: onnx.ModelProto, batch: np.ndarray, validatio
     drop = lambda infer: report.validation_psnr_fp32 - crop_psnr(infer, validation, info.scale, info.colour, rounding)  # noqa: E731
     result = {"passed": False, "keep_fp32": keep_fp32, "drop_db_onnxruntime": round(drop(proto_infer(candidate)), 4),
               "drop_db_openvino": None, "drop_db_openvino_fp32_float": None}
-    if importlib.util.find_spec("openvino") is not None:
-        from ..runtime.sessions.openvino import proto_infer as openvino_infer
+    from ..runtime.sessions.openvino import proto_infer as openvino_infer, unavailable
+
+    if unavailable() is None:
 
         result["drop_db_openvino"] = round(drop(openvino_infer(candidate)), 4)
         result["drop_db_openvino_fp32_float"] = round(drop(openvino_infer(int8_proto)), 4)

@@ -66,17 +66,18 @@ def adopt_engine(root: Path, entry: dict, precision: str, typing: str) -> None:
 
 
 BUNDLE_BACKENDS = ("tensorrt", "onnxruntime", "openvino")
+GRAPH = "onnx"  # the manifest's key, and the bundle's folder, of each precision's ONNX graph
 
 
 def open_session(root: Path, entry: dict, backend: str, cuda_graphs: bool, precision: str):
     if backend == "onnxruntime":
         from .sessions.onnxruntime import OnnxSession
 
-        return OnnxSession(root / entry["onnx"], providers=["CPUExecutionProvider"])
+        return OnnxSession(root / entry[GRAPH], providers=["CPUExecutionProvider"])
     if backend == "openvino":
         from .sessions.openvino import OpenVinoSession
 
-        return OpenVinoSession(root / entry["onnx"])
+        return OpenVinoSession(root / entry[GRAPH])
     if not (root / entry["engine"]).is_file():
         raise SrDeployError(f"engine {entry['engine']} is not built yet: run `bash build.sh {precision}` in this bundle "
                             "(or use --backend onnxruntime)")

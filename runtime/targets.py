@@ -61,6 +61,8 @@ class Target:
     bundles: str | None = None  # a bundle: the target whose artifacts it carries to the device
     backends: tuple[Backend, ...] = ()  # what bench offers for it
     extra: str | None = None  # the pip extra that installs what it needs
+    package: str | None = None  # the Python package of its runtime (whose version reports record)
+    own_options: tuple[str, ...] = ()  # export options only this target (and its bundle) reads: refused elsewhere
 
     def export(self, *args, **kwargs):
         return load(self.exporter)(*args, **kwargs)
@@ -89,6 +91,7 @@ BUILT_IN = (
            exporter="export.onnx.target:export",
            session="runtime.sessions.onnxruntime:OnnxSession", suffixes=(".onnx",), artifact=".onnx (ONNX Runtime)",
            runtime="onnxruntime", requirement="runtime.sessions.onnxruntime:unavailable", ray=True, extra="onnxruntime",
+           package="onnxruntime", own_options=("portable",),
            backends=(Backend("onnx", "ONNX Runtime CPU, FP32 artifact", "fp32"),
                      Backend("onnx-fp16", "ONNX Runtime CPU, FP16 artifact", "fp16"),
                      Backend("onnx-int8", "ONNX Runtime CPU, INT8 Q/DQ artifact", "int8"),
@@ -100,6 +103,7 @@ BUILT_IN = (
            exporter="export.trt.target:export", precheck="export.trt.target:check",
            session="runtime.sessions.tensorrt:TrtSession", suffixes=(".engine", ".plan", ".trt"),
            artifact=".engine (TensorRT)", runtime="tensorrt", requirement="runtime.sessions.tensorrt:unavailable", extra="trt",
+           package="tensorrt",
            backends=(Backend("trt", "TensorRT engine, FP32", "fp32", **_GPU),
                      Backend("trt-fp16", "TensorRT engine, FP16", "fp16", **_GPU),
                      Backend("trt-int8", "TensorRT engine, INT8 Q/DQ", "int8", **_GPU))),
@@ -109,7 +113,7 @@ BUILT_IN = (
            exporter="export.coreml.target:export", precheck="export.coreml.target:check",
            session="runtime.sessions.coreml:CoreMLSession", suffixes=(".mlpackage",),
            artifact=".mlpackage (Core ML, macOS)", runtime="coreml", requirement="runtime.sessions.coreml:unavailable",
-           default_precision="fp16", extra="coreml",
+           default_precision="fp16", extra="coreml", package="coremltools",
            backends=(Backend("coreml", "Core ML (macOS), FP16 package, all compute units", "fp16"),)),
     Target("ios", "an iOS bundle", "the .mlpackage with Swift code and a README",
            exporter="export.bundles.ios_bundle:export", precheck="export.bundles.ios_bundle:check",
@@ -118,13 +122,14 @@ BUILT_IN = (
            exporter="export.openvino.target:export", precheck="export.openvino.target:check",
            session="runtime.sessions.openvino:OpenVinoSession", suffixes=(".xml",), artifact=".xml (OpenVINO)",
            runtime="openvino", opens_too=(".onnx",), requirement="runtime.sessions.openvino:unavailable",
-           companions=(".bin",), ray=True, extra="openvino",
+           companions=(".bin",), ray=True, extra="openvino", package="openvino",
            backends=(Backend("openvino", "OpenVINO CPU, FP32 artifact, f32 inference precision", "fp32"),
                      Backend("openvino-bf16", "OpenVINO CPU, FP32 artifact, bf16 inference precision", "fp32",
                              {"inference_precision": "bf16"}),
                      Backend("openvino-int8", "OpenVINO CPU, INT8 Q/DQ artifact (u8/i8 convolutions), f32 inference "
                              "precision", "int8"))),
 )
+DEFAULT_TARGET = "onnx"  # what export writes when no target is named
 PLUGINS = "SRDEPLOY_TARGETS"  # comma-separated module.path:NAME of Target values: plug-ins, in every process
 _registered: dict[str, Target] = {t.name: t for t in BUILT_IN}
 
@@ -174,6 +179,16 @@ def artifact_kinds(last: str = "or") -> str:
     """The artifacts srdeploy opens, in words: ``.onnx (ONNX Runtime), …, .xml (OpenVINO) or .mlpackage (…)``."""
     words = [t.artifact for t in runnable()]
     return ", ".join(words[:-1]) + f" {last} {words[-1]}" if len(words) > 1 else "".join(words)
+
+
+def check_own_options(options: object, chosen: Target) -> None:
+    """A target's own option (``own_options``) given for another target: one line naming where it belongs."""
+    for owner in targets().values():
+        for name in owner.own_options:
+            if getattr(options, name, None) and chosen.name != owner.name and chosen.bundles != owner.name:
+                flag = f"--{name.replace('_', '-')}"
+                raise SrDeployError(f"{flag} is an option of --target {owner.name}: use it there, not with --target "
+                                    f"{chosen.name}")
 
 
 def runtimes_for(suffix: str) -> tuple[str, ...]:

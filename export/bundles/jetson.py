@@ -31,7 +31,7 @@ from ..trt.trt_plan import BuildPlan, Profile
 from ...runtime.artifact import srdeploy_metadata
 from ...runtime.atomic import atomic_dir, check_bundle_folder
 from ...runtime.precision import Precision
-from ...runtime.bundle_check import FORMAT, MANIFEST
+from ...runtime.bundle_check import FORMAT, GRAPH, MANIFEST
 from ...runtime.compare import TOLERANCES
 from ...runtime.errors import SrDeployError
 from ...runtime.global_gate import GATE_PARTS, gate_parts
@@ -67,12 +67,12 @@ def _engine_entry(proto: onnx.ModelProto, name: str, plans: dict[str, BuildPlan]
                   work: Path, engine_rel: str) -> dict:
     """One engine's manifest entry: its ONNX, the ONNX each typing builds from (written into ``work/onnx``),
     both typings' plans and trtexec lines."""
-    proto_path = save(proto, work / "onnx" / f"{name}.onnx")
-    built = {typing: proto_path if source is proto else save(source, work / "onnx" / f"{name}_fp16float.onnx")
+    proto_path = save(proto, work / GRAPH / f"{name}.onnx")
+    built = {typing: proto_path if source is proto else save(source, work / GRAPH / f"{name}_fp16float.onnx")
              for typing, source in sources.items()}
     build_onnx = {typing: f"onnx/{path.name}" for typing, path in built.items()}
     return {
-        "onnx": f"onnx/{proto_path.name}",
+        GRAPH: f"{GRAPH}/{proto_path.name}",
         "onnx_sha256": hashlib.sha256(proto_path.read_bytes()).hexdigest(),
         "build_onnx": build_onnx,
         "engine": engine_rel,
@@ -174,7 +174,7 @@ python3 -m runtime.bundle_check --typing "$TYPING" "${{PRECISIONS[@]}}"
 def device_readme(manifest: dict) -> str:
     profile = manifest["profile"]
     rows = "\n".join(
-        f"| {p} | `{e['onnx']}` | {float(e['metadata'].get('validation_drop_db') or 0):.3f} | "
+        f"| {p} | `{e[GRAPH]}` | {float(e['metadata'].get('validation_drop_db') or 0):.3f} | "
         f"{e['metadata'].get('int8_mac_fraction') or '-'} | PSNR ≥ {e['tolerance']['min_psnr']} dB |"
         for p, e in manifest["precisions"].items()
     )

@@ -47,7 +47,7 @@ def supports_strong_typing(trt) -> bool:
 def engine_cache_key(onnx_sha256: str, plan: BuildPlan, target: BuildTarget) -> str:
     """Engines are reusable only for the same ONNX, precision, profile, builder settings, TensorRT and GPU."""
     settings = {**plan.as_dict(), "timing_cache": None}  # where the timing cache lives changes no engine
-    key = {"onnx": onnx_sha256, "plan": settings, "target": vars(target)}
+    key = {"graph": onnx_sha256, "plan": settings, "target": vars(target)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
 
 
