@@ -87,8 +87,8 @@ def _pytorch(backend: BenchBackend, source: dict, threads: int | None):
 
     if threads:
         torch.set_num_threads(threads)
-    model = load_model(source["model"], source["scale"], source.get("weights"),
-                       model_args=source.get("model_args")).network
+    model = load_model(source["model"], source["scale"], source.get("weights"), source.get("options"),
+                       source.get("model_args")).network
     if "cuda" not in backend.name:
         from ..models.torch_runner import TorchRunner
 

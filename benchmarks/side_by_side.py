@@ -100,7 +100,8 @@ def _model_jobs(spec: ModelSpec | None, names: str, pixels: list[tuple[int, int]
     jobs = []
     for name in chosen:
         backend = known[name]
-        source = {"model": spec.model, "scale": net.info.scale, "weights": spec.weights, "model_args": spec.model_args}
+        source = {"model": spec.model, "scale": net.info.scale, "weights": spec.weights, "options": spec.options,
+                  "model_args": spec.model_args}
         drop = None
         if backend.needs_artifact and not unavailable(backend):
             key = (backend.target, backend.precision)  # openvino-bf16 runs the FP32 IR

@@ -183,3 +183,13 @@ def test_module_paths_named_in_the_code_and_the_docs_exist():
              and not _resolves(ref.rstrip("."))]
     assert stale == []
     assert _resolves("export.trt.trt_plan") and not _resolves("export.trt_plan")
+
+
+def test_the_runtime_never_imports_torch():
+    """The deploy side needs no PyTorch: no module under runtime/ imports it, lazily or not (the PyTorch runner lives
+    in models/, the layer that has torch)."""
+    importers = [str(path.relative_to(REPO)) for path in (REPO / "runtime").rglob("*.py")
+                 for node in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "torch" for a in node.names)
+                 or isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "torch"]
+    assert importers == []

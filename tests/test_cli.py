@@ -22,6 +22,19 @@ def test_help_lists_commands():
     assert "models" in result.stdout and "eval" in result.stdout
 
 
+def test_help_names_every_target_of_the_table():
+    """The lists of targets and artifacts in the help come from the target table (they listed the targets from
+    before OpenVINO)."""
+    from srdeploy.runtime.targets import runnable, targets
+
+    top, export = run_cli("--help").stdout, run_cli("export", "--help").stdout
+    flat = " ".join(top.split()), " ".join(export.split())
+    for target in targets().values():
+        assert target.title in flat[0] and f"{target.name}: {target.writes}" in flat[1]
+    parity = " ".join(run_cli("parity", "--help").stdout.split())
+    assert all(target.artifact in parity for target in runnable())
+
+
 def test_models_table_and_json():
     table = run_cli("models")
     assert table.returncode == 0

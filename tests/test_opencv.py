@@ -80,5 +80,6 @@ def test_portable_dsrnet_has_no_control_flow_and_the_same_outputs(tmp_path):
 
 
 def test_portable_is_an_onnx_form():
-    with pytest.raises(SrDeployError, match="--portable is a form of the ONNX file: use it with --target onnx"):
+    with pytest.raises(SrDeployError, match="--portable is an option of --target onnx: use it there, not with --target "
+                                            "openvino"):
         api.export_model("dsrnet", 2, target="openvino", options=api.ExportOptions(portable=True), progress=False)
