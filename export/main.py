@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from ..models.spec import ModelSpec
-from ..runtime.errors import SrDeployError
 from ..runtime.precision import Precision
 from ..runtime.targets import DEFAULT_TARGET, check_own_options, target as find_target
 

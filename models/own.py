@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from . import checkpoints
-from .loading import ModelInfo, SrModel, load
+from .loading import ModelInfo, SrModel
 from .measure import measure
 from .registry import ExportConfig, checkpoint_by_sha256
 from ..runtime.errors import SrDeployError
