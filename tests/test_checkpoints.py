@@ -55,21 +55,15 @@ def test_corrupt_checkpoint(tmp_path, seed):
     assert len(str(refused.value)) < 300
 
 
-def test_truncated_checkpoint(tmp_path):
-    data = weights("dsrnet_x2.pth").read_bytes()
+@pytest.mark.parametrize("model, file", [("dsrnet", "dsrnet_x2.pth"), ("lesrcnn", "lesrcnn_x2.pth")])
+def test_truncated_checkpoint(tmp_path, model, file):
+    """Cut in half, in the zip format (DSRNet's) and the pre-1.6 one (LESRCNN's): damaged, not 'not a checkpoint'
+    (its header is PyTorch's)."""
+    data = weights(file).read_bytes()
     path = tmp_path / "truncated.pth"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(SrDeployError, match=r"is damaged \(truncated or corrupt\): download it again"):
-        models.load("dsrnet", 2, path)
-
-
-def test_truncated_legacy_checkpoint(tmp_path):
-    """A pre-1.6 file (LESRCNN's) cut in half: damaged, not 'not a checkpoint' (its header is PyTorch's)."""
-    data = weights("lesrcnn_x2.pth").read_bytes()
-    path = tmp_path / "truncated.pth"
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(SrDeployError, match=r"is damaged \(truncated or corrupt\)"):
-        models.load("lesrcnn", 2, path)
+        models.load(model, 2, path)
 
 
 def _damaged_archive(damage: str) -> bytes:

@@ -144,12 +144,6 @@ def check(options, out: Path) -> None:
 
 def export(net: SrModel, options, out: Path, progress):
     """The iOS bundle in ``out``: the checked package, Swift code and README (``export.main`` shape)."""
-    from ..coreml.target import coreml_options, report_line
-    from ..main import result_for
+    from ..coreml.target import checked_package
 
-    converted = coreml_options(options, net)
-    path, report = write_ios_bundle(net, converted, out, options.calib, options.max_psnr_drop)
-    progress(report_line(converted, report))
-    result = result_for(net, "ios", options, report)
-    result.artifacts.append(path)
-    return result
+    return checked_package(net, options, out, progress, "ios", write_ios_bundle)

@@ -56,9 +56,16 @@ def export(net: SrModel, options: ExportOptions, out: Path, progress: Progress) 
     """``out/MODEL_xSCALE_PRECISION[_COMPRESSION].mlpackage`` after every check passed."""
     from .coreml_package import export_package
 
+    return checked_package(net, options, out, progress, "coreml", export_package)
+
+
+def checked_package(net: SrModel, options: ExportOptions, out: Path, progress: Progress, target: str,
+                    write) -> ExportResult:
+    """The result of ``write(net, coreml options, out, calib, max drop) -> (path, CoreMLReport)``, its check's
+    line on ``progress``: the package, or a bundle around it."""
     converted = coreml_options(options, net)
-    path, report = export_package(net, converted, out, options.calib, options.max_psnr_drop)
+    path, report = write(net, converted, out, options.calib, options.max_psnr_drop)
     progress(report_line(converted, report))
-    result = result_for(net, "coreml", options, report)
+    result = result_for(net, target, options, report)
     result.artifacts.append(path)
     return result
