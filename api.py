@@ -27,13 +27,14 @@ from .benchmarks.bench import BenchOptions
 from .export.main import ExportOptions, ExportResult, Progress
 from .models.spec import ModelSpec
 from .runtime.errors import COMMAND, SrDeployError
+from .runtime.opener import SessionOptions
 from .runtime.precision import Precision
 from .runtime.tables import markdown_table
 from .runtime.targets import DEFAULT_TARGET, Target, register, targets
 from .runtime.upscale_command import UpscaleOptions, UpscaleReport
 
 __all__ = ["BenchOptions", "BenchReport", "COMMAND", "EvalReport", "ExportOptions", "ExportResult", "ModelSpec",
-           "Precision", "SrDeployError", "Target", "UpscaleOptions", "UpscaleReport", "ZooReport", "bench",
+           "Precision", "SessionOptions", "SrDeployError", "Target", "UpscaleOptions", "UpscaleReport", "ZooReport", "bench",
            "bench_backends", "evaluate", "export_model", "parity", "register", "targets", "upscale", "zoo"]
 
 
@@ -104,14 +105,14 @@ class EvalReport:
 
 
 def evaluate(dataset: str | Path, artifact: str | Path | None = None, model: str | ModelSpec | None = None,
-             scale: int | None = None, weights: str | None = None, backend: str = "auto",
-             inference_precision: str | None = None, progress: bool = True) -> EvalReport:
+             scale: int | None = None, weights: str | None = None, session: SessionOptions | None = None,
+             progress: bool = True) -> EvalReport:
     """PSNR/SSIM on Y of an artifact or a model (zoo or your own) on a BasicSR-layout dataset (``srdeploy eval``)."""
     from .models.runners import runner
     from .runtime.quality import dataset_pairs
     from .runtime.quality import evaluate as evaluate_pairs
 
-    run = runner("eval", artifact, _spec(model, scale, weights), backend, inference_precision)
+    run = runner("eval", artifact, _spec(model, scale, weights), session)
     report = evaluate_pairs(run.infer, dataset_pairs(dataset, run.scale), model=run.name, scale=run.scale,
                             colour=run.colour, rounding=run.rounding, dataset=Path(dataset).name,
                             progress=progress)
@@ -143,7 +144,8 @@ def export_model(model: str | ModelSpec, scale: int | None = None, target: str =
 
 def upscale(input: str | Path, output: str | Path, artifact: str | Path | None = None,
             model: str | ModelSpec | None = None, scale: int | None = None, weights: str | None = None,
-            options: UpscaleOptions | None = None, progress: bool = True) -> UpscaleReport:
+            session: SessionOptions | None = None, options: UpscaleOptions | None = None,
+            progress: bool = True) -> UpscaleReport:
     """Upscale an image, a folder of images, or a video (.mp4/.mkv/.mov/.webm/...), tiled (``srdeploy upscale``):
     ``options.tile`` LR pixels (default 256; 0: whole image) with the receptive radius as context, so the result
     equals a whole-image run; a network whose output depends on the whole image runs whole (a tile is refused).
@@ -154,18 +156,18 @@ def upscale(input: str | Path, output: str | Path, artifact: str | Path | None =
     from .models.torch_runner import tiles_of_one_thread
     from .runtime.upscale_command import run_upscale
 
-    options = options or UpscaleOptions()
-    setup = partial(tiled_runner, spec=_spec(model, scale, weights), backend=options.backend,
-                    inference_precision=options.inference_precision, tile=options.tile,
+    options, session = options or UpscaleOptions(), session or SessionOptions()
+    setup = partial(tiled_runner, spec=_spec(model, scale, weights), session=session, tile=options.tile,
                     tile_overlap=options.tile_overlap)
-    return run_upscale(Path(input), Path(output), artifact, options, setup, tiles_of_one_thread, progress)
+    return run_upscale(Path(input), Path(output), artifact, session.backend, options, setup, tiles_of_one_thread,
+                       progress)
 
 
 # ---------------------------------------------------------------------------------------------------- parity
 
 
-def parity(artifact: str | Path, backend: str = "auto", inference_precision: str | None = None,
-           weights: str | None = None, dataset: str | Path | None = None, save_golden: str | Path | None = None,
+def parity(artifact: str | Path, session: SessionOptions | None = None, weights: str | None = None,
+           dataset: str | Path | None = None, save_golden: str | Path | None = None,
            golden: str | Path | None = None, progress: bool = True):
     """An artifact against the PyTorch model it came from, or against golden files (``srdeploy parity``): a
     ``runtime.parity.ParityReport`` judged at the tolerance of the artifact's precision."""
@@ -174,25 +176,25 @@ def parity(artifact: str | Path, backend: str = "auto", inference_precision: str
     from .runtime.golden import load_golden, save_golden as write_golden
     from .runtime.parity import ParityReport, check_cases
 
-    session = open_session(artifact, backend, inference_precision)
-    precision = Precision.parse(session.metadata.get("precision", "fp32"))
+    opened = open_session(artifact, session)
+    precision = Precision.parse(opened.metadata.get("precision", "fp32"))
     report = ParityReport(str(artifact), precision, TOLERANCES[precision])
     if golden:
         cases, manifest = load_golden(golden)
-        if manifest["checkpoint_sha256"] != session.metadata["checkpoint_sha256"]:
+        if manifest["checkpoint_sha256"] != opened.metadata["checkpoint_sha256"]:
             raise SrDeployError(f"golden files in {golden} belong to another checkpoint than {artifact}")
     else:
-        cases = _reference_cases(session, precision, weights, dataset, report, progress)
+        cases = _reference_cases(opened, precision, weights, dataset, report, progress)
         if save_golden:
             write_golden(save_golden, cases, {
-                "model": session.metadata["model"], "scale": session.scale,
-                "checkpoint_sha256": session.metadata["checkpoint_sha256"], "reference": "pytorch fp32",
+                "model": opened.metadata["model"], "scale": opened.scale,
+                "checkpoint_sha256": opened.metadata["checkpoint_sha256"], "reference": "pytorch fp32",
             })
-    check_cases(session.infer, cases, report)
-    report.backend = type(session).__name__
-    if hasattr(session, "executed_precisions"):
-        executed = session.executed_precisions()
-        report.backend = f"{session.runtime_name} {executed.inference_precision}"
+    check_cases(opened.infer, cases, report)
+    report.backend = type(opened).__name__
+    if hasattr(opened, "executed_precisions"):
+        executed = opened.executed_precisions()
+        report.backend = f"{opened.runtime_name} {executed.inference_precision}"
         report.executed = executed.as_dict()
         report.executed_summary = executed.summary()
     return report

@@ -37,15 +37,16 @@ MODEL = ("model", "scale", "weights", "model_args", *MODEL_OPTIONS)  # what make
 
 def arguments(function: Callable, args: argparse.Namespace) -> dict:
     """``function``'s keyword arguments from the parsed options: each parameter from the option of its name;
-    ``model`` as a ``ModelSpec`` of --model/--scale/--weights/--model-args and the architecture's options; the
-    ``options`` value (``ExportOptions``, ``UpscaleOptions``, ``BenchOptions``) from the options named as its
-    fields. An option that reaches nothing is a mistake of this file: refused, not dropped."""
+    ``model`` as a ``ModelSpec`` of --model/--scale/--weights/--model-args and the architecture's options; each
+    value (``SessionOptions``, ``ExportOptions``, ``UpscaleOptions``, ``BenchOptions``) from the options named as
+    its fields. An option that reaches nothing is a mistake of this file: refused, not dropped."""
     given, used, kwargs = vars(args), set(CLI_ONLY), {}
     hints = typing.get_type_hints(function)
     for name in inspect.signature(function).parameters:
-        if name == "options":
-            fields = [f.name for f in dataclasses.fields(_value_type(hints[name])) if f.name in given]
-            kwargs[name] = _value_type(hints[name])(**{f: given[f] for f in fields})
+        value = _value_type(hints.get(name))
+        if value is not None and value is not api.ModelSpec:
+            fields = [f.name for f in dataclasses.fields(value) if f.name in given]
+            kwargs[name] = value(**{f: given[f] for f in fields})
             used.update(fields)
         elif name == "model" and api.ModelSpec in typing.get_args(hints[name]):
             if given.get("model") is not None:
@@ -62,9 +63,9 @@ def arguments(function: Callable, args: argparse.Namespace) -> dict:
     return kwargs
 
 
-def _value_type(hint) -> type:
-    """The dataclass in an ``X | None`` annotation."""
-    return next(t for t in typing.get_args(hint) or (hint,) if dataclasses.is_dataclass(t))
+def _value_type(hint) -> type | None:
+    """The dataclass in an ``X | None`` annotation, if any."""
+    return next((t for t in typing.get_args(hint) or (hint,) if dataclasses.is_dataclass(t)), None)
 
 
 def _call(function: Callable, args: argparse.Namespace, **given):
@@ -256,6 +257,8 @@ def _add_backend_arguments(p: argparse.ArgumentParser) -> None:
                         "choose their own")
     p.add_argument("--inference-precision", choices=("f32", "bf16", "f16"),
                    help="OpenVINO's compute precision (default f32; bf16 where the CPU has AVX-512 BF16 or AMX)")
+    p.add_argument("--vulkan", action="store_true",
+                   help="ncnn: compute on the Vulkan device (a GPU, or Mesa's lavapipe in software)")
 
 
 MODEL_HELP = "zoo name (srdeploy models), or your own network: FILE.py:NAME or package.module:NAME (class or factory)"

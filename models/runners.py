@@ -9,6 +9,7 @@ from typing import Callable
 
 from .spec import ModelSpec
 from ..runtime.errors import SrDeployError
+from ..runtime.opener import SessionOptions
 
 
 @dataclass(frozen=True)
@@ -28,16 +29,13 @@ class Runner:
     rounding: str = "truncate"  # how the evaluation makes 8 bits of the output (models.ModelInfo.eval_rounding)
 
 
-def open_session(artifact: str | Path, backend: str = "auto", inference_precision: str | None = None,
-                 threads: int | None = None):
-    """The session for an artifact on ``backend`` (OpenVINO: at ``inference_precision``, f32 by default;
-    ``threads``: CPU threads of an ONNX Runtime or OpenVINO session, default the library's own)."""
+def open_session(artifact: str | Path, session: SessionOptions | None = None, threads: int | None = None):
+    """The session for an artifact as ``session`` says (its runtime and settings); ``threads``: the CPU threads of
+    the sessions that take them, default the library's own."""
     from ..runtime.opener import open_artifact
 
-    options = {"threads": threads} if threads else {}
-    if inference_precision:
-        options["inference_precision"] = inference_precision
-    return open_artifact(artifact, backend=backend, **options)
+    session = session or SessionOptions()
+    return open_artifact(artifact, backend=session.backend, **session.settings(threads))
 
 
 def rounding(metadata: dict[str, str]) -> str:
@@ -49,16 +47,16 @@ def rounding(metadata: dict[str, str]) -> str:
     return architecture(metadata["model"]).eval_rounding
 
 
-def runner(what: str, artifact: str | Path | None = None, spec: ModelSpec | None = None, backend: str = "auto",
-           inference_precision: str | None = None, threads: int | None = None) -> Runner:
+def runner(what: str, artifact: str | Path | None = None, spec: ModelSpec | None = None,
+           session: SessionOptions | None = None, threads: int | None = None) -> Runner:
     """An artifact's runner, or the PyTorch model's (``spec``); ``threads``: the CPU threads it may use (default:
     the library's own choice)."""
     if artifact:
-        session = open_session(artifact, backend, inference_precision, threads)
-        return Runner(session.infer, session.metadata["model"], session.scale, session.colour,
-                      session.receptive_radius, session.shape_bounds["min"][2], str(artifact),
-                      session.shape_bounds["max"], session.gate_split if session.has_global_gate else None,
-                      session.whole_image, rounding(session.metadata))
+        opened = open_session(artifact, session, threads)
+        return Runner(opened.infer, opened.metadata["model"], opened.scale, opened.colour,
+                      opened.receptive_radius, opened.shape_bounds["min"][2], str(artifact),
+                      opened.shape_bounds["max"], opened.gate_split if opened.has_global_gate else None,
+                      opened.whole_image, rounding(opened.metadata))
     if spec is None or not spec.model:
         raise SrDeployError(f"{what} needs --artifact FILE, or --model NAME (a zoo name, or FILE.py:NAME)")
     import torch
@@ -111,14 +109,14 @@ def _own_reference(session, source: dict, weights: str | None):
     return load_own(f"{where}:{source['name']}", weights, source["args"])
 
 
-def tiled_runner(artifact: str | Path | None, spec: ModelSpec | None, backend: str = "auto",
-                 inference_precision: str | None = None, tile: int | None = None, tile_overlap: int | None = None,
-                 threads: int | None = 1, tile_workers: int = 1) -> tuple[Callable, int, str]:
+def tiled_runner(artifact: str | Path | None, spec: ModelSpec | None, session: SessionOptions | None = None,
+                 tile: int | None = None, tile_overlap: int | None = None, threads: int | None = 1,
+                 tile_workers: int = 1) -> tuple[Callable, int, str]:
     """(tiled infer, scale, colour) of an artifact or a model: what ``upscale`` runs, and what each Ray worker builds
     once, on the one CPU Ray gives it (``threads`` 1, so workers on a node do not oversubscribe its cores; None: the
     library's own choice, for a local run); ``tile_workers``: tiles in flight at once."""
     from ..runtime.upscale import tiler, tiling
 
-    run = runner("upscale", artifact, spec, backend, inference_precision, threads)
+    run = runner("upscale", artifact, spec, session, threads)
     tile, overlap = tiling(run.name, tile, tile_overlap, run.receptive_radius, run.max_shape, run.whole_image)
     return tiler(run.infer, run.scale, tile, overlap, run.min_size, run.decision_split, tile_workers), run.scale, run.colour

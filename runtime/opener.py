@@ -5,6 +5,7 @@ imported only when a file needs it (TensorRT, OpenVINO and Core ML are optional)
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
 
 from .artifact import ArtifactSession
@@ -12,6 +13,21 @@ from .errors import SrDeployError
 from .targets import Target, for_artifact, runnable, runtimes_for
 
 DEFAULT_SUFFIX = ".onnx"  # a file no target claims is tried as ONNX: ONNX Runtime names what is wrong with it
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """How an artifact runs: on which runtime (``backend``, where another than its own runs that kind of file), and
+    the runtime's own settings (a one-line refusal where the artifact's runtime has no such setting)."""
+
+    backend: str = "auto"  # ``backend_names()``
+    inference_precision: str | None = None  # OpenVINO's compute precision: f32, bf16, f16
+    vulkan: bool = False  # ncnn: on the Vulkan device
+
+    def settings(self, threads: int | None = None) -> dict:
+        """The session's keyword arguments: the settings given, and ``threads`` where given."""
+        given = {"inference_precision": self.inference_precision, "vulkan": self.vulkan or None, "threads": threads}
+        return {k: v for k, v in given.items() if v is not None}
 
 
 def backend_names() -> tuple[str, ...]:
@@ -58,6 +74,8 @@ def _foreign_option(option: str, target: Target) -> SrDeployError:
         return SrDeployError(f"{flag} is no setting of {target.artifact}")
     owner = owners[0]
     name = owner.session_class().runtime_name
-    article = "an" if name[0].upper() in "AEIOU" else "a"
-    return SrDeployError(f"{flag} is {article} {name} setting: add --backend {owner.runtime} or open an "
-                         f"{owner.suffixes[0]}")
+    # "an OpenVINO", "an ncnn" (a lower-case name is read letter by letter: en-cee-en-en)
+    article = "an" if name[0] in "AEIOUaeiou" or name.islower() and name[0] in "fhlmnrsx" else "a"
+    where = f"add --backend {owner.runtime} or open an {owner.suffixes[0]}" if owner.opens_too else \
+        f"open an {owner.suffixes[0]}"
+    return SrDeployError(f"{flag} is {article} {name} setting: {where}")

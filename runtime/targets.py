@@ -128,6 +128,17 @@ BUILT_IN = (
                              {"inference_precision": "bf16"}),
                      Backend("openvino-int8", "OpenVINO CPU, INT8 Q/DQ artifact (u8/i8 convolutions), f32 inference "
                              "precision", "int8"))),
+    Target("ncnn", "ncnn (Android, Vulkan GPUs)", "a folder NAME.ncnn with ncnn's .param/.bin and a manifest, for "
+           "Android and Vulkan GPUs, gated on ncnn itself",
+           exporter="export.ncnn.target:export", precheck="export.ncnn.target:check",
+           session="runtime.sessions.ncnn:NcnnSession", suffixes=(".ncnn", ".param"), artifact=".ncnn (ncnn)",
+           runtime="ncnn", requirement="runtime.sessions.ncnn:unavailable", extra="ncnn", package="ncnn",
+           backends=(Backend("ncnn", "ncnn CPU, FP32 artifact", "fp32"),
+                     Backend("ncnn-fp16", "ncnn CPU, FP16 artifact (FP16 storage and arithmetic where the CPU has "
+                             "them)", "fp16"),
+                     Backend("ncnn-vulkan", "ncnn Vulkan (the machine's Vulkan device: a GPU, or Mesa's lavapipe "
+                             "in software), FP32 artifact", "fp32", {"vulkan": True}),
+                     Backend("ncnn-vulkan-fp16", "ncnn Vulkan, FP16 artifact", "fp16", {"vulkan": True}))),
 )
 DEFAULT_TARGET = "onnx"  # what export writes when no target is named
 PLUGINS = "SRDEPLOY_TARGETS"  # comma-separated module.path:NAME of Target values: plug-ins, in every process

@@ -24,10 +24,8 @@ Setup = Callable[..., tuple[Callable, int, str]]
 
 @dataclass(frozen=True)
 class UpscaleOptions:
-    """How ``upscale`` runs: the artifact's runtime, tiling, limits, video encoding, and where (local or Ray)."""
+    """How ``upscale`` runs: tiling, limits, video encoding, and where (local or Ray)."""
 
-    backend: str = "auto"  # what runs an .onnx artifact (runtime.opener.backend_names)
-    inference_precision: str | None = None  # OpenVINO's compute precision
     tile: int | None = None  # LR tile size (None: 256; 0: whole image)
     tile_overlap: int | None = None  # context per tile (None: the receptive radius)
     max_pixels: int = 100_000_000  # largest input image, from its header
@@ -53,8 +51,8 @@ class UpscaleReport:
         return exit_status(len(self.failed), len(self.written) + len(self.failed))
 
 
-def run_upscale(source: Path, target: Path, artifact: str | Path | None, options: UpscaleOptions, setup: Setup,
-                local_threads: Callable[[Any], ContextManager[int]], progress: bool) -> UpscaleReport:
+def run_upscale(source: Path, target: Path, artifact: str | Path | None, backend: str, options: UpscaleOptions,
+                setup: Setup, local_threads: Callable[[Any], ContextManager[int]], progress: bool) -> UpscaleReport:
     """Upscale ``source`` (image, folder or video) into ``target`` (see the module)."""
     from tqdm import tqdm
 
@@ -63,7 +61,7 @@ def run_upscale(source: Path, target: Path, artifact: str | Path | None, options
     if options.engine not in ("local", "ray"):
         raise SrDeployError(f"--engine {options.engine}: choose local or ray")
     if is_video(source):
-        frames = (partial(_ray_frames, artifact, options, setup) if options.engine == "ray"
+        frames = (partial(_ray_frames, artifact, backend, options, setup) if options.engine == "ray"
                   else partial(_local_frames, setup, artifact, local_threads))
         return _upscale_video(source, target, options, progress, frames)
     jobs = plan_jobs(source, target)  # paths checked before the model or artifact opens
@@ -71,7 +69,7 @@ def run_upscale(source: Path, target: Path, artifact: str | Path | None, options
         if options.engine == "ray":
             from .ray_engine import upscale_on_ray
 
-            results = upscale_on_ray(jobs, setup, ray_files(artifact, options.backend), options.workers,
+            results = upscale_on_ray(jobs, setup, ray_files(artifact, backend), options.workers,
                                      options.ray_address, options.max_pixels)
         else:
             infer, scale, colour = setup(artifact, threads=None, tile_workers=tile_workers)
@@ -107,11 +105,11 @@ def _local_frames(setup: Setup, artifact: str | Path | None, local_threads) -> I
         yield LocalFrames(*setup(artifact, threads=None, tile_workers=tile_workers))
 
 
-def _ray_frames(artifact: str | Path | None, options: UpscaleOptions, setup: Setup):
+def _ray_frames(artifact: str | Path | None, backend: str, options: UpscaleOptions, setup: Setup):
     """A video's frames on Ray workers (``ray_engine.ray_frames``)."""
     from .ray_engine import ray_frames
 
-    return ray_frames(setup, ray_files(artifact, options.backend), options.workers, options.ray_address)
+    return ray_frames(setup, ray_files(artifact, backend), options.workers, options.ray_address)
 
 
 def _upscale_video(source: Path, target: Path, options: UpscaleOptions, progress: bool, frames: Callable) -> UpscaleReport:

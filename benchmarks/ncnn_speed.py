@@ -1,0 +1,94 @@
+"""ncnn on this x86 CPU against ONNX Runtime, side by side in one run (issue 37's performance item): LESRCNN ×2 and
+FSRCNN ×2 at 256×256, 1 and 2 threads, FP32 and FP16 ncnn folders and the FP32 ONNX, exported here first.
+
+    python -m srdeploy.benchmarks.ncnn_speed --out benchmarks/results
+
+Each runtime is given the same thread count; the calls are interleaved in rounds (``runtime.timing``). The target:
+ncnn CPU FP32 ≤ 1.5× ONNX Runtime FP32. x86 timings do not predict ARM phones (ncnn's kernels there are its
+NEON/FP16 ones, and its FP16 arithmetic runs only there); lavapipe's Vulkan timings are a CPU emulating a GPU and
+are not reported. Writes ``ncnn_speed_<machine>.{md,json}``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .bench import cpu_text, report_header
+from ..export.main import ExportOptions, Progress
+from ..models.spec import ModelSpec
+from ..runtime.atomic import atomic_path
+from ..runtime.sessions.ncnn import NcnnSession
+from ..runtime.sessions.onnxruntime import OnnxSession
+from ..runtime.tables import markdown_table
+from ..runtime.targets import target
+from ..runtime.timing import interleaved_medians
+
+MODELS = (("lesrcnn", 2), ("fsrcnn", 2))
+SIZE = 256
+TARGET_RATIO = 1.5  # ncnn CPU FP32 / ONNX Runtime FP32
+
+
+def artifacts(model: str, scale: int, folder: Path) -> dict[str, Path]:
+    """The FP32 ONNX and the FP32 and FP16 ncnn folders of the official checkpoint, exported into ``folder``."""
+    net = ModelSpec(model, scale).load()
+    made = {"onnx": target("onnx").export(net, ExportOptions(precision="fp32"), folder, Progress(False))}
+    for precision in ("fp32", "fp16"):
+        made[f"ncnn-{precision}"] = target("ncnn").export(net, ExportOptions(precision=precision, max_psnr_drop=0.05),
+                                                          folder, Progress(False))
+    return {name: result.artifacts[0] for name, result in made.items()}
+
+
+def measure(paths: dict[str, Path], channels: int, threads: int, rounds: int) -> dict[str, float]:
+    x = np.random.default_rng(0).random((1, channels, SIZE, SIZE), dtype=np.float32)
+    infers = {"onnxruntime fp32": OnnxSession(paths["onnx"], providers=["CPUExecutionProvider"], threads=threads).infer,
+              "ncnn fp32": NcnnSession(paths["ncnn-fp32"], threads=threads).infer,
+              "ncnn fp16": NcnnSession(paths["ncnn-fp16"], threads=threads).infer}
+    return interleaved_medians(infers, x, rounds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="benchmarks/results", help="folder for the .md and .json")
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args(argv)
+    report = report_header("python -m srdeploy.benchmarks.ncnn_speed", "lesrcnn, fsrcnn", 2, None)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for model, scale in MODELS:
+            paths = artifacts(model, scale, Path(folder) / model)
+            channels = NcnnSession(paths["ncnn-fp32"]).channels
+            for threads in (1, 2):
+                medians = measure(paths, channels, threads, args.rounds)
+                base = medians["onnxruntime fp32"]
+                rows.append({"model": f"{model} ×{scale}", "threads": threads, **{k: round(v, 2) for k, v in medians.items()},
+                             "ncnn_fp32_ratio": medians["ncnn fp32"] / base, "ncnn_fp16_ratio": medians["ncnn fp16"] / base})
+                print(rows[-1], flush=True)
+    report["results"] = rows
+    machine = report["machine"]
+    table = markdown_table(
+        ["model", "threads", "ONNX Runtime FP32 ms", "ncnn FP32 ms", "ncnn FP16 ms", "ncnn FP32 / ORT", "ncnn FP16 / ORT",
+         f"FP32 target ≤ {TARGET_RATIO}×"],
+        [[r["model"], str(r["threads"]), f"{r['onnxruntime fp32']:.1f}", f"{r['ncnn fp32']:.1f}", f"{r['ncnn fp16']:.1f}",
+          f"{r['ncnn_fp32_ratio']:.2f}×", f"{r['ncnn_fp16_ratio']:.2f}×",
+          "met" if r["ncnn_fp32_ratio"] <= TARGET_RATIO else "missed"] for r in rows])
+    text = (f"`{report['command']}` — {report['date']}\n\nMachine: {cpu_text(machine)}, {machine['usable_cores']} usable "
+            f"cores; {', '.join(f'{k} {v}' for k, v in machine['libraries'].items())}.\nLR {SIZE}×{SIZE}, batch 1, "
+            f"median of {args.rounds} interleaved rounds; FP16 on this x86 CPU is FP16 weights with FP32 arithmetic "
+            "(ncnn's FP16 arithmetic runs on ARM); x86 timings do not predict ARM phones.\n\n" + table + "\n")
+    slug = "cpu-" + "-".join(machine["cpu"].lower().replace("(r)", "").split()[:3])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / f"ncnn_speed_{slug}.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
+    with atomic_path(out / f"ncnn_speed_{slug}.md") as tmp:
+        tmp.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,44 @@
+"""The ``ncnn`` target: a folder ``NAME.ncnn`` with ncnn's ``.param``/``.bin`` (pnnx from the gated ONNX graph) and
+the srdeploy manifest, gated by ncnn itself (``ncnn_export``): for Android and the GPUs of desktops and phones
+(Vulkan), through ncnn's own runtime."""
+from __future__ import annotations
+
+from importlib import metadata
+from pathlib import Path
+
+from .ncnn_export import export_ncnn, import_pnnx
+from ..main import ExportOptions, ExportResult, Progress, result_for
+from ..onnx.target import gated_onnx
+from ...models.loading import SrModel
+from ...runtime.errors import SrDeployError
+from ...runtime.precision import Precision
+from ...runtime.sessions.ncnn import import_ncnn
+
+
+def check(options: ExportOptions, out: Path) -> None:
+    """pnnx to convert with and ncnn to gate on, an FP32 or FP16 precision, or one line (nothing written)."""
+    import_pnnx()
+    import_ncnn()
+    if Precision.parse(options.precision) == Precision.INT8:
+        raise SrDeployError("--target ncnn writes fp32 or fp16 (ncnn's INT8 from srdeploy's calibration is not "
+                            "written yet): choose --precision fp32 or fp16")
+
+
+def export(net: SrModel, options: ExportOptions, out: Path, progress: Progress) -> ExportResult:
+    """``out/MODEL_xSCALE_PRECISION.ncnn`` (FP16: FP32 graph, FP16 weights and arithmetic); what ncnn measured on
+    ``progress``."""
+    precision = Precision.parse(options.precision)
+    proto, report = gated_onnx(net, "fp32", options, progress, summary=False)
+    versions = {package: metadata.version(package) for package in ("pnnx", "ncnn")}
+    folder, measured = export_ncnn(proto, net, precision, out, options.calib, options.max_psnr_drop, versions)
+    if precision == Precision.FP32:
+        progress(f"ncnn fp32 (pnnx {versions['pnnx']}): {measured['fp32_max_abs_vs_pytorch']:.1e} from PyTorch on "
+                 "held-out crops")
+    else:
+        vulkan = "" if "drop_db_vulkan" not in measured else (
+            f", Vulkan ({measured['vulkan_device']}) {measured['drop_db_vulkan']:+.4f} dB")
+        progress(f"ncnn fp16 (pnnx {versions['pnnx']}): held-out PSNR drop against PyTorch FP32: CPU "
+                 f"{measured['drop_db_cpu']:+.4f} dB{vulkan}")
+    result = result_for(net, "ncnn", options, report, ncnn=measured)
+    result.artifacts.append(folder)
+    return result

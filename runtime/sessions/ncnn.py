@@ -1,0 +1,180 @@
+"""ncnn behind the runtime's one interface: a folder ``NAME.ncnn`` from ``export --target ncnn`` — numpy and the
+``ncnn`` package only, never torch.
+
+The folder holds each graph's ``.param`` (layers) and ``.bin`` (weights), written by pnnx, and ``srdeploy.json``, the
+manifest ncnn's own files have no room for: the srdeploy metadata, each graph's input and output blob, and a
+sha256 sealed over the manifest and every file (checked on every open). A plain network is one graph, ``model``;
+a network whose gate reads the whole image (DSRNet) is its four gate parts (``runtime.global_gate.gate_parts``):
+the image runs through the gate's features, their mean decides, and the chosen branch computes the output, so
+tiles share the whole image's decision. ``vulkan``: ncnn's GPU path (any Vulkan device: a GPU, or Mesa's lavapipe
+in software); ``fp16``: FP16 storage and arithmetic where the device has them (ncnn's default on ARM), by
+default for FP16 artifacts only.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .. import digest
+from ..artifact import ArtifactSession
+from ..errors import SrDeployError, command
+from ..global_gate import GateSplit, one_decision, parts_split
+
+SUFFIX = ".ncnn"
+MANIFEST = "srdeploy.json"
+FORMAT = "srdeploy-ncnn-1"
+REEXPORT = f"re-export it with {command('export --target ncnn')}"
+_DIGEST = '"sha256": "'
+
+
+def import_ncnn():
+    try:
+        import ncnn
+    except ImportError:
+        raise SrDeployError("ncnn is not installed: pip install ncnn (or pip install -e '.[ncnn]')") from None
+    return ncnn
+
+
+@functools.cache
+def vulkan_devices() -> tuple[str, ...]:
+    """The Vulkan devices ncnn sees (none without a driver: apt install mesa-vulkan-drivers libvulkan1 for
+    Mesa's software one). ncnn describes each device on stderr as it starts Vulkan: not here."""
+    ncnn = import_ncnn()
+    with _stderr_silenced():
+        return tuple(ncnn.get_gpu_info(i).device_name() for i in range(ncnn.get_gpu_count()))
+
+
+@contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 to /dev/null for the duration (C++ code prints there, beside Python's sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def unavailable(vulkan: bool = False, **_) -> str | None:
+    """Why ncnn cannot run here (on Vulkan with ``vulkan``), or None."""
+    import importlib.util
+
+    if importlib.util.find_spec("ncnn") is None:
+        return "ncnn is not installed: pip install ncnn"
+    if vulkan and not vulkan_devices():
+        return "ncnn sees no Vulkan device (apt install mesa-vulkan-drivers libvulkan1 gives a software one)"
+    return None
+
+
+def seal_manifest(manifest: dict, files: dict[str, bytes]) -> bytes:
+    """The manifest's bytes with the sha256 over them and every file (in name order) in its ``sha256`` entry."""
+    text = json.dumps({**manifest, "sha256": digest.PLACEHOLDER.decode()}, indent=2).encode()
+    return digest.seal(text, extra=b"".join(files[name] for name in sorted(files)))
+
+
+def read_manifest(folder: Path) -> tuple[dict, dict[str, bytes]]:
+    """The manifest of an ncnn artifact and its files' bytes, after the seal is checked (one line if not)."""
+    if not (folder / MANIFEST).is_file():
+        raise SrDeployError(f"{folder} has no {MANIFEST}: it is not an srdeploy ncnn artifact (ncnn's .param/.bin "
+                            f"carry no metadata); {REEXPORT}")
+    data = (folder / MANIFEST).read_bytes()
+    try:
+        manifest = json.loads(data)
+        names = sorted(manifest["files"])
+    except (ValueError, KeyError, TypeError):
+        raise SrDeployError(f"{folder / MANIFEST} is damaged (not the manifest srdeploy writes): {REEXPORT}") from None
+    missing = [name for name in names if not (folder / name).is_file()]
+    if missing:
+        raise SrDeployError(f"artifact {folder} is incomplete ({', '.join(missing)} missing): {REEXPORT}")
+    files = {name: (folder / name).read_bytes() for name in names}
+    at = data.find(_DIGEST.encode())
+    if at < 0 or manifest.get("format") != FORMAT:
+        raise SrDeployError(f"{folder / MANIFEST} carries no srdeploy digest: {REEXPORT}")
+    digest.verify(data, at + len(_DIGEST), folder, REEXPORT, extra=b"".join(files[name] for name in names))
+    return manifest, files
+
+
+def artifact_folder(path: str | Path) -> Path:
+    """The artifact's folder: ``path`` itself, or the folder of a ``.param`` inside it."""
+    path = Path(path)
+    if path.suffix.lower() == ".param":
+        if not (path.parent / MANIFEST).is_file():
+            raise SrDeployError(f"{path} has no {MANIFEST} beside it: srdeploy runs the NAME{SUFFIX} folders it "
+                                f"exports (ncnn's own files carry no metadata); {REEXPORT}")
+        return path.parent
+    if not path.is_dir():
+        raise SrDeployError(f"artifact {path} does not exist: export one with {command('export --target ncnn')}")
+    return path
+
+
+class NcnnSession(ArtifactSession):
+    """An ncnn artifact ready to run, with its srdeploy metadata."""
+
+    runtime_name = "ncnn"
+
+    def __init__(self, path: str | Path, threads: int | None = None, vulkan: bool = False, fp16: bool | None = None):
+        ncnn = import_ncnn()
+        self.path = artifact_folder(path)
+        manifest, _ = read_manifest(self.path)
+        self.metadata = manifest["metadata"]
+        self.check_metadata()
+        self.bounds = json.loads(self.metadata["shape_bounds"])
+        if vulkan and not vulkan_devices():
+            raise SrDeployError(unavailable(vulkan=True))
+        fp16 = self.metadata.get("precision") == "fp16" if fp16 is None else fp16
+        self.vulkan, self.fp16 = vulkan, fp16
+        self.nets = {name: self._load(ncnn, graph, threads) for name, graph in manifest["graphs"].items()}
+        self.graphs = manifest["graphs"]
+
+    def _load(self, ncnn, graph: dict, threads: int | None):
+        """One graph's net, from the files whose bytes the seal just checked."""
+        net = ncnn.Net()
+        net.opt.use_vulkan_compute = self.vulkan
+        for flag in ("use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic"):
+            setattr(net.opt, flag, self.fp16)
+        net.opt.use_bf16_storage = False  # FP32 artifacts compute in FP32 (ncnn would pick bf16 on AVX-512 BF16)
+        if threads:
+            net.opt.num_threads = threads
+        if net.load_param(str(self.path / graph["param"])) != 0 or net.load_model(str(self.path / graph["bin"])) != 0:
+            raise SrDeployError(f"artifact {self.path} cannot be loaded by ncnn ({graph['param']}): {REEXPORT}")
+        return net
+
+    def _run(self, name: str, x: np.ndarray) -> np.ndarray:
+        """One graph on each image of a batch (ncnn has no batch axis)."""
+        import ncnn
+
+        graph, outputs = self.graphs[name], []
+        for image in np.ascontiguousarray(x, dtype=np.float32):
+            with self.nets[name].create_extractor() as extractor:
+                extractor.input(graph["input"], ncnn.Mat(image).clone())
+                status, out = extractor.extract(graph["output"])
+                if status != 0:
+                    raise SrDeployError(f"ncnn could not run {self.path.name} ({name}, status {status})")
+                outputs.append(np.array(out, dtype=np.float32))
+        return np.stack(outputs)
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """N×C×H×W in [0, 1] → float32 N×C×(s·H)×(s·W)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        self.check_input(x)
+        if "model" in self.nets:
+            return self._run("model", x)
+        return one_decision(self.gate_split())(x)
+
+    @property
+    def has_global_gate(self) -> bool:
+        return "model" not in self.nets
+
+    def gate_split(self) -> GateSplit:
+        """The gate's features, decision and branches: this artifact's four graphs."""
+        return parts_split({name: (lambda name: lambda x: self._run(name, x))(name) for name in self.nets})

@@ -1,0 +1,196 @@
+"""The ncnn target (Android, Vulkan GPUs) on ncnn's own runtime: every zoo architecture's FP32 folder within 1e-5
+of PyTorch, FP16 through its gate, DSRNet as its gate parts with tiles sharing the whole image's decision, the
+Vulkan path on Mesa's software device (lavapipe), the commands on .ncnn artifacts, and bad input in one line."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from srdeploy import api, models
+from srdeploy.models.registry import architecture
+from srdeploy.models.torch_runner import TorchRunner
+from srdeploy.runtime import images, metrics
+from srdeploy.runtime.errors import SrDeployError
+from srdeploy.runtime.tiling import tiled_infer
+from tests.conftest import REPO, SHARED, need_shared, weights
+from tests.gate_sensitive import TILE, butterfly, gate_sensitive_state
+
+ncnn = pytest.importorskip("ncnn", reason="ncnn is not installed: pip install ncnn pnnx (the dev extra has them)")
+pytest.importorskip("pnnx", reason="pnnx is not installed: pip install pnnx (the dev extra has it)")
+
+from srdeploy.runtime.sessions.ncnn import MANIFEST, NcnnSession, vulkan_devices  # noqa: E402
+
+NO_VULKAN = "ncnn sees no Vulkan device: apt install mesa-vulkan-drivers libvulkan1 (Mesa's software device, lavapipe)"
+# a checkpoint per architecture at ×2: official where one exists, else the reference fixtures' random weights
+CHECKPOINTS = {"fsrcnn": "fsrcnn_x2.pth", "lesrcnn": "lesrcnn_x2.pth", "dsrnet": "dsrnet_x2.pth",
+               "lesrcnn_b": "fixtures/lesrcnn_multiscale_random.pth", "cfsrcnn": "fixtures/cfsrcnn_x2_random.pth",
+               "esrgcnn": "fixtures/esrgcnn_multiscale_random.pth"}
+
+
+def _checkpoint(model: str) -> Path:
+    name = CHECKPOINTS[model]
+    return need_shared("fixtures", "reference", name.removeprefix("fixtures/")) if name.startswith("fixtures/") \
+        else weights(name)
+
+
+def _photo(colour: str) -> np.ndarray:
+    from srdeploy.calib.data import held_out_photo
+
+    photo = held_out_photo(colour)
+    return np.ascontiguousarray(np.stack([photo[:, 10:51, 20:78], photo[:, 60:101, 5:63]]))
+
+
+def _export(model: str, precision: str, out: Path, **options) -> Path:
+    return api.export_model(model, 2, target="ncnn", precision=precision, weights=str(_checkpoint(model)), out=out,
+                            options=api.ExportOptions(**options), progress=False).artifacts[0]
+
+
+def test_every_architecture_is_covered():
+    assert sorted(CHECKPOINTS) == sorted(models.ARCHITECTURES)
+
+
+@pytest.mark.parametrize("model", sorted(CHECKPOINTS))
+def test_fp32_on_ncnn_equals_pytorch(model, tmp_path):
+    folder = _export(model, "fp32", tmp_path)
+    assert folder.name == f"{model}_x2_fp32.ncnn" and (folder / MANIFEST).is_file()
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert set(manifest["graphs"]) == ({"gate_features", "gate_margin", "branch0", "branch1"} if model == "dsrnet"
+                                       else {"model"})
+    session = NcnnSession(folder)
+    net = models.load(model, 2, _checkpoint(model)).network
+    x = _photo(session.colour)
+    expected = TorchRunner(net).infer(x)
+    assert np.abs(session.infer(x) - expected).max() <= 1e-5 * max(1.0, float(np.abs(expected).max()))
+    assert float(json.loads(manifest["metadata"]["ncnn_report"])["fp32_max_abs_vs_pytorch"]) <= 1e-5
+
+
+def test_fp16_passes_its_gate_on_the_cpu_and_the_vulkan_device(tmp_path):
+    folder = _export("lesrcnn", "fp16", tmp_path)
+    report = json.loads(json.loads((folder / MANIFEST).read_text())["metadata"]["ncnn_report"])
+    assert 0 <= report["drop_db_cpu"] <= 0.01 and report["drop_db"] <= 0.01
+    assert ("drop_db_vulkan" in report) == bool(vulkan_devices())
+    assert (folder / "model.bin").stat().st_size < 0.6 * (_export("lesrcnn", "fp32", tmp_path) / "model.bin").stat().st_size
+    assert api.parity(folder, progress=False).passed
+
+
+@pytest.fixture(scope="module")
+def gate_sensitive(tmp_path_factory):
+    """DSRNet ×2 whose gate flips between 48-pixel tiles of the butterfly image, as an ncnn folder."""
+    radius = architecture("dsrnet").export.receptive_radius
+    lr = images.read_rgb(need_shared("datasets", "Set5", "LR_bicubic", "X2", "butterflyx2.png"))
+    state = gate_sensitive_state(models.load("dsrnet", 2, weights("dsrnet_x2.pth")).network,
+                                 torch.load(weights("dsrnet_x2.pth"), map_location="cpu", weights_only=True),
+                                 torch.from_numpy(images.to_unit_float(lr)), radius)
+    folder = tmp_path_factory.mktemp("gate")
+    torch.save(state, folder / "dsrnet_gate_sensitive.pth")
+    artifact = api.export_model("dsrnet", 2, target="ncnn", weights=str(folder / "dsrnet_gate_sensitive.pth"),
+                                out=folder, progress=False).artifacts[0]
+    return artifact, lr, models.load("dsrnet", 2, folder / "dsrnet_gate_sensitive.pth"), radius, \
+        folder / "dsrnet_gate_sensitive.pth"
+
+
+def _sr(output: np.ndarray) -> np.ndarray:
+    return images.to_uint8(output[0].transpose(1, 2, 0))
+
+
+def test_dsrnet_tiles_with_the_whole_image_decision(gate_sensitive):
+    artifact, lr, model, radius, _ = gate_sensitive
+    session, x = NcnnSession(artifact), images.to_unit_float(lr)
+    assert session.has_global_gate
+    whole = _sr(session.infer(x))
+    assert metrics.psnr(whole, _sr(TorchRunner(model.network).infer(x))) >= 60
+    assert metrics.psnr(_sr(tiled_infer(x, session.infer, 2, TILE, radius, 8)), whole) < 50  # each tile decides alone
+    assert metrics.psnr(_sr(tiled_infer(x, session.infer, 2, TILE, radius, 8, gate=session.gate_split)), whole) >= 60
+
+
+def test_a_batch_takes_each_image_s_own_branch(gate_sensitive):
+    artifact, lr, model, radius, _ = gate_sensitive
+    x = images.to_unit_float(lr)
+    crops = np.concatenate([x[..., :64, :64], x[..., -64:, -64:], x[..., :64, -64:]])
+    expected = TorchRunner(model.network).infer(crops)
+    assert np.abs(NcnnSession(artifact).infer(crops) - expected).max() <= 1e-5
+
+
+@pytest.mark.skipif(not vulkan_devices(), reason=NO_VULKAN)
+def test_the_vulkan_path_computes_what_the_cpu_path_computes(tmp_path, gate_sensitive):
+    """On lavapipe (Mesa's software Vulkan): the same parity as the CPU path; not a GPU timing."""
+    for folder in (_export("fsrcnn", "fp32", tmp_path), gate_sensitive[0]):
+        cpu, gpu = NcnnSession(folder), NcnnSession(folder, vulkan=True)
+        x = _photo(cpu.colour)
+        assert np.abs(gpu.infer(x) - cpu.infer(x)).max() <= 1e-5
+    report = api.parity(gate_sensitive[0], api.SessionOptions(vulkan=True), weights=str(gate_sensitive[4]),
+                        progress=False)
+    assert report.passed and report.backend == "NcnnSession"
+    refused = run_cli("eval", "--artifact", str(gate_sensitive[0]), "--dataset", "d", "--vulkan")
+    assert refused.returncode == 2 and "d is not a BasicSR-layout dataset" in refused.stderr
+    onnx = run_cli("parity", "x.onnx", "--vulkan")
+    assert onnx.returncode == 2 and onnx.stderr == "error: --vulkan is an ncnn setting: open an .ncnn\n"
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "cli.py", *args], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
+
+
+def test_the_commands_take_ncnn_folders(tmp_path):
+    folder = _export("fsrcnn", "fp32", tmp_path)
+    dataset = SHARED / "datasets" / "Set5"
+    need_shared("datasets", "Set5")
+    evaluated = run_cli("eval", "--artifact", str(folder), "--dataset", str(dataset), "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["psnr"] == pytest.approx(37.06, abs=0.01)  # the published FSRCNN score
+    image = images.write_image(tmp_path / "in.png", images.read_rgb(butterfly(SHARED)))
+    tiled = run_cli("upscale", str(image), str(tmp_path / "tiled.png"), "--artifact", str(folder / "model.param"),
+                    "--tile", "40")
+    whole = run_cli("upscale", str(image), str(tmp_path / "whole.png"), "--artifact", str(folder), "--tile", "0")
+    assert tiled.returncode == whole.returncode == 0, tiled.stderr
+    assert metrics.psnr(images.read_rgb(tmp_path / "tiled.png"), images.read_rgb(tmp_path / "whole.png")) >= 60
+    bench = run_cli("bench", str(folder), "--sizes", "64x48", "--runs", "3", "--budget", "0.5", "--json")
+    row, = json.loads(bench.stdout)["results"]
+    assert row["backend"] == "ncnn" and row["status"] == "ok" and row["median_ms"] > 0
+
+
+def test_bad_input_is_one_line(tmp_path):
+    folder = _export("fsrcnn", "fp32", tmp_path)
+    damaged = tmp_path / "damaged.ncnn"
+    damaged.mkdir()
+    for name in os.listdir(folder):
+        (damaged / name).write_bytes((folder / name).read_bytes())
+    data = bytearray((damaged / "model.bin").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (damaged / "model.bin").write_bytes(bytes(data))
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    (loose / "model.param").write_bytes((folder / "model.param").read_bytes())
+    for artifact, message in ((damaged, "is damaged (its bytes no longer match the sha256 recorded at export)"),
+                              (loose / "model.param", "has no srdeploy.json beside it")):
+        result = run_cli("upscale", str(butterfly(SHARED)), str(tmp_path / "out.png"), "--artifact", str(artifact))
+        assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+        assert not (tmp_path / "out.png").exists()
+    with pytest.raises(SrDeployError, match="srdeploy.json"):
+        os.remove(damaged / MANIFEST)
+        NcnnSession(damaged)
+    int8 = run_cli("export", "--model", "fsrcnn", "--target", "ncnn", "--precision", "int8", "--out", str(tmp_path / "i"))
+    assert int8.returncode == 2 and "choose --precision fp32 or fp16" in int8.stderr and not (tmp_path / "i").exists()
+
+
+def test_without_pnnx_the_export_is_refused_before_any_work(tmp_path):
+    """pnnx hidden from the command: one line naming the install, exit 2, nothing written."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(
+        "import sys\nclass _Absent:\n    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'pnnx':\n            raise ModuleNotFoundError(\"No module named 'pnnx'\")\n"
+        "sys.meta_path.insert(0, _Absent())\n")
+    result = run_cli("export", "--model", "fsrcnn", "--target", "ncnn", "--out", str(tmp_path / "o"),
+                     env={"PYTHONPATH": str(tmp_path / "site")})
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+        "error: --target ncnn converts with pnnx, which is not installed: pip install pnnx ncnn (or pip install -e "
+        "'.[ncnn]')")
+    assert not (tmp_path / "o").exists()
