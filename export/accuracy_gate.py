@@ -11,7 +11,8 @@ from typing import Protocol
 from ..runtime.errors import SrDeployError
 from ..runtime.precision import Precision
 
-DEFAULT_MAX_DROP = {Precision.FP32: 0.0, Precision.FP16: 0.01, Precision.INT8: 0.1}  # dB, per precision
+DEFAULT_MAX_DROP = {Precision.FP32: 0.0, Precision.FP16: 0.01, Precision.INT8: 0.1,  # dB, per precision
+                    Precision.BF16: 0.1}
 COREML_MAX_DROP = {"none": 0.01, "linear8": 0.1, "palette6": 0.1, "palette4": 0.1}  # dB, per weight compression
 OPENVINO_FP32_NOISE_DB = 0.001  # OpenVINO's FP32 kernels may sum in another order than ONNX Runtime's
 SATURATION_DB = 0.05  # OpenVINO losing this much more than ONNX Runtime on the same INT8 graph: saturation

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..models.spec import ModelSpec
 from ..runtime.precision import Precision
-from ..runtime.targets import DEFAULT_TARGET, check_own_options, target as find_target
+from ..runtime.targets import DEFAULT_TARGET, check_own_options, check_precision, target as find_target
 
 
 
@@ -93,6 +93,7 @@ def main_export(spec: ModelSpec, target: str = DEFAULT_TARGET, options: ExportOp
         arch = architecture(spec.model)
         scale, channels, input_name, name = spec.scale or 2, arch.channels, arch.export.input_name, spec.model
     options = replace(options, precision=str(Precision.parse(options.precision or chosen.default_precision)))
+    check_precision(options.precision, chosen)
     profile_from_args(input_name, channels, scale, options.min_shape, options.opt_shape, options.max_shape)
     folder = Path(out or f"out/{name}_x{scale}_{target}")
     chosen.check(options, folder)  # nothing to build with, a foreign bundle folder: nothing written

@@ -7,11 +7,13 @@ from .errors import SrDeployError
 
 
 class Precision(str, Enum):
-    """``fp32``, ``fp16`` or ``int8`` (TensorRT-legal Q/DQ); equal to its string, so metadata and JSON keep it."""
+    """``fp32``, ``fp16``, ``int8`` (TensorRT-legal Q/DQ) or ``bf16`` (an FP32 graph that its runtime computes in
+    bfloat16: OpenVINO on CPUs with AVX-512 BF16 or AMX); equal to its string, so metadata and JSON keep it."""
 
     FP32 = "fp32"
     FP16 = "fp16"
     INT8 = "int8"
+    BF16 = "bf16"
 
     def __str__(self) -> str:
         return self.value

@@ -58,6 +58,7 @@ class Target:
     companions: tuple[str, ...] = ()  # files beside the artifact, same stem, that belong to it (IR: .bin)
     ray: bool = False  # its artifacts can be shipped to Ray workers (their files, through the object store)
     default_precision: str = "fp32"
+    precisions: tuple[str, ...] = ("fp32", "fp16", "int8")  # what --precision may be (empty: its exporter says)
     bundles: str | None = None  # a bundle: the target whose artifacts it carries to the device
     backends: tuple[Backend, ...] = ()  # what bench offers for it
     extra: str | None = None  # the pip extra that installs what it needs
@@ -113,15 +114,16 @@ BUILT_IN = (
            exporter="export.coreml.target:export", precheck="export.coreml.target:check",
            session="runtime.sessions.coreml:CoreMLSession", suffixes=(".mlpackage",),
            artifact=".mlpackage (Core ML, macOS)", runtime="coreml", requirement="runtime.sessions.coreml:unavailable",
-           default_precision="fp16", extra="coreml", package="coremltools",
+           default_precision="fp16", precisions=(), extra="coreml", package="coremltools",
            backends=(Backend("coreml", "Core ML (macOS), FP16 package, all compute units", "fp16"),)),
     Target("ios", "an iOS bundle", "the .mlpackage with Swift code and a README",
            exporter="export.bundles.ios_bundle:export", precheck="export.bundles.ios_bundle:check",
-           default_precision="fp16", bundles="coreml"),
+           default_precision="fp16", precisions=(), bundles="coreml"),
     Target("openvino", "OpenVINO IR", "OpenVINO IR (.xml + .bin) for CPUs, gated on OpenVINO itself",
            exporter="export.openvino.target:export", precheck="export.openvino.target:check",
            session="runtime.sessions.openvino:OpenVinoSession", suffixes=(".xml",), artifact=".xml (OpenVINO)",
            runtime="openvino", opens_too=(".onnx",), requirement="runtime.sessions.openvino:unavailable",
+           precisions=("fp32", "fp16", "int8", "bf16"),
            companions=(".bin",), ray=True, extra="openvino", package="openvino",
            backends=(Backend("openvino", "OpenVINO CPU, FP32 artifact, f32 inference precision", "fp32"),
                      Backend("openvino-bf16", "OpenVINO CPU, FP32 artifact, bf16 inference precision", "fp32",
@@ -133,6 +135,7 @@ BUILT_IN = (
            exporter="export.ncnn.target:export", precheck="export.ncnn.target:check",
            session="runtime.sessions.ncnn:NcnnSession", suffixes=(".ncnn", ".param"), artifact=".ncnn (ncnn)",
            runtime="ncnn", requirement="runtime.sessions.ncnn:unavailable", extra="ncnn", package="ncnn",
+           precisions=("fp32", "fp16"),
            backends=(Backend("ncnn", "ncnn CPU, FP32 artifact", "fp32"),
                      Backend("ncnn-fp16", "ncnn CPU, FP16 artifact (FP16 storage and arithmetic where the CPU has "
                              "them)", "fp16"),
@@ -190,6 +193,14 @@ def artifact_kinds(last: str = "or") -> str:
     """The artifacts srdeploy opens, in words: ``.onnx (ONNX Runtime), …, .xml (OpenVINO) or .mlpackage (…)``."""
     words = [t.artifact for t in runnable()]
     return ", ".join(words[:-1]) + f" {last} {words[-1]}" if len(words) > 1 else "".join(words)
+
+
+def check_precision(precision: str, chosen: Target) -> None:
+    """``--precision`` one that ``chosen`` writes, or one line naming those it does."""
+    if chosen.precisions and precision not in chosen.precisions:
+        names = list(chosen.precisions)
+        raise SrDeployError(f"--precision {precision} is not one --target {chosen.name} writes: choose --precision "
+                            f"{', '.join(names[:-1])} or {names[-1]}")
 
 
 def check_own_options(options: object, chosen: Target) -> None:

@@ -18,7 +18,7 @@ def report(precision: str, drop: float, share: float | None = None) -> Precision
 
 
 def test_the_documented_limits():
-    assert gate.DEFAULT_MAX_DROP == {"fp32": 0.0, "fp16": 0.01, "int8": 0.1}
+    assert gate.DEFAULT_MAX_DROP == {"fp32": 0.0, "fp16": 0.01, "int8": 0.1, "bf16": 0.1}
     assert gate.COREML_MAX_DROP == {"none": 0.01, "linear8": 0.1, "palette6": 0.1, "palette4": 0.1}
     assert (gate.OPENVINO_FP32_NOISE_DB, gate.SATURATION_DB) == (0.001, 0.05)
 

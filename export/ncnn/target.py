@@ -10,18 +10,14 @@ from .ncnn_export import export_ncnn, import_pnnx
 from ..main import ExportOptions, ExportResult, Progress, result_for
 from ..onnx.target import gated_onnx
 from ...models.loading import SrModel
-from ...runtime.errors import SrDeployError
 from ...runtime.precision import Precision
 from ...runtime.sessions.ncnn import import_ncnn
 
 
 def check(options: ExportOptions, out: Path) -> None:
-    """pnnx to convert with and ncnn to gate on, an FP32 or FP16 precision, or one line (nothing written)."""
+    """pnnx to convert with and ncnn to gate on, or one line (nothing written)."""
     import_pnnx()
     import_ncnn()
-    if Precision.parse(options.precision) == Precision.INT8:
-        raise SrDeployError("--target ncnn writes fp32 or fp16 (ncnn's INT8 from srdeploy's calibration is not "
-                            "written yet): choose --precision fp32 or fp16")
 
 
 def export(net: SrModel, options: ExportOptions, out: Path, progress: Progress) -> ExportResult:

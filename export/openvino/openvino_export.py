@@ -38,7 +38,9 @@ from ...runtime import digest
 from ...runtime.artifact import PREFIX
 from ...runtime.cpu import int8_dot
 from ...runtime.global_gate import select_form
-from ...runtime.sessions.openvino import RT_SECTION, OpenVinoSession, import_openvino, ir_weights, seal_ir
+from ...runtime.errors import SrDeployError
+from ...runtime.sessions.openvino import (RT_SECTION, OpenVinoSession, cpu_supports, import_openvino, ir_weights,
+                                           seal_ir)
 from ...runtime.precision import Precision
 from ...runtime.progress import Stages
 
@@ -101,9 +103,13 @@ def write_ir(
     max_drop: float | None = None,
     progress: bool = True,
 ) -> tuple[Path, PrecisionReport, dict]:
-    """The IR of ``proto`` (``export_precision``'s graph and ``report``; FP32 for ``precision="fp16"``),
+    """The IR of ``proto`` (``export_precision``'s graph and ``report``; FP32 for ``precision`` fp16, and for bf16,
+    which OpenVINO computes in bfloat16: refused on a CPU without AVX-512 BF16 or AMX, where it cannot be gated),
     through the gate on OpenVINO (see ``export_ir``); ``info``: the model's ``srdeploy`` record."""
     ov = import_openvino()
+    if precision == Precision.BF16 and not cpu_supports("bf16"):
+        raise SrDeployError("--precision bf16 is computed by OpenVINO in bfloat16, which this CPU has no native support "
+                            "for (AVX-512 BF16 or AMX): export it on such a CPU, or choose fp32 or int8")
     limit = limit_for(DEFAULT_MAX_DROP, precision, max_drop)
     stage = Stages(f"openvino {precision} {info.name} ×{info.scale}", progress)
     stem = f"{info.name}_x{info.scale}_{precision}"
@@ -117,9 +123,11 @@ def write_ir(
         ir = ov.convert_model(str(work / "graph.onnx"))
         metadata = {k.removeprefix(PREFIX): v for k, v in ((p.key, p.value) for p in proto.metadata_props)
                     if k.startswith(PREFIX) and k != digest.KEY}
-        metadata.update(precision=precision, openvino_weights="fp16" if precision == "fp16" else "fp32")
+        computes = "bf16" if precision == Precision.BF16 else "f32"
+        metadata.update(precision=precision, openvino_weights="fp16" if precision == "fp16" else "fp32",
+                        inference_precision=computes)
         draft = _save(ov, ir, metadata, work / f"{stem}.xml", precision == "fp16")
-        stage(f"accuracy gate on OpenVINO (f32 inference precision, int8 dot product: {int8_dot()}): held-out "
+        stage(f"accuracy gate on OpenVINO ({computes} inference precision, int8 dot product: {int8_dot()}): held-out "
               f"PSNR against FP32 on {VALIDATION_SPEC.count} crops (limit {limit} dB)")
         with warnings.catch_warnings():  # the draft is what is being validated here
             warnings.simplefilter("ignore")

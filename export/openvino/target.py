@@ -18,10 +18,11 @@ def check(options: ExportOptions, out: Path) -> None:
 
 
 def export(net: SrModel, options: ExportOptions, out: Path, progress: Progress) -> ExportResult:
-    """``out/MODEL_xSCALE_PRECISION.xml`` + ``.bin`` (FP16: FP32 graph, FP16 weights); the executed precisions on
-    ``progress``."""
+    """``out/MODEL_xSCALE_PRECISION.xml`` + ``.bin`` (FP16: FP32 graph, FP16 weights; BF16: FP32 graph computed in
+    bfloat16); the executed precisions on ``progress``."""
     precision = Precision.parse(options.precision)
-    proto, report = gated_onnx(net, "fp32" if precision == "fp16" else precision, options, progress, summary=False)
+    graph_precision = "fp32" if precision in (Precision.FP16, Precision.BF16) else precision  # weights or compute
+    proto, report = gated_onnx(net, graph_precision, options, progress, summary=False)
     path, gated, measured = write_ir(proto, report, net.info, precision, out, options.calib, options.max_psnr_drop,
                                      progress.shown)
     share = "" if gated.int8_mac_fraction is None else (

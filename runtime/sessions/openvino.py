@@ -255,13 +255,13 @@ class OpenVinoSession(ArtifactSession):
 
     runtime_name = "OpenVINO"
 
-    def __init__(self, path: str | Path, inference_precision: str = "f32", threads: int | None = None,
+    def __init__(self, path: str | Path, inference_precision: str | None = None, threads: int | None = None,
                  cache: bool = True, device: str = "CPU", run: bool = True):
         ov = import_openvino()
         self.path = Path(path)
         if not self.path.is_file():
             raise SrDeployError(f"artifact {self.path} does not exist: export one with {command('export')}")
-        if inference_precision not in INFERENCE_PRECISIONS:
+        if inference_precision is not None and inference_precision not in INFERENCE_PRECISIONS:
             raise SrDeployError(f"inference precision {inference_precision!r}: choose one of "
                                 f"{', '.join(INFERENCE_PRECISIONS)}")
         if self.path.suffix.lower() == ".xml":
@@ -278,10 +278,15 @@ class OpenVinoSession(ArtifactSession):
         self.metadata = _rt_metadata(self.model)
         self.check_metadata()
         self.bounds = json.loads(self.metadata["shape_bounds"])
+        # an artifact exported for an inference precision (bf16) computes in it unless told otherwise
+        inference_precision = inference_precision or self.metadata.get("inference_precision", "f32")
         self.inference_precision = inference_precision
         if not run:  # metadata only
             return
         _warn_if_unvalidated(self.metadata, self.path)
+        if self.metadata.get("inference_precision") == inference_precision != "f32" and not cpu_supports(inference_precision):
+            warnings.warn(f"{self.path.name} was exported for {inference_precision}, which this CPU does not compute "
+                          "natively: OpenVINO computes it in f32 here (slower, no less accurate)", stacklevel=3)
         config = compile_config(inference_precision, threads, cache)
         self._compile = lambda model: core.compile_model(model, device, config)
         self.compiled = self._compile(self.model)
