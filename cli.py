@@ -155,8 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(p)
     p.add_argument("--target", choices=list(targets()), default=DEFAULT_TARGET,
                    help="; ".join(f"{t.name}: {t.writes}" for t in targets().values()))
-    p.add_argument("--precision", choices=[str(v) for v in api.Precision],
-                   help=f"numeric precision (default fp32; {_other_defaults()}); int8: TensorRT-compatible Q/DQ")
+    p.add_argument("--precision", choices=[*(str(v) for v in api.Precision), "auto"],
+                   help=f"numeric precision (default fp32; {_other_defaults()}); int8: TensorRT-compatible Q/DQ; bf16: "
+                        "OpenVINO computes the FP32 graph in bfloat16 (AVX-512 BF16, AMX); auto (CPU targets): the "
+                        "fastest that passes its gate, timed here")
     p.add_argument("--calib", metavar="DIR", help="calibration/validation photos (default: scikit-image's bundled photos)")
     p.add_argument("--max-psnr-drop", type=_number(float, 0), metavar="DB",
                    help="largest PSNR loss vs FP32 on the held-out photos (default: fp16 0.01, int8 0.1)")

@@ -49,6 +49,7 @@ class ExportOptions:
     deployment_target: str = "iOS16"  # coreml/ios minimum OS
     precisions: str = "fp32,fp16,int8"  # jetson: the bundle's precisions
     portable: bool = False  # onnx: the graph without control flow
+    metadata: dict[str, str] | None = None  # extra srdeploy metadata the artifact records (``precision_choice``)
     graphs: dict | None = field(default=None, compare=False, repr=False)  # gated ONNX graphs by precision, shared
     # by the exports of one model (bench: one INT8 search for ONNX Runtime, OpenVINO and TensorRT)
 
@@ -92,7 +93,8 @@ def main_export(spec: ModelSpec, target: str = DEFAULT_TARGET, options: ExportOp
     else:
         arch = architecture(spec.model)
         scale, channels, input_name, name = spec.scale or 2, arch.channels, arch.export.input_name, spec.model
-    options = replace(options, precision=str(Precision.parse(options.precision or chosen.default_precision)))
+    precision = options.precision or chosen.default_precision
+    options = replace(options, precision=precision if precision == "auto" else str(Precision.parse(precision)))
     check_precision(options.precision, chosen)
     profile_from_args(input_name, channels, scale, options.min_shape, options.opt_shape, options.max_shape)
     folder = Path(out or f"out/{name}_x{scale}_{target}")
@@ -101,6 +103,10 @@ def main_export(spec: ModelSpec, target: str = DEFAULT_TARGET, options: ExportOp
         print(f"output folder: {folder} (the default; choose another with --out DIR)", file=sys.stderr)
     progress(f"exporting {name} ×{scale} for {target} ({options.precision})" + ("" if own else ": loading the checkpoint"))
     net = own or spec.load(progress)
+    if options.precision == "auto":
+        from .auto_precision import export_auto
+
+        return export_auto(chosen, net, options, folder, progress)
     return chosen.export(net, options, folder, progress)
 
 

@@ -17,6 +17,17 @@ def cpu_flags() -> set[str]:
     return set(line.partition(":")[2].split())
 
 
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), or the platform's word for it."""
+    import platform
+
+    try:
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def features(flags: set[str] | None = None) -> list[str]:
     """The ``FEATURES`` this CPU has."""
     flags = cpu_flags() if flags is None else flags

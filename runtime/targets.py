@@ -59,6 +59,7 @@ class Target:
     ray: bool = False  # its artifacts can be shipped to Ray workers (their files, through the object store)
     default_precision: str = "fp32"
     precisions: tuple[str, ...] = ("fp32", "fp16", "int8")  # what --precision may be (empty: its exporter says)
+    auto: tuple[str, ...] = ()  # --precision auto: the candidates timed on this machine (CPU targets)
     bundles: str | None = None  # a bundle: the target whose artifacts it carries to the device
     backends: tuple[Backend, ...] = ()  # what bench offers for it
     extra: str | None = None  # the pip extra that installs what it needs
@@ -92,7 +93,7 @@ BUILT_IN = (
            exporter="export.onnx.target:export",
            session="runtime.sessions.onnxruntime:OnnxSession", suffixes=(".onnx",), artifact=".onnx (ONNX Runtime)",
            runtime="onnxruntime", requirement="runtime.sessions.onnxruntime:unavailable", ray=True, extra="onnxruntime",
-           package="onnxruntime", own_options=("portable",),
+           package="onnxruntime", own_options=("portable",), auto=("fp32", "int8"),
            backends=(Backend("onnx", "ONNX Runtime CPU, FP32 artifact", "fp32"),
                      Backend("onnx-fp16", "ONNX Runtime CPU, FP16 artifact", "fp16"),
                      Backend("onnx-int8", "ONNX Runtime CPU, INT8 Q/DQ artifact", "int8"),
@@ -123,7 +124,7 @@ BUILT_IN = (
            exporter="export.openvino.target:export", precheck="export.openvino.target:check",
            session="runtime.sessions.openvino:OpenVinoSession", suffixes=(".xml",), artifact=".xml (OpenVINO)",
            runtime="openvino", opens_too=(".onnx",), requirement="runtime.sessions.openvino:unavailable",
-           precisions=("fp32", "fp16", "int8", "bf16"),
+           precisions=("fp32", "fp16", "int8", "bf16"), auto=("fp32", "bf16", "int8"),
            companions=(".bin",), ray=True, extra="openvino", package="openvino",
            backends=(Backend("openvino", "OpenVINO CPU, FP32 artifact, f32 inference precision", "fp32"),
                      Backend("openvino-bf16", "OpenVINO CPU, FP32 artifact, bf16 inference precision", "fp32",
@@ -135,7 +136,7 @@ BUILT_IN = (
            exporter="export.ncnn.target:export", precheck="export.ncnn.target:check",
            session="runtime.sessions.ncnn:NcnnSession", suffixes=(".ncnn", ".param"), artifact=".ncnn (ncnn)",
            runtime="ncnn", requirement="runtime.sessions.ncnn:unavailable", extra="ncnn", package="ncnn",
-           precisions=("fp32", "fp16"),
+           precisions=("fp32", "fp16"), auto=("fp32", "fp16"),
            backends=(Backend("ncnn", "ncnn CPU, FP32 artifact", "fp32"),
                      Backend("ncnn-fp16", "ncnn CPU, FP16 artifact (FP16 storage and arithmetic where the CPU has "
                              "them)", "fp16"),
@@ -196,7 +197,13 @@ def artifact_kinds(last: str = "or") -> str:
 
 
 def check_precision(precision: str, chosen: Target) -> None:
-    """``--precision`` one that ``chosen`` writes, or one line naming those it does."""
+    """``--precision`` one that ``chosen`` writes (``auto`` where it has candidates), or one line naming those it
+    does."""
+    if precision == "auto":
+        if not chosen.auto:
+            raise SrDeployError(f"--precision auto times candidates on this machine's CPU; --target {chosen.name} runs "
+                                "elsewhere: choose its precision (a bundle chooses on its device)")
+        return
     if chosen.precisions and precision not in chosen.precisions:
         names = list(chosen.precisions)
         raise SrDeployError(f"--precision {precision} is not one --target {chosen.name} writes: choose --precision "

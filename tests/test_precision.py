@@ -1,6 +1,7 @@
 """Calibration data, FP16 export (overflow pre-flight, accuracy gate, parity) and the stats cache."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -131,3 +132,33 @@ def test_the_reported_drop_is_what_the_two_graphs_measure():
     if drop > 1e-6:
         with pytest.raises(SrDeployError, match="over the"):
             check_accuracy(report, drop - 1e-6, "fsrcnn ×2")
+
+
+def test_precision_auto_keeps_the_fastest_candidate_that_passed_and_records_why(fsrcnn_int8, tmp_path):
+    """``--precision auto`` (ONNX Runtime: FP32 and INT8): both gated, timed interleaved here, the faster one
+    written, the measurement recorded in the artifact and the result. The INT8 graph is the one this test run
+    searched already (``ExportOptions.graphs``: what the exports of one model share)."""
+    from srdeploy import api
+    from srdeploy.runtime.sessions.onnxruntime import OnnxSession
+
+    options = api.ExportOptions(graphs={("int8", False, None): fsrcnn_int8})
+    result = api.export_model("fsrcnn", 2, precision="auto", out=tmp_path, weights=str(weights("fsrcnn_x2.pth")),
+                              options=options, progress=False)
+    choice = result.details["precision_choice"]
+    assert set(choice["median_ms"]) == {"fp32", "int8"} and all(ms > 0 for ms in choice["median_ms"].values())
+    assert choice["chosen"] == min(choice["median_ms"], key=choice["median_ms"].get) and not choice["refused"]
+    path, = result.artifacts
+    assert path.name == f"fsrcnn_x2_{choice['chosen']}.onnx" and [p.name for p in tmp_path.iterdir()] == [path.name]
+    metadata = OnnxSession(path).metadata
+    assert metadata["precision"] == choice["chosen"] and json.loads(metadata["precision_choice"]) == choice
+    assert choice["machine"]["int8_dot"] in ("amx", "vnni", "pairwise-int16") and choice["size"] == "256x256"
+
+
+def test_precision_auto_is_for_the_targets_that_run_here(tmp_path):
+    from srdeploy import api
+
+    for target in ("coreml", "trt", "jetson"):
+        with pytest.raises(SrDeployError, match=f"--precision auto times candidates on this machine's CPU; --target "
+                                                f"{target} runs elsewhere"):
+            api.export_model("fsrcnn", 2, target=target, precision="auto", out=tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import onnx
 
-from .onnx_export import portable, save
+from .onnx_export import portable, save, set_metadata
 from ..main import ExportOptions, ExportResult, Progress, result_for
 from ..precision import PrecisionReport, export_precision, float_summary
 from ...models.loading import SrModel
@@ -19,7 +19,8 @@ def gated_onnx(net: SrModel, precision: str, options: ExportOptions, progress: P
     parts run in FP16? Taken from ``options.graphs`` where an earlier export of the same model made it."""
     key = (precision, for_tensorrt, options.max_psnr_drop)
     if options.graphs is not None and key in options.graphs:
-        return options.graphs[key]
+        proto, report = options.graphs[key]
+        return with_metadata(proto, options.metadata), report
     proto, report = export_precision(net, precision, options.calib, options.max_psnr_drop,
                                      options.fp16_io, progress=progress.shown, method=options.calib_method,
                                      fp16_float_parts=for_tensorrt)
@@ -35,7 +36,16 @@ def gated_onnx(net: SrModel, precision: str, options: ExportOptions, progress: P
         progress(f"int8 with FP16 float parts: drop {f16['drop_db_onnxruntime']:+.4f} dB on ONNX Runtime{openvino}: {verdict}")
     if options.graphs is not None:
         options.graphs[key] = (proto, report)
-    return proto, report
+    return with_metadata(proto, options.metadata), report
+
+
+def with_metadata(proto: onnx.ModelProto, extra: dict[str, str] | None) -> onnx.ModelProto:
+    """``proto``, or a copy of it recording ``extra`` as srdeploy metadata (which every target copies)."""
+    if not extra:
+        return proto
+    copy = onnx.ModelProto.FromString(proto.SerializeToString())
+    set_metadata(copy, {f"srdeploy.{key}": value for key, value in extra.items()})
+    return copy
 
 
 def export(net: SrModel, options: ExportOptions, out: Path, progress: Progress) -> ExportResult:
