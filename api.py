@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .benchmarks.bench import BenchOptions
-from .export.main import ExportOptions, ExportResult, Progress
+from .export.options import ExportOptions, ExportResult, Progress
 from .models.spec import ModelSpec
 from .runtime.errors import COMMAND, SrDeployError
 from .runtime.opener import SessionOptions

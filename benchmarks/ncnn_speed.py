@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .bench import cpu_text, report_header
-from ..export.main import ExportOptions, Progress
+from ..export.options import ExportOptions, Progress
 from ..models.spec import ModelSpec
 from ..runtime.atomic import atomic_path
 from ..runtime.sessions.ncnn import NcnnSession

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from .backends import BenchBackend, backends, unavailable
 from .bench import BenchOptions, bar_chart, bench_one, markdown, parse_size, report_header
-from ..export.main import ExportOptions, Progress
+from ..export.options import ExportOptions, Progress
 from ..models.spec import ModelSpec
 from ..runtime.atomic import atomic_path
 from ..runtime.errors import SrDeployError

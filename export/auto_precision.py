@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .main import ExportOptions, ExportResult, Progress
+from .options import ExportOptions, ExportResult, Progress
 from ..models.loading import SrModel
 from ..runtime.cpu import cpu_name, features, int8_dot
 from ..runtime.errors import SrDeployError

@@ -6,7 +6,7 @@ relative to the ``srdeploy`` package) and loads them only when used: the table s
 which the opener reads, while exporters live in ``export/`` and need torch; a test checks that every reference
 resolves into the right layer. Adding a target is its folder(s) plus one ``Target`` here (or ``register``: a
 plug-in, or the toy target of the tests). What a session must offer: ``runtime.artifact.ArtifactSession``; what
-an exporter takes and returns: ``export.main``.
+an exporter takes and returns: ``export.options``.
 """
 from __future__ import annotations
 

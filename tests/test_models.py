@@ -123,5 +123,5 @@ def test_precision_is_a_value_with_a_one_line_error():
     assert Precision.parse("int8") is Precision.INT8 and Precision.INT8 == "int8"
     assert f"x_{Precision.FP16}.onnx" == "x_fp16.onnx" and json.dumps([Precision.FP32]) == '["fp32"]'
     assert TOLERANCES["fp16"] is TOLERANCES[Precision.FP16] and set(TOLERANCES) == set(Precision)
-    with pytest.raises(SrDeployError, match=r"^precision 'int4' is not available: choose one of fp32, fp16, int8$"):
+    with pytest.raises(SrDeployError, match=r"^precision 'int4' is not available: choose one of fp32, fp16, int8, bf16$"):
         Precision.parse("int4")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from srdeploy.export.main import ExportOptions, ExportResult, Progress, result_for
+from srdeploy.export.options import ExportOptions, ExportResult, Progress, result_for
 from srdeploy.export.onnx.onnx_export import save
 from srdeploy.export.onnx.target import gated_onnx
 from srdeploy.runtime.sessions.onnxruntime import OnnxSession

@@ -279,7 +279,7 @@ def export(net, options, out: Path, progress):
     the thin runtime in one folder (``export.main`` shape)."""
     from dataclasses import replace
 
-    from ..main import result_for
+    from ..options import result_for
     from ..onnx.target import gated_onnx
     from ..trt.trt_plan import profile_from_args
     from ...calib.data import held_out_photo

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .coreml_export import CoreMLOptions, CoreMLShapes, parse_sizes
-from ..main import ExportOptions, ExportResult, Progress, result_for
+from ..options import ExportOptions, ExportResult, Progress, result_for
 from ...models.loading import SrModel
 from ...runtime.precision import Precision
 

@@ -7,7 +7,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .ncnn_export import export_ncnn, import_pnnx
-from ..main import ExportOptions, ExportResult, Progress, result_for
+from ..options import ExportOptions, ExportResult, Progress, result_for
 from ..onnx.target import gated_onnx
 from ...models.loading import SrModel
 from ...runtime.precision import Precision

@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx
 
 from .onnx_export import portable, save, set_metadata
-from ..main import ExportOptions, ExportResult, Progress, result_for
+from ..options import ExportOptions, ExportResult, Progress, result_for
 from ..precision import PrecisionReport, export_precision, float_summary
 from ...models.loading import SrModel
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .openvino_export import write_ir
-from ..main import ExportOptions, ExportResult, Progress, result_for
+from ..options import ExportOptions, ExportResult, Progress, result_for
 from ..onnx.target import gated_onnx
 from ...models.loading import SrModel
 from ...runtime.precision import Precision

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from .trt_build import export_model_engine
 from .trt_plan import profile_from_args
-from ..main import ExportOptions, ExportResult, Progress, result_for
+from ..options import ExportOptions, ExportResult, Progress, result_for
 from ..onnx.target import gated_onnx
 from ...models.loading import SrModel
 from ...models.spec import command_flags
