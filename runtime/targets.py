@@ -143,6 +143,10 @@ BUILT_IN = (
                      Backend("ncnn-vulkan", "ncnn Vulkan (the machine's Vulkan device: a GPU, or Mesa's lavapipe "
                              "in software), FP32 artifact", "fp32", {"vulkan": True}),
                      Backend("ncnn-vulkan-fp16", "ncnn Vulkan, FP16 artifact", "fp16", {"vulkan": True}))),
+    Target("android", "an Android bundle", "a folder with the ncnn model, a Kotlin/JNI sample app and the C++ "
+           "upscaler it shares with a desktop build",
+           exporter="export.bundles.android:export", precheck="export.bundles.android:check", bundles="ncnn",
+           precisions=("fp32", "fp16")),
 )
 DEFAULT_TARGET = "onnx"  # what export writes when no target is named
 PLUGINS = "SRDEPLOY_TARGETS"  # comma-separated module.path:NAME of Target values: plug-ins, in every process

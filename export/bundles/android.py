@@ -1,0 +1,112 @@
+"""The ``android`` target: a folder for an Android app on ncnn, the runtime of the SR apps people run there.
+
+The bundle holds the ncnn model (``export.ncnn``: gated on ncnn itself) with its facts for C++
+(``assets/model/srdeploy.txt``), a sample image, a minimal app (``android/``: a Kotlin activity and class, the JNI
+bridge, Gradle and CMake files) whose native library is the bundle's upscaler (``cpp/srdeploy_sr.cpp``: tiles with
+the receptive radius as context, DSRNet's gate decided once on the whole image, luma networks with Pillow's
+bicubic chroma), the desktop build of that same file (``cpp/``, ``build_desktop.sh``) and a README with the exact
+steps; ``srdeploy_bundle.json`` lists every file's sha256. The app's sources are files in ``android_app/``, copied
+as they are; srdeploy's tests parse the Kotlin and C++ (tree-sitter), and ``benchmarks/android_desktop_check.py``
+builds the C++ against ncnn from source and compares its output with the Python session's.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import replace
+from importlib import metadata
+from pathlib import Path
+
+from ..ncnn.ncnn_export import export_ncnn, import_pnnx
+from ..onnx.target import gated_onnx
+from ..options import ExportOptions, ExportResult, Progress, result_for
+from ...calib.data import source_images
+from ...models.loading import SrModel
+from ...runtime import images
+from ...runtime.atomic import atomic_dir, check_bundle_folder
+from ...runtime.precision import Precision
+from ...runtime.sessions.ncnn import MANIFEST, import_ncnn
+
+SKELETON = Path(__file__).resolve().parent / "android_app"
+BUNDLE_MANIFEST = "srdeploy_bundle.json"
+FORMAT = "srdeploy-android-1"
+MODEL = Path("assets/model")
+SAMPLE = 128  # LR pixels of the sample image's side
+
+
+def check(options: ExportOptions, out: Path) -> None:
+    """The bundle's folder (new, empty or a previous bundle), pnnx and ncnn, or one line (nothing written)."""
+    check_bundle_folder(out, BUNDLE_MANIFEST, "srdeploy Android bundle")
+    import_pnnx()
+    import_ncnn()
+
+
+def facts(manifest: dict) -> str:
+    """``srdeploy.txt``: what the C++ upscaler reads of the model (scale, colour, context, graphs and blobs)."""
+    meta = manifest["metadata"]
+    config, bounds = json.loads(meta["export_config"]), json.loads(meta["shape_bounds"])
+    lines = [f"scale {meta['scale']}", f"colour {meta['colour']}", f"radius {config['receptive_radius']}",
+             f"min_size {bounds['min'][2]}"]
+    lines += [f"graph {name} {graph['input']} {graph['output']}" for name, graph in manifest["graphs"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def readme(name: str, scale: int, precision: str, versions: dict) -> str:
+    return f"""# {name} ×{scale} ({precision}) on Android, with ncnn
+
+Exported by srdeploy: the model in `assets/model/` (ncnn {versions['ncnn']}, converted by pnnx {versions['pnnx']};
+`srdeploy.json` there is srdeploy's manifest, `srdeploy.txt` what the C++ reads), a sample image
+(`assets/input.png`), the upscaler (`cpp/srdeploy_sr.cpp`, the same file on Android and on a desktop) and a
+minimal app (`android/`). Every file's sha256 is in `{BUNDLE_MANIFEST}`.
+
+## Build the app
+
+1. Download ncnn's Android release with Vulkan, `ncnn-{versions['ncnn_release']}-android-vulkan.zip`, from
+   https://github.com/Tencent/ncnn/releases (the version the model was converted with; a later one reads it too),
+   and unzip it so that `android/ncnn-android-vulkan/arm64-v8a/lib/cmake/ncnn/ncnnConfig.cmake` exists.
+2. Open `android/` in Android Studio (Koala or later) with the NDK 26.3.11579264 and CMake 3.22.1 from its SDK
+   Manager, or from a shell with a Gradle 8.7+ install: `cd android && gradle wrapper && ./gradlew assembleDebug`.
+3. Install and start it: `adb install app/build/outputs/apk/debug/app-debug.apk`. It upscales `assets/input.png`
+   and says how long it took and whether it ran on the GPU (Vulkan) or the CPU.
+
+In your own app, copy `cpp/`, `app/src/main/cpp/`, `Upscaler.kt` and `assets/model/`, then:
+`Upscaler(assets).upscale(bitmap)` (tiles of 256 input pixels by default: bounded memory, the same pixels as
+one pass over the whole image).
+
+## The same code on a desktop
+
+`bash build_desktop.sh NCNN_INSTALL IN.ppm OUT.ppm [TILE]` builds `cpp/` against an ncnn install (`cmake
+--install` of ncnn built from source) and upscales a binary PPM: the same C++ as the app, which srdeploy checks
+against its Python session (`benchmarks/android_desktop_check.py` in srdeploy).
+"""
+
+
+def export(net: SrModel, options: ExportOptions, out: Path, progress: Progress) -> ExportResult:
+    """The Android bundle in ``out`` (``export.main`` shape): the ncnn model through its gate, the app, the C++."""
+    precision = Precision.parse(options.precision)
+    proto, report = gated_onnx(net, "fp32", options, progress, summary=False)
+    versions = {package: metadata.version(package) for package in ("pnnx", "ncnn")}
+    versions["ncnn_release"] = versions["ncnn"].rsplit(".", 1)[-1]
+    info = net.info
+    with tempfile.TemporaryDirectory() as scratch:
+        folder, measured = export_ncnn(proto, net, precision, Path(scratch), options.calib, options.max_psnr_drop,
+                                       versions)
+        with atomic_dir(check_bundle_folder(out, BUNDLE_MANIFEST, "srdeploy Android bundle")) as work:
+            shutil.copytree(SKELETON, work, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(folder, work / MODEL)
+            manifest = json.loads((folder / MANIFEST).read_text())
+            (work / MODEL / "srdeploy.txt").write_text(facts(manifest))
+            photo = images.read_rgb(source_images(options.calib, "validation")[0])[:SAMPLE, :SAMPLE]
+            images.write_image(work / "assets" / "input.png", photo)
+            (work / "README.md").write_text(readme(info.name, info.scale, str(precision), versions))
+            files = {p.relative_to(work).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                     for p in sorted(work.rglob("*")) if p.is_file()}
+            bundle = {"format": FORMAT, "model": info.name, "scale": info.scale, "precision": str(precision),
+                      "colour": info.colour, "versions": versions, "ncnn_report": measured, "files": files}
+            (work / BUNDLE_MANIFEST).write_text(json.dumps(bundle, indent=2))
+    progress(f"android bundle: ncnn {precision} model, the app (Kotlin + JNI), the C++ upscaler and its desktop build")
+    result = result_for(net, "android", replace(options, precision=str(precision)), report, ncnn=measured)
+    result.artifacts.append(out)
+    return result
