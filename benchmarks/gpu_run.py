@@ -44,6 +44,7 @@ import numpy as np
 
 from ..runtime.atomic import atomic_path
 from ..runtime.compare import TOLERANCES, compare
+from ..runtime.cpu import cpu_name
 from ..runtime.tables import markdown_table
 
 REPO = Path(__file__).resolve().parent.parent
@@ -461,14 +462,6 @@ def summary_table(rows: list[dict]) -> str:
         lines.setdefault((r["model"], f"{r['size']} → {r['output']}"), {})[r["variant"]] = cell
     return markdown_table(["model", "LR → output", *variants],
                           [[m, size, *(cells.get(v, "") for v in variants)] for (m, size), cells in lines.items()])
-
-
-def cpu_name() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,43 @@ def weights(name: str) -> Path:
     return need_shared("weights", name)
 
 
+# a checkpoint per zoo architecture at ×2: official where one exists, else the reference fixtures' random weights
+ZOO_CHECKPOINTS = {"fsrcnn": "fsrcnn_x2.pth", "lesrcnn": "lesrcnn_x2.pth", "dsrnet": "dsrnet_x2.pth",
+                   "lesrcnn_b": "fixtures/lesrcnn_multiscale_random.pth", "cfsrcnn": "fixtures/cfsrcnn_x2_random.pth",
+                   "esrgcnn": "fixtures/esrgcnn_multiscale_random.pth"}
+
+
+def zoo_checkpoint(model: str) -> Path:
+    """The ×2 checkpoint of a zoo architecture (``ZOO_CHECKPOINTS``)."""
+    name = ZOO_CHECKPOINTS[model]
+    return need_shared("fixtures", "reference", name.removeprefix("fixtures/")) if name.startswith("fixtures/") \
+        else weights(name)
+
+
+def held_out_batch(colour: str):
+    """Two crops of a held-out photo at an odd size, as network input (a batch: each image on its own)."""
+    import numpy as np
+
+    from srdeploy.calib.data import held_out_photo
+
+    photo = held_out_photo(colour)
+    return np.ascontiguousarray(np.stack([photo[:, 10:51, 20:78], photo[:, 60:101, 5:63]]))
+
+
+def parse_errors(language, source: bytes) -> list[str]:
+    """The ERROR and missing nodes of ``source`` parsed by tree-sitter in ``language`` (a tree_sitter_* module)."""
+    import tree_sitter
+
+    tree = tree_sitter.Parser(tree_sitter.Language(language.language())).parse(source)
+    found, stack = [], [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if node.type == "ERROR" or node.is_missing:
+            found.append(f"{node.start_point}: {source[node.start_byte:node.end_byte][:40]!r}")
+        stack.extend(node.children)
+    return found
+
+
 def fixture_index() -> list[dict]:
     index = SHARED / "fixtures" / "reference" / "index.json"
     return json.loads(index.read_text())["fixtures"] if index.is_file() else []

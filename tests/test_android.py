@@ -13,7 +13,7 @@ import pytest
 
 from srdeploy import api
 from srdeploy.runtime.errors import SrDeployError
-from tests.conftest import weights
+from tests.conftest import parse_errors, weights
 
 pytest.importorskip("ncnn", reason="ncnn is not installed: pip install ncnn pnnx (the dev extra has them)")
 pytest.importorskip("pnnx", reason="pnnx is not installed: pip install pnnx (the dev extra has it)")
@@ -32,17 +32,6 @@ def bundle(tmp_path_factory) -> Path:
                               progress=False)
     assert result.artifacts == [out] and result.as_dict()["target"] == "android"
     return out
-
-
-def _errors(language, source: bytes) -> list[str]:
-    tree = tree_sitter.Parser(tree_sitter.Language(language.language())).parse(source)
-    found, stack = [], [tree.root_node]
-    while stack:
-        node = stack.pop()
-        if node.type == "ERROR" or node.is_missing:
-            found.append(f"{node.start_point}: {source[node.start_byte:node.end_byte][:60]!r}")
-        stack.extend(node.children)
-    return found
 
 
 def test_every_file_is_listed_with_its_sha256(bundle):
@@ -71,13 +60,13 @@ def test_the_facts_the_cpp_reads_are_the_model_s(bundle):
 
 def test_the_kotlin_and_the_cpp_parse(bundle):
     for path in (bundle / APP / "java/com/srdeploy/sample").glob("*.kt"):
-        assert _errors(kotlin, path.read_bytes()) == [], path.name
+        assert parse_errors(kotlin, path.read_bytes()) == [], path.name
     jni = (bundle / APP / "cpp/jni_bridge.cpp").read_text()
     sources = {"jni_bridge.cpp": jni.replace("JNIEXPORT ", "").replace(" JNICALL", ""),  # as the preprocessor leaves it
                **{p.name: p.read_text() for p in (bundle / "cpp").iterdir() if p.suffix in (".cpp", ".h")}}
     assert len(sources) == 4
     for name, source in sources.items():
-        assert _errors(cpp, source.encode()) == [], name
+        assert parse_errors(cpp, source.encode()) == [], name
 
 
 def test_each_native_method_has_its_jni_function(bundle):

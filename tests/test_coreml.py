@@ -27,7 +27,7 @@ from srdeploy.runtime import images  # noqa: E402
 from srdeploy.runtime.opener import open_artifact  # noqa: E402
 from srdeploy.runtime.sessions.coreml import CoreMLSession  # noqa: E402
 from srdeploy.runtime.errors import SrDeployError  # noqa: E402
-from tests.conftest import REPO, need_shared, weights  # noqa: E402
+from tests.conftest import REPO, need_shared, parse_errors, weights  # noqa: E402
 from tests.test_models import split_gate_checkpoint  # noqa: E402
 
 RANDOM = {"lesrcnn_b": "lesrcnn_multiscale_random.pth", "esrgcnn": "esrgcnn_multiscale_random.pth",
@@ -346,15 +346,8 @@ def test_bad_coreml_options_fail_before_any_work(tmp_path):
 # --- the iOS bundle ---------------------------------------------------------------------------------------------
 
 def _swift_errors(source: str) -> list[str]:
-    tree_sitter, tree_sitter_swift = pytest.importorskip("tree_sitter"), pytest.importorskip("tree_sitter_swift")
-    tree = tree_sitter.Parser(tree_sitter.Language(tree_sitter_swift.language())).parse(source.encode())
-    found, stack = [], [tree.root_node]
-    while stack:
-        node = stack.pop()
-        if node.type == "ERROR" or node.is_missing:
-            found.append(f"{node.start_point}: {node.text[:40]!r}")
-        stack.extend(node.children)
-    return found
+    pytest.importorskip("tree_sitter")
+    return parse_errors(pytest.importorskip("tree_sitter_swift"), source.encode())
 
 
 def _swift(name: str, scale: int, options: CoreMLOptions, gate_channels: int = 0) -> tuple[object, str]:

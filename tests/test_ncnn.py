@@ -19,7 +19,7 @@ from srdeploy.models.torch_runner import TorchRunner
 from srdeploy.runtime import images, metrics
 from srdeploy.runtime.errors import SrDeployError
 from srdeploy.runtime.tiling import tiled_infer
-from tests.conftest import REPO, SHARED, need_shared, weights
+from tests.conftest import REPO, SHARED, ZOO_CHECKPOINTS, held_out_batch, need_shared, weights, zoo_checkpoint
 from tests.gate_sensitive import TILE, butterfly, gate_sensitive_state
 
 ncnn = pytest.importorskip("ncnn", reason="ncnn is not installed: pip install ncnn pnnx (the dev extra has them)")
@@ -28,35 +28,16 @@ pytest.importorskip("pnnx", reason="pnnx is not installed: pip install pnnx (the
 from srdeploy.runtime.sessions.ncnn import MANIFEST, NcnnSession, vulkan_devices  # noqa: E402
 
 NO_VULKAN = "ncnn sees no Vulkan device: apt install mesa-vulkan-drivers libvulkan1 (Mesa's software device, lavapipe)"
-# a checkpoint per architecture at ×2: official where one exists, else the reference fixtures' random weights
-CHECKPOINTS = {"fsrcnn": "fsrcnn_x2.pth", "lesrcnn": "lesrcnn_x2.pth", "dsrnet": "dsrnet_x2.pth",
-               "lesrcnn_b": "fixtures/lesrcnn_multiscale_random.pth", "cfsrcnn": "fixtures/cfsrcnn_x2_random.pth",
-               "esrgcnn": "fixtures/esrgcnn_multiscale_random.pth"}
-
-
-def _checkpoint(model: str) -> Path:
-    name = CHECKPOINTS[model]
-    return need_shared("fixtures", "reference", name.removeprefix("fixtures/")) if name.startswith("fixtures/") \
-        else weights(name)
-
-
-def _photo(colour: str) -> np.ndarray:
-    from srdeploy.calib.data import held_out_photo
-
-    photo = held_out_photo(colour)
-    return np.ascontiguousarray(np.stack([photo[:, 10:51, 20:78], photo[:, 60:101, 5:63]]))
-
-
 def _export(model: str, precision: str, out: Path, **options) -> Path:
-    return api.export_model(model, 2, target="ncnn", precision=precision, weights=str(_checkpoint(model)), out=out,
+    return api.export_model(model, 2, target="ncnn", precision=precision, weights=str(zoo_checkpoint(model)), out=out,
                             options=api.ExportOptions(**options), progress=False).artifacts[0]
 
 
 def test_every_architecture_is_covered():
-    assert sorted(CHECKPOINTS) == sorted(models.ARCHITECTURES)
+    assert sorted(ZOO_CHECKPOINTS) == sorted(models.ARCHITECTURES)
 
 
-@pytest.mark.parametrize("model", sorted(CHECKPOINTS))
+@pytest.mark.parametrize("model", sorted(ZOO_CHECKPOINTS))
 def test_fp32_on_ncnn_equals_pytorch(model, tmp_path):
     folder = _export(model, "fp32", tmp_path)
     assert folder.name == f"{model}_x2_fp32.ncnn" and (folder / MANIFEST).is_file()
@@ -64,8 +45,8 @@ def test_fp32_on_ncnn_equals_pytorch(model, tmp_path):
     assert set(manifest["graphs"]) == ({"gate_features", "gate_margin", "branch0", "branch1"} if model == "dsrnet"
                                        else {"model"})
     session = NcnnSession(folder)
-    net = models.load(model, 2, _checkpoint(model)).network
-    x = _photo(session.colour)
+    net = models.load(model, 2, zoo_checkpoint(model)).network
+    x = held_out_batch(session.colour)
     expected = TorchRunner(net).infer(x)
     assert np.abs(session.infer(x) - expected).max() <= 1e-5 * max(1.0, float(np.abs(expected).max()))
     assert float(json.loads(manifest["metadata"]["ncnn_report"])["fp32_max_abs_vs_pytorch"]) <= 1e-5
@@ -123,7 +104,7 @@ def test_the_vulkan_path_computes_what_the_cpu_path_computes(tmp_path, gate_sens
     """On lavapipe (Mesa's software Vulkan): the same parity as the CPU path; not a GPU timing."""
     for folder in (_export("fsrcnn", "fp32", tmp_path), gate_sensitive[0]):
         cpu, gpu = NcnnSession(folder), NcnnSession(folder, vulkan=True)
-        x = _photo(cpu.colour)
+        x = held_out_batch(cpu.colour)
         assert np.abs(gpu.infer(x) - cpu.infer(x)).max() <= 1e-5
     report = api.parity(gate_sensitive[0], api.SessionOptions(vulkan=True), weights=str(gate_sensitive[4]),
                         progress=False)

@@ -9,31 +9,12 @@ import onnx
 import pytest
 
 from srdeploy import api
-from srdeploy.calib.data import held_out_photo
 from srdeploy.models.registry import ARCHITECTURES
 from srdeploy.runtime.errors import SrDeployError
 from srdeploy.runtime.sessions.onnxruntime import OnnxSession
-from tests.conftest import need_shared, weights
+from tests.conftest import ZOO_CHECKPOINTS, held_out_batch, zoo_checkpoint
 
 cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed: pip install opencv-python-headless (the dev extra has it)")
-
-# a checkpoint per architecture at ×2: official where one exists, else the reference fixtures' random weights
-CHECKPOINTS = {"fsrcnn": "fsrcnn_x2.pth", "lesrcnn": "lesrcnn_x2.pth", "dsrnet": "dsrnet_x2.pth",
-               "lesrcnn_b": "fixtures/lesrcnn_multiscale_random.pth", "cfsrcnn": "fixtures/cfsrcnn_x2_random.pth",
-               "esrgcnn": "fixtures/esrgcnn_multiscale_random.pth"}
-
-
-def _checkpoint(model: str):
-    name = CHECKPOINTS[model]
-    return need_shared("fixtures", "reference", name.removeprefix("fixtures/")) if name.startswith("fixtures/") \
-        else weights(name)
-
-
-def _photo_batch(colour: str) -> np.ndarray:
-    """Two crops of a held-out photo at an odd size (a batch, for the per-image gate)."""
-    photo = held_out_photo(colour)
-    return np.ascontiguousarray(np.stack([photo[:, 10:51, 20:78], photo[:, 60:101, 5:63]]))
-
 
 def _opencv(path, x: np.ndarray) -> np.ndarray:
     net = cv2.dnn.readNetFromONNX(str(path))
@@ -42,17 +23,17 @@ def _opencv(path, x: np.ndarray) -> np.ndarray:
 
 
 def test_every_architecture_is_covered():
-    assert sorted(CHECKPOINTS) == sorted(ARCHITECTURES)
+    assert sorted(ZOO_CHECKPOINTS) == sorted(ARCHITECTURES)
 
 
-@pytest.mark.parametrize("model", sorted(CHECKPOINTS))
+@pytest.mark.parametrize("model", sorted(ZOO_CHECKPOINTS))
 def test_the_onnx_of_every_zoo_model_runs_in_opencv_and_equals_onnx_runtime(model, tmp_path):
     portable = model == "dsrnet"  # the one graph with control flow
-    result = api.export_model(model, 2, weights=str(_checkpoint(model)), out=tmp_path,
+    result = api.export_model(model, 2, weights=str(zoo_checkpoint(model)), out=tmp_path,
                               options=api.ExportOptions(portable=portable), progress=False)
     path = result.artifacts[0]
     session = OnnxSession(path)
-    x = _photo_batch(session.colour)
+    x = held_out_batch(session.colour)
     expected, found = session.infer(x), _opencv(path, x)
     assert found.shape == expected.shape
     assert np.abs(found - expected).max() <= 1e-4 * max(1.0, float(np.abs(expected).max())), model
@@ -61,10 +42,10 @@ def test_the_onnx_of_every_zoo_model_runs_in_opencv_and_equals_onnx_runtime(mode
 def test_portable_dsrnet_has_no_control_flow_and_the_same_outputs(tmp_path):
     """``--portable``: no ``If``, recorded in the metadata, the same outputs as the ``If`` graph on ONNX Runtime
     (each image of a batch with its own decision), FP32 and FP16; OpenCV runs the FP16 one within one 8-bit level."""
-    checkpoint = str(_checkpoint("dsrnet"))
+    checkpoint = str(zoo_checkpoint("dsrnet"))
     plain = api.export_model("dsrnet", 2, weights=checkpoint, out=tmp_path, progress=False).artifacts[0]
     assert "If" in {node.op_type for node in onnx.load(plain).graph.node}
-    x = _photo_batch("rgb")
+    x = held_out_batch("rgb")
     for precision in ("fp32", "fp16"):
         path = api.export_model("dsrnet", 2, precision=precision, weights=checkpoint, out=tmp_path,
                                 options=api.ExportOptions(portable=True), progress=False).artifacts[0]
