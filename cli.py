@@ -283,7 +283,12 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()  # the target table, with any plug-ins $SRDEPLOY_TARGETS names
+    except SrDeployError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     args.progress = not (getattr(args, "json", False) or getattr(args, "no_progress", False))
     warnings.showwarning = _one_line_warning
     try:

@@ -61,11 +61,13 @@ def test_without_the_plugin_the_toy_is_nowhere(tmp_path):
         api.export_model("fsrcnn", 2, target="toy", out=tmp_path, progress=False)
 
 
-def test_a_plugin_that_does_not_load_is_one_line(monkeypatch):
+def test_a_plugin_that_does_not_load_is_one_line(monkeypatch, capsys):
     monkeypatch.setenv(PLUGINS, "tests.no_such_module:TOY")
     with pytest.raises(api.SrDeployError, match=r"^\$SRDEPLOY_TARGETS names tests.no_such_module:TOY, which cannot "
                                                 r"be loaded \(No module named 'tests.no_such_module'\): fix or unset it$"):
         targets()
+    assert cli.main(["models"]) == 2  # one line, not a traceback from building the parser
+    assert capsys.readouterr().err.startswith("error: $SRDEPLOY_TARGETS names tests.no_such_module:TOY")
 
 
 @pytest.mark.parametrize("target", BUILT_IN, ids=lambda t: t.name)
