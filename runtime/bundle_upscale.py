@@ -16,7 +16,7 @@ from pathlib import Path
 from .bundle_check import BUNDLE, BUNDLE_BACKENDS, load_manifest, open_session
 from .errors import SrDeployError
 from .images import DEFAULT_MAX_PIXELS
-from .upscale import plan_jobs, report, tiling, upscale_each
+from .upscale import plan_jobs, report, tiler, tiling, upscale_each
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     except SrDeployError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return report(upscale_each(jobs, session.infer, session.scale, session.colour, tile, overlap,
-                               session.shape_bounds["min"][2], args.max_pixels,
-                               session.gate_split if session.has_global_gate else None), len(jobs))
+    tiled = tiler(session.infer, session.scale, tile, overlap, session.shape_bounds["min"][2],
+                  session.gate_split if session.has_global_gate else None)
+    return report(upscale_each(jobs, tiled, session.colour, args.max_pixels), len(jobs))
 
 
 if __name__ == "__main__":

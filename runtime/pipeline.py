@@ -1,13 +1,14 @@
 """RGB image ↔ network tensors, for RGB networks and for Y-channel networks (FSRCNN). numpy only."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
 from . import images
 
 Infer = Callable[[np.ndarray], np.ndarray]
+Window = Callable[[int, int, int, int], np.ndarray]  # (ya, yb, xa, xb) → float32 N×C×(yb−ya)×(xb−xa) of the input
 
 
 def network_input(rgb: np.ndarray, colour: str) -> np.ndarray:
@@ -23,22 +24,53 @@ def upscale_rgb(rgb: np.ndarray, infer: Infer, colour: str) -> np.ndarray:
     Y-channel networks upscale the luminance; chroma (Cb, Cr) is upscaled bicubically, as in the
     FSRCNN paper and its reference code.
     """
-    output = infer(network_input(rgb, colour))
-    if colour == "rgb":
-        return images.to_uint8(output[0].transpose(1, 2, 0))
-    luma = output[0, 0].astype(np.float64)
-    height, width = luma.shape
-    ycbcr = images.rgb_to_ycbcr(rgb / 255.0)
-    chroma = [images.bicubic_resize(ycbcr[..., c], width, height) for c in (1, 2)]
-    return images.to_uint8(images.ycbcr_to_rgb(np.dstack([luma, *chroma])))
+    return upscale_picture(images.Picture(rgb), infer, colour).rgb
 
 
 def upscale_picture(picture: images.Picture, infer: Infer, colour: str) -> images.Picture:
     """``upscale_rgb`` on the colour; alpha (where there is one) resized bicubically to the output size; the
-    colour profile carried over, so the output looks as the input does."""
-    rgb = upscale_rgb(picture.rgb, infer, colour)
-    alpha = None
-    if picture.alpha is not None:
-        height, width = rgb.shape[:2]
-        alpha = images.to_uint8(images.bicubic_resize(picture.alpha / 255.0, width, height))
-    return images.Picture(rgb, alpha, picture.icc_profile)
+    colour profile carried over, so the output looks as the input does. The whole image at once: the rows of
+    ``upscale_bands`` put together."""
+    rows = np.concatenate(list(upscale_bands(picture, whole(infer), colour)))
+    alpha = rows[..., 3] if picture.alpha is not None else None
+    return images.Picture(np.ascontiguousarray(rows[..., :3]), alpha, picture.icc_profile)
+
+
+Bands = Callable[[Window, int, int], Iterator[np.ndarray]]  # (input window, H, W) → the output, band by band
+CHUNK = 64  # output rows whose colour is made at a time
+
+
+def whole(infer: Infer) -> Bands:
+    """``infer`` on the whole input, as one band."""
+    return lambda window, height, width: iter([infer(window(0, height, 0, width))])
+
+
+def upscale_bands(picture: images.Picture, bands: Bands, colour: str) -> Iterator[np.ndarray]:
+    """The upscaled picture from the top, a few rows at a time as ``bands`` computes them (``tiling.tiled_bands``
+    holds one row of tiles): uint8 rows×(s·W)×3, or ×4 with the alpha resized bicubically. The network's input is
+    made window by window, and the colour of each ``CHUNK`` of output rows apart (luma networks' chroma and the
+    alpha resized over those rows only: ``images.bicubic_rows``, Pillow's bicubic to the bit), so no whole-image
+    plane is held beyond the picture itself."""
+    rgb = picture.rgb
+    height, width = rgb.shape[:2]
+    out_row = 0
+    for band in bands(lambda ya, yb, xa, xb: network_input(rgb[ya:yb, xa:xb], colour), height, width):
+        out_width = band.shape[3]
+        out_height = height * (out_width // width)
+        for start in range(0, band.shape[2], CHUNK):
+            rows = band[0, :, start:start + CHUNK]
+            y0 = out_row + start
+            y1 = y0 + rows.shape[1]
+            if colour == "rgb":
+                colours = images.to_uint8(rows.transpose(1, 2, 0))
+            else:
+                chroma = [images.bicubic_rows(lambda a, b, c=c: images.rgb_to_ycbcr(rgb[a:b] / 255.0)[..., c], width,
+                                              height, out_width, out_height, y0, y1).astype(np.float64) for c in (1, 2)]
+                colours = images.to_uint8(images.ycbcr_to_rgb(np.dstack([rows[0].astype(np.float64), *chroma])))
+            if picture.alpha is None:
+                yield colours
+                continue
+            alpha = images.bicubic_rows(lambda a, b: picture.alpha[a:b] / 255.0, width, height, out_width, out_height,
+                                        y0, y1)
+            yield np.dstack([colours, images.to_uint8(alpha)])
+        out_row += band.shape[2]

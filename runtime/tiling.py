@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .global_gate import GateSplit
-from .pipeline import Infer
+from .pipeline import Infer, Window
 
 
 def _spans(length: int, tile: int, overlap: int, min_size: int) -> Iterator[tuple[int, int, int, int]]:
@@ -32,7 +32,8 @@ def _spans(length: int, tile: int, overlap: int, min_size: int) -> Iterator[tupl
 
 def tiled_infer(x: np.ndarray, infer: Infer, scale: int, tile: int, overlap: int, min_size: int = 1,
                 gate: Callable[[], GateSplit] | None = None, workers: int = 1) -> np.ndarray:
-    """``infer`` applied tile by tile to float32 N×C×H×W; returns N×C×(s·H)×(s·W) float32.
+    """``infer`` applied tile by tile to float32 N×C×H×W; returns N×C×(s·H)×(s·W) float32 (``tiled_bands``, put
+    together).
 
     ``gate``: for a network whose gate reads the whole image, what gives its GateSplit (asked for only when
     the image needs more than one tile); the decision is then taken once, on the whole image. ``workers`` > 1:
@@ -41,47 +42,65 @@ def tiled_infer(x: np.ndarray, infer: Infer, scale: int, tile: int, overlap: int
     n, c, height, width = x.shape
     if tile <= 0 or (height <= tile and width <= tile):
         return infer(x)
+    out = np.empty((n, c, height * scale, width * scale), dtype=np.float32)
+    row = 0
+    for band in tiled_bands(lambda ya, yb, xa, xb: np.ascontiguousarray(x[:, :, ya:yb, xa:xb]), height, width, infer,
+                            scale, tile, overlap, min_size, gate, workers):
+        out[:, :, row:row + band.shape[2]] = band
+        row += band.shape[2]
+    return out
+
+
+def tiled_bands(window: Window, height: int, width: int, infer: Infer, scale: int, tile: int, overlap: int,
+                min_size: int = 1, gate: Callable[[], GateSplit] | None = None, workers: int = 1) -> Iterator[np.ndarray]:
+    """The output of ``infer`` over an H×W input read through ``window``, one row of tiles at a time from the top:
+    float32 N×C×(s·rows)×(s·W) per row of tiles (one band, whatever the whole image's size: the memory is the
+    tile's, not the image's). Tiles as ``tiled_infer`` (``gate``, ``workers``); the whole image at once where it is
+    no larger than a tile."""
+    if tile <= 0 or (height <= tile and width <= tile):
+        yield infer(window(0, height, 0, width))
+        return
+    rows, columns = list(_spans(height, tile, overlap, min_size)), list(_spans(width, tile, overlap, min_size))
     if gate is not None:
         split = gate()
-        decision = split.decide(whole_image_mean(x, split.features, tile, overlap, min_size))
+        decision = split.decide(_mean_over_cores(window, split.features, rows, columns, height * width))
         infer = lambda part: split.forced(part, decision)  # noqa: E731
-    out = np.empty((n, c, height * scale, width * scale), dtype=np.float32)
-    tiles = [(row, column) for row in _spans(height, tile, overlap, min_size)
-             for column in _spans(width, tile, overlap, min_size)]
+    for y0, y1, ya, yb in rows:
+        band: list[np.ndarray | None] = [None] * len(columns)
 
-    def run(spans: tuple[tuple[int, int, int, int], tuple[int, int, int, int]]) -> None:
-        (y0, y1, ya, yb), (x0, x1, xa, xb) = spans
-        patch = infer(np.ascontiguousarray(x[:, :, ya:yb, xa:xb]))
-        out[:, :, y0 * scale : y1 * scale, x0 * scale : x1 * scale] = patch[
-            :, :, (y0 - ya) * scale : (y1 - ya) * scale, (x0 - xa) * scale : (x1 - xa) * scale
-        ]
+        def run(index: int) -> None:
+            x0, x1, xa, xb = columns[index]
+            patch = infer(window(ya, yb, xa, xb))
+            # a copy: a runtime may hand out its own output buffer, which its next call overwrites
+            band[index] = patch[:, :, (y0 - ya) * scale:(y1 - ya) * scale, (x0 - xa) * scale:(x1 - xa) * scale].copy()
 
-    if workers > 1:
-        with ThreadPoolExecutor(min(workers, len(tiles))) as pool:
-            list(pool.map(run, tiles))  # list: a tile's exception is raised here
-    else:
-        for spans in tiles:
-            run(spans)
-    return out
+        if workers > 1 and len(columns) > 1:
+            with ThreadPoolExecutor(min(workers, len(columns))) as pool:
+                list(pool.map(run, range(len(columns))))  # list: a tile's exception is raised here
+        else:
+            for index in range(len(columns)):
+                run(index)
+        yield np.concatenate(band, axis=3)
 
 
 def whole_image_mean(x: np.ndarray, features: Infer, tile: int, overlap: int, min_size: int = 1) -> np.ndarray:
     """The mean over H×W of ``features(x)`` (N×C), computed tile by tile: each tile's core summed in float64."""
     height, width = x.shape[2:]
-    return _mean_over_cores(x, features, list(_spans(height, tile, overlap, min_size)),
-                            list(_spans(width, tile, overlap, min_size)))
+    return _mean_over_cores(lambda ya, yb, xa, xb: np.ascontiguousarray(x[:, :, ya:yb, xa:xb]), features,
+                            list(_spans(height, tile, overlap, min_size)), list(_spans(width, tile, overlap, min_size)),
+                            height * width)
 
 
-def _mean_over_cores(x: np.ndarray, features: Infer, rows: list[tuple[int, int, int, int]],
-                     columns: list[tuple[int, int, int, int]]) -> np.ndarray:
-    """The mean over H×W of ``features(x)`` from its windows, (core start, core end, window start, window end) per
-    axis: each window's core summed in float64."""
+def _mean_over_cores(window: Window, features: Infer, rows: list[tuple[int, int, int, int]],
+                     columns: list[tuple[int, int, int, int]], pixels: int) -> np.ndarray:
+    """The mean over the image's ``pixels`` of ``features`` from its windows, (core start, core end, window start,
+    window end) per axis: each window's core summed in float64."""
     total = 0.0
     for y0, y1, ya, yb in rows:
         for x0, x1, xa, xb in columns:
-            part = features(np.ascontiguousarray(x[:, :, ya:yb, xa:xb]))
+            part = features(window(ya, yb, xa, xb))
             total = total + part[:, :, y0 - ya:y1 - ya, x0 - xa:x1 - xa].sum(axis=(2, 3), dtype=np.float64)
-    return total / (x.shape[2] * x.shape[3])
+    return total / pixels
 
 
 def _fixed_spans(length: int, window: int, overlap: int) -> Iterator[tuple[int, int, int]]:
@@ -110,8 +129,9 @@ def windowed_infer(x: np.ndarray, infer: Infer, scale: int, window: tuple[int, i
     rows, columns = list(_fixed_spans(height, window[0], overlap)), list(_fixed_spans(width, window[1], overlap))
     if gate is not None and len(rows) * len(columns) > 1:
         split = gate()
-        decision = split.decide(_mean_over_cores(x, split.features, [(*r, r[2] + window[0]) for r in rows],
-                                                 [(*col, col[2] + window[1]) for col in columns]))
+        decision = split.decide(_mean_over_cores(
+            lambda ya, yb, xa, xb: np.ascontiguousarray(x[:, :, ya:yb, xa:xb]), split.features,
+            [(*r, r[2] + window[0]) for r in rows], [(*col, col[2] + window[1]) for col in columns], height * width))
         infer = lambda part: split.forced(part, decision)  # noqa: E731
     out = np.empty((n, c, height * scale, width * scale), dtype=np.float32)
     for y0, y1, ya in rows:

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from functools import cache, partial
+from functools import cache
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
+
+import numpy as np
 
 from . import images
 from .errors import SrDeployError
 from .global_gate import GateSplit
-from .pipeline import Infer, upscale_picture
-from .tiling import tiled_infer
+from .pipeline import Infer, Window, upscale_bands, upscale_picture
+from .tiling import tiled_bands, tiled_infer
 
 
 @dataclass(frozen=True)
@@ -49,31 +51,55 @@ def plan_jobs(source: Path, target: Path) -> list[Job]:
     return jobs
 
 
+@dataclass(frozen=True)
+class Tiler:
+    """``infer`` run tile by tile: called on a whole input (``tiling.tiled_infer``), or band by band from the top
+    (``bands``: ``tiling.tiled_bands``, one row of tiles held at a time). ``gate``: a globally gated network's
+    GateSplit factory; ``workers``: tiles in flight at once."""
+
+    infer: Infer
+    scale: int
+    tile: int
+    overlap: int
+    min_size: int = 1
+    gate: Callable[[], GateSplit] | None = None
+    workers: int = 1
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return tiled_infer(x, self.infer, self.scale, self.tile, self.overlap, self.min_size, self.gate, self.workers)
+
+    def bands(self, window: Window, height: int, width: int) -> Iterator[np.ndarray]:
+        return tiled_bands(window, height, width, self.infer, self.scale, self.tile, self.overlap, self.min_size,
+                           self.gate, self.workers)
+
+
 def tiler(infer: Infer, scale: int, tile: int, overlap: int, min_size: int = 1,
-          gate: Callable[[], GateSplit] | None = None, workers: int = 1) -> Infer:
-    """``infer`` run tile by tile (``tiled_infer``); ``gate``: a globally gated network's GateSplit factory;
-    ``workers``: tiles in flight at once."""
-    return partial(tiled_infer, infer=infer, scale=scale, tile=tile, overlap=overlap, min_size=min_size,
-                   gate=cache(gate) if gate else None, workers=workers)  # the split compiles once
+          gate: Callable[[], GateSplit] | None = None, workers: int = 1) -> Tiler:
+    """``infer`` run tile by tile (``Tiler``)."""
+    return Tiler(infer, scale, tile, overlap, min_size, cache(gate) if gate else None, workers)  # the split compiles once
 
 
-def upscale_each(jobs: list[Job], infer: Infer, scale: int, colour: str, tile: int, overlap: int, min_size: int = 1,
-                 max_pixels: int = images.DEFAULT_MAX_PIXELS, gate: Callable[[], GateSplit] | None = None,
-                 workers: int = 1) -> Iterator[tuple[Job, Path, str | None]]:
-    """For each job, in order: (job, output, None) once written, or (job, output, the one-line reason it failed).
-    ``gate``: a globally gated network's GateSplit factory (see ``tiled_infer``); ``workers``: tiles in flight."""
-    tiled = tiler(infer, scale, tile, overlap, min_size, gate, workers)
+def upscale_each(jobs: list[Job], tiled: Tiler, colour: str, max_pixels: int = images.DEFAULT_MAX_PIXELS,
+                 ) -> Iterator[tuple[Job, Path, str | None]]:
+    """For each job, in order: (job, output, None) once written, or (job, output, the one-line reason it failed)."""
     for job in jobs:
-        output = job.output(scale)
+        output = job.output(tiled.scale)
         yield job, output, upscale_file(job.source, output, tiled, colour, max_pixels)
 
 
 def upscale_file(source: Path, output: Path, infer: Infer, colour: str,
                  max_pixels: int = images.DEFAULT_MAX_PIXELS) -> str | None:
-    """Upscale one image file into ``output`` (written atomically); None, or the one-line reason it failed."""
+    """Upscale one image file into ``output`` (written atomically); None, or the one-line reason it failed. A PNG
+    from a ``Tiler`` is written band by band as the tiles come (memory bounded by the tile, not the image); other
+    formats, and a network that runs on the whole image, hold the whole output (in 8 bits)."""
     try:
         picture = images.read_picture(source, max_pixels)
-        images.write_picture(output, upscale_picture(picture, infer, colour))
+        if isinstance(infer, Tiler) and output.suffix.lower() == ".png":
+            height, width = picture.rgb.shape[:2]
+            images.write_png_rows(output, width * infer.scale, height * infer.scale,
+                                  upscale_bands(picture, infer.bands, colour), picture.icc_profile)
+        else:
+            images.write_picture(output, upscale_picture(picture, infer, colour))
     except SrDeployError as exc:
         return str(exc)
     return None

@@ -72,8 +72,8 @@ def run_upscale(source: Path, target: Path, artifact: str | Path | None, backend
             results = upscale_on_ray(jobs, setup, ray_files(artifact, backend), options.workers,
                                      options.ray_address, options.max_pixels)
         else:
-            infer, scale, colour = setup(artifact, threads=None, tile_workers=tile_workers)
-            results = upscale_each(jobs, infer, scale, colour, 0, 0, 1, options.max_pixels)
+            tiled, _, colour = setup(artifact, threads=None, tile_workers=tile_workers)
+            results = upscale_each(jobs, tiled, colour, options.max_pixels)
         bar = tqdm(results, total=len(jobs), desc="upscale", unit="img", leave=False,
                    disable=True if len(jobs) == 1 or not progress else None)
         return UpscaleReport(*collect(bar, len(jobs), progress))
