@@ -251,9 +251,10 @@ def bicubic_rows(rows: Callable[[int, int], np.ndarray], in_width: int, in_heigh
     band of the whole; reproducing its arithmetic here (tested against Pillow) gives that."""
     starts_y, weights_y = _bicubic_coefficients(in_height, height)
     starts_y, weights_y = starts_y[y0:y1], weights_y[y0:y1]
-    first = int(starts_y.min()) if y1 > y0 else 0
-    last = int((starts_y + (weights_y != 0).sum(axis=1)).max()) if y1 > y0 else 0
-    source = np.asarray(rows(first, max(last, first + 1)), dtype=np.float32)
+    taps_y = np.minimum(starts_y[:, None] + np.arange(weights_y.shape[1]), in_height - 1)  # zero weights read too
+    first = int(taps_y.min()) if y1 > y0 else 0
+    last = int(taps_y.max()) + 1 if y1 > y0 else 1
+    source = np.asarray(rows(first, last), dtype=np.float32)
     starts_x, weights_x = _bicubic_coefficients(in_width, width)
     wide = np.zeros((source.shape[0], width), dtype=np.float64)
     for k in range(weights_x.shape[1]):  # Pillow's order: tap after tap, in double
@@ -261,7 +262,7 @@ def bicubic_rows(rows: Callable[[int, int], np.ndarray], in_width: int, in_heigh
     wide = wide.astype(np.float32)
     out = np.zeros((y1 - y0, width), dtype=np.float64)
     for k in range(weights_y.shape[1]):
-        out += wide[np.minimum(starts_y + k, in_height - 1) - first] * weights_y[:, k, None]
+        out += wide[taps_y[:, k] - first] * weights_y[:, k, None]
     return out.astype(np.float32)
 
 
