@@ -152,14 +152,13 @@ def upscale(input: str | Path, output: str | Path, artifact: str | Path | None =
     Each written path is printed on stdout and each failure on stderr as it happens, while ``progress``; one failing
     image never stops the rest. ``options.engine="ray"``: the images (or a video's frames) are spread over a Ray
     cluster, with files bit-identical to a local run (``runtime.upscale_command``)."""
-    from .models.runners import tiled_runner
-    from .models.torch_runner import tiles_of_one_thread
+    from .models.runners import tile_workers, tiled_runner
     from .runtime.upscale_command import run_upscale
 
     options, session = options or UpscaleOptions(), session or SessionOptions()
     setup = partial(tiled_runner, spec=_spec(model, scale, weights), session=session, tile=options.tile,
                     tile_overlap=options.tile_overlap)
-    return run_upscale(Path(input), Path(output), artifact, session.backend, options, setup, tiles_of_one_thread,
+    return run_upscale(Path(input), Path(output), artifact, session.backend, options, setup, tile_workers,
                        progress)
 
 

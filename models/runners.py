@@ -3,9 +3,10 @@ artifact on its runtime, or the PyTorch model; and the PyTorch model an artifact
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from .spec import ModelSpec
 from ..runtime.errors import SrDeployError
@@ -36,6 +37,19 @@ def open_session(artifact: str | Path, session: SessionOptions | None = None, th
 
     session = session or SessionOptions()
     return open_artifact(artifact, backend=session.backend, **session.settings(threads))
+
+
+@contextmanager
+def tile_workers(artifact: str | Path | None) -> Iterator[int]:
+    """How many tiles run at once in this process: 1 for an artifact (its runtime has the threads; torch is not
+    imported), PyTorch's threads for the PyTorch model, one per tile (``torch_runner.tiles_of_one_thread``)."""
+    if artifact:
+        yield 1
+        return
+    from .torch_runner import tiles_of_one_thread
+
+    with tiles_of_one_thread() as workers:
+        yield workers
 
 
 def rounding(metadata: dict[str, str]) -> str:

@@ -43,14 +43,10 @@ class TorchRunner:
 
 
 @contextmanager
-def tiles_of_one_thread(artifact: object | None) -> Iterator[int]:
-    """How many tiles run at once in this process: 1 for an artifact; for the PyTorch model (``artifact`` None), as
-    many as PyTorch has threads, each tile computed by one thread for the duration (PyTorch's CPU kernels sum in
-    another order at another thread count: one thread per tile gives the same bytes here, on Ray's one-CPU workers
-    and on a machine with any number of cores)."""
-    if artifact:
-        yield 1
-        return
+def tiles_of_one_thread() -> Iterator[int]:
+    """As many tiles at once as PyTorch has threads, each tile computed by one thread for the duration (PyTorch's
+    CPU kernels sum in another order at another thread count: one thread per tile gives the same bytes here, on
+    Ray's one-CPU workers and on a machine with any number of cores)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

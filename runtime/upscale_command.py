@@ -3,8 +3,8 @@ cluster, tiled, every file written atomically and one failing image never stoppi
 
 What runs the network comes from the caller as ``setup(artifact, threads=…, tile_workers=…) → (tiled infer,
 scale, colour)`` (an artifact's session, or the PyTorch model: ``models.runners.tiled_runner``), with
-``local_threads(artifact)``, the context in which this process runs it (``models.torch_runner.tiles_of_one_thread``
-for the PyTorch model): the same ``setup`` builds the network on each Ray worker.
+``local_threads(artifact)``, the context in which this process runs it (``models.runners.tile_workers``): the
+same ``setup`` builds the network on each Ray worker.
 """
 from __future__ import annotations
 

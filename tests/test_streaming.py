@@ -83,3 +83,28 @@ def test_whole_is_one_band():
     window = lambda ya, yb, xa, xb: x[..., ya:yb, xa:xb]  # noqa: E731
     (band,) = list(whole(_nearest(2))(window, 5, 6))
     np.testing.assert_array_equal(band, _nearest(2)(x))
+
+
+def test_upscaling_an_artifact_never_imports_torch(tmp_path):
+    """The deploy side as a user runs it (``srdeploy upscale … --artifact X.onnx``) in a process of its own: torch is
+    never imported (it was, through the PyTorch model's thread setting: +200 MB of RSS for nothing)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, need_shared
+
+    need_shared("weights", "fsrcnn_x2.pth")
+    export = subprocess.run([sys.executable, str(REPO / "cli.py"), "export", "--model", "fsrcnn", "--out",
+                             str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert export.returncode == 0, export.stderr
+    Image.fromarray(RNG.integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(tmp_path / "in.png")
+    probe = ("import runpy, sys; sys.argv = sys.argv[1:]\n"
+             "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+             "except SystemExit as end:\n    assert not end.code, end.code\n"
+             "print('torch' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", probe, str(REPO / "cli.py"), "upscale", str(tmp_path / "in.png"),
+                          str(tmp_path / "out.png"), "--artifact", export.stdout.strip()],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "False"
+    assert Image.open(tmp_path / "out.png").size == (120, 80)
