@@ -211,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_number(int, 1), help="ray: worker processes (default: one per CPU of the cluster)")
     p.add_argument("--max-pixels", type=_number(int, 1), default=100_000_000,
                    help="largest input image in pixels, checked from the file header (default 100000000)")
+    p.add_argument("--throughput", action="store_true",
+                   help="an artifact on ONNX Runtime or OpenVINO in its throughput mode: several images or video "
+                        "frames in flight at once (OpenVINO's THROUGHPUT streams; ONNX Runtime, a thread each)")
     p.set_defaults(run=cmd_upscale)
 
     p = sub.add_parser("bench", help="latency of backends side by side: median/p90/p99, MP/s, GFLOP/s, memory")

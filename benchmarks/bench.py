@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import backends, make_infer, unavailable
-from ..runtime.cpu import features, int8_dot
+from ..runtime.cpu import features, int8_dot, usable_cores
 from ..runtime.targets import runnable
 from ..runtime.tables import markdown_table
 from ..runtime.timing import measure
@@ -72,7 +72,7 @@ def fp32_peak() -> dict:
     measured ceiling (numpy's float32 matrix product, best of 5)."""
     info = _cpuinfo()
     flags = set(info.get("flags", "").split())
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     ghz = float(info.get("cpu MHz", 0.0)) / 1000
     if {"avx512f", "fma"} <= flags:
         per_cycle, unit = 64, "AVX-512: 2 FMA units × 16 floats × 2"
@@ -101,7 +101,7 @@ def machine() -> dict:
         "cpu_features": features(set(info.get("flags", "").split())),
         "int8_dot": int8_dot(set(info.get("flags", "").split())),
         "logical_cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "usable_cores": usable_cores(),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "libraries": {},

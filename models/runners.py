@@ -28,15 +28,17 @@ class Runner:
     decision_split: Callable | None  # a globally gated network's GateSplit factory, for tiling (runtime.global_gate)
     whole_image: bool = False  # an output pixel depends on the whole image: never tiled
     rounding: str = "truncate"  # how the evaluation makes 8 bits of the output (models.ModelInfo.eval_rounding)
+    in_flight: int = 1  # requests worth running at once (the runtime's throughput mode)
 
 
-def open_session(artifact: str | Path, session: SessionOptions | None = None, threads: int | None = None):
+def open_session(artifact: str | Path, session: SessionOptions | None = None, threads: int | None = None,
+                 throughput: bool = False):
     """The session for an artifact as ``session`` says (its runtime and settings); ``threads``: the CPU threads of
-    the sessions that take them, default the library's own."""
+    the sessions that take them, default the library's own; ``throughput``: the runtime's throughput mode."""
     from ..runtime.opener import open_artifact
 
     session = session or SessionOptions()
-    return open_artifact(artifact, backend=session.backend, **session.settings(threads))
+    return open_artifact(artifact, backend=session.backend, **session.settings(threads, throughput))
 
 
 @contextmanager
@@ -62,15 +64,15 @@ def rounding(metadata: dict[str, str]) -> str:
 
 
 def runner(what: str, artifact: str | Path | None = None, spec: ModelSpec | None = None,
-           session: SessionOptions | None = None, threads: int | None = None) -> Runner:
+           session: SessionOptions | None = None, threads: int | None = None, throughput: bool = False) -> Runner:
     """An artifact's runner, or the PyTorch model's (``spec``); ``threads``: the CPU threads it may use (default:
-    the library's own choice)."""
+    the library's own choice); ``throughput``: an artifact's runtime in its throughput mode."""
     if artifact:
-        opened = open_session(artifact, session, threads)
+        opened = open_session(artifact, session, threads, throughput)
         return Runner(opened.infer, opened.metadata["model"], opened.scale, opened.colour,
                       opened.receptive_radius, opened.shape_bounds["min"][2], str(artifact),
                       opened.shape_bounds["max"], opened.gate_split if opened.has_global_gate else None,
-                      opened.whole_image, rounding(opened.metadata))
+                      opened.whole_image, rounding(opened.metadata), opened.in_flight)
     if spec is None or not spec.model:
         raise SrDeployError(f"{what} needs --artifact FILE, or --model NAME (a zoo name, or FILE.py:NAME)")
     import torch
@@ -125,12 +127,14 @@ def _own_reference(session, source: dict, weights: str | None):
 
 def tiled_runner(artifact: str | Path | None, spec: ModelSpec | None, session: SessionOptions | None = None,
                  tile: int | None = None, tile_overlap: int | None = None, threads: int | None = 1,
-                 tile_workers: int = 1) -> tuple[Callable, int, str]:
+                 tile_workers: int = 1, throughput: bool = False) -> tuple[Callable, int, str]:
     """(tiled infer, scale, colour) of an artifact or a model: what ``upscale`` runs, and what each Ray worker builds
     once, on the one CPU Ray gives it (``threads`` 1, so workers on a node do not oversubscribe its cores; None: the
-    library's own choice, for a local run); ``tile_workers``: tiles in flight at once."""
+    library's own choice, for a local run); ``tile_workers``: tiles in flight at once; ``throughput``: the
+    artifact's runtime in its throughput mode (the tiler's ``in_flight``: images or frames to run at once)."""
     from ..runtime.upscale import tiler, tiling
 
-    run = runner("upscale", artifact, spec, session, threads)
+    run = runner("upscale", artifact, spec, session, threads, throughput)
     tile, overlap = tiling(run.name, tile, tile_overlap, run.receptive_radius, run.max_shape, run.whole_image)
-    return tiler(run.infer, run.scale, tile, overlap, run.min_size, run.decision_split, tile_workers), run.scale, run.colour
+    return (tiler(run.infer, run.scale, tile, overlap, run.min_size, run.decision_split, tile_workers, run.in_flight),
+            run.scale, run.colour)

@@ -28,6 +28,7 @@ class ArtifactSession:
     metadata: dict[str, str]
     bounds: dict[str, list[int]]
     runtime_name: str  # the runtime in words, for messages
+    in_flight: int = 1  # requests worth running at once (more in a runtime's throughput mode)
 
     def check_metadata(self) -> None:
         missing = [k for k in REQUIRED_METADATA if k not in self.metadata]

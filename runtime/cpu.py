@@ -1,6 +1,7 @@
 """The CPU's vector and integer-dot-product features, recorded beside every number measured on it."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8",
@@ -15,6 +16,11 @@ def cpu_flags() -> set[str]:
         return set()
     line = next((x for x in text.splitlines() if x.startswith("flags")), "")
     return set(line.partition(":")[2].split())
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity), not the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def cpu_name() -> str:

@@ -24,9 +24,11 @@ class SessionOptions:
     inference_precision: str | None = None  # OpenVINO's compute precision: f32, bf16, f16
     vulkan: bool = False  # ncnn: on the Vulkan device
 
-    def settings(self, threads: int | None = None) -> dict:
-        """The session's keyword arguments: the settings given, and ``threads`` where given."""
-        given = {"inference_precision": self.inference_precision, "vulkan": self.vulkan or None, "threads": threads}
+    def settings(self, threads: int | None = None, throughput: bool = False) -> dict:
+        """The session's keyword arguments: the settings given, ``threads`` where given, and ``throughput`` where
+        asked (several requests in flight: folders and video)."""
+        given = {"inference_precision": self.inference_precision, "vulkan": self.vulkan or None, "threads": threads,
+                 "throughput": throughput or None}
         return {k: v for k, v in given.items() if v is not None}
 
 

@@ -64,9 +64,9 @@ def upscale_bands(picture: images.Picture, bands: Bands, colour: str) -> Iterato
             if colour == "rgb":
                 colours = images.to_uint8(rows.transpose(1, 2, 0))
             else:
-                chroma = [images.bicubic_rows(lambda a, b, c=c: images.rgb_to_ycbcr(rgb[a:b] / 255.0)[..., c], width,
-                                              height, out_width, out_height, y0, y1).astype(np.float64) for c in (1, 2)]
-                colours = images.to_uint8(images.ycbcr_to_rgb(np.dstack([rows[0].astype(np.float64), *chroma])))
+                chroma = images.bicubic_rows(lambda a, b: images.rgb_to_ycbcr(rgb[a:b] / 255.0)[..., 1:], width,
+                                             height, out_width, out_height, y0, y1).astype(np.float64)
+                colours = images.to_uint8(images.ycbcr_to_rgb(np.dstack([rows[0].astype(np.float64), chroma])))
             if picture.alpha is None:
                 yield colours
                 continue

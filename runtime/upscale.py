@@ -7,6 +7,8 @@ Exit status of a run (``report``): 0 every image written; 1 some failed, the oth
 from __future__ import annotations
 
 import sys
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -55,7 +57,7 @@ def plan_jobs(source: Path, target: Path) -> list[Job]:
 class Tiler:
     """``infer`` run tile by tile: called on a whole input (``tiling.tiled_infer``), or band by band from the top
     (``bands``: ``tiling.tiled_bands``, one row of tiles held at a time). ``gate``: a globally gated network's
-    GateSplit factory; ``workers``: tiles in flight at once."""
+    GateSplit factory; ``workers``: tiles in flight at once; ``in_flight``: images or frames worth running at once."""
 
     infer: Infer
     scale: int
@@ -64,6 +66,7 @@ class Tiler:
     min_size: int = 1
     gate: Callable[[], GateSplit] | None = None
     workers: int = 1
+    in_flight: int = 1  # images or frames worth running at once (the runtime's throughput mode)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return tiled_infer(x, self.infer, self.scale, self.tile, self.overlap, self.min_size, self.gate, self.workers)
@@ -74,17 +77,32 @@ class Tiler:
 
 
 def tiler(infer: Infer, scale: int, tile: int, overlap: int, min_size: int = 1,
-          gate: Callable[[], GateSplit] | None = None, workers: int = 1) -> Tiler:
+          gate: Callable[[], GateSplit] | None = None, workers: int = 1, in_flight: int = 1) -> Tiler:
     """``infer`` run tile by tile (``Tiler``)."""
-    return Tiler(infer, scale, tile, overlap, min_size, cache(gate) if gate else None, workers)  # the split compiles once
+    return Tiler(infer, scale, tile, overlap, min_size, cache(gate) if gate else None, workers,  # the split compiles once
+                 in_flight)
 
 
 def upscale_each(jobs: list[Job], tiled: Tiler, colour: str, max_pixels: int = images.DEFAULT_MAX_PIXELS,
-                 ) -> Iterator[tuple[Job, Path, str | None]]:
-    """For each job, in order: (job, output, None) once written, or (job, output, the one-line reason it failed)."""
-    for job in jobs:
-        output = job.output(tiled.scale)
-        yield job, output, upscale_file(job.source, output, tiled, colour, max_pixels)
+                 in_flight: int = 1) -> Iterator[tuple[Job, Path, str | None]]:
+    """For each job, in order: (job, output, None) once written, or (job, output, the one-line reason it failed);
+    ``in_flight`` images at once on as many threads (throughput mode: a runtime that computes several requests
+    at once), each image's memory bounded by its tiles."""
+    outputs = [(job, job.output(tiled.scale)) for job in jobs]
+    if in_flight <= 1:
+        for job, output in outputs:
+            yield job, output, upscale_file(job.source, output, tiled, colour, max_pixels)
+        return
+    with ThreadPoolExecutor(in_flight, thread_name_prefix="srdeploy-image") as threads:
+        pending: deque = deque()
+        for job, output in outputs:
+            pending.append((job, output, threads.submit(upscale_file, job.source, output, tiled, colour, max_pixels)))
+            if len(pending) >= in_flight:
+                job_done, written, future = pending.popleft()
+                yield job_done, written, future.result()
+        while pending:
+            job_done, written, future = pending.popleft()
+            yield job_done, written, future.result()
 
 
 def upscale_file(source: Path, output: Path, infer: Infer, colour: str,

@@ -35,6 +35,7 @@ class UpscaleOptions:
     engine: str = "local"  # local | ray
     ray_address: str | None = None  # ray: the cluster (None: a local one for the run)
     workers: int | None = None  # ray: worker processes (None: one per CPU of the cluster)
+    throughput: bool = False  # local: the runtime's throughput mode, several images or frames in flight
 
 
 @dataclass
@@ -60,6 +61,11 @@ def run_upscale(source: Path, target: Path, artifact: str | Path | None, backend
 
     if options.engine not in ("local", "ray"):
         raise SrDeployError(f"--engine {options.engine}: choose local or ray")
+    if options.throughput and options.engine == "ray":
+        raise SrDeployError("--throughput is for a local run: on Ray, each worker already runs one request per CPU "
+                            "(drop --throughput)")
+    if options.throughput:
+        setup = partial(setup, throughput=True)
     if is_video(source):
         frames = (partial(_ray_frames, artifact, backend, options, setup) if options.engine == "ray"
                   else partial(_local_frames, setup, artifact, local_threads))
@@ -73,7 +79,7 @@ def run_upscale(source: Path, target: Path, artifact: str | Path | None, backend
                                      options.ray_address, options.max_pixels)
         else:
             tiled, _, colour = setup(artifact, threads=None, tile_workers=tile_workers)
-            results = upscale_each(jobs, tiled, colour, options.max_pixels)
+            results = upscale_each(jobs, tiled, colour, options.max_pixels, tiled.in_flight)
         bar = tqdm(results, total=len(jobs), desc="upscale", unit="img", leave=False,
                    disable=True if len(jobs) == 1 or not progress else None)
         return UpscaleReport(*collect(bar, len(jobs), progress))
@@ -102,7 +108,12 @@ def _local_frames(setup: Setup, artifact: str | Path | None, local_threads) -> I
     from .video import LocalFrames
 
     with local_threads(artifact) as tile_workers:
-        yield LocalFrames(*setup(artifact, threads=None, tile_workers=tile_workers))
+        tiled, scale, colour = setup(artifact, threads=None, tile_workers=tile_workers)
+        frames = LocalFrames(tiled, scale, colour, tiled.in_flight if tiled.in_flight > 1 else 0)
+        try:
+            yield frames
+        finally:
+            frames.close()
 
 
 def _ray_frames(artifact: str | Path | None, backend: str, options: UpscaleOptions, setup: Setup):

@@ -8,8 +8,9 @@ image path (``pipeline.upscale_rgb``): its RGB from the clip's own matrix and ra
 matrix and range, so a Y-only network (FSRCNN) upscales luma through the network and chroma bicubically,
 exactly as for images. The output is written under a temporary name and renamed when complete.
 
-The network stage is a ``FrameUpscaler``: ``LocalFrames`` runs each frame as it comes; ``ray_engine.RayFrames``
-keeps several frames in flight on a Ray cluster's workers and takes their results back in stream order.
+The network stage is a ``FrameUpscaler``: ``LocalFrames`` runs each frame as it comes, or several at once on
+threads of this process (throughput mode); ``ray_engine.RayFrames`` keeps several frames in flight on a Ray
+cluster's workers; both give their results back in stream order.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import queue
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
@@ -95,18 +97,30 @@ class FrameUpscaler(Protocol):
 
 @dataclass
 class LocalFrames:
-    """Each frame through ``infer`` (N×C×H×W float32 → N×C×(s·H)×(s·W), tiled already if it should be) as it comes."""
+    """Frames through ``infer`` (N×C×H×W float32 → N×C×(s·H)×(s·W), tiled already if it should be) in this
+    process: each as it comes (``in_flight`` 0), or ``in_flight`` frames at once on as many threads, for a
+    runtime that computes several requests at once (OpenVINO's throughput streams, ONNX Runtime sessions of
+    one thread each); results come back in order. ``close()`` ends the threads."""
 
     infer: Infer
     scale: int
     colour: str
     in_flight: int = 0
+    _threads: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
 
-    def submit(self, rgb: np.ndarray) -> np.ndarray:
-        return upscale_rgb(rgb, self.infer, self.colour)
+    def submit(self, rgb: np.ndarray) -> Any:
+        if not self.in_flight:
+            return upscale_rgb(rgb, self.infer, self.colour)
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(self.in_flight, thread_name_prefix="srdeploy-frame")
+        return self._threads.submit(upscale_rgb, rgb, self.infer, self.colour)
 
-    def result(self, handle: np.ndarray) -> np.ndarray:
-        return handle
+    def result(self, handle: Any) -> np.ndarray:
+        return handle.result() if isinstance(handle, Future) else handle
+
+    def close(self) -> None:
+        if self._threads is not None:
+            self._threads.shutdown(cancel_futures=True)
 
 
 def upscale_video(source: str | Path, target: str | Path, upscaler: FrameUpscaler, options: VideoOptions | None = None,

@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import digest
 from ..artifact import ArtifactSession, srdeploy_metadata
+from ..cpu import usable_cores
 from ..errors import SrDeployError, command
 from ..global_gate import GateSplit, onnxruntime_split
 
@@ -37,7 +38,8 @@ class OnnxSession(ArtifactSession):
 
     runtime_name = "ONNX Runtime"
 
-    def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None):
+    def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None,
+                 throughput: bool = False):
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -47,6 +49,12 @@ class OnnxSession(ArtifactSession):
         self.providers = providers or [p for p in PREFERRED_PROVIDERS if p in available]
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: graph-cleanup notices are not the user's concern
+        # no memory plan kept per input shape: tiles come in many shapes (the edges), and each plan held its
+        # buffers (LESRCNN ×2 on a 4 Mpx upscale: 656 → 450 MB peak, no slower; FSRCNN 244 → 181 MB)
+        options.enable_mem_pattern = False
+        if throughput:  # one thread per request, a request per core in flight (``in_flight``)
+            self.in_flight = usable_cores() // (threads or 1)
+            threads = threads or 1
         if threads:
             options.intra_op_num_threads = threads
         data = self.path.read_bytes()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -173,10 +174,12 @@ def executed_convs(compiled, macs: dict[str, float]) -> list[ExecutedConv]:
     return found
 
 
-def compile_config(inference_precision: str = "f32", threads: int | None = None, cache: bool = True) -> dict:
-    """OpenVINO's CPU settings: the inference precision always explicit (bf16 CPUs would default to bf16),
-    latency first, the compile cache."""
-    config = {"INFERENCE_PRECISION_HINT": inference_precision, "PERFORMANCE_HINT": "LATENCY"}
+def compile_config(inference_precision: str = "f32", threads: int | None = None, cache: bool = True,
+                   hint: str = "latency") -> dict:
+    """OpenVINO's CPU settings: the inference precision always explicit (bf16 CPUs would default to bf16), the
+    performance hint (``latency``: one request at a time as fast as it goes; ``throughput``: CPU streams, several
+    requests in flight), the compile cache."""
+    config = {"INFERENCE_PRECISION_HINT": inference_precision, "PERFORMANCE_HINT": hint.upper()}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     if cache:
@@ -187,25 +190,30 @@ def compile_config(inference_precision: str = "f32", threads: int | None = None,
 class ShapeCompiled:
     """A model run on OpenVINO: compiled once with its dynamic shapes, or, where it holds an ``If``, once per
     input shape, reshaped to it: OpenVINO 2026.4's CPU plugin returns wrong values from a dynamic-shape ``If``
-    (DSRNet's gate: max |error| 0.26 on the first inference at 64×64, garbage at 32×32; correct when static)."""
+    (DSRNet's gate: max |error| 0.26 on the first inference at 64×64, garbage at 32×32; correct when static).
+    Callable from several threads at once: each thread runs its own infer request (OpenVINO's requests are not
+    thread-safe; the compiled model is)."""
 
     def __init__(self, model, compile_model, compiled=None):
         self.model, self.compile_model = model, compile_model
         self.per_shape = any(op.get_type_name() == "If" for op in model.get_ordered_ops())
-        self.compiled: dict[tuple, object] = {}
-        if not self.per_shape:
-            self.request = (compiled or compile_model(model)).create_infer_request()
+        self.compiled: dict[tuple | None, object] = {} if self.per_shape else {None: compiled or compile_model(model)}
+        self._compiling = threading.Lock()
+        self._requests = threading.local()
+
+    def _request(self, shapes: tuple | None):
+        requests = self._requests.__dict__.setdefault("by_shape", {})
+        if shapes not in requests:
+            with self._compiling:
+                if shapes not in self.compiled:
+                    static = self.model.clone()
+                    static.reshape({i: list(shape) for i, shape in enumerate(shapes)})
+                    self.compiled[shapes] = self.compile_model(static)
+                requests[shapes] = self.compiled[shapes].create_infer_request()
+        return requests[shapes]
 
     def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
-        if not self.per_shape:
-            self.request.infer(list(inputs))
-            return [self.request.get_output_tensor(i).data for i in range(len(self.model.outputs))]
-        shapes = tuple(a.shape for a in inputs)
-        if shapes not in self.compiled:
-            static = self.model.clone()
-            static.reshape({i: list(shape) for i, shape in enumerate(shapes)})
-            self.compiled[shapes] = self.compile_model(static).create_infer_request()
-        request = self.compiled[shapes]
+        request = self._request(tuple(a.shape for a in inputs) if self.per_shape else None)
         request.infer(list(inputs))
         return [request.get_output_tensor(i).data for i in range(len(self.model.outputs))]
 
@@ -256,7 +264,7 @@ class OpenVinoSession(ArtifactSession):
     runtime_name = "OpenVINO"
 
     def __init__(self, path: str | Path, inference_precision: str | None = None, threads: int | None = None,
-                 cache: bool = True, device: str = "CPU", run: bool = True):
+                 cache: bool = True, device: str = "CPU", run: bool = True, throughput: bool = False):
         ov = import_openvino()
         self.path = Path(path)
         if not self.path.is_file():
@@ -287,10 +295,12 @@ class OpenVinoSession(ArtifactSession):
         if self.metadata.get("inference_precision") == inference_precision != "f32" and not cpu_supports(inference_precision):
             warnings.warn(f"{self.path.name} was exported for {inference_precision}, which this CPU does not compute "
                           "natively: OpenVINO computes it in f32 here (slower, no less accurate)", stacklevel=3)
-        config = compile_config(inference_precision, threads, cache)
+        config = compile_config(inference_precision, threads, cache, "throughput" if throughput else "latency")
         self._compile = lambda model: core.compile_model(model, device, config)
         self.compiled = self._compile(self.model)
         self._run = ShapeCompiled(self.model, self._compile, self.compiled)
+        if throughput:  # OpenVINO's CPU streams: as many requests in flight as it says keep them busy
+            self.in_flight = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         # what OpenVINO compiled for, read back: the record of every report
         self.compiled_precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
 

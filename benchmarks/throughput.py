@@ -1,0 +1,139 @@
+"""Throughput of folders and video against what the network alone sustains (issue 36: throughput mode).
+
+    python -m srdeploy.benchmarks.throughput [--frames 24] [--models fsrcnn,lesrcnn] [--out benchmarks/results]
+
+For FSRCNN ×2 and LESRCNN ×2 (FP32 ONNX, exported here), each runtime in each mode: ONNX Runtime and OpenVINO,
+latency (one request at a time on every core) and throughput (several requests in flight: ONNX Runtime
+sessions of one thread each, OpenVINO's THROUGHPUT hint with its optimal number of requests). For each, in one
+run on this machine:
+- **network alone**: the tiled network on the clip's frames made into network inputs beforehand (no decoding,
+  colour or encoding), as many in flight as the mode keeps: what the pipelines can at best reach;
+- **video**: ``upscale`` of a 640×360 H.264 clip (``video_bench.make_clip``) → 1280×720, frames/s;
+- **folder**: the same frames as PNG files, a folder ``upscale``, images/s;
+and each pipeline as a share of the network alone in the same mode, and of the best network-alone mode. The
+goal: ≥ 90 %. Writes ``throughput_<machine>.{md,json}``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from .bench import cpu_text, report_header
+from .video_bench import make_clip
+from ..export.options import ExportOptions, Progress
+from ..models.spec import ModelSpec
+from ..runtime.atomic import atomic_path
+from ..runtime.tables import markdown_table
+from ..runtime.targets import target
+
+GOAL = 0.9
+MODES = ("latency", "throughput")
+
+
+def frames_of(clip: Path) -> list[np.ndarray]:
+    """The clip's frames as RGB uint8, decoded as the video path decodes them."""
+    import av
+
+    from ..runtime.video import _rgb
+
+    with av.open(str(clip)) as container:
+        return [_rgb(frame) for frame in container.decode(video=0)]
+
+
+def network_alone(tiled, colour: str, frames: list[np.ndarray], in_flight: int) -> float:
+    """Frames/s of the tiled network alone on inputs made beforehand, ``in_flight`` at once."""
+    from ..runtime.pipeline import network_input
+
+    inputs = [network_input(rgb, colour) for rgb in frames]
+    tiled(inputs[0])  # warm-up: compiles and allocates
+    started = time.perf_counter()
+    if in_flight <= 1:
+        for x in inputs:
+            tiled(x)
+    else:
+        with ThreadPoolExecutor(in_flight) as threads:
+            list(threads.map(tiled, inputs))
+    return len(inputs) / (time.perf_counter() - started)
+
+
+def measure(model: str, artifact: Path, backend: str, mode: str, clip: Path, folder: Path, frames: list[np.ndarray],
+            work: Path) -> dict:
+    from ..runtime.upscale import plan_jobs, upscale_each
+    from ..runtime.video import LocalFrames, upscale_video
+    from ..models.runners import tiled_runner
+    from ..runtime.opener import SessionOptions
+
+    tiled, scale, colour = tiled_runner(artifact, None, SessionOptions(backend=backend), threads=None,
+                                        throughput=mode == "throughput")
+    in_flight = tiled.in_flight
+    alone = network_alone(tiled, colour, frames, in_flight)
+    video = upscale_video(clip, work / "out.mp4", LocalFrames(tiled, scale, colour, in_flight if in_flight > 1 else 0))
+    jobs = plan_jobs(folder, work / "out")
+    started = time.perf_counter()
+    failed = [problem for _, _, problem in upscale_each(jobs, tiled, colour, in_flight=in_flight) if problem]
+    if failed:
+        raise SystemExit(f"folder upscale failed: {failed[0]}")
+    images_per_s = len(jobs) / (time.perf_counter() - started)
+    row = {"model": f"{model} ×2", "backend": backend, "mode": mode, "in_flight": in_flight,
+           "network_alone_fps": alone, "video_fps": video.fps, "folder_images_per_s": images_per_s,
+           "video_busy_s": video.seconds}
+    print(row, file=sys.stderr, flush=True)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--frames", type=int, default=24)
+    parser.add_argument("--models", default="fsrcnn,lesrcnn")
+    parser.add_argument("--backends", default="onnxruntime,openvino")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args(argv)
+    from PIL import Image
+
+    report = {**report_header("python -m srdeploy.benchmarks.throughput", args.models, 2, None), "rows": []}
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        clip = make_clip(work / "clip.mp4", args.frames)
+        frames = frames_of(clip)
+        (work / "frames").mkdir()
+        for i, rgb in enumerate(frames):
+            Image.fromarray(rgb).save(work / "frames" / f"frame_{i:03d}.png")
+        for model in args.models.split(","):
+            artifact = target("onnx").export(ModelSpec(model, 2).load(), ExportOptions(precision="fp32"), work,
+                                             Progress(False)).artifacts[0]
+            for backend in args.backends.split(","):
+                for mode in MODES:
+                    report["rows"].append(measure(model, artifact, backend, mode, clip, work / "frames", frames, work))
+    rows = report["rows"]
+    best = {r["model"]: max(x["network_alone_fps"] for x in rows if x["model"] == r["model"]) for r in rows}
+    table = [[r["model"], r["backend"], r["mode"], str(r["in_flight"]), f"{r['network_alone_fps']:.2f}",
+              f"{r['video_fps']:.2f}", f"{r['video_fps'] / r['network_alone_fps']:.0%}",
+              f"{r['folder_images_per_s']:.2f}", f"{r['folder_images_per_s'] / r['network_alone_fps']:.0%}",
+              f"{max(r['video_fps'], r['folder_images_per_s']) / best[r['model']]:.0%}"] for r in rows]
+    lines = [f"`{report['command']}` — {report['date']}", "",
+             f"Machine: {cpu_text(report['machine'])}, {report['machine']['usable_cores']} cores. {args.frames} frames "
+             "640×360 → 1280×720 (a pan over a photo, H.264 CRF 18 in and out; the folder: the same frames as PNG), "
+             "FP32 ONNX, default tile (256); frames/s of the whole run, start-up excluded.", "",
+             markdown_table(["model", "runtime", "mode", "in flight", "network alone frames/s", "video frames/s",
+                             "video / alone", "folder images/s", "folder / alone", "best pipeline / best alone"],
+                            table)]
+    slug = "cpu-" + "-".join(report["machine"]["cpu"].lower().replace("(r)", "").split()[:3])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / f"throughput_{slug}.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
+    with atomic_path(out / f"throughput_{slug}.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
