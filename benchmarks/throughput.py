@@ -88,6 +88,34 @@ def measure(model: str, artifact: Path, backend: str, mode: str, clip: Path, fol
     return row
 
 
+def chart(rows: list[dict], path: Path) -> None:
+    """Per model, network alone / video / folder throughput of each runtime and mode, as a share of the best
+    network-alone rate, with the 90 % goal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), squeeze=False)
+    for ax, model in zip(axes[0], names):
+        mine = [r for r in rows if r["model"] == model]
+        best = max(r["network_alone_fps"] for r in mine)
+        at = np.arange(len(mine))
+        for k, (key, label) in enumerate((("network_alone_fps", "network alone"), ("video_fps", "video"),
+                                          ("folder_images_per_s", "folder"))):
+            ax.bar(at + (k - 1) * 0.27, [100 * r[key] / best for r in mine], 0.27, label=label)
+        ax.axhline(100 * GOAL, color="grey", linestyle="--", label="90 % goal")
+        ax.set_xticks(at, [f"{r['backend'].replace('onnxruntime', 'ORT').replace('openvino', 'OV')}\n{r['mode']}"
+                           for r in mine], fontsize=8)
+        ax.set(title=f"{model} (100 % = {best:.2f} frames/s)", ylabel="% of the best network-alone rate")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=24)
@@ -131,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp.write_text(json.dumps(report, indent=2))
     with atomic_path(out / f"throughput_{slug}.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
+    chart(rows, out / f"throughput_{slug}.png")
     print("\n".join(lines))
     return 0
 
