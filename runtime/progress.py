@@ -2,8 +2,11 @@
 (progress bars alone say nothing where stderr is not a terminal: logs, CI, pipes)."""
 from __future__ import annotations
 
+import os
 import sys
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 
 class Stages:
@@ -19,3 +22,18 @@ class Stages:
 
 def quiet(text: str) -> None:
     """A stage reporter that reports nothing."""
+
+
+@contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 to /dev/null for the duration: what native libraries print there as they start (ncnn's
+    Vulkan devices, ExecuTorch's CPU probing), beside Python's sys.stderr, is not the user's concern."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -143,6 +143,14 @@ BUILT_IN = (
                      Backend("ncnn-vulkan", "ncnn Vulkan (the machine's Vulkan device: a GPU, or Mesa's lavapipe "
                              "in software), FP32 artifact", "fp32", {"vulkan": True}),
                      Backend("ncnn-vulkan-fp16", "ncnn Vulkan, FP16 artifact", "fp16", {"vulkan": True}))),
+    Target("executorch", "ExecuTorch (phone CPUs)", "a folder NAME.executorch with ExecuTorch's model.pte (XNNPACK) "
+           "and a manifest, for Android and iOS CPUs, gated on ExecuTorch's runtime",
+           exporter="export.executorch.target:export", precheck="export.executorch.target:check",
+           session="runtime.sessions.executorch:ExecuTorchSession", suffixes=(".executorch", ".pte"),
+           artifact=".executorch (ExecuTorch)", runtime="executorch",
+           requirement="runtime.sessions.executorch:unavailable", extra="executorch", package="executorch",
+           precisions=("fp32",),
+           backends=(Backend("executorch", "ExecuTorch XNNPACK CPU, FP32 artifact", "fp32"),)),
     Target("android", "an Android bundle", "a folder with the ncnn model, a Kotlin/JNI sample app and the C++ "
            "upscaler it shares with a desktop build",
            exporter="export.bundles.android:export", precheck="export.bundles.android:check", bundles="ncnn",

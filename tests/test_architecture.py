@@ -185,11 +185,17 @@ def test_module_paths_named_in_the_code_and_the_docs_exist():
     assert _resolves("export.trt.trt_plan") and not _resolves("export.trt_plan")
 
 
+# ExecuTorch's Python runtime takes and returns torch tensors; its torch-free one (executorch-numpy-runtime) needs
+# Python >= 3.12 and returned all NaN for a 1.5.1 .pte (runtime/sessions/executorch.py says so). Phones run the .pte
+# without torch.
+NEEDS_TORCH = {"runtime/sessions/executorch.py"}
+
+
 def test_the_runtime_never_imports_torch():
     """The deploy side needs no PyTorch: no module under runtime/ imports it, lazily or not (the PyTorch runner lives
-    in models/, the layer that has torch)."""
-    importers = [str(path.relative_to(REPO)) for path in (REPO / "runtime").rglob("*.py")
+    in models/, the layer that has torch), but the ExecuTorch session, whose runtime's Python API is torch's."""
+    importers = {str(path.relative_to(REPO)) for path in (REPO / "runtime").rglob("*.py")
                  for node in ast.walk(ast.parse(path.read_text()))
                  if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "torch" for a in node.names)
-                 or isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "torch"]
-    assert importers == []
+                 or isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "torch"}
+    assert importers == NEEDS_TORCH

@@ -254,7 +254,7 @@ def test_cli_upscale_with_the_ir_matches_onnx_runtime(fp32_ir, fp32_onnx, tmp_pa
         outputs[name] = read_rgb(out).astype(int)
     assert outputs["ir"].shape[:2] == tuple(2 * s for s in read_rgb(photo).shape[:2])
     assert np.abs(outputs["ir"] - outputs["ort"]).max() <= 1  # FP32 on both: at most a rounding apart
-    # the IR computes the deconvolution as a sub-pixel convolution (export/openvino/subpixel.py): a rounding apart
+    # the IR computes the deconvolution as a sub-pixel convolution (export/subpixel.py): a rounding apart
     assert np.abs(outputs["ir"] - outputs["onnx-on-openvino"]).max() <= 1
     assert np.abs(outputs["onnx-on-openvino"] - outputs["ort"]).max() <= 1
 

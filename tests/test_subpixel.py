@@ -1,4 +1,4 @@
-"""The OpenVINO IR's sub-pixel form of a strided ConvTranspose (export/openvino/subpixel.py): the same outputs, float
+"""The OpenVINO IR's sub-pixel form of a strided ConvTranspose (export/subpixel.py): the same outputs, float
 and int8 weights, borders and odd sizes included; shapes it must leave alone; OpenVINO then runs no
 ConvolutionBackpropData."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from srdeploy.export.openvino.subpixel import subpixel_form
+from srdeploy.export.subpixel import subpixel_form
 from tests.conftest import weights
 
 

@@ -31,9 +31,10 @@ from ...runtime.artifact import srdeploy_metadata
 from ...runtime.atomic import atomic_dir, check_bundle_folder
 from ...runtime.errors import SrDeployError
 from ...runtime.global_gate import gate_parts
+from ...runtime.manifest import MANIFEST, seal_manifest
 from ...runtime.precision import Precision
 from ...runtime.quality import crop_psnr
-from ...runtime.sessions.ncnn import FORMAT, MANIFEST, SUFFIX, NcnnSession, seal_manifest, vulkan_devices
+from ...runtime.sessions.ncnn import FORMAT, SUFFIX, NcnnSession, vulkan_devices
 
 FP32_MAX_ABS = 1e-5  # × max(1, max|PyTorch|): FP32 ncnn against PyTorch on the held-out crops
 _LAYER = re.compile(r"^(\S+)\s+(\S+)\s+(\d+)\s+(\d+)\s+(.*)$")

@@ -31,7 +31,7 @@ from ..onnx.onnx_export import proto_infer
 from ..accuracy_gate import DEFAULT_MAX_DROP, limit_for, check_openvino_accuracy
 from ..precision import VALIDATION_SPEC, PrecisionReport, export_precision
 from .pair_order import pair_order_form
-from .subpixel import subpixel_form
+from ..subpixel import subpixel_form
 from .zero_point import zero_point_form
 from ...models.loading import ModelInfo, SrModel
 from ...runtime import digest

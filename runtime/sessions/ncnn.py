@@ -14,24 +14,20 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from .. import digest
+from .. import manifest
 from ..artifact import ArtifactSession
 from ..errors import SrDeployError, command
 from ..global_gate import GateSplit, one_decision, parts_split
+from ..progress import native_stderr_silenced
 
 SUFFIX = ".ncnn"
-MANIFEST = "srdeploy.json"
+MANIFEST = manifest.MANIFEST
 FORMAT = "srdeploy-ncnn-1"
 REEXPORT = f"re-export it with {command('export --target ncnn')}"
-_DIGEST = '"sha256": "'
 
 
 def import_ncnn():
@@ -47,22 +43,8 @@ def vulkan_devices() -> tuple[str, ...]:
     """The Vulkan devices ncnn sees (none without a driver: apt install mesa-vulkan-drivers libvulkan1 for
     Mesa's software one). ncnn describes each device on stderr as it starts Vulkan: not here."""
     ncnn = import_ncnn()
-    with _stderr_silenced():
+    with native_stderr_silenced():
         return tuple(ncnn.get_gpu_info(i).device_name() for i in range(ncnn.get_gpu_count()))
-
-
-@contextmanager
-def _stderr_silenced() -> Iterator[None]:
-    """File descriptor 2 to /dev/null for the duration (C++ code prints there, beside Python's sys.stderr)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def unavailable(vulkan: bool = False, **_) -> str | None:
@@ -76,32 +58,9 @@ def unavailable(vulkan: bool = False, **_) -> str | None:
     return None
 
 
-def seal_manifest(manifest: dict, files: dict[str, bytes]) -> bytes:
-    """The manifest's bytes with the sha256 over them and every file (in name order) in its ``sha256`` entry."""
-    text = json.dumps({**manifest, "sha256": digest.PLACEHOLDER.decode()}, indent=2).encode()
-    return digest.seal(text, extra=b"".join(files[name] for name in sorted(files)))
-
-
 def read_manifest(folder: Path) -> tuple[dict, dict[str, bytes]]:
     """The manifest of an ncnn artifact and its files' bytes, after the seal is checked (one line if not)."""
-    if not (folder / MANIFEST).is_file():
-        raise SrDeployError(f"{folder} has no {MANIFEST}: it is not an srdeploy ncnn artifact (ncnn's .param/.bin "
-                            f"carry no metadata); {REEXPORT}")
-    data = (folder / MANIFEST).read_bytes()
-    try:
-        manifest = json.loads(data)
-        names = sorted(manifest["files"])
-    except (ValueError, KeyError, TypeError):
-        raise SrDeployError(f"{folder / MANIFEST} is damaged (not the manifest srdeploy writes): {REEXPORT}") from None
-    missing = [name for name in names if not (folder / name).is_file()]
-    if missing:
-        raise SrDeployError(f"artifact {folder} is incomplete ({', '.join(missing)} missing): {REEXPORT}")
-    files = {name: (folder / name).read_bytes() for name in names}
-    at = data.find(_DIGEST.encode())
-    if at < 0 or manifest.get("format") != FORMAT:
-        raise SrDeployError(f"{folder / MANIFEST} carries no srdeploy digest: {REEXPORT}")
-    digest.verify(data, at + len(_DIGEST), folder, REEXPORT, extra=b"".join(files[name] for name in names))
-    return manifest, files
+    return manifest.read_manifest(folder, FORMAT, REEXPORT, "ncnn")
 
 
 def artifact_folder(path: str | Path) -> Path:
@@ -125,16 +84,16 @@ class NcnnSession(ArtifactSession):
     def __init__(self, path: str | Path, threads: int | None = None, vulkan: bool = False, fp16: bool | None = None):
         ncnn = import_ncnn()
         self.path = artifact_folder(path)
-        manifest, _ = read_manifest(self.path)
-        self.metadata = manifest["metadata"]
+        contents, _ = read_manifest(self.path)
+        self.metadata = contents["metadata"]
         self.check_metadata()
         self.bounds = json.loads(self.metadata["shape_bounds"])
         if vulkan and not vulkan_devices():
             raise SrDeployError(unavailable(vulkan=True))
         fp16 = self.metadata.get("precision") == "fp16" if fp16 is None else fp16
         self.vulkan, self.fp16 = vulkan, fp16
-        self.nets = {name: self._load(ncnn, graph, threads) for name, graph in manifest["graphs"].items()}
-        self.graphs = manifest["graphs"]
+        self.nets = {name: self._load(ncnn, graph, threads) for name, graph in contents["graphs"].items()}
+        self.graphs = contents["graphs"]
 
     def _load(self, ncnn, graph: dict, threads: int | None):
         """One graph's net, from the files whose bytes the seal just checked."""

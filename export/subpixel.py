@@ -1,11 +1,13 @@
-"""The OpenVINO IR's form of a strided transposed convolution: one convolution that computes every output phase,
-then ``DepthToSpace`` (sub-pixel convolution).
+"""The sub-pixel form of a strided transposed convolution: one convolution that computes every output phase, then
+``DepthToSpace`` (``PixelShuffle``), for the runtimes whose transposed convolution is slow: the OpenVINO IR
+(``subpixel_form``, on the ONNX graph) and ExecuTorch (``export.executorch.pte_export.SubPixelDeconv``, on the
+PyTorch module, from ``as_convolution``).
 
 OpenVINO's CPU plugin runs a ``ConvTranspose`` (``ConvolutionBackpropData``) far below its convolution speed:
 FSRCNN ×2's 9×9 stride-2 deconvolution took 73 % of the FP32 network's time at 256×256 on AVX2 (49 ms, about
 12 GFLOP/s), so OpenVINO FP32 ran FSRCNN 1.87× slower than ONNX Runtime. The same layer as a convolution with
 s²·C_out outputs runs at convolution speed (the exported IR: 0.55× ONNX Runtime FP32). ONNX Runtime goes the other
-way (its ``ConvTranspose`` is the faster one there), so only the IR is rewritten.
+way (its ``ConvTranspose`` is the faster one there), and ncnn too: their graphs keep it.
 
 Exact: a transposed convolution of stride s, kernel K, padding p gives output ``y[s·q + r] = Σ_t x[q + off_r − t]
 · w[s·t + base_r]`` with ``base_r = (r + p) mod s`` and ``off_r = (r + p) div s`` for each phase r; all phases
@@ -20,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..onnx.graph_rewrite import drop_unused_initializers, graphs
+from .onnx.graph_rewrite import drop_unused_initializers, graphs
 
 
 def _phases(stride: int, kernel: int, pad: int) -> tuple[list[tuple[int, int, int]], int, int]:
@@ -32,7 +34,7 @@ def _phases(stride: int, kernel: int, pad: int) -> tuple[list[tuple[int, int, in
     return phases, min(o - t + 1 for _, o, t in phases), max(o for _, o, _ in phases)
 
 
-def _as_convolution(w: np.ndarray, stride: int, kernel: tuple[int, int], pads: tuple[int, int]) -> tuple[np.ndarray, list[int]]:
+def as_convolution(w: np.ndarray, stride: int, kernel: tuple[int, int], pads: tuple[int, int]) -> tuple[np.ndarray, list[int]]:
     """ConvTranspose weights (C_in, C_out, kH, kW) → Conv weights (s²·C_out, C_in, L_h, L_w) and the Conv's pads."""
     (rows, low_h, high_h), (cols, low_w, high_w) = (_phases(stride, k, p) for k, p in zip(kernel, pads))
     c_out = w.shape[1]
@@ -75,7 +77,7 @@ def subpixel_form(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         if (source not in weights or None in scales
                 or any(len(t.dims) > 0 and axis != 1 for t in scales)):  # per output channel, or one scale
             continue
-        conv_w, conv_pads = _as_convolution(numpy_helper.to_array(weights[source]), stride, tuple(kernel),
+        conv_w, conv_pads = as_convolution(numpy_helper.to_array(weights[source]), stride, tuple(kernel),
                                             tuple(pads[:2]))
         phases, added = stride * stride, []
         graph.initializer.append(numpy_helper.from_array(conv_w, f"{source}.subpixel"))

@@ -1,0 +1,33 @@
+"""The ``executorch`` target: a folder ``NAME.executorch`` with ExecuTorch's ``model.pte`` (lowered to XNNPACK, for
+phone CPUs on Android and iOS) and the srdeploy manifest, gated by ExecuTorch's own runtime (``pte_export``)."""
+from __future__ import annotations
+
+from importlib import metadata
+from pathlib import Path
+
+from .pte_export import export_executorch, import_executorch
+from ..options import ExportOptions, ExportResult, Progress, result_for
+from ..trt.trt_plan import parse_shape
+from ...models.loading import SrModel
+from ...runtime.precision import Precision
+
+
+def check(options: ExportOptions, out: Path) -> None:
+    """ExecuTorch's exporter, or one line (nothing written)."""
+    import_executorch()
+
+
+def export(net: SrModel, options: ExportOptions, out: Path, progress: Progress) -> ExportResult:
+    """``out/MODEL_xSCALE_fp32.executorch``: the program for LR inputs up to ``--max-shape`` (default 320×320: a
+    256-pixel tile and its context); what ExecuTorch measured on ``progress``."""
+    precision = Precision.parse(options.precision)
+    max_hw = tuple(parse_shape(options.max_shape, net.info.channels)[2:]) if options.max_shape else None
+    version = metadata.version("executorch")
+    progress(f"executorch {version}: torch.export, XNNPACK lowering")
+    folder, measured = export_executorch(net, precision, out, max_hw, options.calib, {"executorch": version})
+    progress(f"executorch fp32: {measured['fp32_max_abs_vs_pytorch']:.1e} from PyTorch on held-out crops, through "
+             f"ExecuTorch's runtime; LR inputs up to {'×'.join(map(str, measured['max_hw']))}; "
+             f"{measured['pte_bytes'] / 1e6:.2f} MB")
+    result = result_for(net, "executorch", options, None, executorch=measured)
+    result.artifacts.append(folder)
+    return result

@@ -1,0 +1,102 @@
+"""ExecuTorch behind the runtime's one interface: a folder ``NAME.executorch`` from ``export --target executorch``,
+run by ExecuTorch's own runtime (XNNPACK on the CPU), as a phone runs it.
+
+The folder holds ``model.pte`` (the program, lowered to XNNPACK) and ``srdeploy.json``, the sealed manifest the
+``.pte`` has no room for (``runtime.manifest``). The program takes one image, N=1, of any size within the shape
+bounds it was exported for (a bounded range: the tiler fits its tiles to the largest); a batch runs image by
+image.
+
+This session needs torch: ExecuTorch's Python runtime (``executorch.runtime``) takes and returns torch tensors.
+The torch-free ``executorch-numpy-runtime`` (PyPI) was measured and rejected: it needs Python ≥ 3.12 and runs
+exactly ExecuTorch 1.3.1's programs; a 1.5.1 ``.pte`` loads and returns all NaN (FSRCNN ×2, 2026-12-07). A phone
+runs the ``.pte`` with ExecuTorch's C++ runtime, without torch.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..artifact import ArtifactSession
+from ..errors import SrDeployError, command
+from ..manifest import read_manifest
+from ..progress import native_stderr_silenced
+
+SUFFIX = ".executorch"
+FORMAT = "srdeploy-executorch-1"
+PROGRAM = "model.pte"
+REEXPORT = f"re-export it with {command('export --target executorch')}"
+
+
+def quiet_imports() -> None:
+    """What ExecuTorch's imports warn about on stderr, not the user's concern (their errors still show): torchao's
+    CUDA kernels that do not load on a CPU machine, torch's note on an Enum torchao registers."""
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def import_executorch_runtime():
+    quiet_imports()
+    try:
+        import torch
+        from executorch.runtime import Runtime
+    except ImportError:
+        raise SrDeployError("ExecuTorch is not installed: pip install executorch (or pip install -e '.[executorch]')"
+                            ) from None
+    return torch, Runtime
+
+
+def unavailable(**_) -> str | None:
+    """Why ExecuTorch cannot run here, or None."""
+    import importlib.util
+
+    if importlib.util.find_spec("executorch") is None:
+        return "ExecuTorch is not installed: pip install executorch"
+    return None
+
+
+def artifact_folder(path: str | Path) -> Path:
+    """The artifact's folder: ``path`` itself, or the folder of a ``.pte`` inside it."""
+    path = Path(path)
+    if path.suffix.lower() == ".pte":
+        path = path.parent
+    if not path.is_dir():
+        raise SrDeployError(f"artifact {path} does not exist: export one with {command('export --target executorch')}")
+    return path
+
+
+class ExecuTorchSession(ArtifactSession):
+    """An ExecuTorch artifact ready to run, with its srdeploy metadata."""
+
+    runtime_name = "ExecuTorch"
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        torch, executorch_runtime = import_executorch_runtime()
+        self.path = artifact_folder(path)
+        manifest, files = read_manifest(self.path, FORMAT, REEXPORT, "ExecuTorch")
+        self.metadata = manifest["metadata"]
+        self.check_metadata()
+        self.bounds = json.loads(self.metadata["shape_bounds"])
+        if threads:
+            torch.set_num_threads(threads)  # XNNPACK's thread pool follows it in ExecuTorch's pybindings
+        try:
+            self._program_bytes = files[PROGRAM]  # the program and its bytes live as long as the method
+            with native_stderr_silenced():  # ExecuTorch's CPU probing prints as XNNPACK starts
+                self.program = executorch_runtime.get().load_program(self._program_bytes)
+                self.method = self.program.load_method("forward")
+        except (RuntimeError, ValueError) as exc:
+            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise SrDeployError(f"artifact {self.path} cannot be loaded by ExecuTorch ({reason}): {REEXPORT}") from None
+        self._torch = torch
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """N×C×H×W in [0, 1] → float32 N×C×(s·H)×(s·W), image by image."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        self.check_input(x)
+        outputs = []
+        for image in x:
+            (out,) = self.method.execute([self._torch.from_numpy(np.ascontiguousarray(image[None]))])
+            outputs.append(out.numpy())
+        return np.concatenate(outputs)
