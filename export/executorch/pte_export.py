@@ -2,9 +2,9 @@
 ExecuTorch's own runtime before anything is written.
 
 - **Transposed convolutions in sub-pixel form** (``SubPixelDeconv``): XNNPACK's strided transposed convolution
-  ran FSRCNN ×2 7× slower than ONNX Runtime (387 ms against 128 ms at 256², 2 threads); the same layer as a
-  convolution computing every output phase, then ``PixelShuffle``, is exact (float rounding) and runs at
-  convolution speed (52–59 ms). The phases come from ``export.subpixel`` (the OpenVINO IR's rewrite).
+  ran FSRCNN ×2 3× slower than ONNX Runtime; the same layer as a convolution computing every output phase, then
+  ``PixelShuffle``, is exact (float rounding) and runs at convolution speed (FSRCNN ×2: 0.6× ONNX Runtime, 2-core
+  Xeon, docs/executorch.md). The phases come from ``export.subpixel`` (the OpenVINO IR's rewrite).
 - **Shapes: a bounded range.** One input of N=1 and any height and width from the model's smallest to
   ``--max-shape`` (default 320×320: a 256-pixel tile with its context); the runtime's tiler fits its tiles to it, edge
   tiles smaller, so tiled outputs stay exactly those of a whole-image run (a fixed shape would pad the image's

@@ -79,8 +79,10 @@ class ExecuTorchSession(ArtifactSession):
         self.metadata = manifest["metadata"]
         self.check_metadata()
         self.bounds = json.loads(self.metadata["shape_bounds"])
-        if threads:
-            torch.set_num_threads(threads)  # XNNPACK's thread pool follows it in ExecuTorch's pybindings
+        if threads:  # ExecuTorch's one thread pool, which XNNPACK computes on (torch's thread count is not it)
+            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+            _unsafe_reset_threadpool(threads)  # "unsafe" while another program runs: sessions open before they run
         try:
             self._program_bytes = files[PROGRAM]  # the program and its bytes live as long as the method
             with native_stderr_silenced():  # ExecuTorch's CPU probing prints as XNNPACK starts
