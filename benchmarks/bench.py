@@ -283,5 +283,21 @@ def report_header(command: str, model: str, scale: int, macs_per_output_pixel: f
             "scale": scale, "macs_per_output_pixel": macs_per_output_pixel, "machine": machine(), "results": []}
 
 
+def write_results(out: str | Path, stem: str, report: dict, text: str) -> Path:
+    """``report`` as ``OUT/STEM_<machine>.json`` and ``text`` as its ``.md``, each written atomically; the shared
+    path without suffix (for a chart beside them)."""
+    from ..runtime.atomic import atomic_path
+
+    slug = "cpu-" + "-".join(report["machine"]["cpu"].lower().replace("(r)", "").split()[:3])
+    base = Path(out) / f"{stem}_{slug}"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(base.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
+    with atomic_path(base.with_suffix(".md")) as tmp:
+        tmp.write_text(text.rstrip("\n") + "\n")
+    print(text)
+    return base
+
+
 if __name__ == "__main__":  # the child process of bench_one
     print(json.dumps(worker(json.loads(sys.argv[1]))))

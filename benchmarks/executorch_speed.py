@@ -12,7 +12,6 @@ other code). Writes ``executorch_speed_<machine>.{md,json}``.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -20,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import cpu_text, report_header
+from .bench import cpu_text, report_header, write_results
 from ..export.options import ExportOptions, Progress
 from ..models.spec import ModelSpec
-from ..runtime.atomic import atomic_path
 from ..runtime.sessions.executorch import ExecuTorchSession
 from ..runtime.sessions.onnxruntime import OnnxSession
 from ..runtime.tables import markdown_table
@@ -117,14 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                         ".pte bounded 1024×1024"],
                        [[r["model"], f"{r['onnxruntime_mb']:.0f}", f"{r['fixed_256_mb']:.0f}", f"{r['bounded_320_mb']:.0f}",
                          f"{r['bounded_1024_mb']:.0f}"] for r in memory])])
-    slug = "cpu-" + "-".join(machine["cpu"].lower().replace("(r)", "").split()[:3])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / f"executorch_speed_{slug}.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
-    with atomic_path(out / f"executorch_speed_{slug}.md") as tmp:
-        tmp.write_text(text + "\n")
-    print(text)
+    write_results(args.out, "executorch_speed", report, text)
     return 0
 
 

@@ -12,7 +12,6 @@ Writes ``memory_sweep_<machine>.{md,json,png}``.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .bench import cpu_text, report_header
+from .bench import cpu_text, report_header, write_results
 from ..calib.data import source_images
 from ..export.options import ExportOptions, Progress
 from ..models.spec import ModelSpec
@@ -141,15 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                             [[r["model"], r["input"], f"{r['output_mpx']:.1f}", f"{r['peak_rss_mb']:.0f}",
                               f"{r['seconds']:.1f}", f"{r['net_seconds_per_output_mpx']:.3f}"] for r in rows]), "",
              *(f"- {line}" for line in report["summary"])]
-    slug = "cpu-" + "-".join(report["machine"]["cpu"].lower().replace("(r)", "").split()[:3])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / f"memory_sweep_{slug}.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
-    with atomic_path(out / f"memory_sweep_{slug}.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-    chart(rows, out / f"memory_sweep_{slug}.png")
-    print("\n".join(lines))
+    base = write_results(args.out, "memory_sweep", report, "\n".join(lines))
+    chart(rows, base.with_suffix(".png"))
     return 0
 
 

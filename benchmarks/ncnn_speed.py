@@ -11,16 +11,14 @@ are not reported. Writes ``ncnn_speed_<machine>.{md,json}``.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .bench import cpu_text, report_header
+from .bench import cpu_text, report_header, write_results
 from ..export.options import ExportOptions, Progress
 from ..models.spec import ModelSpec
-from ..runtime.atomic import atomic_path
 from ..runtime.sessions.ncnn import NcnnSession
 from ..runtime.sessions.onnxruntime import OnnxSession
 from ..runtime.tables import markdown_table
@@ -79,14 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             f"cores; {', '.join(f'{k} {v}' for k, v in machine['libraries'].items())}.\nLR {SIZE}×{SIZE}, batch 1, "
             f"median of {args.rounds} interleaved rounds; FP16 on this x86 CPU is FP16 weights with FP32 arithmetic "
             "(ncnn's FP16 arithmetic runs on ARM); x86 timings do not predict ARM phones.\n\n" + table + "\n")
-    slug = "cpu-" + "-".join(machine["cpu"].lower().replace("(r)", "").split()[:3])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / f"ncnn_speed_{slug}.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
-    with atomic_path(out / f"ncnn_speed_{slug}.md") as tmp:
-        tmp.write_text(text)
-    print(text)
+    write_results(args.out, "ncnn_speed", report, text)
     return 0
 
 

@@ -16,7 +16,6 @@ goal: ≥ 90 %. Writes ``throughput_<machine>.{md,json}``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import cpu_text, report_header
+from .bench import cpu_text, report_header, write_results
 from .video_bench import make_clip
 from ..export.options import ExportOptions, Progress
 from ..models.spec import ModelSpec
@@ -152,15 +151,8 @@ def main(argv: list[str] | None = None) -> int:
              markdown_table(["model", "runtime", "mode", "in flight", "network alone frames/s", "video frames/s",
                              "video / alone", "folder images/s", "folder / alone", "best pipeline / best alone"],
                             table)]
-    slug = "cpu-" + "-".join(report["machine"]["cpu"].lower().replace("(r)", "").split()[:3])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / f"throughput_{slug}.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
-    with atomic_path(out / f"throughput_{slug}.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-    chart(rows, out / f"throughput_{slug}.png")
-    print("\n".join(lines))
+    base = write_results(args.out, "throughput", report, "\n".join(lines))
+    chart(rows, base.with_suffix(".png"))
     return 0
 
 
