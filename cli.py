@@ -169,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "that have none, such as OpenCV's DNN module; the same outputs (NAME_portable.onnx)")
     for bound, default in (("min", "16x16"), ("opt", "the 720p frame's LR size"), ("max", "the 1080p frame's LR size")):
         p.add_argument(f"--{bound}-shape", metavar="HxW", help=f"trt/jetson: {bound} LR input of the optimization "
-                       f"profile, HxW (batch 1) or NxCxHxW; default {default}")
+                       f"profile, HxW (batch 1) or NxCxHxW; default {default}" + (
+                           "; executorch: its largest LR input (default 320x320)" if bound == "max" else ""))
     p.add_argument("--shapes", metavar="HxW,...", help="coreml/ios: enumerated LR sizes (each can run on the Neural "
                    "Engine; at most 128) instead of the --min/--opt/--max-shape range")
     p.add_argument("--image-io", action="store_true", help="coreml: image input (CVPixelBuffer, /255 baked in) and "

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .options import ExportOptions, ExportResult, Progress
 from ..models.spec import ModelSpec
+from ..runtime.errors import SrDeployError
 from ..runtime.precision import Precision
 from ..runtime.targets import DEFAULT_TARGET, check_own_options, check_precision, target as find_target
 
@@ -22,7 +23,7 @@ from ..runtime.targets import DEFAULT_TARGET, check_own_options, check_precision
 def main_export(spec: ModelSpec, target: str = DEFAULT_TARGET, options: ExportOptions = ExportOptions(),
                 out: str | Path | None = None, progress: Progress = Progress(False)) -> ExportResult:
     """Export ``spec`` for ``target`` into ``out`` (default ``out/MODEL_xSCALE_TARGET``, named on stderr)."""
-    from ..export.trt.trt_plan import profile_from_args
+    from ..export.trt.trt_plan import parse_shape, profile_from_args
     from ..models.registry import architecture
 
     chosen = find_target(target)
@@ -39,7 +40,14 @@ def main_export(spec: ModelSpec, target: str = DEFAULT_TARGET, options: ExportOp
     precision = options.precision or chosen.default_precision
     options = replace(options, precision=precision if precision == "auto" else str(Precision.parse(precision)))
     check_precision(options.precision, chosen)
-    profile_from_args(input_name, channels, scale, options.min_shape, options.opt_shape, options.max_shape)
+    if chosen.largest_input_only:  # no optimization profile: --max-shape is the largest input
+        if options.min_shape or options.opt_shape:
+            raise SrDeployError(f"--target {chosen.name} takes --max-shape alone (its largest input); --min-shape and "
+                                "--opt-shape shape TensorRT's and Core ML's profiles")
+        if options.max_shape:
+            parse_shape(options.max_shape, channels)
+    else:
+        profile_from_args(input_name, channels, scale, options.min_shape, options.opt_shape, options.max_shape)
     folder = Path(out or f"out/{name}_x{scale}_{target}")
     chosen.check(options, folder)  # nothing to build with, a foreign bundle folder: nothing written
     if out is None:

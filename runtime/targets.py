@@ -65,6 +65,7 @@ class Target:
     extra: str | None = None  # the pip extra that installs what it needs
     package: str | None = None  # the Python package of its runtime (whose version reports record)
     own_options: tuple[str, ...] = ()  # export options only this target (and its bundle) reads: refused elsewhere
+    largest_input_only: bool = False  # reads --max-shape alone, as its largest input (no min/opt profile)
 
     def export(self, *args, **kwargs):
         return load(self.exporter)(*args, **kwargs)
@@ -149,7 +150,7 @@ BUILT_IN = (
            session="runtime.sessions.executorch:ExecuTorchSession", suffixes=(".executorch", ".pte"),
            artifact=".executorch (ExecuTorch)", runtime="executorch",
            requirement="runtime.sessions.executorch:unavailable", extra="executorch", package="executorch",
-           precisions=("fp32",),
+           precisions=("fp32",), largest_input_only=True,
            backends=(Backend("executorch", "ExecuTorch XNNPACK CPU, FP32 artifact", "fp32"),)),
     Target("android", "an Android bundle", "a folder with the ncnn model, a Kotlin/JNI sample app and the C++ "
            "upscaler it shares with a desktop build",

@@ -112,8 +112,26 @@ def test_damaged_or_foreign_folders_are_one_line(exported, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--model", "fsrcnn", "--precision", "int8"], "--precision int8 is not one --target executorch writes"),
     (["--model", "dsrnet"], "gate reads the whole image"),
+    (["--model", "fsrcnn", "--opt-shape", "100x100"], "--target executorch takes --max-shape alone"),
+    (["--model", "fsrcnn", "--max-shape", "4x4"], "--max-shape 4x4: below fsrcnn's smallest input"),
 ])
 def test_what_it_does_not_write_is_one_line(tmp_path, args, message):
     result = run_cli("export", *args, "--target", "executorch", "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") <= 3, result.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_smaller_bound_is_the_programs_largest_input(tmp_path):
+    """--max-shape HxW (no optimization profile here): the program's bound, recorded, and the tiler's tiles fit it."""
+    from PIL import Image
+
+    result = run_cli("export", "--model", "fsrcnn", "--target", "executorch", "--max-shape", "96x128", "--out",
+                     str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    session = ExecuTorchSession(result.stdout.strip())
+    assert session.shape_bounds["max"][2:] == [96, 128]
+    Image.fromarray(np.full((150, 300, 3), 120, np.uint8)).save(tmp_path / "photo.png")
+    upscaled = run_cli("upscale", str(tmp_path / "photo.png"), str(tmp_path / "out.png"), "--artifact",
+                       result.stdout.strip())
+    assert upscaled.returncode == 0, upscaled.stderr
+    assert Image.open(tmp_path / "out.png").size == (600, 300)
