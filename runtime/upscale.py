@@ -95,14 +95,11 @@ def upscale_each(jobs: list[Job], tiled: Tiler, colour: str, max_pixels: int = i
         return
     with ThreadPoolExecutor(in_flight, thread_name_prefix="srdeploy-image") as threads:
         pending: deque = deque()
-        for job, output in outputs:
+        for number, (job, output) in enumerate(outputs, 1):
             pending.append((job, output, threads.submit(upscale_file, job.source, output, tiled, colour, max_pixels)))
-            if len(pending) >= in_flight:
+            while pending and (len(pending) >= in_flight or number == len(outputs)):  # the last: drain
                 job_done, written, future = pending.popleft()
                 yield job_done, written, future.result()
-        while pending:
-            job_done, written, future = pending.popleft()
-            yield job_done, written, future.result()
 
 
 def upscale_file(source: Path, output: Path, infer: Infer, colour: str,
