@@ -41,7 +41,8 @@ if kind == "pte":
 else:
     from srdeploy.runtime.sessions.onnxruntime import OnnxSession
     OnnxSession(path).infer(x)
-print(int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024)
+from srdeploy.benchmarks.bench import peak_rss_mb
+print(peak_rss_mb())
 """
 
 

@@ -53,7 +53,7 @@ class OnnxSession(ArtifactSession):
         # buffers (LESRCNN ×2 on a 4 Mpx upscale: 656 → 450 MB peak, no slower; FSRCNN 244 → 181 MB)
         options.enable_mem_pattern = False
         if throughput:  # one thread per request, a request per core in flight (``in_flight``)
-            self.in_flight = usable_cores() // (threads or 1)
+            self.in_flight = max(1, usable_cores() // (threads or 1))
             threads = threads or 1
         if threads:
             options.intra_op_num_threads = threads

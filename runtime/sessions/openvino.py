@@ -175,11 +175,12 @@ def executed_convs(compiled, macs: dict[str, float]) -> list[ExecutedConv]:
 
 
 def compile_config(inference_precision: str = "f32", threads: int | None = None, cache: bool = True,
-                   hint: str = "latency") -> dict:
+                   throughput: bool = False) -> dict:
     """OpenVINO's CPU settings: the inference precision always explicit (bf16 CPUs would default to bf16), the
-    performance hint (``latency``: one request at a time as fast as it goes; ``throughput``: CPU streams, several
+    performance hint (latency: one request at a time as fast as it goes; ``throughput``: CPU streams, several
     requests in flight), the compile cache."""
-    config = {"INFERENCE_PRECISION_HINT": inference_precision, "PERFORMANCE_HINT": hint.upper()}
+    config = {"INFERENCE_PRECISION_HINT": inference_precision,
+              "PERFORMANCE_HINT": "THROUGHPUT" if throughput else "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     if cache:
@@ -295,7 +296,7 @@ class OpenVinoSession(ArtifactSession):
         if self.metadata.get("inference_precision") == inference_precision != "f32" and not cpu_supports(inference_precision):
             warnings.warn(f"{self.path.name} was exported for {inference_precision}, which this CPU does not compute "
                           "natively: OpenVINO computes it in f32 here (slower, no less accurate)", stacklevel=3)
-        config = compile_config(inference_precision, threads, cache, "throughput" if throughput else "latency")
+        config = compile_config(inference_precision, threads, cache, throughput)
         self._compile = lambda model: core.compile_model(model, device, config)
         self.compiled = self._compile(self.model)
         self._run = ShapeCompiled(self.model, self._compile, self.compiled)
