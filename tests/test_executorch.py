@@ -116,6 +116,7 @@ def test_damaged_or_foreign_folders_are_one_line(exported, tmp_path):
     (["--model", "fsrcnn", "--max-shape", "4x4"], "--max-shape 4x4: below fsrcnn's smallest input"),
 ])
 def test_what_it_does_not_write_is_one_line(tmp_path, args, message):
+    need_shared("weights", f"{args[1]}_x2.pth")  # the refusals come once the checkpoint is loaded
     result = run_cli("export", *args, "--target", "executorch", "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") <= 3, result.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
@@ -124,6 +125,8 @@ def test_what_it_does_not_write_is_one_line(tmp_path, args, message):
 def test_a_smaller_bound_is_the_programs_largest_input(tmp_path):
     """--max-shape HxW (no optimization profile here): the program's bound, recorded, and the tiler's tiles fit it."""
     from PIL import Image
+
+    need_shared("weights", "fsrcnn_x2.pth")
 
     result = run_cli("export", "--model", "fsrcnn", "--target", "executorch", "--max-shape", "96x128", "--out",
                      str(tmp_path))

@@ -61,8 +61,9 @@ def test_forced_branch_option_matches_reference(branch):
 def test_forced_branches_differ():
     """Guard against a gate that ignores its decision: forcing the other branch changes our output (so the two
     fixture matches above test two different computations)."""
+    arrays = need_shared("fixtures", "reference", "dsrnet_x2_forced_branch0.npz")  # a skip without ../shared
     case = FIXTURES["dsrnet_x2_forced_branch0"]["cases"][0]
-    x = torch.from_numpy(np.load(need_shared("fixtures", "reference", "dsrnet_x2_forced_branch0.npz"))[case["input"]])
+    x = torch.from_numpy(np.load(arrays)[case["input"]])
     with torch.no_grad():
         outputs = [models.load("dsrnet", 2, weights("dsrnet_x2.pth"), gate=f"branch{b}")(x) for b in (0, 1)]
     assert (outputs[0] - outputs[1]).abs().max() > 1e-3
