@@ -84,12 +84,7 @@ def export_precision(
         set_metadata(proto, report.metadata())
         return proto, report
     limit = limit_for(DEFAULT_MAX_DROP, precision, max_drop)
-    calibration = source_images(calib_dir, "calibration")
-    data_key = {"checkpoint": info.checkpoint_sha256, "model": info.name, "scale": info.scale, "options": info.options,
-                "data": fingerprint(calibration, info.scale, spec)}
-    stage(f"{spec.count} calibration crops from {len(calibration)} photos")
-    pairs = lr_hr_crops(calibration, info.scale, spec, progress)
-    batch = network_batch(pairs, info.colour)
+    pairs, batch, data_key = calibration_crops(model, calib_dir, spec, progress, stage)
     rounding = info.eval_rounding
     if precision == "fp16":
         stage("overflow pre-flight: activation peaks (cached after the first export)")
@@ -99,7 +94,8 @@ def export_precision(
         report.kept_float = fp16.overflow_risks(proto, peaks)
         converted = fp16.to_fp16(proto, report.kept_float, fp16_io)
     else:
-        converted = _int8(proto, report, pairs, batch, data_key, info, limit, method, progress, stage)
+        converted, plan, _ = search_int8(proto, pairs, batch, data_key, info, limit, method, progress, stage)
+        report.kept_float, report.int8_mac_fraction, report.int8 = plan.kept_float, plan.int8_mac_fraction, asdict(plan)
     stage(f"accuracy gate: held-out PSNR against FP32 on {VALIDATION_SPEC.count} crops (limit {limit} dB)")
     validation = lr_hr_crops(source_images(calib_dir, "validation"), info.scale, VALIDATION_SPEC)
     report.validation_psnr_fp32 = crop_psnr(proto_infer(proto), validation, info.scale, info.colour, rounding)
@@ -150,9 +146,31 @@ def graph_digest(proto: onnx.ModelProto) -> str:
     return hashlib.sha256(proto.graph.SerializeToString(deterministic=True)).hexdigest()
 
 
-def _int8(
+def calibration_crops(model: SrModel, calib_dir: str | None, spec: CropSpec, progress: bool,
+                      stage: Stages) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray, dict]:
+    """The calibration crops (LR, HR), their network batch, and the key that caches statistics on them."""
+    info = model.info
+    calibration = source_images(calib_dir, "calibration")
+    data_key = {"checkpoint": info.checkpoint_sha256, "model": info.name, "scale": info.scale, "options": info.options,
+                "data": fingerprint(calibration, info.scale, spec)}
+    stage(f"{spec.count} calibration crops from {len(calibration)} photos")
+    pairs = lr_hr_crops(calibration, info.scale, spec, progress)
+    return pairs, network_batch(pairs, info.colour), data_key
+
+
+def int8_search_for(model: SrModel, calib_dir: str | None, max_drop: float | None, progress: bool, stage: Stages
+                    ) -> tuple[int8_search.Int8Plan, int8_search.Variant, list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """The INT8 search on ``model``'s ONNX graph for other quantizers to carry over (the ExecuTorch target): its
+    plan, the variant it quantizes (equalized weights, weight codes), the calibration crops and their batch."""
+    proto = to_onnx(model)
+    pairs, batch, data_key = calibration_crops(model, calib_dir, CropSpec(), progress, stage)
+    limit = limit_for(DEFAULT_MAX_DROP, Precision.INT8, max_drop)
+    _, plan, variant = search_int8(proto, pairs, batch, data_key, model.info, limit, "minmax", progress, stage)
+    return plan, variant, pairs, batch
+
+
+def search_int8(
     proto: onnx.ModelProto,
-    report: PrecisionReport,
     pairs: list[tuple[np.ndarray, np.ndarray]],
     batch: np.ndarray,
     data_key: dict,
@@ -161,8 +179,8 @@ def _int8(
     method: str,
     progress: bool,
     stage: Stages,
-) -> onnx.ModelProto:
-    """The ``int8_search`` plan's graph, checked against TensorRT's Q/DQ rules; fills the report."""
+) -> tuple[onnx.ModelProto, int8_search.Int8Plan, int8_search.Variant]:
+    """The ``int8_search`` plan's graph checked against TensorRT's Q/DQ rules, the plan, its variant."""
     score = int8_search.calibration_score(pairs[:INT8_SEARCH_CROPS], info.scale, info.colour, info.eval_rounding)
 
     histograms = method != "minmax"  # minmax needs the peaks only: one pass over the crops instead of two
@@ -173,12 +191,9 @@ def _int8(
         return cached_stats({"stat": stat, "graph": graph_digest(graph), **data_key},
                             lambda: int8_calibration.activation_histograms(graph, batch, histograms))
 
-    converted, plan = int8_search.plan(proto, batch, score, INT8_TARGET_SHARE * limit, stats_for, method, INT8_ALPHAS,
+    converted, plan, variant = int8_search.plan(proto, batch, score, INT8_TARGET_SHARE * limit, stats_for, method, INT8_ALPHAS,
                                        INT8_MIN_MAC_FRACTION, progress, stage)
     problems = int8_checker.check_qdq(converted)
     if problems:
         raise SrDeployError(f"the INT8 graph breaks TensorRT's Q/DQ rules ({problems[0]}): this is a bug, please report it")
-    report.kept_float = plan.kept_float
-    report.int8_mac_fraction = plan.int8_mac_fraction
-    report.int8 = asdict(plan)
-    return converted
+    return converted, plan, variant

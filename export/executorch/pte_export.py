@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .pte_int8 import int8_module, unshared_weights
+from ..accuracy_gate import DEFAULT_MAX_DROP, check_accuracy, limit_for
 from ..onnx.onnx_export import metadata
 from ..precision import VALIDATION_SPEC
 from ..subpixel import as_convolution
@@ -34,6 +36,7 @@ from ...runtime.atomic import atomic_dir, check_bundle_folder
 from ...runtime.errors import SrDeployError
 from ...runtime.manifest import MANIFEST, write_manifest
 from ...runtime.precision import Precision
+from ...runtime.quality import crop_psnr
 from ...runtime.sessions.executorch import FORMAT, PROGRAM, SUFFIX, ExecuTorchSession, quiet_imports
 
 DEFAULT_MAX_SIZE = 320  # LR pixels: a 256 tile and its context
@@ -96,24 +99,32 @@ def subpixel_network(network: nn.Module) -> tuple[nn.Module, int]:
     return network, swapped
 
 
-def lower(network: nn.Module, channels: int, min_size: int, max_height: int, max_width: int) -> bytes:
-    """The ``.pte`` of ``network`` (N=1, C×H×W, H and W from ``min_size`` to their maximum) lowered to XNNPACK."""
-    to_edge_transform_and_lower, partitioner = import_executorch()
+def exporter(channels: int, min_size: int, max_height: int, max_width: int):
+    """``torch.export`` for one shape policy: N=1, C×H×W, H and W from ``min_size`` to their maximum."""
     height = torch.export.Dim("height", min=min_size, max=max_height)
     width = torch.export.Dim("width", min=min_size, max=max_width)
     example = torch.rand(1, channels, min(64, max_height), min(64, max_width))
-    with torch.no_grad():
-        program = torch.export.export(network, (example,), dynamic_shapes=({2: height, 3: width},))
+
+    def exported(network: nn.Module) -> torch.export.ExportedProgram:
+        with torch.no_grad():
+            return torch.export.export(network, (example,), dynamic_shapes=({2: height, 3: width},))
+    return exported
+
+
+def lower(program: torch.export.ExportedProgram) -> bytes:
+    """The ``.pte`` of an exported program, lowered to XNNPACK."""
+    to_edge_transform_and_lower, partitioner = import_executorch()
     return to_edge_transform_and_lower(program, partitioner=[partitioner()]).to_executorch().buffer
 
 
 def export_executorch(net: SrModel, precision: Precision, out: Path, max_hw: tuple[int, int] | None,
-                      calib: str | None, versions: dict[str, str]) -> tuple[Path, dict]:
+                      calib: str | None, max_drop: float | None, versions: dict[str, str],
+                      progress: bool = True) -> tuple[Path, dict]:
     """``out/MODEL_xSCALE_PRECISION.executorch``, written only once ExecuTorch computes it within the gate: (the
     folder, what was measured)."""
     info = net.info
-    if precision != Precision.FP32:
-        raise SrDeployError(f"--target executorch writes fp32 for now, not {precision}: export with --precision fp32")
+    if precision not in (Precision.FP32, Precision.INT8):
+        raise SrDeployError(f"--target executorch writes fp32 or int8, not {precision}: export with --precision int8")
     if net.has_global_gate:
         raise SrDeployError(f"{info.name}'s gate reads the whole image, which the executorch target does not cut into "
                             "its parts yet: export it with --target onnx or --target ncnn")
@@ -122,18 +133,31 @@ def export_executorch(net: SrModel, precision: Precision, out: Path, max_hw: tup
         raise SrDeployError(f"--max-shape {max_height}x{max_width}: below {info.name}'s smallest input "
                             f"({info.export.min_size}×{info.export.min_size})")
     config = replace(info.export, max_size=max(max_height, max_width))  # a batch runs image by image
-    network, swapped = subpixel_network(net.network)
-    program = lower(network, info.channels, config.min_size, max_height, max_width)
-    entries = srdeploy_metadata(metadata(net, config, simplified=False).items())
-    entries["shape_bounds"] = json.dumps({"min": [1, info.channels, config.min_size, config.min_size],
-                                          "max": [config.max_batch, info.channels, max_height, max_width]})
     target = check_bundle_folder(out / f"{info.name}_x{info.scale}_{precision}{SUFFIX}", MANIFEST,
                                  "srdeploy ExecuTorch artifact")
+    network, swapped = subpixel_network(net.network)
+    exported = exporter(info.channels, config.min_size, max_height, max_width)
+    int8 = None
+    if precision == Precision.INT8:
+        network, int8 = int8_module(net, lambda n: subpixel_network(n)[0],
+                                    lambda n: unshared_weights(exported(n).module()), calib, max_drop, progress)
+    program = lower(exported(network))
+    entries = srdeploy_metadata(metadata(net, config, simplified=False).items())
+    entries["precision"] = str(precision)
+    entries["shape_bounds"] = json.dumps({"min": [1, info.channels, config.min_size, config.min_size],
+                                          "max": [config.max_batch, info.channels, max_height, max_width]})
     with atomic_dir(target) as work:
         manifest = {"format": FORMAT, "metadata": entries, "exporter": versions, "subpixel_deconvolutions": swapped}
         write_manifest(work, manifest, {PROGRAM: program})
-        measured = {"fp32_max_abs_vs_pytorch": gate(work, net, calib), "pte_bytes": len(program),
-                    "subpixel_deconvolutions": swapped, "max_hw": [max_height, max_width]}
+        measured = {"pte_bytes": len(program), "subpixel_deconvolutions": swapped, "max_hw": [max_height, max_width]}
+        if int8 is None:
+            measured["fp32_max_abs_vs_pytorch"] = gate(work, net, calib)
+        else:
+            measured.update(int8_gate(work, net, calib, limit_for(DEFAULT_MAX_DROP, Precision.INT8, max_drop)))
+            measured["int8"] = asdict(int8)
+            entries["kept_float"] = json.dumps(int8.kept_float)
+            entries["validation_drop_db"] = f"{measured['drop_db']:.4f}"
+            entries["int8_mac_fraction"] = f"{int8.int8_mac_fraction:.4f}"
         entries["executorch_report"] = json.dumps(measured)
         write_manifest(work, manifest, {PROGRAM: program})
     return target, measured
@@ -151,3 +175,26 @@ def gate(folder: Path, net: SrModel, calib: str | None) -> float:
         raise SrDeployError(f"ExecuTorch computes {info.name} ×{info.scale} {error:.2e} away from PyTorch in FP32 "
                             f"(limit {FP32_MAX_ABS:.0e}): nothing written")
     return error
+
+
+def int8_gate(folder: Path, net: SrModel, calib: str | None, limit: float) -> dict:
+    """The held-out PSNR drop of the INT8 program run by ExecuTorch against PyTorch's FP32, or a one-line refusal
+    over ``limit`` dB (``accuracy_gate.check_accuracy``)."""
+    info = net.info
+    crops = lr_hr_crops(source_images(calib, "validation"), info.scale, VALIDATION_SPEC)
+    psnr = lambda infer: crop_psnr(infer, crops, info.scale, info.colour, info.eval_rounding)  # noqa: E731
+    fp32, found = psnr(TorchRunner(net.network).infer), psnr(ExecuTorchSession(folder).infer)
+    report = GateReport(str(Precision.INT8), found, fp32, fp32 - found, None)
+    check_accuracy(report, limit, f"{info.name} ×{info.scale} through ExecuTorch")
+    return {"validation_psnr": round(found, 4), "validation_psnr_fp32": round(fp32, 4), "drop_db": round(fp32 - found, 4)}
+
+
+@dataclass
+class GateReport:
+    """One measurement for ``accuracy_gate.check_accuracy``."""
+
+    precision: str
+    validation_psnr: float
+    validation_psnr_fp32: float
+    drop_db: float
+    int8_mac_fraction: float | None

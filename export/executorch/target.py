@@ -24,10 +24,16 @@ def export(net: SrModel, options: ExportOptions, out: Path, progress: Progress) 
     max_hw = tuple(parse_shape(options.max_shape, net.info.channels)[2:]) if options.max_shape else None
     version = metadata.version("executorch")
     progress(f"executorch {version}: torch.export, XNNPACK lowering")
-    folder, measured = export_executorch(net, precision, out, max_hw, options.calib, {"executorch": version})
-    progress(f"executorch fp32: {measured['fp32_max_abs_vs_pytorch']:.1e} from PyTorch on held-out crops, through "
-             f"ExecuTorch's runtime; LR inputs up to {'×'.join(map(str, measured['max_hw']))}; "
-             f"{measured['pte_bytes'] / 1e6:.2f} MB")
+    folder, measured = export_executorch(net, precision, out, max_hw, options.calib, options.max_psnr_drop,
+                                         {"executorch": version}, progress.shown)
+    if precision == Precision.INT8:
+        quality = (f"{measured['drop_db']:.3f} dB below PyTorch FP32 on held-out crops ({measured['validation_psnr']:.2f} "
+                   f"vs {measured['validation_psnr_fp32']:.2f} dB), {measured['int8']['int8_mac_fraction']:.1%} of "
+                   f"convolution MACs in INT8, {measured['int8']['activations']} activations")
+    else:
+        quality = f"{measured['fp32_max_abs_vs_pytorch']:.1e} from PyTorch on held-out crops"
+    progress(f"executorch {precision}: {quality}, through ExecuTorch's runtime; LR inputs up to "
+             f"{'×'.join(map(str, measured['max_hw']))}; {measured['pte_bytes'] / 1e6:.2f} MB")
     result = result_for(net, "executorch", options, None, executorch=measured)
     result.artifacts.append(folder)
     return result

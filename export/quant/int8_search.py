@@ -137,8 +137,9 @@ def plan(
     min_fraction: float = 0.0,
     progress: bool = True,
     stage: Callable[[str], None] = quiet,
-) -> tuple[onnx.ModelProto, Int8Plan]:
-    """The INT8 graph with the fewest float layers (most sensitive per MAC first) that meets ``target_db``."""
+) -> tuple[onnx.ModelProto, Int8Plan, Variant]:
+    """The INT8 graph with the fewest float layers (most sensitive per MAC first) that meets ``target_db``, its
+    plan, and the variant (equalized graph, weight codes) whose layers it quantizes."""
     reference = score(proto)  # equalization is exact in float: one reference for all variants
     candidates = variants(proto, batch, method, alphas, stats_for, stage)
     on_path = [s for s in int8_graph.layers(proto) if s.on_path]  # equalization keeps names: same for all
@@ -179,7 +180,7 @@ def plan(
     if result.calibration_drop_db > target_db:
         graph = channel_fallback(best, batch, score, reference, target_db, stats_for, method, min_fraction, result,
                                  progress, stage) or graph
-    return graph, result
+    return graph, result, best
 
 
 def channel_fallback(

@@ -1,0 +1,285 @@
+"""INT8 for phone CPUs: PT2E quantization for XNNPACK that carries over the project's own INT8 search.
+
+The search (``export.precision.int8_search_for``: the ONNX targets' search, on the same calibration crops) chooses
+activation equalization, weight rounding (nearest or GPTQ) and the layers kept in float. Here:
+
+1. Its equalized weights, with its weight codes, go back into the PyTorch network; the equalized network alone is
+   checked against the original (equalization is exact in float). XNNPACK's per-channel weight scale is the
+   search's (max |w| / 127), so the codes survive quantization unchanged.
+2. ``XNNPACKQuantizer`` (weights int8 per output channel, activations int8 per tensor with a zero point) quantizes
+   every convolution except the layers the search keeps float and those under 1 % of the MACs (first and last
+   layers, mean shifts: the search's own rule). Activations are static first: min/max ranges over the calibration
+   crops (XNNPACK's default histogram observer clips the rare large activations that edges make: LESRCNN ×2 with
+   its cheap layers float lost 0.71 dB with it, 0.20 with min/max, before the search's weights), int8 between
+   layers. Where that misses the target, dynamic: each convolution quantizes its input on the input's own range
+   at run time and writes float, which no calibrated range can clip (docs/executorch.md has both, with speed).
+   Not carried over: centring (the zero points do that job) and single float channels. The quantizer quantizes
+   whole tensors, so float channels need the layer split in two over its input channels; XNNPACK (ExecuTorch
+   1.5.1) crashes on a channel slice once the input size varies (a segmentation fault, or "Propagating input
+   shapes failed" with a gather), so the split cannot be lowered. Measured in PyTorch, the split would take
+   FSRCNN ×2 from 0.27 to 0.12 dB on the held-out crops: still over 0.1. The report lists the channels.
+3. Float fallback, as in the search: while the calibration drop (PT2E's reference graph run by PyTorch, which
+   ExecuTorch matches to ~0.002 dB) is over the target, the layer most sensitive per MAC in the search's own
+   measurement goes to float, never taking the INT8 share of convolution MACs below ``INT8_MIN_MAC_FRACTION``.
+
+The gate itself (held-out crops through ExecuTorch's runtime) is ``pte_export``'s.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from ..precision import INT8_MIN_MAC_FRACTION, INT8_SEARCH_CROPS, INT8_TARGET_SHARE, int8_search_for
+from ..accuracy_gate import DEFAULT_MAX_DROP, limit_for
+from ..quant import int8_channels, int8_graph
+from ...models.loading import SrModel
+from ...models.torch_runner import TorchRunner
+from ...runtime.errors import SrDeployError
+from ...runtime.precision import Precision
+from ...runtime.progress import Stages
+from ...runtime.quality import pooled_psnr
+
+CHEAP_SHARE = 0.01  # layers under this share of the convolution MACs stay float (the search's rule)
+EQUALIZED_MAX_ABS = 1e-4
+# Float fallback steps at most: each calibrates again (LESRCNN ×2: 10 s). Measured on LESRCNN ×2, six steps down to
+# 81.5 % INT8 MACs moved the calibration drop by +0.015 dB at most: a float layer still reads the int8 output of
+# the layer before it, and the error is spread over all 34 quantized tensors (docs/executorch.md).
+FALLBACK_STEPS = 3
+# Static first (int8 between layers: LESRCNN ×2 0.40× FP32's time), dynamic where static misses the target
+# (LESRCNN ×2 0.11 → 0.024 dB, FSRCNN ×2 2.4 → 0.21 dB on the calibration crops; docs/executorch.md)
+ACTIVATION_SCHEMES = ("static", "dynamic")  # the equalized network against the original, relative to the output's peak
+
+
+@dataclass
+class Int8Report:
+    """What the INT8 program is and what it cost before the gate."""
+
+    kept_float: list[str] = field(default_factory=list)  # modules left in float
+    int8_mac_fraction: float = 0.0
+    calibration_drop_db: float = 0.0
+    activations: str = "static"  # static: calibrated min/max ranges; dynamic: each input's own range at run time
+    drops_by_activations: dict[str, float] = field(default_factory=dict)  # calibration drop of each scheme tried
+    search: dict = field(default_factory=dict)  # what the ONNX search chose, and what did not carry over
+
+
+def float_layers(modules: set[str]):
+    """A PT2E quantizer that marks the convolutions of ``modules`` (and their submodules) as done, so that
+    ``XNNPACKQuantizer`` after it in a ``ComposableQuantizer`` leaves them float (XNNPACKQuantizer's own
+    ``set_module_name(name, None)`` raises "not supported yet")."""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, Quantizer
+
+    class FloatLayers(Quantizer):
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            for node in model.graph.nodes:
+                if node.op == "call_function" and is_convolution(node) and modules & module_names(node):
+                    node.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
+            return model
+
+        def validate(self, model: torch.fx.GraphModule) -> None:
+            pass
+
+    return FloatLayers()
+
+
+def is_convolution(node: torch.fx.Node) -> bool:
+    return node.target in (torch.ops.aten.conv2d.default, torch.ops.aten.conv_transpose2d.input)
+
+
+def module_names(node: torch.fx.Node) -> set[str]:
+    """The module paths a traced node was called in, outermost first ("", "upsample", "upsample.branches.x2.0")."""
+    return {path for path, _ in node.meta.get("nn_module_stack", {}).values()}
+
+
+def carried_weights(network: nn.Module, variant, probe: np.ndarray) -> nn.Module:
+    """A copy of ``network`` with the search variant's equalized weights (checked against ``network`` on
+    ``probe``), then its weight codes (``codes × scale``) in place of the float weights."""
+    graph = variant.graph
+    equalized = {w.name: numpy_helper.to_array(w) for w in graph.graph.initializer}
+    carried = copy.deepcopy(network).eval()
+    state = carried.state_dict()
+    for name in state:
+        if name in equalized and tuple(state[name].shape) == equalized[name].shape:
+            state[name] = torch.from_numpy(equalized[name].copy())
+    carried.load_state_dict(state)
+    with torch.no_grad():
+        expected, found = (n(torch.from_numpy(probe)).numpy() for n in (network, carried))
+    error = float(np.abs(found - expected).max() / max(1.0, float(np.abs(expected).max())))
+    if not error <= EQUALIZED_MAX_ABS:
+        raise SrDeployError(f"the INT8 search's equalized weights do not map back onto the PyTorch network ({error:.1e} "
+                            "away): this is a bug, please report it; export --precision fp32 meanwhile")
+    axes = {layer.weight: int8_graph.WEIGHT_AXIS[layer.op] for layer in int8_graph.layers(graph)}
+    for name, (codes, scale) in (variant.codes or {}).items():
+        if name in state:
+            shape = [1] * codes.ndim
+            shape[axes[name]] = -1
+            state[name] = torch.from_numpy(codes.astype(np.float32) * scale.reshape(shape))
+    carried.load_state_dict(state)
+    return carried
+
+
+def convolution_macs(network: nn.Module, channels: int, size: int = 64) -> dict[str, int]:
+    """Multiply-accumulates per ``size``² input of each convolution module (a module called twice counts twice)."""
+    macs: dict[str, int] = {}
+    hooks = []
+    for name, module in network.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            def count(module, inputs, output, name=name):  # every output (Conv) or input (ConvTranspose) pixel
+                pixels = (output if isinstance(module, nn.Conv2d) else inputs[0]).shape[2:].numel()
+                macs[name] = macs.get(name, 0) + pixels * module.weight.numel()
+            hooks.append(module.register_forward_hook(count))
+    with torch.no_grad():
+        network(torch.rand(1, channels, size, size))
+    for hook in hooks:
+        hook.remove()
+    return macs
+
+
+def unshared_weights(model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Each convolution its own copy of a weight several read (LESRCNN's upsampler runs on two paths):
+    XNNPACKQuantizer annotates a shared weight for its first reader only, and XNNPACK then refuses the second
+    convolution (int8 input, float weight: "xnn_status_invalid_parameter")."""
+    for node in list(model.graph.nodes):
+        if node.op != "get_attr":
+            continue
+        readers = [user for user in node.users if user.op == "call_function" and is_convolution(user)]
+        for index, reader in enumerate(readers[1:], 1):
+            copy_name = f"{node.target.replace('.', '_')}_reader{index}"
+            value = model.get_parameter(node.target) if node.target in dict(model.named_parameters()) else \
+                model.get_buffer(node.target)
+            model.register_buffer(copy_name, value.detach().clone())
+            with model.graph.inserting_before(reader):
+                copied = model.graph.get_attr(copy_name)
+            copied.meta = dict(node.meta)
+            reader.replace_input_with(node, copied)
+    model.graph.lint()
+    model.recompile()
+    return model
+
+
+def quantized(model: torch.fx.GraphModule, float_modules: set[str], batch: np.ndarray, activations: str
+              ) -> torch.fx.GraphModule:
+    """``model`` (a ``torch.export`` module) with PT2E INT8 for XNNPACK, calibrated on ``batch`` image by image;
+    ``activations``: ``"static"`` (calibrated ranges, int8 between layers) or ``"dynamic"`` (each convolution's
+    input quantized at run time on its own range, float outputs)."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                         get_symmetric_quantization_config)
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer_utils import QuantizationConfig
+    from torchao.quantization.pt2e import MinMaxObserver
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import ComposableQuantizer, QuantizationSpec
+
+    default = get_symmetric_quantization_config(is_per_channel=True)
+    static = QuantizationSpec(dtype=torch.int8, quant_min=-128, quant_max=127, qscheme=torch.per_tensor_affine,
+                              is_dynamic=False, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
+    config = QuantizationConfig(static, static, default.weight, default.bias) if activations == "static" else \
+        get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)
+    quantizer = ComposableQuantizer([float_layers(float_modules), XNNPACKQuantizer().set_global(config)])
+    prepared = prepare_pt2e(copy.deepcopy(model), quantizer)
+    with torch.no_grad():
+        for image in batch:
+            prepared(torch.from_numpy(image[None]))
+    return convert_pt2e(prepared)
+
+
+def int8_module(net: SrModel, deployed: Callable[[nn.Module], nn.Module], exported: Callable, calib: str | None,
+                max_drop: float | None, progress: bool) -> tuple[torch.fx.GraphModule, Int8Report]:
+    """The INT8 module of ``net``'s network whose calibration drop meets the search's target, and its report.
+    ``deployed(network)``: the form that is lowered (sub-pixel deconvolutions); ``exported(module)``: its
+    ``torch.export`` module."""
+    info = net.info
+    stage = Stages(f"int8 executorch {info.name} ×{info.scale}", progress)
+    plan, variant, pairs, batch = int8_search_for(net, calib, max_drop, progress, stage)
+    stage(f"search: equalization {plan.alpha}, {plan.rounding} rounding, {len(plan.kept_float)} layer(s) float, "
+          f"{plan.calibration_drop_db:.3f} dB on the calibration crops; carrying it over to XNNPACK")
+    whole, channels = float_layers_of(plan)
+    carried = carried_weights(net.network, variant, batch[:1])
+    macs = convolution_macs(carried, info.channels)
+    total = sum(macs.values())
+    float_modules = whole | {name for name, count in macs.items() if count < CHEAP_SHARE * total}
+    report = Int8Report(search={"alpha": plan.alpha, "rounding": plan.rounding, "kept_float": plan.kept_float,
+                                "calibration_drop_db": round(plan.calibration_drop_db, 4),
+                                "not_carried": {"centred": plan.centred, "float_channels": channels}})
+    limit = limit_for(DEFAULT_MAX_DROP, Precision.INT8, max_drop)
+    target = INT8_TARGET_SHARE * limit
+    search_pairs = pairs[:INT8_SEARCH_CROPS]
+    reference = pooled_psnr(TorchRunner(net.network).infer, search_pairs, info.scale, info.colour, info.eval_rounding)
+    module = exported(deployed(carried))
+    fraction = lambda modules: 1 - sum(c for m, c in macs.items() if modules & prefixes(m)) / total  # noqa: E731
+    score = lambda converted: reference - pooled_psnr(batch_runner(converted), search_pairs, info.scale,  # noqa: E731
+                                                      info.colour, info.eval_rounding)
+    layer_macs = {m: sum(c for n, c in macs.items() if m in prefixes(n)) for m in map(module_of, plan.sensitivity_db)}
+    sensitivity = {module_of(key): db for key, db in plan.sensitivity_db.items() if layer_macs[module_of(key)]}
+    order = sorted((m for m in sensitivity if m not in float_modules), reverse=True,
+                   key=lambda m: sensitivity[m] / max(layer_macs[m] / total, 0.01))
+    best = None
+    for scheme in ACTIVATION_SCHEMES:
+        found = fallback(module, set(float_modules), order, batch, scheme, score, fraction, target, stage)
+        report.drops_by_activations[scheme] = round(found[0], 4)
+        if best is None or found[0] < best[0]:
+            best = (*found, scheme)
+        if found[0] <= target:
+            break
+    drop, converted, float_modules, report.activations = best
+    report.kept_float, report.int8_mac_fraction = sorted(float_modules), fraction(float_modules)
+    report.calibration_drop_db = round(drop, 4)
+    return converted, report
+
+
+def module_of(key: str) -> str:
+    """The module of a search layer key (``weight@activation``, split parts included): ``map.0``."""
+    return key.split("@")[0].split(".weight")[0]
+
+
+def prefixes(name: str) -> set[str]:
+    """``a.b.c`` → {``a``, ``a.b``, ``a.b.c``}: the modules a submodule lies in."""
+    parts = name.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+
+
+def float_layers_of(plan) -> tuple[set[str], dict[str, list[int]]]:
+    """The search's float decisions by module: whole layers, and the input channels of split layers."""
+    whole, channels = set(), {}
+    for key in plan.kept_float:
+        weight, tensor = key.split("@")
+        if weight.endswith(int8_channels.FLOAT):
+            channels[module_of(key)] = plan.float_channels[tensor.removesuffix(int8_channels.FLOAT)]
+        else:  # a whole layer, or the INT8 part of a split one (then the whole layer is float)
+            whole.add(module_of(key))
+    return whole, {m: c for m, c in channels.items() if m not in whole}
+
+
+def fallback(module: torch.fx.GraphModule, float_modules: set[str], order: list[str], batch: np.ndarray,
+             activations: str, score: Callable, fraction: Callable, target: float, stage: Callable
+             ) -> tuple[float, torch.fx.GraphModule, set[str]]:
+    """PT2E INT8 of ``module`` with ``float_modules`` float, then layers of ``order`` to float while the
+    calibration drop is over ``target`` (at most ``FALLBACK_STEPS``, INT8 share ≥ ``INT8_MIN_MAC_FRACTION``):
+    the lowest (drop, module, float modules) seen."""
+    best = None
+    for _ in range(FALLBACK_STEPS + 1):
+        stage(f"PT2E INT8, {activations} activations, {len(float_modules)} layer(s) float "
+              f"({fraction(float_modules):.1%} of MACs INT8): calibrating on {len(batch)} crops")
+        converted = quantized(module, float_modules, batch, activations)
+        drop = score(converted)
+        stage(f"{drop:.3f} dB on the calibration crops (target {target:.3f})")
+        if best is None or drop < best[0]:
+            best = drop, converted, float_modules
+        following = next((m for m in order if m not in float_modules
+                          and fraction(float_modules | {m}) >= INT8_MIN_MAC_FRACTION), None)
+        if drop <= target or following is None:
+            break
+        float_modules = float_modules | {following}
+    return best
+
+
+def batch_runner(module):
+    """``module`` (N=1) over a batch, image by image, as numpy."""
+    def infer(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return np.concatenate([module(torch.from_numpy(image[None])).numpy() for image in batch])
+    return infer
