@@ -189,6 +189,14 @@ def int8_gate(folder: Path, net: SrModel, calib: str | None, limit: float) -> di
     return {"validation_psnr": round(found, 4), "validation_psnr_fp32": round(fp32, 4), "drop_db": round(fp32 - found, 4)}
 
 
+def gate_report(measured: dict) -> GateReport | None:
+    """What the INT8 gate measured (``ExportResult.report``, as the other targets' precision reports), or None."""
+    if "int8" not in measured:
+        return None
+    return GateReport(str(Precision.INT8), measured["validation_psnr"], measured["validation_psnr_fp32"],
+                      measured["drop_db"], measured["int8"]["int8_mac_fraction"])
+
+
 @dataclass
 class GateReport:
     """One measurement for ``accuracy_gate.check_accuracy``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import metadata
 from pathlib import Path
 
-from .pte_export import export_executorch, import_executorch
+from .pte_export import export_executorch, gate_report, import_executorch
 from ..options import ExportOptions, ExportResult, Progress, result_for
 from ..trt.trt_plan import parse_shape
 from ...models.loading import SrModel
@@ -34,6 +34,6 @@ def export(net: SrModel, options: ExportOptions, out: Path, progress: Progress) 
         quality = f"{measured['fp32_max_abs_vs_pytorch']:.1e} from PyTorch on held-out crops"
     progress(f"executorch {precision}: {quality}, through ExecuTorch's runtime; LR inputs up to "
              f"{'×'.join(map(str, measured['max_hw']))}; {measured['pte_bytes'] / 1e6:.2f} MB")
-    result = result_for(net, "executorch", options, None, executorch=measured)
+    result = result_for(net, "executorch", options, gate_report(measured), executorch=measured)
     result.artifacts.append(folder)
     return result
