@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import digest
-from ..artifact import ArtifactSession, srdeploy_metadata
+from ..artifact import ArtifactSession, refuse_external_data, srdeploy_metadata
 from ..cpu import usable_cores
 from ..errors import SrDeployError, command
 from ..global_gate import GateSplit, onnxruntime_split
@@ -59,6 +59,7 @@ class OnnxSession(ArtifactSession):
             options.intra_op_num_threads = threads
         data = self.path.read_bytes()
         digest.check(data, self.path, f"re-export it with {command('export')}")
+        refuse_external_data(data, self.path)
         self._options, self._data = options, data
         try:
             self.session = ort.InferenceSession(data, options, providers=self.providers)

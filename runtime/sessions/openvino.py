@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import digest
-from ..artifact import ArtifactSession, srdeploy_metadata
+from ..artifact import ArtifactSession, refuse_external_data, srdeploy_metadata
 from ..errors import SrDeployError, command
 from ..global_gate import DECISION_OP, GateSplit
 
@@ -276,7 +276,9 @@ class OpenVinoSession(ArtifactSession):
         if self.path.suffix.lower() == ".xml":
             check_ir(self.path)
         else:
-            digest.check(self.path.read_bytes(), self.path, f"re-export it with {command('export')}")
+            data = self.path.read_bytes()
+            digest.check(data, self.path, f"re-export it with {command('export')}")
+            refuse_external_data(data, self.path)  # OpenVINO reads an ONNX file's external data from disk
         core = ov.Core()
         try:
             self.model = core.read_model(self.path)

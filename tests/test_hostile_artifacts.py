@@ -1,0 +1,104 @@
+"""Hostile artifacts (issue 34): a sealed digest is a checksum, not a signature, so anyone can seal a crafted file.
+An ONNX file that keeps a tensor outside itself (external data: ``../``, an absolute path, a plain name, a link out
+of the folder) is refused in one line, in the project's words, before ONNX Runtime or OpenVINO reads it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from srdeploy.runtime import digest
+from srdeploy.runtime.errors import SrDeployError
+from srdeploy.runtime.sessions.onnxruntime import OnnxSession
+
+
+def crafted(location: str) -> bytes:
+    """A sealed ONNX file (y = x + w) whose ``w`` lies outside it at ``location``, 16 bytes."""
+    weight = numpy_helper.from_array(np.zeros(4, np.float32), "w")
+    weight.ClearField("raw_data")
+    weight.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", "16")):
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    entry = model.metadata_props.add()
+    entry.key, entry.value = digest.KEY, digest.PLACEHOLDER.decode()
+    return digest.seal(model.SerializeToString())
+
+
+def sessions():
+    yield OnnxSession
+    try:
+        from srdeploy.runtime.sessions.openvino import OpenVinoSession, unavailable
+    except ImportError:
+        return
+    if unavailable() is None:
+        yield OpenVinoSession
+
+
+@pytest.mark.parametrize("session", list(sessions()), ids=lambda s: s.__name__)
+@pytest.mark.parametrize("location", ["../secret.bin", "/tmp/secret.bin", "secret.bin", "link.bin"])
+def test_external_data_is_refused_unread(tmp_path, session, location):
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    folder = tmp_path / "artifact"
+    folder.mkdir()
+    (folder / "link.bin").symlink_to(secret)
+    path = folder / "model.onnx"
+    path.write_bytes(crafted(location))
+    with pytest.raises(SrDeployError) as refused:
+        session(path)
+    message = str(refused.value)
+    assert f"keeps tensor 'w' outside the file (external data {location!r})" in message
+    assert "refused unread" in message and "\n" not in message and len(message) < 300
+
+
+def test_a_tensor_inside_a_subgraph_is_found_too(tmp_path):
+    """External data in an If branch's Constant: the walk reaches subgraphs."""
+    from srdeploy.runtime.artifact import refuse_external_data
+
+    inner = TensorProto(name="c", dims=[1], data_type=TensorProto.FLOAT, data_location=TensorProto.EXTERNAL)
+    inner.external_data.add(key="location", value="../../etc/passwd")
+    branch = helper.make_graph([helper.make_node("Constant", [], ["y"], value=inner)], "b", [],
+                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph([helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=branch)], "g",
+                              [helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    with pytest.raises(SrDeployError, match="external data '../../etc/passwd'"):
+        refuse_external_data(helper.make_model(graph).SerializeToString(), tmp_path / "m.onnx")
+
+
+GOOD = {"model": "fsrcnn", "scale": "2", "colour": "y", "shape_bounds": '{"min": [1, 1, 8, 8], "max": [64, 1, 4096, 4096]}',
+        "export_config": '{"receptive_radius": 9}'}
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("scale", "0", "scale '0': not an integer from 1 to 16"),
+    ("scale", "1000000000", "scale '1000000000'"),
+    ("scale", "-2", "scale '-2'"),
+    ("scale", "abc", "scale 'abc'"),
+    ("colour", "x" * 1_000_000, "colour 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…': not y or rgb"),
+    ("shape_bounds", "{]", "shape_bounds '{]'"),
+    ("shape_bounds", '{"min": [1, 1, -5, -5], "max": [1, 1, 9, 9]}', "shape_bounds"),
+    ("shape_bounds", '{"min": [1, 1, 8, 8], "max": [1, 1, 1000000000, 8]}', "shape_bounds"),
+    ("shape_bounds", '{"min": [1, 1, 9, 9], "max": [1, 1, 8, 8]}', "min ≤ max"),
+    ("shape_bounds", '{"min": [1, 1, 8], "max": [1, 1, 8]}', "shape_bounds"),
+    ("export_config", '{"receptive_radius": -7}', "receptive_radius not an integer from 0 to 4096"),
+    ("export_config", '{"receptive_radius": "9"}', "receptive_radius"),
+])
+def test_absurd_metadata_is_one_line(key, value, message):
+    """Values a crafted file may hold, each alone in otherwise sound metadata: one line naming the value (cut at
+    40 characters) and the fix; before this check they ended in tracebacks (a zero-size reshape, struct.error,
+    JSONDecodeError) or ran with a negative radius."""
+    from srdeploy.runtime.artifact import ArtifactSession, metadata_problem
+
+    assert metadata_problem(GOOD) is None
+    session = ArtifactSession()
+    session.path, session.metadata = "crafted.onnx", {**GOOD, key: value}
+    with pytest.raises(SrDeployError) as refused:
+        session.check_metadata()
+    text = str(refused.value)
+    assert message in text and "re-export it" in text and "\n" not in text and len(text) < 400
