@@ -27,8 +27,8 @@ The gate itself (held-out crops through ExecuTorch's runtime) is ``pte_export``'
 from __future__ import annotations
 
 import copy
-from typing import Callable
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -46,14 +46,14 @@ from ...runtime.progress import Stages
 from ...runtime.quality import pooled_psnr
 
 CHEAP_SHARE = 0.01  # layers under this share of the convolution MACs stay float (the search's rule)
-EQUALIZED_MAX_ABS = 1e-4
+EQUALIZED_MAX_ABS = 1e-4  # the equalized network against the original, relative to the output's peak
 # Float fallback steps at most: each calibrates again (LESRCNN ×2: 10 s). Measured on LESRCNN ×2, six steps down to
 # 81.5 % INT8 MACs moved the calibration drop by +0.015 dB at most: a float layer still reads the int8 output of
 # the layer before it, and the error is spread over all 34 quantized tensors (docs/executorch.md).
 FALLBACK_STEPS = 3
 # Static first (int8 between layers: LESRCNN ×2 0.40× FP32's time), dynamic where static misses the target
 # (LESRCNN ×2 0.11 → 0.024 dB, FSRCNN ×2 2.4 → 0.21 dB on the calibration crops; docs/executorch.md)
-ACTIVATION_SCHEMES = ("static", "dynamic")  # the equalized network against the original, relative to the output's peak
+ACTIVATION_SCHEMES = ("static", "dynamic")
 
 
 @dataclass
