@@ -67,3 +67,19 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         replace_dir(work, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def inside(root: Path, name: str) -> Path | None:
+    """``root / name`` if ``name`` is a relative path that stays inside ``root`` once links are followed; else None
+    (an artifact's manifest or files naming ``../``, an absolute path, or a link out of its folder: a sealed digest
+    is a checksum, not a signature, so a crafted folder is refused before its files are read)."""
+    relative = Path(name)
+    if not name or relative.is_absolute() or ".." in relative.parts:
+        return None
+    path = root / relative
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return None
+    return path
+

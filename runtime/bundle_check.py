@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import inside
 from .compare import Tolerance, compare
 from .errors import SrDeployError, command
 from .global_gate import one_decision
@@ -43,6 +44,8 @@ def load_manifest(root: Path = BUNDLE) -> dict:
     again = f"export --model {manifest['model']} --scale {manifest['scale']} --target jetson"
     fix = f"copy the bundle again, or re-export it ({command(again)})"
     for name, expected in manifest["files"].items():
+        if inside(root, name) is None:
+            raise SrDeployError(f"{path} names {name[:60]!r}, outside the bundle: refused unread; {fix}")
         if not (root / name).is_file():
             raise SrDeployError(f"bundle file {name} is missing: {fix}")
         if hashlib.sha256((root / name).read_bytes()).hexdigest() != expected:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from . import digest
+from .atomic import inside
 from .errors import SrDeployError
 
 MANIFEST = "srdeploy.json"
@@ -38,6 +39,10 @@ def read_manifest(folder: Path, fmt: str, reexport: str, runtime: str) -> tuple[
         names = sorted(manifest["files"])
     except (ValueError, KeyError, TypeError):
         raise SrDeployError(f"{folder / MANIFEST} is damaged (not the manifest srdeploy writes): {reexport}") from None
+    outside = next((name for name in names if not isinstance(name, str) or inside(folder, name) is None), None)
+    if outside is not None:
+        raise SrDeployError(f"{folder / MANIFEST} names {str(outside)[:60]!r}, outside the artifact's folder: refused "
+                            f"unread; {reexport}")
     missing = [name for name in names if not (folder / name).is_file()]
     if missing:
         raise SrDeployError(f"artifact {folder} is incomplete ({', '.join(missing)} missing): {reexport}")

@@ -102,3 +102,50 @@ def test_absurd_metadata_is_one_line(key, value, message):
         session.check_metadata()
     text = str(refused.value)
     assert message in text and "re-export it" in text and "\n" not in text and len(text) < 400
+
+
+@pytest.mark.parametrize("name", ["../secret.bin", "/tmp/secret.bin", "link.bin", "sub/../../secret.bin"])
+def test_a_sealed_manifest_naming_files_outside_its_folder_is_refused_unread(tmp_path, name):
+    """An artifact folder's manifest (ncnn, ExecuTorch) sealed over a file outside the folder: refused before the
+    file is read, in one line."""
+    from srdeploy.runtime.manifest import MANIFEST, read_manifest, seal_manifest
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"not yours")
+    folder = tmp_path / "crafted.executorch"
+    folder.mkdir()
+    (folder / "link.bin").symlink_to(secret)
+    manifest = {"format": "srdeploy-executorch-1", "metadata": {}, "files": [name]}
+    (folder / MANIFEST).write_bytes(seal_manifest(manifest, {name: secret.read_bytes()}))
+    with pytest.raises(SrDeployError) as refused:
+        read_manifest(folder, "srdeploy-executorch-1", "re-export it", "ExecuTorch")
+    assert f"names {name!r}, outside the artifact's folder: refused unread" in str(refused.value)
+
+
+def test_a_jetson_manifest_naming_files_outside_the_bundle_is_refused(tmp_path):
+    import hashlib
+    import json
+
+    from srdeploy.runtime.bundle_check import FORMAT, MANIFEST, load_manifest
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"not yours")
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    files = {"../secret.bin": hashlib.sha256(secret.read_bytes()).hexdigest()}
+    (bundle / MANIFEST).write_text(json.dumps({"format": FORMAT, "model": "fsrcnn", "scale": 2, "files": files}))
+    with pytest.raises(SrDeployError, match="names '../secret.bin', outside the bundle: refused unread"):
+        load_manifest(bundle)
+
+
+def test_an_openvino_ir_whose_weights_link_out_of_its_folder_is_refused(tmp_path):
+    pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install openvino")
+    from srdeploy.runtime.sessions.openvino import check_ir
+
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "model.bin").write_bytes(b"\0" * 16)
+    (tmp_path / "ir").mkdir()
+    (tmp_path / "ir" / "model.xml").write_text("<net/>")
+    (tmp_path / "ir" / "model.bin").symlink_to(tmp_path / "elsewhere" / "model.bin")
+    with pytest.raises(SrDeployError, match="model.bin is a link out of its folder: refused unread"):
+        check_ir(tmp_path / "ir" / "model.xml")
