@@ -149,3 +149,14 @@ def test_an_openvino_ir_whose_weights_link_out_of_its_folder_is_refused(tmp_path
     (tmp_path / "ir" / "model.bin").symlink_to(tmp_path / "elsewhere" / "model.bin")
     with pytest.raises(SrDeployError, match="model.bin is a link out of its folder: refused unread"):
         check_ir(tmp_path / "ir" / "model.xml")
+
+
+def test_a_core_ml_package_with_a_file_linking_out_is_refused_unread(tmp_path):
+    from srdeploy.runtime.sessions.coreml import WEIGHTS_FILE, check_package
+
+    (tmp_path / "secret.bin").write_bytes(b"not yours")
+    package = tmp_path / "model.mlpackage"
+    (package / WEIGHTS_FILE).parent.mkdir(parents=True)
+    (package / WEIGHTS_FILE).symlink_to(tmp_path / "secret.bin")
+    with pytest.raises(SrDeployError, match="is a link out of the package: refused unread"):
+        check_package(package)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import digest
+from ..atomic import inside
 from ..artifact import ArtifactSession, srdeploy_metadata
 from ..errors import SrDeployError, command
 from ..global_gate import GateSplit, parts_split
@@ -54,6 +55,9 @@ def check_package(path: Path) -> None:
     """The package's spec against the digest sealed into it, and its weights against the sha256 the spec
     records; one line naming the package and the fix otherwise (``runtime.digest``)."""
     spec = path / SPEC_FILE
+    links = [str(file.relative_to(path)) for file in path.rglob("*") if inside(path, str(file.relative_to(path))) is None]
+    if links:
+        raise SrDeployError(f"{path}: {links[0][:60]} is a link out of the package: refused unread; {REEXPORT}")
     if not spec.is_file():
         raise SrDeployError(f"{path} has no {SPEC_FILE}: the package is damaged; {REEXPORT}")
     data = spec.read_bytes()

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from .. import digest
-from ..atomic import inside
 from ..artifact import ArtifactSession, refuse_external_data, srdeploy_metadata
 from ..errors import SrDeployError, command
 from ..global_gate import DECISION_OP, GateSplit
@@ -73,9 +72,8 @@ def seal_ir(xml: bytes, weights: bytes) -> bytes:
 def check_ir(xml_path: Path) -> None:
     """A one-line error unless the IR's .xml and .bin are the pair the export sealed."""
     weights = ir_weights(xml_path)
-    outside = next((p for p in (xml_path, weights) if inside(xml_path.parent, p.name) is None), None)
-    if outside is not None:
-        raise SrDeployError(f"artifact {xml_path}: {outside.name} is a link out of its folder: refused unread; {FIX}")
+    if weights.exists() and weights.resolve().parent != xml_path.resolve().parent:  # both linked alike is fine
+        raise SrDeployError(f"artifact {xml_path}: {weights.name} is a link out of its folder: refused unread; {FIX}")
     if not weights.is_file():
         raise SrDeployError(f"artifact {xml_path} has no weights file {weights.name} beside it: {FIX}")
     xml = xml_path.read_bytes()
