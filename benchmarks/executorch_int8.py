@@ -60,25 +60,19 @@ class Program:
 def programs(net) -> tuple[Program, Program, dict]:
     """Ours (``pte_int8.int8_module`` at the default target, not gated here: the gate's verdict is measured) and the
     anchor (XNNPACKQuantizer's defaults on the same calibration crops), lowered alike; ours' report."""
-    import torch
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
                                                                          get_symmetric_quantization_config)
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     from ..export.executorch.pte_export import exporter, lower, subpixel_network
-    from ..export.executorch.pte_int8 import int8_module, unshared_weights
+    from ..export.executorch.pte_int8 import calibrated, int8_module, unshared_weights
 
     info = net.info
     exported = exporter(info.channels, info.export.min_size, TILE + 2 * CONTEXT, TILE + 2 * CONTEXT)
     module_of = lambda network: unshared_weights(exported(network).module())  # noqa: E731
     ours, report = int8_module(net, lambda n: subpixel_network(n)[0], module_of, None, None, progress=True)
     calibration = network_batch(lr_hr_crops(source_images(None, "calibration"), info.scale, CropSpec()), info.colour)
-    prepared = prepare_pt2e(module_of(subpixel_network(net.network)[0]),
-                            XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True)))
-    with torch.no_grad():
-        for image in calibration:
-            prepared(torch.from_numpy(image[None]))
-    anchor = convert_pt2e(prepared)
+    anchor = calibrated(module_of(subpixel_network(net.network)[0]),
+                        XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True)), calibration)
     return Program(lower(exported(ours))), Program(lower(exported(anchor))), asdict(report)
 
 

@@ -171,7 +171,6 @@ def quantized(model: torch.fx.GraphModule, float_modules: set[str], batch: np.nd
                                                                          get_symmetric_quantization_config)
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer_utils import QuantizationConfig
     from torchao.quantization.pt2e import MinMaxObserver
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from torchao.quantization.pt2e.quantizer import ComposableQuantizer, QuantizationSpec
 
     default = get_symmetric_quantization_config(is_per_channel=True)
@@ -180,7 +179,14 @@ def quantized(model: torch.fx.GraphModule, float_modules: set[str], batch: np.nd
     config = QuantizationConfig(static, static, default.weight, default.bias) if activations == "static" else \
         get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)
     quantizer = ComposableQuantizer([float_layers(float_modules), XNNPACKQuantizer().set_global(config)])
-    prepared = prepare_pt2e(copy.deepcopy(model), quantizer)
+    return calibrated(copy.deepcopy(model), quantizer, batch)
+
+
+def calibrated(model: torch.fx.GraphModule, quantizer, batch: np.ndarray) -> torch.fx.GraphModule:
+    """``model`` prepared for ``quantizer`` (PT2E), its observers run on ``batch`` image by image, converted."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    prepared = prepare_pt2e(model, quantizer)
     with torch.no_grad():
         for image in batch:
             prepared(torch.from_numpy(image[None]))
