@@ -157,6 +157,9 @@ BUILT_IN = (
            "upscaler it shares with a desktop build",
            exporter="export.bundles.android:export", precheck="export.bundles.android:check", bundles="ncnn",
            precisions=("fp32", "fp16")),
+    Target("web", "a web page (browsers)", "a static folder: a page that upscales in the visitor's browser "
+           "with onnxruntime-web (WebAssembly; WebGPU on request), its model checked by sha256",
+           exporter="export.web.target:export", precheck="export.web.target:check", bundles="onnx"),
 )
 DEFAULT_TARGET = "onnx"  # what export writes when no target is named
 PLUGINS = "SRDEPLOY_TARGETS"  # comma-separated module.path:NAME of Target values: plug-ins, in every process
