@@ -126,6 +126,53 @@ export async function loadModel(base, { backend = "wasm", threads = 0 } = {}) {
 
 // ---- pictures in and out ----
 
+// The RGBA pixels of an 8-bit, non-interlaced PNG with alpha (colour type 6 or 4), decoded here: a browser's
+// decoders premultiply alpha, which loses the colour under transparent pixels (black where alpha is 0) that
+// srdeploy's Python runtime feeds the network. null for any other file (the browser's pixels are then exact).
+async function pngWithAlpha(bytes) {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const signature = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
+  if (bytes.length < 33 || signature.some((b, i) => bytes[i] !== b)) return null;
+  const width = view.getUint32(16), height = view.getUint32(20), depth = bytes[24], type = bytes[25];
+  if (depth !== 8 || (type !== 6 && type !== 4) || bytes[28] !== 0) return null;
+  const parts = [];
+  for (let at = 8; at + 8 <= bytes.length;) {
+    const length = view.getUint32(at), kind = String.fromCharCode(...bytes.subarray(at + 4, at + 8));
+    if (kind === "IDAT") parts.push(bytes.subarray(at + 8, at + 8 + length));
+    if (kind === "IEND") break;
+    at += 12 + length;
+  }
+  let raw;
+  try {
+    raw = new Uint8Array(await new Response(new Blob(parts).stream().pipeThrough(new DecompressionStream("deflate"))).arrayBuffer());
+  } catch {
+    return null;  // the browser's decoder says what is wrong with it
+  }
+  const bpp = type === 6 ? 4 : 2, stride = width * bpp;
+  if (raw.length < height * (stride + 1)) return null;
+  const rows = new Uint8Array(height * stride);
+  for (let y = 0; y < height; y++) {
+    const filter = raw[y * (stride + 1)], line = raw.subarray(y * (stride + 1) + 1, (y + 1) * (stride + 1));
+    for (let x = 0; x < stride; x++) {
+      const a = x >= bpp ? rows[y * stride + x - bpp] : 0, b = y ? rows[(y - 1) * stride + x] : 0;
+      const c = x >= bpp && y ? rows[(y - 1) * stride + x - bpp] : 0;
+      let predicted = 0;
+      if (filter === 1) predicted = a;
+      else if (filter === 2) predicted = b;
+      else if (filter === 3) predicted = (a + b) >> 1;
+      else if (filter === 4) {
+        const p = a + b - c, pa = Math.abs(p - a), pb = Math.abs(p - b), pc = Math.abs(p - c);
+        predicted = pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+      }
+      rows[y * stride + x] = (line[x] + predicted) & 0xff;
+    }
+  }
+  if (type === 6) return { width, height, rgba: rows };
+  const rgba = new Uint8Array(width * height * 4);
+  for (let i = 0; i < width * height; i++) rgba.set([rows[2 * i], rows[2 * i], rows[2 * i], rows[2 * i + 1]], 4 * i);
+  return { width, height, rgba };
+}
+
 // An image's pixels as a viewer shows them (EXIF orientation applied), RGBA, not premultiplied; its size checked
 // against the limit before the pixels are decoded.
 export async function decodePicture(blob, name, maxPixels) {
@@ -155,6 +202,8 @@ export async function decodePicture(blob, name, maxPixels) {
     bitmap.close();
     let hasAlpha = false;
     for (let i = 3; i < rgba.length; i += 4) if (rgba[i] !== 255) { hasAlpha = true; break; }
+    const exact = hasAlpha ? await pngWithAlpha(new Uint8Array(await blob.arrayBuffer())) : null;
+    if (exact && exact.width === canvas.width && exact.height === canvas.height) return { ...exact, hasAlpha };
     return { width: canvas.width, height: canvas.height, rgba, hasAlpha };
   } finally {
     URL.revokeObjectURL(url);
@@ -175,7 +224,8 @@ function inverse3(m) {
 }
 
 function ycbcr(r, g, b, k) {  // RGB uint8 → component k of YCbCr in [0, 1] units
-  return ((r / 255) * RGB_TO_YCBCR[0][k] + (g / 255) * RGB_TO_YCBCR[1][k] + (b / 255) * RGB_TO_YCBCR[2][k] + YCBCR_OFFSET[k]) / 255;
+  const m = RGB_TO_YCBCR;
+  return ((r / 255) * m[0][k] + (g / 255) * m[1][k] + (b / 255) * m[2][k] + YCBCR_OFFSET[k]) / 255;
 }
 
 // The network's float32 1×C×h×w input for the window rows ya:yb, columns xa:xb.
@@ -200,90 +250,98 @@ function windowInput(picture, colour, ya, yb, xa, xb) {
 
 // Float in [0, 1] → uint8 as runtime/images.to_uint8: clamp(v·255) in float32, rounded half to even.
 function toUint8(v) {
-  const s = Math.min(Math.max(Math.fround(Math.fround(v) * 255), 0), 255);
-  let r = Math.round(s);
-  if (r - s === 0.5 && r % 2 === 1) r -= 1;
-  return r;
+  const s = Math.fround(Math.fround(v) * 255);
+  if (!(s > 0)) return 0;
+  if (s >= 255) return 255;
+  const r = Math.floor(s + 0.5);
+  return r - s === 0.5 && r & 1 ? r - 1 : r;
 }
 
-// Pillow's bicubic filter (a = −0.5): per output position its first input index and normalised weights.
+// Pillow's bicubic filter (a = −0.5): per output position its first input index and its normalised weights, `taps`
+// per position (zero past its own count; runtime/images._bicubic_coefficients).
 function bicubicCoefficients(inSize, outSize) {
   const scale = inSize / outSize, filterscale = Math.max(scale, 1), support = 2 * filterscale;
   const kernel = (x) => (x < 1 ? ((-0.5 + 2) * x - (-0.5 + 3)) * x * x + 1 : x < 2 ? (((x - 5) * x + 8) * x - 4) * -0.5 : 0);
-  const starts = new Int32Array(outSize), weights = [];
+  const starts = new Int32Array(outSize), counts = new Int32Array(outSize);
   for (let i = 0; i < outSize; i++) {
     const center = (i + 0.5) * scale;
-    const start = Math.max(Math.trunc(center - support + 0.5), 0);
-    const count = Math.min(Math.trunc(center + support + 0.5), inSize) - start;
-    const w = new Float64Array(count);
-    let total = 0;
-    for (let k = 0; k < count; k++) {
-      w[k] = kernel(Math.abs((k + start - center + 0.5) * (1 / filterscale)));
-      total += w[k];
-    }
-    if (total !== 0) for (let k = 0; k < count; k++) w[k] /= total;
-    starts[i] = start;
-    weights.push(w);
+    starts[i] = Math.max(Math.trunc(center - support + 0.5), 0);
+    counts[i] = Math.min(Math.trunc(center + support + 0.5), inSize) - starts[i];
   }
-  return { starts, weights };
+  const taps = Math.max(...counts), weights = new Float64Array(outSize * taps);
+  for (let i = 0; i < outSize; i++) {
+    const center = (i + 0.5) * scale;
+    let total = 0;
+    for (let k = 0; k < counts[i]; k++) {
+      weights[i * taps + k] = kernel(Math.abs((k + starts[i] - center + 0.5) * (1 / filterscale)));
+      total += weights[i * taps + k];
+    }
+    if (total !== 0) for (let k = 0; k < counts[i]; k++) weights[i * taps + k] /= total;
+  }
+  return { starts, taps, weights };
 }
 
-// A float plane h×w resized bicubically to outH×outW as Pillow resizes mode F: float32 input, the horizontal pass
-// rounded to float32, then the vertical one (runtime/images.bicubic_rows).
+// A float32 plane h×w resized bicubically to outH×outW as Pillow resizes mode F: the horizontal pass rounded to
+// float32, then the vertical one (runtime/images.bicubic_rows).
 function bicubicResize(plane, w, h, outW, outH) {
   const cx = bicubicCoefficients(w, outW), cy = bicubicCoefficients(h, outH);
   const wide = new Float32Array(h * outW);
   for (let y = 0; y < h; y++) {
     for (let x = 0; x < outW; x++) {
-      const ws = cx.weights[x], s = cx.starts[x];
+      const s = cx.starts[x], at = x * cx.taps;
       let sum = 0;
-      for (let k = 0; k < ws.length; k++) sum += Math.fround(plane[y * w + s + k]) * ws[k];
+      for (let k = 0; k < cx.taps; k++) sum += plane[y * w + Math.min(s + k, w - 1)] * cx.weights[at + k];
       wide[y * outW + x] = sum;
     }
   }
-  const out = new Float32Array(outH * outW);
+  const out = new Float32Array(outH * outW), sums = new Float64Array(outW);
   for (let y = 0; y < outH; y++) {
-    const ws = cy.weights[y], s = cy.starts[y];
-    for (let x = 0; x < outW; x++) {
-      let sum = 0;
-      for (let k = 0; k < ws.length; k++) sum += wide[(s + k) * outW + x] * ws[k];
-      out[y * outW + x] = sum;
+    const s = cy.starts[y], at = y * cy.taps;
+    sums.fill(0);
+    for (let k = 0; k < cy.taps; k++) {
+      const weight = cy.weights[at + k], row = Math.min(s + k, h - 1) * outW;
+      for (let x = 0; x < outW; x++) sums[x] += wide[row + x] * weight;
     }
+    out.set(sums, y * outW);
   }
   return out;
 }
 
-// The upscaled picture as RGBA (or RGB) bytes from the network's output (C×H×W float32).
+// The upscaled picture as RGBA bytes (alpha 255 where the input has none) from the network's output (C×H×W float32).
 function outputPixels(picture, output, colour, outW, outH) {
-  const channels = picture.hasAlpha ? 4 : 3, plane = outW * outH;
-  const pixels = new Uint8Array(plane * channels);
-  let chroma = null;
-  if (colour === "y") {
-    const { width, height, rgba } = picture;
-    chroma = [1, 2].map((k) => {
-      const source = new Float64Array(width * height);
-      for (let i = 0; i < source.length; i++) source[i] = ycbcr(rgba[4 * i], rgba[4 * i + 1], rgba[4 * i + 2], k);
-      return bicubicResize(source, width, height, outW, outH);
-    });
-  }
-  for (let i = 0; i < plane; i++) {
-    if (colour === "rgb") {
-      for (let c = 0; c < 3; c++) pixels[i * channels + c] = toUint8(output[c * plane + i]);
-    } else {
-      const ycc = [output[i] * 255 - YCBCR_OFFSET[0], chroma[0][i] * 255 - YCBCR_OFFSET[1], chroma[1][i] * 255 - YCBCR_OFFSET[2]];
-      for (let c = 0; c < 3; c++) {
-        pixels[i * channels + c] = toUint8(ycc[0] * YCBCR_TO_RGB[0][c] + ycc[1] * YCBCR_TO_RGB[1][c] + ycc[2] * YCBCR_TO_RGB[2][c]);
-      }
+  const plane = outW * outH, pixels = new Uint8ClampedArray(plane * 4);
+  if (colour === "rgb") {
+    for (let i = 0; i < plane; i++) {
+      pixels[4 * i] = toUint8(output[i]);
+      pixels[4 * i + 1] = toUint8(output[plane + i]);
+      pixels[4 * i + 2] = toUint8(output[2 * plane + i]);
+      pixels[4 * i + 3] = 255;
+    }
+  } else {
+    const { width, height, rgba } = picture, cbIn = new Float32Array(width * height), crIn = new Float32Array(width * height);
+    for (let i = 0; i < cbIn.length; i++) {
+      cbIn[i] = ycbcr(rgba[4 * i], rgba[4 * i + 1], rgba[4 * i + 2], 1);
+      crIn[i] = ycbcr(rgba[4 * i], rgba[4 * i + 1], rgba[4 * i + 2], 2);
+    }
+    const cb = bicubicResize(cbIn, width, height, outW, outH), cr = bicubicResize(crIn, width, height, outW, outH);
+    const [[r0, g0, b0], [r1, g1, b1], [r2, g2, b2]] = YCBCR_TO_RGB;
+    const [y0, u0, v0] = YCBCR_OFFSET;
+    for (let i = 0; i < plane; i++) {
+      const y = output[i] * 255 - y0, u = cb[i] * 255 - u0, v = cr[i] * 255 - v0;
+      pixels[4 * i] = toUint8(y * r0 + u * r1+ v * r2);
+      pixels[4 * i + 1] = toUint8(y * g0 + u * g1+ v * g2);
+      pixels[4 * i + 2] = toUint8(y * b0 + u * b1+ v * b2);
+      pixels[4 * i + 3] = 255;
     }
   }
   if (picture.hasAlpha) {
     const { width, height, rgba } = picture;
-    const alpha = new Float64Array(width * height);
+    const alpha = new Float32Array(width * height);
     for (let i = 0; i < alpha.length; i++) alpha[i] = rgba[4 * i + 3] / 255;
     const resized = bicubicResize(alpha, width, height, outW, outH);
     for (let i = 0; i < plane; i++) pixels[i * 4 + 3] = toUint8(resized[i]);
   }
-  return { pixels, channels };
+  return pixels;
 }
 
 const CRC_TABLE = (() => {
@@ -307,10 +365,16 @@ function pngChunk(type, data) {
   return out;
 }
 
-// A PNG of 8-bit RGB or RGBA rows, each Up-filtered, zlib by the browser's CompressionStream (as
-// runtime/images.write_png_rows).
-export async function encodePng(pixels, width, height, channels) {
-  const stride = width * channels, raw = new Uint8Array(height * (stride + 1));
+// A PNG of RGBA pixels. Opaque: the browser's own encoder (a canvas holds opaque pixels exactly). With alpha: written
+// here, rows Up-filtered and zlib by the browser's CompressionStream (as runtime/images.write_png_rows), since a
+// canvas premultiplies its pixels by alpha and would change the colour of translucent ones.
+export async function encodePng(pixels, width, height, hasAlpha) {
+  if (!hasAlpha) {
+    const canvas = new OffscreenCanvas(width, height);
+    canvas.getContext("2d").putImageData(new ImageData(pixels, width, height), 0, 0);
+    return canvas.convertToBlob({ type: "image/png" });
+  }
+  const stride = width * 4, raw = new Uint8Array(height * (stride + 1));
   for (let y = 0; y < height; y++) {
     raw[y * (stride + 1)] = 2;
     for (let x = 0; x < stride; x++) {
@@ -322,7 +386,7 @@ export async function encodePng(pixels, width, height, channels) {
   const header = new Uint8Array(13), view = new DataView(header.buffer);
   view.setUint32(0, width);
   view.setUint32(4, height);
-  header.set([8, channels === 4 ? 6 : 2, 0, 0, 0], 8);
+  header.set([8, 6, 0, 0, 0], 8);
   const signature = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
   return new Blob([signature, pngChunk("IHDR", header), pngChunk("IDAT", zlib), pngChunk("IEND", new Uint8Array(0))], { type: "image/png" });
 }
@@ -397,10 +461,11 @@ export async function upscaleBlob(blob, name, model, { tile, onTile = () => {} }
   const { data, tiles } = await upscaleTensor(picture, model, tile ?? m.tile, onTile);
   const t2 = performance.now();
   const outW = picture.width * m.scale, outH = picture.height * m.scale;
-  const { pixels, channels } = outputPixels(picture, data, m.colour, outW, outH);
-  const png = await encodePng(pixels, outW, outH, channels);
+  const pixels = outputPixels(picture, data, m.colour, outW, outH);
   const t3 = performance.now();
-  return { png, width: outW, height: outH, tiles, ms: { decode: t1 - t0, upscale: t2 - t1, encode: t3 - t2, total: t3 - t0 } };
+  const png = await encodePng(pixels, outW, outH, picture.hasAlpha);
+  const t4 = performance.now();
+  return { png, width: outW, height: outH, tiles, ms: { decode: t1 - t0, upscale: t2 - t1, colour: t3 - t2, png: t4 - t3, total: t4 - t0 } };
 }
 
 // ---- the page ----
