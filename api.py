@@ -162,6 +162,24 @@ def upscale(input: str | Path, output: str | Path, artifact: str | Path | None =
                        progress)
 
 
+# ---------------------------------------------------------------------------------------------------- serve
+
+
+def serve(folder: str | Path, port: int = 8000, progress: bool = True) -> None:
+    """Serve a web export (``export --target web``) on loopback until Ctrl-C (``srdeploy serve``), with the COOP/COEP
+    headers that WebAssembly threads need (``runtime.web_serve``, which the folder also holds as ``serve.py``)."""
+    from .export.web.target import MANIFEST
+    from .runtime import web_serve
+
+    if not (Path(folder) / MANIFEST).is_file():
+        raise SrDeployError(f"{folder} is not a web export (no {MANIFEST}): pass the folder that export --target web "
+                            "wrote")
+    try:
+        web_serve.serve(folder, port, announce=progress)
+    except OSError as exc:
+        raise SrDeployError(f"port {port} cannot be opened ({exc.strerror or exc}): choose another with --port") from None
+
+
 # ---------------------------------------------------------------------------------------------------- parity
 
 

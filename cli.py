@@ -1,4 +1,4 @@
-"""srdeploy command line: ``srdeploy {models,eval,export,upscale,parity,bench} …`` (``--help`` on each); in a
+"""srdeploy command line: ``srdeploy {models,eval,export,upscale,parity,bench,serve} …`` (``--help`` on each); in a
 checkout, ``python cli.py …`` is the same command."""
 from __future__ import annotations
 
@@ -103,6 +103,11 @@ def cmd_parity(args: argparse.Namespace) -> int:
     report = _call(api.parity, args)
     _show(report, args, report.text)
     return 0 if report.passed else 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _call(api.serve, args)
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -236,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for bench.md, bench.json, bench.png and the exported artifacts")
     p.add_argument("--json", action="store_true", help='print {"machine": ..., "results": [...]} on stdout')
     p.set_defaults(run=cmd_bench)
+
+    p = sub.add_parser("serve", help="serve a web export on loopback (the headers WebAssembly threads need)")
+    p.add_argument("folder", help="the folder export --target web wrote")
+    p.add_argument("--port", type=int, default=8000, help="loopback port (default 8000)")
+    p.set_defaults(run=cmd_serve)
 
     p = sub.add_parser("parity", help="check an artifact against the PyTorch model it came from (or golden files)")
     p.add_argument("artifact", help=f"an exported {artifact_kinds()}")

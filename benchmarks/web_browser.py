@@ -41,6 +41,7 @@ class PageResult:
     report: dict | None
     output: Path | None
     console: list[str]
+    images: dict  # id → {natural: [w, h], box: [left, top, width, height]} of the page's before/after images
     driver_error: str | None = None
 
     @property
@@ -75,18 +76,23 @@ class Browser:
             raise RuntimeError(f"the browser driver failed: {done.stderr.strip()[-600:]}")
         return [PageResult(r["title"], r["error"], json.loads(r["report"]) if r["report"] else None,
                            Path(r["output"]) if r["output"] and not r["output"].startswith("data:") else None,
-                           r["console"], r.get("driver_error")) for r in json.loads(done.stdout)]
+                           r["console"], r.get("images") or {}, r.get("driver_error")) for r in json.loads(done.stdout)]
 
 
 @contextmanager
-def browser(page_folder: str | Path, image_folder: str | Path) -> Iterator[Browser]:
+def browser(page_folder: str | Path, image_folder: str | Path, scratch: Path | None = None) -> Iterator[Browser]:
     """A ``Browser`` of ``page_folder`` (the web export) and ``image_folder`` (what ``?image=`` names), each on its
-    own loopback server, stopped on exit."""
+    own loopback server, stopped on exit. The pages' PNGs go into ``scratch`` (kept), or a temporary folder removed
+    on exit."""
     page, page_base = web_serve.in_background(page_folder)
     files, image_base = web_serve.in_background(image_folder)
     try:
-        with tempfile.TemporaryDirectory(prefix="srdeploy-browser-") as scratch:
-            yield Browser(page_base, image_base, Path(scratch))
+        if scratch is not None:
+            scratch.mkdir(parents=True, exist_ok=True)
+            yield Browser(page_base, image_base, Path(tempfile.mkdtemp(prefix="pages-", dir=scratch)))
+        else:
+            with tempfile.TemporaryDirectory(prefix="srdeploy-browser-") as temporary:
+                yield Browser(page_base, image_base, Path(temporary))
     finally:
         page.shutdown()
         files.shutdown()

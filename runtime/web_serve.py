@@ -32,12 +32,16 @@ class IsolatedHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    allow_reuse_port = False  # a port another server holds is refused, not shared
+    daemon_threads = True
+
+
 def server(folder: str | Path, port: int = 0, host: str = "127.0.0.1") -> http.server.ThreadingHTTPServer:
     """A server of ``folder`` on ``host:port`` (0: a free port; ``server_address`` says which), not yet started."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise SystemExit(f"error: {folder} is not a folder: pass the folder export --target web wrote")
-    return http.server.ThreadingHTTPServer((host, port), functools.partial(IsolatedHandler, directory=str(folder)))
+    if not Path(folder).is_dir():
+        raise NotADirectoryError(f"{folder} is not a folder")
+    return _Server((host, port), functools.partial(IsolatedHandler, directory=str(folder)))
 
 
 def in_background(folder: str | Path, port: int = 0) -> tuple[http.server.ThreadingHTTPServer, str]:
@@ -47,13 +51,11 @@ def in_background(folder: str | Path, port: int = 0) -> tuple[http.server.Thread
     return httpd, f"http://{httpd.server_address[0]}:{httpd.server_address[1]}/"
 
 
-def serve(folder: str | Path, port: int = 8000) -> None:
-    """Serve ``folder`` until Ctrl-C, printing its URL."""
-    try:
-        httpd = server(folder, port)
-    except OSError as exc:
-        raise SystemExit(f"error: port {port} cannot be opened ({exc.strerror}): choose another with --port") from None
-    print(f"serving {Path(folder).resolve()} at http://127.0.0.1:{httpd.server_address[1]}/ (Ctrl-C stops)", flush=True)
+def serve(folder: str | Path, port: int = 8000, announce: bool = True) -> None:
+    """Serve ``folder`` until Ctrl-C, printing its URL while ``announce``; OSError where the port cannot be opened."""
+    httpd = server(folder, port)
+    if announce:
+        print(f"serving {Path(folder).resolve()} at http://127.0.0.1:{httpd.server_address[1]}/ (Ctrl-C stops)", flush=True)
     with httpd:
         try:
             httpd.serve_forever()
@@ -67,7 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("folder", nargs="?", default=str(Path(__file__).resolve().parent))
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
-    serve(args.folder, args.port)
+    try:
+        serve(args.folder, args.port)
+    except OSError as exc:
+        raise SystemExit(f"error: {args.folder} cannot be served on port {args.port} ({exc.strerror or exc}): "
+                         "choose another --port or folder") from None
 
 
 if __name__ == "__main__":

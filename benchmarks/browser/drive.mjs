@@ -33,6 +33,12 @@ try {
       report: document.getElementById("srdeploy-report")?.textContent || null,
       status: document.getElementById("srdeploy-status")?.textContent || null,
       output: document.getElementById("srdeploy-output")?.getAttribute("src") || null,
+      images: Object.fromEntries(["srdeploy-input", "srdeploy-output"].map((id) => {
+        const img = document.getElementById(id);
+        if (!img) return [id, null];
+        const box = img.getBoundingClientRect();
+        return [id, { natural: [img.naturalWidth, img.naturalHeight], box: [box.left, box.top, box.width, box.height] }];
+      })),
     })));
     if (result.output && result.output.startsWith("data:image/png;base64,") && job.output) {
       writeFileSync(job.output, Buffer.from(result.output.slice(22), "base64"));

@@ -81,7 +81,13 @@ async function loadOrt(manifest, base, backend, threads) {
   if (webgpu && !(navigator.gpu && (await navigator.gpu.requestAdapter()))) {
     fail("this browser offers no WebGPU adapter: drop backend=webgpu to run on WebAssembly");
   }
-  const ort = webgpu ? await import("onnxruntime-web/webgpu") : await import("onnxruntime-web/wasm");
+  let ort;
+  try {
+    ort = webgpu ? await import("onnxruntime-web/webgpu") : await import("onnxruntime-web/wasm");
+  } catch (e) {
+    fail(`onnxruntime-web cannot be loaded (${String(e.message).split("\n")[0].slice(0, 120)}): its files are damaged or ` +
+      "changed (the import map checks their integrity) or unreachable: export the folder again");
+  }
   const binary = manifest.ort.files[webgpu ? "webgpu_binary" : "wasm_binary"];
   const from = new URL(manifest.ort.base, base);
   ort.env.wasm.wasmPaths = from.href;
@@ -113,14 +119,12 @@ export async function loadModel(base, { backend = "wasm", threads = 0 } = {}) {
       fail(`${graph.file} cannot be loaded by onnxruntime-web (${String(e.message || e).split("\n")[0].slice(0, 160)}): export the folder again`);
     }
   }
-  const run = async (name, data, dims) => {
+  const run = async (name, data, dims) => {  // float32 N×C×H×W in, the graph's output { data, dims } out
     const session = sessions[name];
     const outputs = await session.run({ [session.inputNames[0]]: new ort.Tensor("float32", data, dims) });
     const out = outputs[session.outputNames[0]];
-    const result = { data: webgpu(out) ? await out.getData(true) : out.data, dims: out.dims };
-    return result;
+    return { data: out.location && out.location !== "cpu" ? await out.getData(true) : out.data, dims: out.dims };
   };
-  const webgpu = (tensor) => tensor.location && tensor.location !== "cpu";
   return { manifest, run, backend, threads: isolated ? wanted : 1, isolated };
 }
 
