@@ -20,7 +20,7 @@ from ..runtime.atomic import atomic_path
 
 REPO = Path(__file__).resolve().parent.parent
 PAGE = REPO / "docs" / "cli.md"
-COMMANDS = ("models", "eval", "export", "upscale", "parity", "bench")
+COMMANDS = ("models", "eval", "export", "upscale", "parity", "bench", "serve")
 WIDTH = 110
 
 

@@ -9,6 +9,7 @@ const jobs = JSON.parse(readFileSync(process.argv[2], "utf8"));
 const browser = await puppeteer.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   headless: true,
+  protocolTimeout: 3600000,  // long pages (a 1280×720 DSRNet upscale on one thread) wait as long as the job allows
   args: ["--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", ...(process.env.CHROMIUM_FLAGS || "").split(" ").filter(Boolean)],
 });
