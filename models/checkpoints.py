@@ -143,8 +143,12 @@ def unreadable(path: Path, loader_message: str) -> SrDeployError:
 
 def _check_zip_integrity(path: Path) -> None:
     """Checkpoints in PyTorch's zip format carry CRC-32s that ``torch.load`` does not check: check them."""
-    if not zipfile.is_zipfile(path):
-        return  # legacy (pre-1.6) serialization: no checksums to check
+    try:
+        if not zipfile.is_zipfile(path):
+            return  # legacy (pre-1.6) serialization: no checksums to check
+    except Exception:  # noqa: BLE001 - a crafted end record makes is_zipfile itself raise (BadZipFile, found by fuzzing)
+        raise SrDeployError(f"checkpoint {path} is damaged (its zip archive cannot be read): download it again or "
+                            "pass another --weights") from None
     try:
         with zipfile.ZipFile(path) as archive:
             member = archive.testzip()

@@ -160,3 +160,60 @@ def test_a_core_ml_package_with_a_file_linking_out_is_refused_unread(tmp_path):
     (package / WEIGHTS_FILE).symlink_to(tmp_path / "secret.bin")
     with pytest.raises(SrDeployError, match="is a link out of the package: refused unread"):
         check_package(package)
+
+
+# ---------------------------------------------------------------------------------------------------- fuzzing's findings
+# (benchmarks/fuzz.py, docs/reliability.md): each was an uncaught exception before its fix.
+
+SANE = {"model": "probe", "scale": "1", "colour": "y", "shape_bounds": '{"min": [1, 1, 4, 4], "max": [1, 1, 64, 64]}',
+        "export_config": '{"receptive_radius": 1}'}
+
+
+def sealed_model(weight_channels: int, model_name: bytes = b"probe") -> bytes:
+    """A sealed ONNX file y = conv(x, w), its input's channels left open, ``w`` reading ``weight_channels``; its
+    srdeploy metadata sane but for the model name, written as raw bytes (protobuf's own API takes text only)."""
+    weight = numpy_helper.from_array(np.ones((1, weight_channels, 1, 1), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "c", "h", "w"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, "h", "w"])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    stand_in = "N" * len(model_name)
+    for key, value in {**SANE, "model": stand_in, "sha256": digest.PLACEHOLDER.decode()}.items():
+        model.metadata_props.add(key=f"srdeploy.{key}", value=value)
+    return digest.seal(model.SerializeToString().replace(stand_in.encode(), model_name))
+
+
+def test_metadata_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(sealed_model(1, model_name=b"\xd1\xd1probe"))
+    with pytest.raises(SrDeployError, match=r"has metadata that is not UTF-8 text: it was not exported by srdeploy"):
+        OnnxSession(path)
+
+
+def test_a_graph_that_fails_in_a_kernel_is_one_line(tmp_path):
+    """It loads (its input's channels are open), then its convolution reads 3 channels of a 1-channel input."""
+    path = tmp_path / "model.onnx"
+    path.write_bytes(sealed_model(3))
+    session = OnnxSession(path)
+    with pytest.raises(SrDeployError, match=r"ONNX Runtime cannot run artifact .*: its graph does not compute; "
+                                            r"re-export it") as caught:
+        session.infer(np.zeros((1, 1, 8, 8), np.float32))
+    assert "\n" not in str(caught.value)
+    assert OnnxSession(tmp_path.joinpath("model.onnx")).metadata["model"] == "probe"  # the probe is sane otherwise
+
+
+def test_a_checkpoint_whose_zip_end_record_spans_disks_is_one_line(tmp_path):
+    """A zip64 end-record locator naming another disk made ``zipfile.is_zipfile`` itself raise."""
+    import torch
+
+    from srdeploy.models.checkpoints import read_state_dict
+
+    path = tmp_path / "model.pth"
+    torch.save({"w": torch.zeros(2)}, path)
+    data = bytearray(path.read_bytes())
+    at = data.rfind(b"PK\x06\x07")  # the zip64 end-of-central-directory locator PyTorch writes
+    assert at > 0
+    data[at + 4:at + 8] = (32).to_bytes(4, "little")  # the disk holding the zip64 end record: 32
+    path.write_bytes(bytes(data))
+    with pytest.raises(SrDeployError, match=r"is damaged \(its zip archive cannot be read\): download it again"):
+        read_state_dict(path)

@@ -66,7 +66,11 @@ class OnnxSession(ArtifactSession):
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors on bad files
             reason = str(exc).strip().splitlines()[0][:160]
             raise SrDeployError(f"artifact {self.path} cannot be loaded by ONNX Runtime ({reason}): re-export it") from None
-        meta = self.session.get_modelmeta().custom_metadata_map
+        try:
+            meta = self.session.get_modelmeta().custom_metadata_map
+        except UnicodeDecodeError:  # bytes that are no UTF-8 in the metadata (found by fuzzing)
+            raise SrDeployError(f"artifact {self.path} has metadata that is not UTF-8 text: it was not exported by "
+                                f"srdeploy, or was changed since; re-export it with {command('export')}") from None
         self.metadata = srdeploy_metadata(meta.items())
         self.check_metadata()
         self.bounds = json.loads(self.metadata["shape_bounds"])
@@ -78,7 +82,13 @@ class OnnxSession(ArtifactSession):
         """N×C×H×W in [0, 1] → float32 N×C×(s·H)×(s·W) (cast to and from FP16 I/O where the artifact has it)."""
         x = np.ascontiguousarray(x, dtype=self.input_dtype)
         self.check_input(x)
-        return self.session.run([self.output_name], {self.input.name: x})[0].astype(np.float32, copy=False)
+        try:
+            out = self.session.run([self.output_name], {self.input.name: x})[0]
+        except Exception as exc:  # noqa: BLE001 - a graph that loads and then fails in a kernel (found by fuzzing)
+            reason = str(exc).strip().splitlines()[0][:160]
+            raise SrDeployError(f"ONNX Runtime cannot run artifact {self.path} ({reason}): its graph does not compute; "
+                                f"re-export it with {command('export')}") from None
+        return out.astype(np.float32, copy=False)
 
     def gate_split(self) -> GateSplit:
         """The gate's features, decision and forced graph cut from this artifact, on ONNX Runtime."""

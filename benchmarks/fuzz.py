@@ -1,0 +1,378 @@
+"""Coverage-guided fuzzing (atheris: libFuzzer in-process, on srdeploy's own Python code) of what reads untrusted
+input: image files, ONNX artifacts, sealed artifact folders, checkpoints, artifact metadata, the command line. The
+only outcomes a harness allows are a result or the project's one-line ``SrDeployError``; anything else is a crash,
+which libFuzzer saves with its input.
+
+    python -m srdeploy.benchmarks.fuzz HARNESS [--seconds 60 | --runs N] [--record]   # one run
+    python -m srdeploy.benchmarks.fuzz --table                 # docs/reliability.md's table, from the recorded runs
+
+A digest is a checksum, not a signature: the harnesses of sealed artifacts seal each mutated input again, as anyone
+crafting a file can, so the fuzzer reaches the parsers behind the digest. Seed corpora are real files made here: a
+photo's crops in every format Pillow writes, the exported FSRCNN ×2 ONNX graph, an ExecuTorch folder's manifest,
+checkpoints in PyTorch's zip and legacy formats. ``--record`` appends the run's executions, coverage and crashes to
+``benchmarks/results/fuzz_runs.json``, from which ``--table`` writes the table.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+RESULTS = Path(__file__).resolve().parent / "results" / "fuzz_runs.json"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
+MARKS = ("<!-- fuzz-table: python -m srdeploy.benchmarks.fuzz --table -->", "<!-- /fuzz-table -->")
+SCRATCH = Path(os.environ.get("SRDEPLOY_FUZZ_SCRATCH", "/dev/shm" if Path("/dev/shm").is_dir() else tempfile.gettempdir()))
+
+
+def _photo():
+    from PIL import Image
+
+    from ..calib.data import source_images
+    from ..runtime import images
+
+    return Image.fromarray(images.read_rgb(source_images(None, "validation")[0])[:24, :32])
+
+
+# ---------------------------------------------------------------------------------------------------- harnesses
+
+
+def image_seeds(folder: Path) -> None:
+    photo = _photo()
+    for name, picture, options in (("rgb.png", photo, {}), ("rgba.png", photo.convert("RGBA"), {}),
+                                   ("palette.png", photo.convert("P"), {}), ("grey16.png", photo.convert("I;16"), {}),
+                                   ("photo.jpg", photo, {"quality": 80}), ("photo.webp", photo, {}),
+                                   ("photo.tif", photo, {}), ("photo.bmp", photo, {}), ("cmyk.jpg", photo.convert("CMYK"), {})):
+        picture.save(folder / name, **options)
+
+
+def image_harness() -> Callable[[bytes], None]:
+    from ..runtime import images
+    from ..runtime.errors import SrDeployError
+
+    path = SCRATCH / f"srdeploy-fuzz-{os.getpid()}.img"
+
+    def one_input(data: bytes) -> None:
+        path.write_bytes(data)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                picture = images.read_picture(path, max_pixels=1 << 22)
+            assert picture.rgb.dtype.name == "uint8" and picture.rgb.ndim == 3 and picture.rgb.shape[2] == 3
+        except SrDeployError as exc:
+            one_line(exc)
+
+    return one_input
+
+
+def onnx_seeds(folder: Path) -> None:
+    from ..api import export_model
+
+    with tempfile.TemporaryDirectory() as out:
+        artifact = export_model("fsrcnn", 2, out=out, progress=False).artifacts[0]
+        (folder / "fsrcnn_x2_fp32.onnx").write_bytes(artifact.read_bytes())
+
+
+def resealed(data: bytes) -> bytes:
+    """``data`` with its recorded digest recomputed (what anyone can do), where it records one."""
+    from ..runtime import digest
+
+    found = digest.recorded(data, digest.KEY)
+    if found is None:
+        return data
+    start = found[0]
+    placed = data[:start] + digest.PLACEHOLDER + data[start + 64:]
+    return digest.seal(placed) if placed.count(digest.PLACEHOLDER) == 1 else data
+
+
+def onnx_harness() -> Callable[[bytes], None]:
+    import numpy as np
+
+    from ..runtime.errors import SrDeployError
+    from ..runtime.sessions.onnxruntime import OnnxSession
+
+    path = SCRATCH / f"srdeploy-fuzz-{os.getpid()}.onnx"
+
+    def one_input(data: bytes) -> None:
+        path.write_bytes(resealed(data))
+        try:
+            session = OnnxSession(path, threads=1)
+            low = session.bounds["min"]
+            shape = (low[0], low[1], max(low[2], 8), max(low[3], 8))
+            if session.accepts(shape):
+                session.infer(np.full(shape, 0.5, np.float32))
+        except SrDeployError as exc:
+            one_line(exc)
+
+    return one_input
+
+
+def manifest_seeds(folder: Path) -> None:
+    from ..runtime.manifest import seal_manifest
+
+    files = {"model.pte": b"\x00" * 64 + b"program bytes"}
+    manifest = {"format": "srdeploy-executorch-1", "metadata": {"scale": "2", "colour": "y"}, "files": sorted(files)}
+    (folder / "srdeploy.json").write_bytes(seal_manifest(manifest, files))
+
+
+def manifest_harness() -> Callable[[bytes], None]:
+    """A sealed folder's manifest (``runtime.manifest.read_manifest``, as the ncnn and ExecuTorch sessions read it),
+    resealed after each mutation; the folder holds the one file the seed names."""
+    from ..runtime import digest
+    from ..runtime.errors import SrDeployError
+    from ..runtime.manifest import MANIFEST, read_manifest
+
+    folder = SCRATCH / f"srdeploy-fuzz-{os.getpid()}.folder"
+    folder.mkdir(exist_ok=True)
+    program = b"\x00" * 64 + b"program bytes"
+    (folder / "model.pte").write_bytes(program)
+    mark = b'"sha256": "'
+
+    def one_input(data: bytes) -> None:
+        at = data.find(mark)
+        if at >= 0:  # reseal over the manifest and the files it names that exist (as a crafter would)
+            start = at + len(mark)
+            placed = data[:start] + digest.PLACEHOLDER + data[start + 64:]
+            try:
+                names = sorted(json.loads(placed)["files"])
+                extra = b"".join((folder / n).read_bytes() for n in names if isinstance(n, str) and n == "model.pte")
+                data = digest.seal(placed, extra) if placed.count(digest.PLACEHOLDER) == 1 else data
+            except Exception:  # noqa: BLE001 - not JSON, not a list: sealed as it is, the reader says what is wrong
+                pass
+        (folder / MANIFEST).write_bytes(data)
+        try:
+            read_manifest(folder, "srdeploy-executorch-1", "re-export it", "ExecuTorch")
+        except SrDeployError as exc:
+            one_line(exc)
+
+    return one_input
+
+
+def checkpoint_seeds(folder: Path) -> None:
+    import torch
+
+    state = {"conv.weight": torch.randn(4, 1, 3, 3), "conv.bias": torch.zeros(4)}
+    torch.save(state, folder / "zip.pth")
+    torch.save({"state_dict": state}, folder / "wrapped.pth")
+    torch.save(state, folder / "legacy.pth", _use_new_zipfile_serialization=False)
+
+
+def checkpoint_harness() -> Callable[[bytes], None]:
+    from ..models.checkpoints import read_state_dict
+    from ..runtime.errors import SrDeployError
+
+    path = SCRATCH / f"srdeploy-fuzz-{os.getpid()}.pth"
+
+    def one_input(data: bytes) -> None:
+        path.write_bytes(data)
+        try:
+            read_state_dict(path)
+        except SrDeployError as exc:
+            one_line(exc)
+            assert len(str(exc)) < 300 + len(str(path)), str(exc)  # the issue's bound, beside the path
+
+    return one_input
+
+
+METADATA_KEYS = ("model", "scale", "colour", "shape_bounds", "export_config", "global_gate")
+
+
+def metadata_seeds(folder: Path) -> None:
+    good = {"model": "fsrcnn", "scale": "2", "colour": "y",
+            "shape_bounds": json.dumps({"min": [1, 1, 8, 8], "max": [64, 1, 8192, 8192]}),
+            "export_config": json.dumps({"receptive_radius": 8, "min_size": 8}), "global_gate": "false"}
+    (folder / "good.json").write_text(json.dumps(good))
+
+
+def metadata_harness() -> Callable[[bytes], None]:
+    """An artifact's srdeploy metadata (a JSON map of strings as the seed) through ``check_metadata`` and the
+    properties every session reads after it."""
+    from ..runtime.artifact import ArtifactSession
+    from ..runtime.errors import SrDeployError
+
+    class Probe(ArtifactSession):
+        runtime_name = "probe"
+
+    def one_input(data: bytes) -> None:
+        try:
+            entries = json.loads(data.decode("utf-8", "replace"))
+        except ValueError:
+            return
+        if not isinstance(entries, dict):
+            return
+        probe = Probe()
+        probe.path = Path("probe.onnx")
+        probe.metadata = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in entries.items()}
+        try:
+            probe.check_metadata()
+            probe.bounds = json.loads(probe.metadata["shape_bounds"])
+            assert 1 <= probe.scale <= 16 and probe.colour in ("y", "rgb") and probe.channels >= 1
+            assert 0 <= probe.receptive_radius <= 4096
+            probe.whole_image, probe.has_global_gate  # noqa: B018 - read as the sessions do
+        except SrDeployError as exc:
+            one_line(exc)
+
+    return one_input
+
+
+def cli_seeds(folder: Path) -> None:
+    for i, argv in enumerate((["export", "--model", "fsrcnn", "--target", "web", "--precision", "int8"],
+                              ["upscale", "in.png", "out.png", "--tile", "128", "--artifact", "a.onnx"],
+                              ["bench", "--model", "lesrcnn", "--backends", "onnx,openvino", "--sizes", "256x256"],
+                              ["parity", "a.onnx", "--golden", "g"], ["serve", "site", "--port", "8000"],
+                              ["eval", "Set5", "--model", "fsrcnn", "--scale", "3"], ["models", "--json"])):
+        (folder / f"argv{i}").write_bytes("\0".join(argv).encode())
+
+
+def cli_harness() -> Callable[[bytes], None]:
+    """The command line up to the library call: argparse (one line and exit 2 on a mistake) and the mapping of every
+    option onto the call's parameters (``cli.arguments``), for NUL-separated arguments."""
+    from .. import api, cli
+
+    parser = cli.build_parser()
+    calls = {"export": api.export_model, "upscale": api.upscale, "bench": api.bench, "parity": api.parity,
+             "serve": api.serve, "eval": api.evaluate}  # models calls api.zoo() with no options
+
+    def one_input(data: bytes) -> None:
+        argv = data.decode("utf-8", "replace").split("\0")
+        stderr = io.StringIO()
+        try:
+            with redirect(stderr):
+                args = parser.parse_args(argv)
+        except SystemExit as exc:
+            lines = stderr.getvalue().strip().splitlines()
+            assert exc.code in (0, 2) and (exc.code == 0 or len(lines) == 1), stderr.getvalue()
+            return
+        args.progress = False
+        if args.command in calls:
+            cli.arguments(calls[args.command], args)
+
+    return one_input
+
+
+class redirect:
+    """stdout and stderr into ``stream`` (argparse prints its usage and errors there)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def __enter__(self):
+        self.saved = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = self.stream
+
+    def __exit__(self, *exc):
+        sys.stdout, sys.stderr = self.saved
+
+
+def one_line(exc: Exception) -> None:
+    """The project's error: one line, naming what to do."""
+    text = str(exc)
+    assert text and "\n" not in text, repr(text)
+
+
+HARNESSES: dict[str, tuple[Callable[[Path], None], Callable[[], Callable[[bytes], None]], str]] = {
+    "images": (image_seeds, image_harness, "image files (runtime.images.read_picture, limits)"),
+    "onnx": (onnx_seeds, onnx_harness, "ONNX artifacts, resealed (OnnxSession: digest, external data, metadata, infer)"),
+    "manifest": (manifest_seeds, manifest_harness, "sealed folder manifests, resealed (runtime.manifest.read_manifest)"),
+    "checkpoints": (checkpoint_seeds, checkpoint_harness, "checkpoints, zip and legacy (models.checkpoints.read_state_dict)"),
+    "metadata": (metadata_seeds, metadata_harness, "artifact metadata (ArtifactSession.check_metadata and its readers)"),
+    "cli": (cli_seeds, cli_harness, "the command line (argparse and cli.arguments)"),
+}
+
+
+# ---------------------------------------------------------------------------------------------------- running
+
+
+def fuzz_in_process(name: str, corpus: Path, libfuzzer_args: list[str]) -> None:
+    """Seeds into ``corpus`` (when empty), then atheris with srdeploy instrumented; exits as libFuzzer does."""
+    import atheris
+
+    seeds, harness, _ = HARNESSES[name]
+    corpus.mkdir(parents=True, exist_ok=True)
+    with atheris.instrument_imports(include=["srdeploy"]):  # before any srdeploy module the harness reaches loads
+        one_input = harness()
+        if not any(corpus.iterdir()):
+            seeds(corpus)
+    atheris.Setup([sys.argv[0], *libfuzzer_args, str(corpus)], one_input)
+    atheris.Fuzz()
+
+
+def run(name: str, seconds: int | None, runs: int | None, corpus: Path) -> dict:
+    """One fuzzing run of ``name`` in a child process: executions, coverage, crashes (libFuzzer's numbers)."""
+    limits = [f"-max_total_time={seconds}"] if seconds else []
+    limits += [f"-runs={runs}"] if runs else []
+    artifacts = corpus.parent / f"{name}-crashes"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "srdeploy.benchmarks.fuzz", name, "--in-process", "--corpus", str(corpus), "--",
+               *limits, f"-artifact_prefix={artifacts}/", "-print_final_stats=1", "-rss_limit_mb=4096",
+               "-timeout=60"]
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True)
+    log = done.stderr
+    stats = dict(re.findall(r"stat::(\w+):\s+(\d+)", log))
+    coverage = re.findall(r"cov: (\d+) ft: (\d+)", log)
+    crashes = sorted(p.name for p in artifacts.iterdir())
+    return {"harness": name, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "seconds": round(time.monotonic() - started), "executions": int(stats.get("number_of_executed_units", 0)),
+            "coverage": int(coverage[-1][0]) if coverage else None, "features": int(coverage[-1][1]) if coverage else None,
+            "exit": done.returncode, "crashes": crashes, "log_tail": log.strip().splitlines()[-12:]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("harness", nargs="?", choices=sorted(HARNESSES))
+    parser.add_argument("--seconds", type=int, help="stop after this long")
+    parser.add_argument("--runs", type=int, help="stop after this many executions")
+    parser.add_argument("--corpus", type=Path, help="the corpus folder (default: a new temporary one)")
+    parser.add_argument("--record", action="store_true", help=f"append the run to {RESULTS.name}")
+    parser.add_argument("--table", action="store_true", help=f"write the recorded runs' table into {DOC.name}")
+    parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else argv
+    libfuzzer = argv[argv.index("--") + 1:] if "--" in argv else []  # libFuzzer's own flags, after --
+    args = parser.parse_args(argv[:len(argv) - len(libfuzzer) - (1 if "--" in argv else 0)])
+    if args.table:
+        text = table(json.loads(RESULTS.read_text()) if RESULTS.is_file() else [])
+        doc = DOC.read_text()
+        start, end = doc.index(MARKS[0]) + len(MARKS[0]), doc.index(MARKS[1])
+        DOC.write_text(f"{doc[:start]}\n{text}\n{doc[end:]}")
+        print(text)
+        return 0
+    if args.harness is None:
+        parser.error("name a harness, or --table")
+    if args.in_process:
+        fuzz_in_process(args.harness, args.corpus, libfuzzer)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="srdeploy-fuzz-") as scratch:
+        corpus = args.corpus or Path(scratch) / "corpus"
+        result = run(args.harness, args.seconds, args.runs, corpus)
+    print(json.dumps({k: v for k, v in result.items() if k != "log_tail"}))
+    if result["exit"] != 0 or result["crashes"]:
+        print("\n".join(result["log_tail"]), file=sys.stderr)
+    if args.record:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        runs = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
+        RESULTS.write_text(json.dumps([*runs, result], indent=2) + "\n")
+    return 0 if result["exit"] == 0 and not result["crashes"] else 1
+
+
+def table(runs: list[dict]) -> str:
+    from ..runtime.tables import markdown_table
+
+    rows = [[r["harness"], HARNESSES[r["harness"]][2], r["date"], str(r["seconds"]), f"{r['executions']:,}",
+             str(r["coverage"]), str(len(r["crashes"])), "none" if r["exit"] == 0 and not r["crashes"] else
+             ", ".join(r["crashes"]) or f"exit {r['exit']}"] for r in runs]
+    return markdown_table(["harness", "what it feeds", "run", "seconds", "executions", "coverage (edges)", "crashes",
+                           "found"], rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
