@@ -121,7 +121,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse with its errors on one line, naming the command's --help (exit 2, like every refusal)."""
 
     def error(self, message: str):
-        self.exit(2, f"error: {message}: see `{self.prog} --help`\n")
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)  # an argument's newline stays inside
+        self.exit(2, f"error: {shown}: see `{self.prog} --help`\n")
 
 
 def _number(kind: type, low: float, strict: bool = False) -> Callable[[str], float]:

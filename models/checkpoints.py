@@ -112,7 +112,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise SrDeployError(f"checkpoint {path} holds no state_dict of tensors: pass a model checkpoint (.pth)")
     for key, tensor in loaded.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise SrDeployError(f"checkpoint {path} holds NaN or Inf in {key}: the checkpoint is broken; use another")
+            raise SrDeployError(f"checkpoint {path} holds NaN or Inf in {shown(key)}: the checkpoint is broken; use another")
     return {k.removeprefix("module."): v for k, v in loaded.items()}
 
 
@@ -123,13 +123,20 @@ _LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
 _REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
+def shown(name: str, limit: int = 60) -> str:
+    """A name from inside a file, for a one-line message: control characters escaped, at most ``limit`` characters
+    (a crafted file's names can hold newlines and run to any length; found by fuzzing)."""
+    name = "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+    return name if len(name) <= limit else f"{name[:limit - 1]}…"
+
+
 def unreadable(path: Path, loader_message: str) -> SrDeployError:
     """Why ``torch.load(weights_only=True)`` could not read ``path``, in one line: it holds Python code or objects
     (refused without running them), it is damaged (a checkpoint's header, cut or corrupt), or it is no checkpoint."""
     refused = _REFUSED_GLOBAL.search(loader_message)
     if refused:
         return SrDeployError(
-            f"checkpoint {path} holds Python code or objects ({refused.group(1)}), not only tensors: refused without "
+            f"checkpoint {path} holds Python code or objects ({shown(refused.group(1))}), not only tensors: refused without "
             "running it; save the weights alone (torch.save(model.state_dict(), PATH)) and pass that file"
         )
     with open(path, "rb") as f:
@@ -152,7 +159,7 @@ def _check_zip_integrity(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             member = archive.testzip()
-        problem = None if member is None else f"the checksum of {member} fails"
+        problem = None if member is None else f"the checksum of {shown(member)} fails"  # a crafted name: one line
     except Exception:  # noqa: BLE001 - zipfile raises BadZipFile, EOFError, zlib.error, RuntimeError, ...
         problem = "its zip archive cannot be read"
     if problem is not None:

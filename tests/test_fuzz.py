@@ -27,3 +27,67 @@ def test_short_fuzz_run_finds_nothing(harness, tmp_path):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["crashes"] == [] and result["executions"] > 20, result
     assert result["coverage"] and result["coverage"] > 10, result  # srdeploy's code was instrumented and reached
+
+
+# ---------------------------------------------------------------------------------------------------- their findings
+# (the others, about crafted artifacts, are in test_hostile_artifacts.py)
+
+
+def test_an_argument_with_a_newline_is_refused_on_one_line(capsys):
+    from srdeploy.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["export", "--model", "fsrcnn", "line one\nline two"])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "line one\\nline two" in error
+
+
+def test_a_damaged_zip_member_with_a_newline_in_its_name_is_one_line(tmp_path):
+    import zipfile
+
+    from srdeploy.models.checkpoints import read_state_dict
+    from srdeploy.runtime.errors import SrDeployError
+
+    path = tmp_path / "model.pth"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("archive/data\nPK", b"tensor bytes " * 8)
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"tensor bytes", b"tensor bytez", 1))  # its CRC-32 now fails
+    with pytest.raises(SrDeployError) as caught:
+        read_state_dict(path)
+    assert "\n" not in str(caught.value) and "the checksum of archive/data\\nPK fails" in str(caught.value)
+
+
+class Payload:
+    """An object a checkpoint may not hold; its name as long as a crafted file's can be."""
+
+
+LONG_NAME = "Payload" + "X" * 400
+Payload.__name__ = Payload.__qualname__ = LONG_NAME
+globals()[LONG_NAME] = Payload
+
+
+def test_a_tensor_name_with_a_newline_is_shown_on_one_line(tmp_path):
+    import torch
+
+    from srdeploy.models.checkpoints import read_state_dict
+    from srdeploy.runtime.errors import SrDeployError
+
+    path = tmp_path / "m.pth"
+    torch.save({"conv\nweight": torch.tensor([float("nan")])}, path)
+    with pytest.raises(SrDeployError, match=r"holds NaN or Inf in conv\\nweight: the checkpoint is broken"):
+        read_state_dict(path)
+
+
+def test_a_refused_object_with_a_long_name_stays_under_300_characters(tmp_path):
+    import torch
+
+    from srdeploy.models.checkpoints import read_state_dict
+    from srdeploy.runtime.errors import SrDeployError
+
+    path = tmp_path / "m.pth"
+    torch.save({"w": torch.zeros(1), "extra": Payload()}, path)
+    with pytest.raises(SrDeployError, match="holds Python code or objects") as caught:
+        read_state_dict(path)
+    assert len(str(caught.value)) < 300 + len(str(path)) and "XXX…" in str(caught.value)
