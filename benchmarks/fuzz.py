@@ -15,7 +15,6 @@ checkpoints in PyTorch's zip and legacy formats. ``--record`` appends the run's 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import re
@@ -27,6 +26,8 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
+
+from . import fuzz_cli
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fuzz_runs.json"
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
@@ -75,10 +76,12 @@ def image_harness() -> Callable[[bytes], None]:
 
 
 def onnx_seeds(folder: Path) -> None:
-    from ..api import export_model
+    from ..export.main import main_export
+    from ..export.options import ExportOptions, Progress
+    from ..models.spec import ModelSpec
 
     with tempfile.TemporaryDirectory() as out:
-        artifact = export_model("fsrcnn", 2, out=out, progress=False).artifacts[0]
+        artifact = main_export(ModelSpec("fsrcnn", 2), "onnx", ExportOptions(), out, Progress(False)).artifacts[0]
         (folder / "fsrcnn_x2_fp32.onnx").write_bytes(artifact.read_bytes())
 
 
@@ -224,55 +227,6 @@ def metadata_harness() -> Callable[[bytes], None]:
     return one_input
 
 
-def cli_seeds(folder: Path) -> None:
-    for i, argv in enumerate((["export", "--model", "fsrcnn", "--target", "web", "--precision", "int8"],
-                              ["upscale", "in.png", "out.png", "--tile", "128", "--artifact", "a.onnx"],
-                              ["bench", "--model", "lesrcnn", "--backends", "onnx,openvino", "--sizes", "256x256"],
-                              ["parity", "a.onnx", "--golden", "g"], ["serve", "site", "--port", "8000"],
-                              ["eval", "Set5", "--model", "fsrcnn", "--scale", "3"], ["models", "--json"])):
-        (folder / f"argv{i}").write_bytes("\0".join(argv).encode())
-
-
-def cli_harness() -> Callable[[bytes], None]:
-    """The command line up to the library call: argparse (one line and exit 2 on a mistake) and the mapping of every
-    option onto the call's parameters (``cli.arguments``), for NUL-separated arguments."""
-    from .. import api, cli
-
-    parser = cli.build_parser()
-    calls = {"export": api.export_model, "upscale": api.upscale, "bench": api.bench, "parity": api.parity,
-             "serve": api.serve, "eval": api.evaluate}  # models calls api.zoo() with no options
-
-    def one_input(data: bytes) -> None:
-        argv = data.decode("utf-8", "replace").split("\0")
-        stderr = io.StringIO()
-        try:
-            with redirect(stderr):
-                args = parser.parse_args(argv)
-        except SystemExit as exc:
-            lines = stderr.getvalue().strip().splitlines()
-            assert exc.code in (0, 2) and (exc.code == 0 or len(lines) == 1), stderr.getvalue()
-            return
-        args.progress = False
-        if args.command in calls:
-            cli.arguments(calls[args.command], args)
-
-    return one_input
-
-
-class redirect:
-    """stdout and stderr into ``stream`` (argparse prints its usage and errors there)."""
-
-    def __init__(self, stream):
-        self.stream = stream
-
-    def __enter__(self):
-        self.saved = sys.stdout, sys.stderr
-        sys.stdout = sys.stderr = self.stream
-
-    def __exit__(self, *exc):
-        sys.stdout, sys.stderr = self.saved
-
-
 def one_line(exc: Exception) -> None:
     """The project's error: one line, naming what to do."""
     text = str(exc)
@@ -285,7 +239,7 @@ HARNESSES: dict[str, tuple[Callable[[Path], None], Callable[[], Callable[[bytes]
     "manifest": (manifest_seeds, manifest_harness, "sealed folder manifests, resealed (runtime.manifest.read_manifest)"),
     "checkpoints": (checkpoint_seeds, checkpoint_harness, "checkpoints, zip and legacy (models.checkpoints.read_state_dict)"),
     "metadata": (metadata_seeds, metadata_harness, "artifact metadata (ArtifactSession.check_metadata and its readers)"),
-    "cli": (cli_seeds, cli_harness, "the command line (argparse and cli.arguments)"),
+    "cli": (fuzz_cli.cli_seeds, fuzz_cli.cli_harness, "the command line (argparse and cli.arguments)"),
 }
 
 
@@ -306,12 +260,14 @@ def fuzz_in_process(name: str, corpus: Path, libfuzzer_args: list[str]) -> None:
     atheris.Fuzz()
 
 
-def run(name: str, seconds: int | None, runs: int | None, corpus: Path) -> dict:
-    """One fuzzing run of ``name`` in a child process: executions, coverage, crashes (libFuzzer's numbers)."""
+def run(name: str, seconds: int | None, runs: int | None, corpus: Path, crashes: Path) -> dict:
+    """One fuzzing run of ``name`` in a child process: executions, coverage, crashes (libFuzzer's numbers). A crash's
+    input and the run's whole log (the traceback comes long before libFuzzer's summary) are kept in ``crashes``."""
     limits = [f"-max_total_time={seconds}"] if seconds else []
     limits += [f"-runs={runs}"] if runs else []
-    artifacts = corpus.parent / f"{name}-crashes"
+    artifacts = crashes / name
     artifacts.mkdir(parents=True, exist_ok=True)
+    before = set(artifacts.iterdir())
     command = [sys.executable, "-m", "srdeploy.benchmarks.fuzz", name, "--in-process", "--corpus", str(corpus), "--",
                *limits, f"-artifact_prefix={artifacts}/", "-print_final_stats=1", "-rss_limit_mb=4096",
                "-timeout=60"]
@@ -320,11 +276,16 @@ def run(name: str, seconds: int | None, runs: int | None, corpus: Path) -> dict:
     log = done.stderr
     stats = dict(re.findall(r"stat::(\w+):\s+(\d+)", log))
     coverage = re.findall(r"cov: (\d+) ft: (\d+)", log)
-    crashes = sorted(p.name for p in artifacts.iterdir())
+    found = sorted(p.name for p in set(artifacts.iterdir()) - before)
+    if found:
+        (artifacts / f"{found[0]}.log").write_text(log)
+        print(f"kept in {artifacts}: {', '.join(found)} and the log {found[0]}.log", file=sys.stderr)
+    elif not any(artifacts.iterdir()):
+        artifacts.rmdir()
     return {"harness": name, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "seconds": round(time.monotonic() - started), "executions": int(stats.get("number_of_executed_units", 0)),
             "coverage": int(coverage[-1][0]) if coverage else None, "features": int(coverage[-1][1]) if coverage else None,
-            "exit": done.returncode, "crashes": crashes, "log_tail": log.strip().splitlines()[-12:]}
+            "exit": done.returncode, "crashes": found, "log_tail": log.strip().splitlines()[-12:]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -333,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, help="stop after this long")
     parser.add_argument("--runs", type=int, help="stop after this many executions")
     parser.add_argument("--corpus", type=Path, help="the corpus folder (default: a new temporary one)")
+    parser.add_argument("--crashes", type=Path, default=Path("fuzz-crashes"),
+                        help="where a crash's input and the run's log are kept, in a folder per harness (default: %(default)s)")
     parser.add_argument("--record", action="store_true", help=f"append the run to {RESULTS.name}")
     parser.add_argument("--table", action="store_true", help=f"write the recorded runs' table into {DOC.name}")
     parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
@@ -353,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="srdeploy-fuzz-") as scratch:
         corpus = args.corpus or Path(scratch) / "corpus"
-        result = run(args.harness, args.seconds, args.runs, corpus)
+        result = run(args.harness, args.seconds, args.runs, corpus, args.crashes.resolve())
     print(json.dumps({k: v for k, v in result.items() if k != "log_tail"}))
     if result["exit"] != 0 or result["crashes"]:
         print("\n".join(result["log_tail"]), file=sys.stderr)

@@ -25,10 +25,12 @@ from PIL import Image
 
 from . import web_browser
 from .bench import cpu_text, report_header, write_results
-from ..api import export_model
 from ..calib.data import source_images
+from ..export.main import main_export
+from ..export.options import ExportOptions, Progress
 from ..export.web.ort_files import VERSION
 from ..export.web.target import MANIFEST
+from ..models.spec import ModelSpec
 from ..runtime import images
 from ..runtime.tables import markdown_table
 from ..runtime.upscale import tiler, upscale_file
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
             for precision in PRECISIONS if model != "dsrnet" else ("fp32",):
                 web = scratch / f"{model}_x{scale}_{precision}"
                 print(f"exporting {model} ×{scale} {precision} for the web", flush=True)
-                export_model(model, int(scale), target="web", precision=precision, out=web, progress=False)
+                main_export(ModelSpec(model, int(scale)), "web", ExportOptions(precision=precision), web, Progress(False))
                 with web_browser.browser(web, scratch) as browser:
                     if precision != "fp32":
                         page = page_ms(browser, "256x256.png", 2, REPEATS["256x256"])
@@ -138,7 +140,7 @@ def screenshot(path: Path) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         Image.open(inputs(scratch)["256x256"]).crop((40, 60, 200, 180)).save(scratch / "photo.png")
-        export_model("lesrcnn", 2, target="web", out=scratch / "web", progress=False)
+        main_export(ModelSpec("lesrcnn", 2), "web", ExportOptions(), scratch / "web", Progress(False))
         with web_browser.browser(scratch / "web", scratch) as browser:
             result, = browser.open([browser.url("photo.png")], screenshot=path)
     if not result.done:

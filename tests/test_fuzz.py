@@ -22,7 +22,7 @@ def test_short_fuzz_run_finds_nothing(harness, tmp_path):
     if harness == "onnx":
         need_shared("weights", "fsrcnn_x2.pth")  # its seed is the exported FSRCNN ×2
     done = subprocess.run([sys.executable, "-m", "srdeploy.benchmarks.fuzz", harness, "--seconds", str(SECONDS),
-                           "--corpus", str(tmp_path / "corpus")], capture_output=True, text=True, timeout=300)
+                           "--corpus", str(tmp_path / "corpus"), "--crashes", str(tmp_path / "crashes")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["crashes"] == [] and result["executions"] > 20, result
