@@ -25,7 +25,7 @@ if __name__ == "__main__" and not __package__:  # `python cli.py` in a checkout:
     sys.exit(importlib.import_module("srdeploy.cli").main())
 
 from . import api
-from .runtime.errors import COMMAND, SrDeployError
+from .runtime.errors import COMMAND, SrDeployError, os_error_line
 from .runtime.opener import backend_names
 from .runtime.targets import DEFAULT_TARGET, artifact_kinds, runnable, targets
 
@@ -221,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--throughput", action="store_true",
                    help="an artifact on ONNX Runtime or OpenVINO in its throughput mode: several images or video "
                         "frames in flight at once (OpenVINO's THROUGHPUT streams; ONNX Runtime, a thread each)")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="keep outputs that exist already (each was written whole: a stopped or killed run leaves no "
+                        "partial file under an output's name), so a rerun continues where the last one stopped")
     p.set_defaults(run=cmd_upscale)
 
     p = sub.add_parser("bench", help="latency of backends side by side: median/p90/p99, MP/s, GFLOP/s, memory")
@@ -317,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `cli.py models | head`: the reader left; say nothing more
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit
         return 0
+    except OSError as exc:  # a full disk, a read-only folder, a file size limit: one line, nothing half-written
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

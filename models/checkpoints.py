@@ -4,12 +4,14 @@ Where an official checkpoint is looked for, in order:
 1. ``$SRDEPLOY_WEIGHTS_DIR/<model>_x<scale>.pth`` (a local directory of checkpoints, e.g. for air-gapped
    machines; the tests point it at ``../shared/weights``);
 2. the cache, ``$SRDEPLOY_CACHE_DIR`` or ``~/.cache/srdeploy/checkpoints``;
-3. a download from the checkpoint's public URL into the cache: streamed to a temporary file, verified
-   against the registry's sha256, then renamed into place (an interrupted download leaves nothing).
+3. a download from the checkpoint's public URL (or ``$SRDEPLOY_MIRROR/<model>_x<scale>.pth``, an internal
+   mirror) into the cache: streamed to a temporary file, verified against the registry's sha256, then renamed into
+   place (an interrupted, cut or wrong download leaves nothing in the cache; the next run downloads again).
 """
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import re
 import urllib.error
@@ -27,6 +29,7 @@ from ..runtime.cache import cache_dir
 from ..runtime.errors import SrDeployError
 
 WEIGHTS_DIR_ENV = "SRDEPLOY_WEIGHTS_DIR"
+MIRROR_ENV = "SRDEPLOY_MIRROR"
 _CHUNK = 1 << 20
 # checkpoint wrappers, preferred first: BasicSR keeps its EMA weights (the published ones) in params_ema
 WRAPPERS = ("params_ema", "params", "state_dict", "model", "net", "generator")
@@ -52,7 +55,7 @@ def verify(path: Path, expected_sha256: str) -> None:
 def download(url: str, destination: Path, expected_sha256: str, timeout: float = 60.0) -> Path:
     """Download ``url`` to ``destination`` atomically, verifying its sha256 before the rename."""
     with atomic_path(destination) as tmp:
-        digest = hashlib.sha256()
+        digest, received = hashlib.sha256(), 0
         with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {destination.name}",
@@ -60,7 +63,11 @@ def download(url: str, destination: Path, expected_sha256: str, timeout: float =
                 for chunk in iter(lambda: response.read(_CHUNK), b""):
                     out.write(chunk)
                     digest.update(chunk)
+                    received += len(chunk)
                     bar.update(len(chunk))
+        if total and received < total:  # http.client returns what came before the connection closed, and no error
+            raise SrDeployError(f"download of {url} stopped after {received:,} of {total:,} bytes (the connection was "
+                                "cut): nothing was kept; retry, or download it by hand and pass --weights PATH")
         if digest.hexdigest() != expected_sha256:
             raise SrDeployError(
                 f"download of {url} has sha256 {digest.hexdigest()[:16]}…, expected {expected_sha256[:16]}…: "
@@ -81,11 +88,14 @@ def resolve(checkpoint: Checkpoint) -> Path:
     if cached.is_file():
         verify(cached, checkpoint.sha256)
         return cached
+    mirror = os.environ.get(MIRROR_ENV)
+    url = f"{mirror.rstrip('/')}/{checkpoint.filename}" if mirror else checkpoint.url
     try:
-        return download(checkpoint.url, cached, checkpoint.sha256)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        return download(url, cached, checkpoint.sha256)
+    except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as exc:
+        reason = shown(str(exc) or type(exc).__name__, 120)  # a cut download: IncompleteRead, an HTTPException
         raise SrDeployError(
-            f"cannot download {checkpoint.filename} from {checkpoint.url} ({exc}); put the file at {cached} "
+            f"cannot download {checkpoint.filename} from {url} ({reason}); put the file at {cached} "
             f"or in ${WEIGHTS_DIR_ENV}/, or pass --weights PATH"
         ) from None
 

@@ -1,4 +1,5 @@
 """The one exception type users see: a problem with their input, stated with its fix."""
+import errno
 
 
 class SrDeployError(Exception):
@@ -14,3 +15,17 @@ COMMAND = "srdeploy"  # the console command (cli.py run from a checkout is the s
 def command(arguments: str) -> str:
     """A command line for a hint, in the console command's words: ``command("export")`` → `srdeploy export`."""
     return f"`{COMMAND} {arguments}`"
+
+
+_OS_FIXES = {errno.ENOSPC: "free some space or write elsewhere", errno.EDQUOT: "free some space or write elsewhere",
+             errno.EFBIG: "the file grew past a size limit (ulimit -f, or the file system's): write elsewhere",
+             errno.EACCES: "choose a folder you may write to, or change its permissions",
+             errno.EPERM: "choose a folder you may write to, or change its permissions",
+             errno.EROFS: "the file system is read-only: write elsewhere"}
+
+
+def os_error_line(exc: OSError) -> str:
+    """An operating-system error (a full disk, a read-only folder, a file size limit) as one line with its fix."""
+    where = f" ({str(exc.filename).encode('unicode_escape').decode()[:200]})" if exc.filename else ""
+    fix = _OS_FIXES.get(exc.errno, "check the path and try again")
+    return f"{exc.strerror or type(exc).__name__}{where}: {fix}"

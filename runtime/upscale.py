@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from . import images
-from .errors import SrDeployError
+from .errors import SrDeployError, os_error_line
 from .global_gate import GateSplit
 from .pipeline import Infer, Window, upscale_bands, upscale_picture
 from .tiling import tiled_bands, tiled_infer
@@ -117,6 +117,8 @@ def upscale_file(source: Path, output: Path, infer: Infer, colour: str,
             images.write_picture(output, upscale_picture(picture, infer, colour))
     except SrDeployError as exc:
         return str(exc)
+    except OSError as exc:  # writing it: a full disk, a read-only folder; the next image is still tried
+        return os_error_line(exc)
     return None
 
 

@@ -36,20 +36,23 @@ class UpscaleOptions:
     ray_address: str | None = None  # ray: the cluster (None: a local one for the run)
     workers: int | None = None  # ray: worker processes (None: one per CPU of the cluster)
     throughput: bool = False  # local: the runtime's throughput mode, several images or frames in flight
+    skip_existing: bool = False  # keep outputs already there (each written whole), so a stopped run continues
 
 
 @dataclass
 class UpscaleReport:
-    """Each image written, each one that failed with its one-line reason; for a video, its ``VideoReport``."""
+    """Each image written, each one that failed with its one-line reason, each output kept as it was
+    (``skip_existing``); for a video, its ``VideoReport``."""
 
     written: list[Path] = field(default_factory=list)
     failed: dict[Path, str] = field(default_factory=dict)
     video: Any = None  # runtime.video.VideoReport
+    kept: list[Path] = field(default_factory=list)
 
     @property
     def exit_status(self) -> int:
-        """0 every image written; 1 some failed, the others written; 2 none written."""
-        return exit_status(len(self.failed), len(self.written) + len(self.failed))
+        """0 every image written or kept; 1 some failed, the others written; 2 none written or kept."""
+        return exit_status(len(self.failed), len(self.written) + len(self.kept) + len(self.failed))
 
 
 def run_upscale(source: Path, target: Path, artifact: str | Path | None, backend: str, options: UpscaleOptions,
@@ -70,6 +73,8 @@ def run_upscale(source: Path, target: Path, artifact: str | Path | None, backend
         frames = (partial(_ray_frames, artifact, backend, options, setup) if options.engine == "ray"
                   else partial(_local_frames, setup, artifact, local_threads))
         return _upscale_video(source, target, options, progress, frames)
+    if options.skip_existing and options.engine == "ray":
+        raise SrDeployError("--skip-existing is for a local run (drop it, or --engine ray)")
     jobs = plan_jobs(source, target)  # paths checked before the model or artifact opens
     with local_threads(artifact) as tile_workers:
         if options.engine == "ray":
@@ -77,12 +82,17 @@ def run_upscale(source: Path, target: Path, artifact: str | Path | None, backend
 
             results = upscale_on_ray(jobs, setup, ray_files(artifact, backend), options.workers,
                                      options.ray_address, options.max_pixels)
+            kept = []
         else:
             tiled, _, colour = setup(artifact, threads=None, tile_workers=tile_workers)
+            kept = [job.output(tiled.scale) for job in jobs if options.skip_existing and job.output(tiled.scale).exists()]
+            jobs = [job for job in jobs if job.output(tiled.scale) not in kept]
+            if kept and progress:
+                print(f"kept {len(kept)} outputs already written (--skip-existing)", file=sys.stderr, flush=True)
             results = upscale_each(jobs, tiled, colour, options.max_pixels, tiled.in_flight)
         bar = tqdm(results, total=len(jobs), desc="upscale", unit="img", leave=False,
-                   disable=True if len(jobs) == 1 or not progress else None)
-        return UpscaleReport(*collect(bar, len(jobs), progress))
+                   disable=True if len(jobs) <= 1 or not progress else None)
+        return UpscaleReport(*collect(bar, len(jobs), progress), kept=kept)
 
 
 def ray_files(artifact: str | Path | None, backend: str) -> dict[str, bytes]:
@@ -133,6 +143,10 @@ def _upscale_video(source: Path, target: Path, options: UpscaleOptions, progress
     output_path(source, target, 0)  # paths checked before the model or artifact opens
     with frames() as upscaler:
         target = output_path(source, target, upscaler.scale)
+        if options.skip_existing and target.exists():
+            if progress:
+                print(f"kept {target}, already written (--skip-existing)", file=sys.stderr, flush=True)
+            return UpscaleReport(kept=[target])
         bar = tqdm(desc="upscale", unit="frame", leave=False, disable=None if progress else True)
 
         def advance(done: int, total: int | None) -> None:

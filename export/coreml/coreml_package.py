@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from .coreml_gate_parts import export_gate_parts
 from .coreml_verify import executor_infer, verify_package
 from ...models.loading import SrModel
 from ...runtime import digest
-from ...runtime.atomic import replace_dir
+from ...runtime.atomic import replace_dir, scratch_dir
 from ...runtime.sessions.coreml import SPEC_FILE, WEIGHTS_FILE, WEIGHTS_KEY, import_coremltools
 from ...runtime.errors import SrDeployError
 from ...runtime.parity import photo_crop
@@ -90,7 +89,7 @@ def export_package(model: SrModel, options: CoreMLOptions, out_dir: str | Path, 
         "" if options.compression == "none" else f"_{options.compression}")
     target = Path(out_dir) / f"{stem}.mlpackage"
     target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{stem}.", dir=target.parent))
+    work = scratch_dir(target.parent, stem)
     try:
         mlmodel = convert(model, options)
         checked = work / "checked.mlpackage"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -36,6 +35,7 @@ from .zero_point import zero_point_form
 from ...models.loading import ModelInfo, SrModel
 from ...runtime import digest
 from ...runtime.artifact import PREFIX
+from ...runtime.atomic import scratch_dir
 from ...runtime.cpu import int8_dot
 from ...runtime.global_gate import select_form
 from ...runtime.errors import SrDeployError
@@ -114,7 +114,7 @@ def write_ir(
     stage = Stages(f"openvino {precision} {info.name} ×{info.scale}", progress)
     stem = f"{info.name}_x{info.scale}_{precision}"
     out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{stem}.", dir=out))
+    work = scratch_dir(out, stem)
     try:
         stage("OpenVINO IR from the ONNX graph")
         graph, rewrites = ir_graph(proto, precision,

@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +18,7 @@ import numpy as np
 from .trt_plan import BuildPlan
 from ...runtime.cache import cache_dir
 from ...runtime.artifact import srdeploy_metadata
-from ...runtime.atomic import atomic_path
+from ...runtime.atomic import atomic_path, scratch_dir
 from ...runtime.sessions.cuda import Cuda
 from ...runtime.errors import SrDeployError
 from ...runtime.precision import Precision
@@ -174,7 +173,7 @@ def export_engine(onnx_proto, plan_for, out_dir: Path, stem: str, reference, inp
     target = current_target(trt, Cuda())
     plan = plan_for(supports_strong_typing(trt), str(timing_cache_path(target)))
     out_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{stem}.", dir=out_dir))
+    work = scratch_dir(out_dir, stem)
     try:
         if plan.fp16_float_onnx:  # strongly typed: the FP16 float parts must be FP16 in the graph itself
             from ..onnx.fp16 import int8_with_fp16_float
