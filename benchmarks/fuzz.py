@@ -273,7 +273,7 @@ def run(name: str, seconds: int | None, runs: int | None, corpus: Path, crashes:
                "-timeout=60"]
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True)
-    log = done.stderr
+    log = done.stdout + done.stderr  # atheris prints an uncaught exception's traceback on stdout
     stats = dict(re.findall(r"stat::(\w+):\s+(\d+)", log))
     coverage = re.findall(r"cov: (\d+) ft: (\d+)", log)
     found = sorted(p.name for p in set(artifacts.iterdir()) - before)
@@ -332,7 +332,7 @@ def table(runs: list[dict]) -> str:
 
     rows = [[r["harness"], HARNESSES[r["harness"]][2], r["date"], str(r["seconds"]), f"{r['executions']:,}",
              str(r["coverage"]), str(len(r["crashes"])), "none" if r["exit"] == 0 and not r["crashes"] else
-             ", ".join(r["crashes"]) or f"exit {r['exit']}"] for r in runs]
+             r.get("finding") or ", ".join(r["crashes"]) or f"exit {r['exit']}"] for r in runs]
     return markdown_table(["harness", "what it feeds", "run", "seconds", "executions", "coverage (edges)", "crashes",
                            "found"], rows)
 

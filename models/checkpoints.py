@@ -120,6 +120,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         loaded = loaded[wrapper]
     if not isinstance(loaded, dict) or not loaded or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise SrDeployError(f"checkpoint {path} holds no state_dict of tensors: pass a model checkpoint (.pth)")
+    if not all(isinstance(key, str) for key in loaded):  # found by fuzzing: a dict keyed by tuples
+        raise SrDeployError(f"checkpoint {path} holds a dict of tensors whose keys are not layer names: pass a model "
+                            "checkpoint (.pth, a state_dict)")
     for key, tensor in loaded.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise SrDeployError(f"checkpoint {path} holds NaN or Inf in {shown(key)}: the checkpoint is broken; use another")

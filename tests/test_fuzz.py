@@ -91,3 +91,16 @@ def test_a_refused_object_with_a_long_name_stays_under_300_characters(tmp_path):
     with pytest.raises(SrDeployError, match="holds Python code or objects") as caught:
         read_state_dict(path)
     assert len(str(caught.value)) < 300 + len(str(path)) and "XXX…" in str(caught.value)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_checkpoint_keyed_by_tuples_is_one_line(tmp_path, legacy):
+    import torch
+
+    from srdeploy.models.checkpoints import read_state_dict
+    from srdeploy.runtime.errors import SrDeployError
+
+    path = tmp_path / "m.pth"
+    torch.save({("conv", "weight"): torch.zeros(2)}, path, _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(SrDeployError, match="whose keys are not layer names"):
+        read_state_dict(path)
