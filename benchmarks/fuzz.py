@@ -15,6 +15,7 @@ checkpoints in PyTorch's zip and legacy formats. ``--record`` appends the run's 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -227,6 +228,78 @@ def metadata_harness() -> Callable[[bytes], None]:
     return one_input
 
 
+ENGINE_SHA = b"<the engine's sha256>"
+
+
+def sidecar_seeds(folder: Path) -> None:
+    from ..runtime.sessions.tensorrt_sidecar import FORMAT
+
+    metadata = {"model": "fsrcnn", "scale": "2", "colour": "y", "shape_bounds": json.dumps({"min": [1, 1, 8, 8],
+                "max": [1, 1, 1080, 1920]}), "export_config": json.dumps({"receptive_radius": 8})}
+    record = {"format": FORMAT, "engine": "model.engine", "engine_sha256": ENGINE_SHA.decode(),
+              "target": {"tensorrt_version": "10.8.0", "gpu_name": "NVIDIA H100", "compute_capability": "9.0"},
+              "precision": "fp16", "metadata": metadata, "rebuild": "srdeploy export --target trt", "parity": None}
+    (folder / "sidecar.json").write_text(json.dumps(record, indent=2))
+
+
+def sidecar_harness() -> Callable[[bytes], None]:
+    """A TensorRT engine's JSON sidecar (``read_sidecar``, ``incompatibility``, the metadata check), as TrtSession
+    reads it before TensorRT is touched; the seed's engine hash is filled in, as anyone can."""
+    from ..runtime.artifact import ArtifactSession
+    from ..runtime.errors import SrDeployError
+    from ..runtime.sessions.tensorrt_sidecar import BuildTarget, file_sha256, incompatibility, read_sidecar, sidecar_path
+
+    engine = SCRATCH / f"srdeploy-fuzz-{os.getpid()}.engine"
+    engine.write_bytes(b"engine bytes")
+    here, sha = BuildTarget("10.8.0", "NVIDIA H100", "9.0"), file_sha256(engine).encode()
+
+    class Probe(ArtifactSession):
+        runtime_name = "probe"
+
+    def one_input(data: bytes) -> None:
+        sidecar_path(engine).write_bytes(data.replace(ENGINE_SHA, sha))
+        try:
+            record = read_sidecar(engine)
+            reason = incompatibility(record, here)
+            assert reason is None or "\n" not in reason
+            probe = Probe()
+            probe.path, probe.metadata = engine, dict(record["metadata"])
+            probe.check_metadata()
+        except SrDeployError as exc:
+            one_line(exc)
+
+    return one_input
+
+
+def bundle_seeds(folder: Path) -> None:
+    from ..runtime.bundle_check import FORMAT
+
+    manifest = {"format": FORMAT, "model": "fsrcnn", "scale": 2, "reference": "pytorch-fp32",
+                "files": {"model.onnx": hashlib.sha256(b"graph bytes").hexdigest()},
+                "precisions": {"fp16": {"engine": "engines/fsrcnn_fp16.engine"}}, "golden": "golden", "profile": {}}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def bundle_harness() -> Callable[[bytes], None]:
+    """A Jetson bundle's manifest (``runtime.bundle_check.load_manifest``: every file it names checked against its
+    sha256, inside the bundle), with one file beside it."""
+    from ..runtime.bundle_check import MANIFEST, load_manifest
+    from ..runtime.errors import SrDeployError
+
+    root = SCRATCH / f"srdeploy-fuzz-{os.getpid()}.bundle"
+    root.mkdir(exist_ok=True)
+    (root / "model.onnx").write_bytes(b"graph bytes")
+
+    def one_input(data: bytes) -> None:
+        (root / MANIFEST).write_bytes(data)
+        try:
+            load_manifest(root)
+        except SrDeployError as exc:
+            one_line(exc)
+
+    return one_input
+
+
 def one_line(exc: Exception) -> None:
     """The project's error: one line, naming what to do."""
     text = str(exc)
@@ -240,6 +313,8 @@ HARNESSES: dict[str, tuple[Callable[[Path], None], Callable[[], Callable[[bytes]
     "checkpoints": (checkpoint_seeds, checkpoint_harness, "checkpoints, zip and legacy (models.checkpoints.read_state_dict)"),
     "metadata": (metadata_seeds, metadata_harness, "artifact metadata (ArtifactSession.check_metadata and its readers)"),
     "cli": (fuzz_cli.cli_seeds, fuzz_cli.cli_harness, "the command line (argparse and cli.arguments)"),
+    "sidecar": (sidecar_seeds, sidecar_harness, "TensorRT engine sidecars (read_sidecar, incompatibility, metadata)"),
+    "bundle": (bundle_seeds, bundle_harness, "Jetson bundle manifests (runtime.bundle_check.load_manifest)"),
 }
 
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .registry import Checkpoint
 from ..runtime.atomic import atomic_path
 from ..runtime.cache import cache_dir
-from ..runtime.errors import SrDeployError
+from ..runtime.errors import SrDeployError, shown
 
 WEIGHTS_DIR_ENV = "SRDEPLOY_WEIGHTS_DIR"
 MIRROR_ENV = "SRDEPLOY_MIRROR"
@@ -134,13 +134,6 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
 # the weights-only unpickler names a refused global as "GLOBAL module.name" (PyTorch ≥ 2.4)
 _REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
-
-
-def shown(name: str, limit: int = 60) -> str:
-    """A name from inside a file, for a one-line message: control characters escaped, at most ``limit`` characters
-    (a crafted file's names can hold newlines and run to any length; found by fuzzing)."""
-    name = "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
-    return name if len(name) <= limit else f"{name[:limit - 1]}…"
 
 
 def unreadable(path: Path, loader_message: str) -> SrDeployError:

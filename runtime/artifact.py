@@ -42,13 +42,13 @@ def metadata_problem(metadata: dict[str, str]) -> str | None:
         low, high = bounds["min"], bounds["max"]
         sane = all(len(b) == 4 and all(type(v) is int and 1 <= v <= MAX_SIDE for v in b) for b in (low, high)) and \
             all(a <= b for a, b in zip(low, high)) and low[1] == high[1]
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):  # RecursionError: [[[… a thousand deep
         sane = False
     if not sane:
         return f"shape_bounds {shown('shape_bounds')}: not N×C×H×W from 1 to {MAX_SIDE}, min ≤ max, one C"
     try:
         radius = json.loads(metadata["export_config"])["receptive_radius"]
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):
         radius = None
     if not (type(radius) is int and 0 <= radius <= MAX_RADIUS):
         return f"export_config {shown('export_config')}: receptive_radius not an integer from 0 to {MAX_RADIUS}"

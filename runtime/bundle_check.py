@@ -36,11 +36,16 @@ def load_manifest(root: Path = BUNDLE) -> dict:
     if not path.is_file():
         raise SrDeployError(f"{path} is missing: run this from an srdeploy Jetson bundle")
     try:
-        manifest = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SrDeployError(f"{path} is damaged ({exc}): copy the bundle again, or re-export it") from None
+        manifest = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as exc:  # not UTF-8 or not JSON; RecursionError: [[[… a thousand deep
+        raise SrDeployError(f"{path} is damaged ({type(exc).__name__}): copy the bundle again, or re-export it") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise SrDeployError(f"{path} is not an {FORMAT} manifest: re-export the bundle with this srdeploy")
+    files = manifest.get("files")
+    if not (isinstance(files, dict) and all(isinstance(v, str) for v in files.values())
+            and isinstance(manifest.get("model"), str) and isinstance(manifest.get("scale"), int)):
+        raise SrDeployError(f"{path} is damaged (its model, scale or files are missing or malformed): copy the bundle "
+                            "again, or re-export it")
     again = f"export --model {manifest['model']} --scale {manifest['scale']} --target jetson"
     fix = f"copy the bundle again, or re-export it ({command(again)})"
     for name, expected in manifest["files"].items():

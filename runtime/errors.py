@@ -26,6 +26,13 @@ _OS_FIXES = {errno.ENOSPC: "free some space or write elsewhere", errno.EDQUOT: "
 
 def os_error_line(exc: OSError) -> str:
     """An operating-system error (a full disk, a read-only folder, a file size limit) as one line with its fix."""
-    where = f" ({str(exc.filename).encode('unicode_escape').decode()[:200]})" if exc.filename else ""
+    where = f" ({shown(str(exc.filename), 200)})" if exc.filename else ""
     fix = _OS_FIXES.get(exc.errno, "check the path and try again")
     return f"{exc.strerror or type(exc).__name__}{where}: {fix}"
+
+
+def shown(name: str, limit: int = 60) -> str:
+    """A name from inside a file, for a one-line message: control characters escaped, at most ``limit`` characters
+    (a crafted file's names can hold newlines and run to any length; found by fuzzing)."""
+    name = "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+    return name if len(name) <= limit else f"{name[:limit - 1]}…"

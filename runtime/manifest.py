@@ -37,7 +37,7 @@ def read_manifest(folder: Path, fmt: str, reexport: str, runtime: str) -> tuple[
     try:
         manifest = json.loads(data)
         names = sorted(manifest["files"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: [[[… a thousand deep
         raise SrDeployError(f"{folder / MANIFEST} is damaged (not the manifest srdeploy writes): {reexport}") from None
     outside = next((name for name in names if not isinstance(name, str) or inside(folder, name) is None), None)
     if outside is not None:

@@ -104,3 +104,72 @@ def test_a_checkpoint_keyed_by_tuples_is_one_line(tmp_path, legacy):
     torch.save({("conv", "weight"): torch.zeros(2)}, path, _use_new_zipfile_serialization=not legacy)
     with pytest.raises(SrDeployError, match="whose keys are not layer names"):
         read_state_dict(path)
+
+
+def _sidecar(tmp_path, **changes):
+    """An engine file and its sidecar as the sidecar harness's seed, with ``changes`` (None: the key removed)."""
+    from srdeploy.benchmarks.fuzz import ENGINE_SHA, sidecar_seeds
+    from srdeploy.runtime.sessions.tensorrt_sidecar import file_sha256, sidecar_path
+
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"engine bytes")
+    sidecar_seeds(tmp_path)
+    record = json.loads((tmp_path / "sidecar.json").read_text().replace(ENGINE_SHA.decode(), file_sha256(engine)))
+    for key, value in changes.items():
+        record.pop(key) if value is None else record.__setitem__(key, value)
+    sidecar_path(engine).write_text(json.dumps(record))
+    return engine
+
+
+@pytest.mark.parametrize("missing", ["engine", "metadata", "target"])
+def test_a_sidecar_missing_a_field_is_one_line(tmp_path, missing):
+    from srdeploy.runtime.errors import SrDeployError
+    from srdeploy.runtime.sessions.tensorrt_sidecar import read_sidecar
+
+    with pytest.raises(SrDeployError, match=f"is damaged \\(its engine, engine_sha256, target or metadata"):
+        read_sidecar(_sidecar(tmp_path, **{missing: None}))
+
+
+def test_a_foreign_engine_whose_gpu_name_holds_a_newline_is_refused_on_one_line(tmp_path):
+    from srdeploy.runtime.sessions.tensorrt_sidecar import BuildTarget, incompatibility, read_sidecar
+
+    target = {"tensorrt_version": "10.8.0", "gpu_name": "Orin\nrm -rf", "compute_capability": "8.7"}
+    reason = incompatibility(read_sidecar(_sidecar(tmp_path, target=target)), BuildTarget("10.8.0", "NVIDIA H100", "9.0"))
+    assert "\n" not in reason and "Orin\\nrm -rf" in reason and "GPU, compute capability differ" in reason
+
+
+DEEP = "[" * 5000  # json raises RecursionError past about a thousand levels, not ValueError
+
+
+def test_json_nested_a_thousand_deep_is_one_line_wherever_srdeploy_reads_json(tmp_path):
+    """A sealed manifest, artifact metadata, a TensorRT sidecar and a Jetson bundle manifest, each nested 5000 deep."""
+    from srdeploy.runtime.artifact import metadata_problem
+    from srdeploy.runtime.bundle_check import MANIFEST as BUNDLE_MANIFEST, load_manifest
+    from srdeploy.runtime.errors import SrDeployError
+    from srdeploy.runtime.manifest import MANIFEST, read_manifest
+    from srdeploy.runtime.sessions.tensorrt_sidecar import read_sidecar, sidecar_path
+
+    (tmp_path / MANIFEST).write_text(DEEP)
+    with pytest.raises(SrDeployError, match="is damaged"):
+        read_manifest(tmp_path, "srdeploy-executorch-1", "re-export it", "ExecuTorch")
+    metadata = {"scale": "2", "colour": "y", "shape_bounds": DEEP, "export_config": "{}"}
+    assert metadata_problem(metadata).startswith("shape_bounds '[[[[")
+    metadata = {**metadata, "shape_bounds": json.dumps({"min": [1, 1, 8, 8], "max": [1, 1, 64, 64]}), "export_config": DEEP}
+    assert metadata_problem(metadata).startswith("export_config '[[[[")
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"engine bytes")
+    sidecar_path(engine).write_text(DEEP)
+    with pytest.raises(SrDeployError, match=r"is not valid JSON \(RecursionError\)"):
+        read_sidecar(engine)
+    (tmp_path / BUNDLE_MANIFEST).write_text(DEEP)
+    with pytest.raises(SrDeployError, match=r"is damaged \(RecursionError\)"):
+        load_manifest(tmp_path)
+
+
+def test_a_bundle_manifest_with_files_as_a_list_is_one_line(tmp_path):
+    from srdeploy.runtime.bundle_check import FORMAT, MANIFEST, load_manifest
+    from srdeploy.runtime.errors import SrDeployError
+
+    (tmp_path / MANIFEST).write_text(json.dumps({"format": FORMAT, "model": "fsrcnn", "scale": 2, "files": ["a"]}))
+    with pytest.raises(SrDeployError, match="its model, scale or files are missing or malformed"):
+        load_manifest(tmp_path)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..atomic import atomic_path
-from ..errors import COMMAND, SrDeployError, command
+from ..errors import COMMAND, SrDeployError, command, shown
 
 FORMAT = "srdeploy-trt-engine/1"
 
@@ -71,11 +71,18 @@ def read_sidecar(engine: str | Path) -> dict:
             f"{command('export --target trt')}, or the bundle's build.sh"
         )
     try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SrDeployError(f"sidecar {path} is not valid JSON ({exc.msg}): rebuild the engine") from None
-    if record.get("format") != FORMAT:
+        record = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as exc:  # not UTF-8 or not JSON; RecursionError: [[[… a thousand deep
+        raise SrDeployError(f"sidecar {path} is not valid JSON ({type(exc).__name__}): rebuild the engine") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise SrDeployError(f"sidecar {path} is not an {FORMAT} record: rebuild the engine with this srdeploy")
+    target, metadata = record.get("target"), record.get("metadata")  # found by fuzzing: each one missing
+    if not (isinstance(record.get("engine_sha256"), str) and isinstance(target, dict)
+            and sorted(target) == sorted(BuildTarget.__dataclass_fields__) and all(isinstance(v, str) for v in target.values())
+            and isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
+            and isinstance(record.get("rebuild", ""), str) and isinstance(record.get("engine"), str)):
+        raise SrDeployError(f"sidecar {path} is damaged (its engine, engine_sha256, target or metadata is missing or "
+                            "malformed): rebuild the engine")
     if record["engine_sha256"] != file_sha256(engine):
         raise SrDeployError(f"engine {engine} is not the file its sidecar describes (sha256 differs): rebuild it")
     return record
@@ -92,7 +99,7 @@ def incompatibility(record: dict, here: BuildTarget) -> str | None:
     if not differences:
         return None
     rebuild = record.get("rebuild") or f"{COMMAND} export --target trt"
-    return (
+    return shown(  # the record's strings may hold anything (found by fuzzing: a newline in a GPU's name)
         f"engine {record['engine']} was built for {built.describe()} but this machine has {here.describe()} "
-        f"({', '.join(differences)} differ; engines only run where they were built): rebuild it here with `{rebuild}`"
-    )
+        f"({', '.join(differences)} differ; engines only run where they were built): rebuild it here with `{rebuild}`",
+        600)
