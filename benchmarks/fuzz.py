@@ -228,6 +228,44 @@ def metadata_harness() -> Callable[[bytes], None]:
     return one_input
 
 
+def openvino_seeds(folder: Path) -> None:
+    from ..export.main import main_export
+    from ..export.options import ExportOptions, Progress
+    from ..models.spec import ModelSpec
+
+    with tempfile.TemporaryDirectory() as out:
+        xml = main_export(ModelSpec("fsrcnn", 2), "openvino", ExportOptions(), out, Progress(False)).artifacts[0]
+        (folder / "fsrcnn_x2_fp32.xml").write_bytes(xml.read_bytes())
+        (SCRATCH / "srdeploy-fuzz-openvino-seed.bin").write_bytes(xml.with_suffix(".bin").read_bytes())
+
+
+def openvino_harness() -> Callable[[bytes], None]:
+    """An OpenVINO IR's .xml, resealed with the seed's weights beside it (``OpenVinoSession``: the pair's digest,
+    OpenVINO's reader, the metadata), opened for its metadata (compiling each would take most of the time)."""
+    from ..runtime.errors import SrDeployError
+    from ..runtime.sessions.openvino import _IR_DIGEST, OpenVinoSession, seal_ir
+    from ..runtime import digest
+
+    xml = SCRATCH / f"srdeploy-fuzz-{os.getpid()}.xml"
+    seed = SCRATCH / "srdeploy-fuzz-openvino-seed.bin"
+    weights = seed.read_bytes() if seed.is_file() else b""
+    xml.with_suffix(".bin").write_bytes(weights)
+
+    def one_input(data: bytes) -> None:
+        found = list(_IR_DIGEST.finditer(data))
+        if len(found) == 1:  # reseal, as anyone can
+            placed = data[:found[0].start(1)] + digest.PLACEHOLDER + data[found[0].end(1):]
+            if placed.count(digest.PLACEHOLDER) == 1:
+                data = seal_ir(placed, weights)
+        xml.write_bytes(data)
+        try:
+            OpenVinoSession(xml, run=False, cache=False)
+        except SrDeployError as exc:
+            one_line(exc)
+
+    return one_input
+
+
 ENGINE_SHA = b"<the engine's sha256>"
 
 
@@ -313,6 +351,7 @@ HARNESSES: dict[str, tuple[Callable[[Path], None], Callable[[], Callable[[bytes]
     "checkpoints": (checkpoint_seeds, checkpoint_harness, "checkpoints, zip and legacy (models.checkpoints.read_state_dict)"),
     "metadata": (metadata_seeds, metadata_harness, "artifact metadata (ArtifactSession.check_metadata and its readers)"),
     "cli": (fuzz_cli.cli_seeds, fuzz_cli.cli_harness, "the command line (argparse and cli.arguments)"),
+    "openvino": (openvino_seeds, openvino_harness, "OpenVINO IR .xml, resealed (OpenVinoSession: digest, reader, metadata)"),
     "sidecar": (sidecar_seeds, sidecar_harness, "TensorRT engine sidecars (read_sidecar, incompatibility, metadata)"),
     "bundle": (bundle_seeds, bundle_harness, "Jetson bundle manifests (runtime.bundle_check.load_manifest)"),
 }
@@ -347,7 +386,7 @@ def run(name: str, seconds: int | None, runs: int | None, corpus: Path, crashes:
                *limits, f"-artifact_prefix={artifacts}/", "-print_final_stats=1", "-rss_limit_mb=4096",
                "-timeout=60"]
     started = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, errors="replace")
     log = done.stdout + done.stderr  # atheris prints an uncaught exception's traceback on stdout
     stats = dict(re.findall(r"stat::(\w+):\s+(\d+)", log))
     coverage = re.findall(r"cov: (\d+) ft: (\d+)", log)

@@ -217,3 +217,43 @@ def test_a_checkpoint_whose_zip_end_record_spans_disks_is_one_line(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(SrDeployError, match=r"is damaged \(its zip archive cannot be read\): download it again"):
         read_state_dict(path)
+
+
+@pytest.fixture(scope="module")
+def fsrcnn_ir(tmp_path_factory):
+    pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install openvino")
+    from conftest import need_shared
+    from srdeploy.api import export_model
+
+    need_shared("weights", "fsrcnn_x2.pth")
+    return export_model("fsrcnn", 2, target="openvino", out=tmp_path_factory.mktemp("ir"), progress=False).artifacts[0]
+
+
+def resealed_ir(source, tmp_path, old: bytes, new: bytes):
+    """``source``'s IR with ``old`` replaced by ``new`` in its .xml, sealed again (as anyone can)."""
+    from srdeploy.runtime.sessions.openvino import _IR_DIGEST, seal_ir
+
+    xml = source.read_bytes().replace(old, new, 1)
+    found = _IR_DIGEST.search(xml)
+    weights = source.with_suffix(".bin").read_bytes()
+    (tmp_path / "m.bin").write_bytes(weights)
+    (tmp_path / "m.xml").write_bytes(seal_ir(xml[:found.start(1)] + digest.PLACEHOLDER + xml[found.end(1):], weights))
+    return tmp_path / "m.xml"
+
+
+def test_an_ir_with_a_layer_name_that_is_not_utf8_is_one_line(fsrcnn_ir, tmp_path):
+    """Found by fuzzing: OpenVINO reads the name, Python cannot decode it (UnicodeDecodeError)."""
+    from srdeploy.runtime.sessions.openvino import OpenVinoSession
+
+    path = resealed_ir(fsrcnn_ir, tmp_path, b'name="node_conv2d/WithoutBiases"', b'name="\xff\xfe"')
+    with pytest.raises(SrDeployError, match="has names or metadata that are not UTF-8 text"):
+        OpenVinoSession(path, run=False, cache=False)
+
+
+def test_an_ir_with_a_nested_section_in_its_metadata_opens_without_it(fsrcnn_ir, tmp_path):
+    """Found by fuzzing: a nested rt_info section came back as a dict (AttributeError); it is no metadata of ours."""
+    from srdeploy.runtime.sessions.openvino import OpenVinoSession
+
+    path = resealed_ir(fsrcnn_ir, tmp_path, b"<srdeploy>", b'<srdeploy><nested><inner value="1" /></nested>')
+    session = OpenVinoSession(path, run=False, cache=False)
+    assert session.scale == 2 and "nested" not in session.metadata

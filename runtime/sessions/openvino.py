@@ -88,10 +88,11 @@ def _rt_metadata(model) -> dict[str, str]:
     """srdeploy metadata of a model OpenVINO read: our IR's ``srdeploy`` section, or an ONNX file's
     ``metadata_props`` (OpenVINO puts them under ``framework``)."""
     info = model.get_rt_info()
-    if RT_SECTION in info.keys():
-        return {k: v.astype(str) for k, v in info[RT_SECTION].items()}
-    if "framework" in info.keys():
-        return srdeploy_metadata((k, v.astype(str)) for k, v in info["framework"].items())
+    for section in (RT_SECTION, "framework"):
+        if section in info.keys() and isinstance(info[section], dict):
+            # values only: a nested section, which a crafted IR may hold (found by fuzzing), is no metadata of ours
+            pairs = [(k, v.astype(str)) for k, v in info[section].items() if hasattr(v, "astype")]
+            return dict(pairs) if section == RT_SECTION else srdeploy_metadata(pairs)
     return {}
 
 
@@ -287,8 +288,11 @@ class OpenVinoSession(ArtifactSession):
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises untyped errors on bad files
             reason = str(exc).strip().splitlines()[0][:160]
             raise SrDeployError(f"artifact {self.path} cannot be read by OpenVINO ({reason}): {FIX}") from None
-        _name_convolutions(self.model)
-        self.metadata = _rt_metadata(self.model)
+        try:
+            _name_convolutions(self.model)
+            self.metadata = _rt_metadata(self.model)
+        except UnicodeDecodeError:  # found by fuzzing: bytes that are no UTF-8 in a layer's name or the metadata
+            raise SrDeployError(f"artifact {self.path} has names or metadata that are not UTF-8 text: {FIX}") from None
         self.check_metadata()
         self.bounds = json.loads(self.metadata["shape_bounds"])
         # an artifact exported for an inference precision (bf16) computes in it unless told otherwise
