@@ -266,6 +266,63 @@ def openvino_harness() -> Callable[[bytes], None]:
     return one_input
 
 
+NCNN_SEED = SCRATCH / "srdeploy-fuzz-ncnn-seed"
+
+
+def ncnn_seeds(folder: Path) -> None:
+    from ..export.main import main_export
+    from ..export.options import ExportOptions, Progress
+    from ..models.spec import ModelSpec
+    from ..runtime.manifest import MANIFEST
+
+    with tempfile.TemporaryDirectory() as out:
+        made = main_export(ModelSpec("fsrcnn", 2), "ncnn", ExportOptions(), out, Progress(False)).artifacts[0]
+        NCNN_SEED.mkdir(exist_ok=True)
+        for path in made.iterdir():
+            (NCNN_SEED / path.name).write_bytes(path.read_bytes())
+        (folder / MANIFEST).write_bytes((made / MANIFEST).read_bytes())
+
+
+def ncnn_harness() -> Callable[[bytes], None]:
+    """An ncnn artifact folder (``NcnnSession``: the sealed manifest, its graphs, ncnn's loaders, a run on 8×8) whose
+    manifest is mutated and sealed again over the files it names, FSRCNN ×2's .param and .bin beside it: a crafter
+    can point a graph at any sealed file."""
+    import numpy as np
+
+    from ..runtime import digest
+    from ..runtime.errors import SrDeployError
+    from ..runtime.manifest import MANIFEST
+    from ..runtime.sessions.ncnn import NcnnSession
+
+    folder = SCRATCH / f"srdeploy-fuzz-{os.getpid()}.ncnn"
+    folder.mkdir(exist_ok=True)
+    for path in NCNN_SEED.iterdir() if NCNN_SEED.is_dir() else ():
+        if path.name != MANIFEST:
+            (folder / path.name).write_bytes(path.read_bytes())
+    mark = b'"sha256": "'
+
+    def one_input(data: bytes) -> None:
+        at = data.find(mark)
+        if at >= 0:  # reseal over the manifest and the files it names, as a crafter would
+            start = at + len(mark)
+            placed = data[:start] + digest.PLACEHOLDER + data[start + 64:]
+            try:
+                names = sorted(json.loads(placed)["files"])
+                extra = b"".join((folder / n).read_bytes() for n in names
+                                 if isinstance(n, str) and "/" not in n and (folder / n).is_file())
+                data = digest.seal(placed, extra) if placed.count(digest.PLACEHOLDER) == 1 else data
+            except Exception:  # noqa: BLE001 - not JSON, not a list: written as it is, the reader says what is wrong
+                pass
+        (folder / MANIFEST).write_bytes(data)
+        try:
+            session = NcnnSession(folder, threads=1)
+            session.infer(np.full((1, session.channels, 8, 8), 0.5, np.float32))
+        except SrDeployError as exc:
+            one_line(exc)
+
+    return one_input
+
+
 ENGINE_SHA = b"<the engine's sha256>"
 
 
@@ -352,6 +409,7 @@ HARNESSES: dict[str, tuple[Callable[[Path], None], Callable[[], Callable[[bytes]
     "metadata": (metadata_seeds, metadata_harness, "artifact metadata (ArtifactSession.check_metadata and its readers)"),
     "cli": (fuzz_cli.cli_seeds, fuzz_cli.cli_harness, "the command line (argparse and cli.arguments)"),
     "openvino": (openvino_seeds, openvino_harness, "OpenVINO IR .xml, resealed (OpenVinoSession: digest, reader, metadata)"),
+    "ncnn": (ncnn_seeds, ncnn_harness, "ncnn artifact folders, manifest resealed (NcnnSession: graphs, loaders, a run)"),
     "sidecar": (sidecar_seeds, sidecar_harness, "TensorRT engine sidecars (read_sidecar, incompatibility, metadata)"),
     "bundle": (bundle_seeds, bundle_harness, "Jetson bundle manifests (runtime.bundle_check.load_manifest)"),
 }

@@ -51,4 +51,7 @@ def read_manifest(folder: Path, fmt: str, reexport: str, runtime: str) -> tuple[
     if at < 0 or manifest.get("format") != fmt:
         raise SrDeployError(f"{folder / MANIFEST} carries no srdeploy digest: {reexport}")
     digest.verify(data, at + len(_DIGEST), folder, reexport, extra=b"".join(files[name] for name in names))
+    metadata = manifest.get("metadata")
+    if not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+        raise SrDeployError(f"{folder / MANIFEST} is damaged (its metadata is not a map of strings): {reexport}")
     return manifest, files

@@ -173,3 +173,31 @@ def test_a_bundle_manifest_with_files_as_a_list_is_one_line(tmp_path):
     (tmp_path / MANIFEST).write_text(json.dumps({"format": FORMAT, "model": "fsrcnn", "scale": 2, "files": ["a"]}))
     with pytest.raises(SrDeployError, match="its model, scale or files are missing or malformed"):
         load_manifest(tmp_path)
+
+
+@pytest.mark.parametrize("change", ["metadata as a list", "graphs naming an unsealed file", "graphs of another shape"])
+def test_an_ncnn_manifest_of_the_wrong_shape_is_one_line(tmp_path, change):
+    """A sealed manifest whose metadata or graphs are not what the session reads: one line, before ncnn opens a file.
+    Before the check: metadata as a list raised AttributeError; a graph naming a file outside the seal had ncnn open
+    that file unchecked; a lone gate part raised KeyError at the first run."""
+    pytest.importorskip("ncnn", reason="ncnn is not installed: pip install ncnn")
+    from srdeploy.runtime.errors import SrDeployError
+    from srdeploy.runtime.manifest import seal_manifest
+    from srdeploy.runtime.sessions.ncnn import NcnnSession
+
+    files = {"model.param": b"7767517\n", "model.bin": b"\0" * 8}
+    graph = {"param": "model.param", "bin": "model.bin", "input": "in0", "output": "out0"}
+    metadata = {"model": "fsrcnn", "scale": "2", "colour": "y", "export_config": json.dumps({"receptive_radius": 8}),
+                "shape_bounds": json.dumps({"min": [1, 1, 8, 8], "max": [1, 1, 64, 64]})}
+    manifest = {"format": "srdeploy-ncnn-1", "metadata": metadata, "graphs": {"model": graph}}
+    if change == "metadata as a list":
+        manifest["metadata"] = [*metadata, "receptive_radius"]  # the keys a check looks for, in a list
+    elif change == "graphs naming an unsealed file":
+        manifest["graphs"] = {"model": {**graph, "param": "other.param"}}
+    else:
+        manifest["graphs"] = {"gate_features": graph}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "srdeploy.json").write_bytes(seal_manifest({**manifest, "files": sorted(files)}, files))
+    with pytest.raises(SrDeployError, match="is damaged \\(its (metadata|graphs)"):
+        NcnnSession(tmp_path)

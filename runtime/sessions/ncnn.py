@@ -21,7 +21,7 @@ import numpy as np
 from .. import manifest
 from ..artifact import ArtifactSession
 from ..errors import SrDeployError, command
-from ..global_gate import GateSplit, one_decision, parts_split
+from ..global_gate import GATE_PARTS, GateSplit, one_decision, parts_split
 from ..progress import native_stderr_silenced
 
 SUFFIX = ".ncnn"
@@ -84,7 +84,13 @@ class NcnnSession(ArtifactSession):
     def __init__(self, path: str | Path, threads: int | None = None, vulkan: bool = False, fp16: bool | None = None):
         ncnn = import_ncnn()
         self.path = artifact_folder(path)
-        contents, _ = read_manifest(self.path)
+        contents, files = read_manifest(self.path)
+        graphs = contents.get("graphs")
+        if not (isinstance(graphs, dict) and sorted(graphs) in (["model"], sorted(GATE_PARTS)) and all(
+                isinstance(g, dict) and all(isinstance(g.get(k), str) for k in ("param", "bin", "input", "output"))
+                and g["param"] in files and g["bin"] in files for g in graphs.values())):
+            raise SrDeployError(f"{self.path / MANIFEST} is damaged (its graphs are not one model or the four gate "
+                                f"parts, each the param, bin, input and output of sealed files): {REEXPORT}")
         self.metadata = contents["metadata"]
         self.check_metadata()
         self.bounds = json.loads(self.metadata["shape_bounds"])
