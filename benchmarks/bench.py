@@ -283,6 +283,14 @@ def report_header(command: str, model: str, scale: int, macs_per_output_pixel: f
             "scale": scale, "macs_per_output_pixel": macs_per_output_pixel, "machine": machine(), "results": []}
 
 
+def write_doc_block(doc: Path, marks: tuple[str, str], text: str) -> None:
+    """``text`` between the two marker lines of the page ``doc`` (a generated table inside a hand-written page)."""
+    page = doc.read_text()
+    start, end = page.index(marks[0]) + len(marks[0]), page.index(marks[1])
+    doc.write_text(f"{page[:start]}\n{text}\n{page[end:]}")
+    print(text)
+
+
 def write_results(out: str | Path, stem: str, report: dict, text: str) -> Path:
     """``report`` as ``OUT/STEM_<machine>.json`` and ``text`` as its ``.md``, each written atomically; the shared
     path without suffix (for a chart beside them)."""

@@ -36,6 +36,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .bench import write_doc_block
+
 RESULTS = Path(__file__).resolve().parent / "results" / "fault_runs.json"
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
 MARKS = ("<!-- fault-table: python -m srdeploy.benchmarks.faults --table -->", "<!-- /fault-table -->")
@@ -331,8 +333,8 @@ def download(bench: Bench, rng: random.Random, work: Path) -> Trial:
     with mirror(bytes(data), cut_at=rng.randrange(len(good)) if fault == "cut" else None,
                 slow=fault == "kill") as url:
         process = srdeploy(arguments, {**env, "SRDEPLOY_MIRROR": url})
-        if fault == "kill":
-            trial.killed = killed_at(process, rng.uniform(0.2, 4.0))
+        if fault == "kill":  # the command starts (imports) for a few seconds, then downloads for about 1.4 s
+            trial.killed = killed_at(process, rng.uniform(0.2, bench.seconds["export-onnx"] + 1.4))
         else:
             one_line_refusal(trial, *finish(process))
     cached = cache / "fsrcnn_x2.pth"
@@ -350,17 +352,17 @@ def download(bench: Bench, rng: random.Random, work: Path) -> Trial:
 @contextmanager
 def mirror(data: bytes, cut_at: int | None = None, slow: bool = False) -> Iterator[str]:
     """A loopback HTTP server answering any path with ``data`` (announcing its full length): cut after ``cut_at``
-    bytes, or ``slow`` (64 KiB every 50 ms)."""
+    bytes, or ``slow`` (4 KiB every 100 ms: FSRCNN's 55 KB in about 1.4 s, so a kill lands mid-way)."""
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            body = data if cut_at is None else data[:cut_at]
-            for start in range(0, len(body), 1 << 16):
-                self.wfile.write(body[start:start + (1 << 16)])
+            body, step = data if cut_at is None else data[:cut_at], 4096 if slow else 1 << 16
+            for start in range(0, len(body), step):
+                self.wfile.write(body[start:start + step])
                 if slow:
-                    time.sleep(0.05)
+                    time.sleep(0.1)
             self.close_connection = True
 
         def log_message(self, *args) -> None:
@@ -468,10 +470,12 @@ def run(names: list[str], repeats: int, seed: int = 0, progress: bool = True) ->
 def table(rows: list[dict]) -> str:
     from ..runtime.tables import markdown_table
 
-    return markdown_table(["fault", "what", "run", "tried", "kills that landed", "survived", "files lost", "found"],
+    text = markdown_table(["fault", "what", "run", "tried", "kills that landed", "survived", "files lost", "found"],
                           [[r["fault"], FAULTS[r["fault"]][1], r["date"], str(r["tried"]),
                             str(r["killed"]) if r["fault"].startswith("kill") else "–", str(r["survived"]),
                             str(r["lost"]), "; ".join(r["notes"]) or "nothing"] for r in rows])
+    tried, survived, lost = (sum(r[k] for r in rows) for k in ("tried", "survived", "lost"))
+    return text + (f"\n\n{tried} faults injected, {survived} survived, {lost} finished files lost." if rows else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -483,11 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", action="store_true", help=f"write the recorded rows' table into {DOC.name}")
     args = parser.parse_args(argv)
     if args.table:
-        text = table(json.loads(RESULTS.read_text()) if RESULTS.is_file() else [])
-        doc = DOC.read_text()
-        start, end = doc.index(MARKS[0]) + len(MARKS[0]), doc.index(MARKS[1])
-        DOC.write_text(f"{doc[:start]}\n{text}\n{doc[end:]}")
-        print(text)
+        write_doc_block(DOC, MARKS, table(json.loads(RESULTS.read_text()) if RESULTS.is_file() else []))
         return 0
     names = args.only.split(",") if args.only else list(FAULTS)
     unknown = [name for name in names if name not in FAULTS]

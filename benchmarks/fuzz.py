@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import fuzz_cli
+from .bench import write_doc_block
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fuzz_runs.json"
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
@@ -76,14 +77,18 @@ def image_harness() -> Callable[[bytes], None]:
     return one_input
 
 
-def onnx_seeds(folder: Path) -> None:
+def exported_fsrcnn(target: str, out: str) -> Path:
+    """FSRCNN ×2's artifact for ``target``, exported into ``out`` (a seed)."""
     from ..export.main import main_export
     from ..export.options import ExportOptions, Progress
     from ..models.spec import ModelSpec
 
+    return main_export(ModelSpec("fsrcnn", 2), target, ExportOptions(), out, Progress(False)).artifacts[0]
+
+
+def onnx_seeds(folder: Path) -> None:
     with tempfile.TemporaryDirectory() as out:
-        artifact = main_export(ModelSpec("fsrcnn", 2), "onnx", ExportOptions(), out, Progress(False)).artifacts[0]
-        (folder / "fsrcnn_x2_fp32.onnx").write_bytes(artifact.read_bytes())
+        (folder / "fsrcnn_x2_fp32.onnx").write_bytes(exported_fsrcnn("onnx", out).read_bytes())
 
 
 def resealed(data: bytes) -> bytes:
@@ -229,12 +234,8 @@ def metadata_harness() -> Callable[[bytes], None]:
 
 
 def openvino_seeds(folder: Path) -> None:
-    from ..export.main import main_export
-    from ..export.options import ExportOptions, Progress
-    from ..models.spec import ModelSpec
-
     with tempfile.TemporaryDirectory() as out:
-        xml = main_export(ModelSpec("fsrcnn", 2), "openvino", ExportOptions(), out, Progress(False)).artifacts[0]
+        xml = exported_fsrcnn("openvino", out)
         (folder / "fsrcnn_x2_fp32.xml").write_bytes(xml.read_bytes())
         (SCRATCH / "srdeploy-fuzz-openvino-seed.bin").write_bytes(xml.with_suffix(".bin").read_bytes())
 
@@ -270,13 +271,10 @@ NCNN_SEED = SCRATCH / "srdeploy-fuzz-ncnn-seed"
 
 
 def ncnn_seeds(folder: Path) -> None:
-    from ..export.main import main_export
-    from ..export.options import ExportOptions, Progress
-    from ..models.spec import ModelSpec
     from ..runtime.manifest import MANIFEST
 
     with tempfile.TemporaryDirectory() as out:
-        made = main_export(ModelSpec("fsrcnn", 2), "ncnn", ExportOptions(), out, Progress(False)).artifacts[0]
+        made = exported_fsrcnn("ncnn", out)
         NCNN_SEED.mkdir(exist_ok=True)
         for path in made.iterdir():
             (NCNN_SEED / path.name).write_bytes(path.read_bytes())
@@ -475,11 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     libfuzzer = argv[argv.index("--") + 1:] if "--" in argv else []  # libFuzzer's own flags, after --
     args = parser.parse_args(argv[:len(argv) - len(libfuzzer) - (1 if "--" in argv else 0)])
     if args.table:
-        text = table(json.loads(RESULTS.read_text()) if RESULTS.is_file() else [])
-        doc = DOC.read_text()
-        start, end = doc.index(MARKS[0]) + len(MARKS[0]), doc.index(MARKS[1])
-        DOC.write_text(f"{doc[:start]}\n{text}\n{doc[end:]}")
-        print(text)
+        write_doc_block(DOC, MARKS, table(json.loads(RESULTS.read_text()) if RESULTS.is_file() else []))
         return 0
     if args.harness is None:
         parser.error("name a harness, or --table")
@@ -505,8 +499,10 @@ def table(runs: list[dict]) -> str:
     rows = [[r["harness"], HARNESSES[r["harness"]][2], r["date"], str(r["seconds"]), f"{r['executions']:,}",
              str(r["coverage"]), str(len(r["crashes"])), "none" if r["exit"] == 0 and not r["crashes"] else
              r.get("finding") or ", ".join(r["crashes"]) or f"exit {r['exit']}"] for r in runs]
+    total = sum(r["executions"] for r in runs)
     return markdown_table(["harness", "what it feeds", "run", "seconds", "executions", "coverage (edges)", "crashes",
-                           "found"], rows)
+                           "found"], rows) + (f"\n\n{total:,} inputs in {len(runs)} recorded runs of "
+                                              f"{len({r['harness'] for r in runs})} harnesses." if runs else "")
 
 
 if __name__ == "__main__":

@@ -99,3 +99,17 @@ def test_a_cut_download_is_one_line_and_leaves_the_cache_empty(tmp_path, monkeyp
     with faults.mirror(good) as url:
         monkeypatch.setenv("SRDEPLOY_MIRROR", url)
         assert resolve(default_checkpoint("fsrcnn", 2)).read_bytes() == good
+
+
+def test_the_reliability_page_shows_the_recorded_runs():
+    """docs/reliability.md's two tables are those the recorded runs give (``benchmarks.reliability_tables``)."""
+    import json
+
+    from srdeploy.benchmarks import fuzz
+
+    page = faults.DOC.read_text()
+    for module in (fuzz, faults):
+        start, end = page.index(module.MARKS[0]) + len(module.MARKS[0]), page.index(module.MARKS[1])
+        recorded = json.loads(module.RESULTS.read_text())
+        assert recorded and page[start:end].strip() == module.table(recorded), \
+            "run python -m srdeploy.benchmarks.reliability_tables"
