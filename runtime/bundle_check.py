@@ -19,7 +19,7 @@ import numpy as np
 
 from .atomic import inside
 from .compare import Tolerance, compare
-from .errors import SrDeployError, command
+from .errors import SrDeployError, command, shown
 from .global_gate import one_decision
 from .golden import load_golden
 from .tables import markdown_table
@@ -46,15 +46,15 @@ def load_manifest(root: Path = BUNDLE) -> dict:
             and isinstance(manifest.get("model"), str) and isinstance(manifest.get("scale"), int)):
         raise SrDeployError(f"{path} is damaged (its model, scale or files are missing or malformed): copy the bundle "
                             "again, or re-export it")
-    again = f"export --model {manifest['model']} --scale {manifest['scale']} --target jetson"
+    again = f"export --model {shown(manifest['model'])} --scale {manifest['scale']} --target jetson"
     fix = f"copy the bundle again, or re-export it ({command(again)})"
     for name, expected in manifest["files"].items():
         if inside(root, name) is None:
             raise SrDeployError(f"{path} names {name[:60]!r}, outside the bundle: refused unread; {fix}")
         if not (root / name).is_file():
-            raise SrDeployError(f"bundle file {name} is missing: {fix}")
+            raise SrDeployError(f"bundle file {shown(name)} is missing: {fix}")  # names escaped: found by fuzzing
         if hashlib.sha256((root / name).read_bytes()).hexdigest() != expected:
-            raise SrDeployError(f"bundle file {name} is damaged (its sha256 differs from {MANIFEST}'s): {fix}")
+            raise SrDeployError(f"bundle file {shown(name)} is damaged (its sha256 differs from {MANIFEST}'s): {fix}")
     return manifest
 
 

@@ -201,3 +201,15 @@ def test_an_ncnn_manifest_of_the_wrong_shape_is_one_line(tmp_path, change):
     (tmp_path / "srdeploy.json").write_bytes(seal_manifest({**manifest, "files": sorted(files)}, files))
     with pytest.raises(SrDeployError, match="is damaged \\(its (metadata|graphs)"):
         NcnnSession(tmp_path)
+
+
+def test_a_bundle_file_named_with_a_newline_is_one_line(tmp_path):
+    """Found by fuzzing: a missing file's name, shown as it was, put a newline in the message."""
+    from srdeploy.runtime.bundle_check import FORMAT, MANIFEST, load_manifest
+    from srdeploy.runtime.errors import SrDeployError
+
+    manifest = {"format": FORMAT, "model": "fsrcnn\nx", "scale": 2, "files": {"model.on\nx": "0" * 64}}
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(SrDeployError) as caught:
+        load_manifest(tmp_path)
+    assert "\n" not in str(caught.value) and "bundle file model.on\\nx is missing" in str(caught.value)
