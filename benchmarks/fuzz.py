@@ -267,6 +267,45 @@ def openvino_harness() -> Callable[[bytes], None]:
     return one_input
 
 
+COREML_SEED = SCRATCH / "srdeploy-fuzz-coreml-seed.mlpackage"
+
+
+def coreml_seeds(folder: Path) -> None:
+    import shutil
+
+    from ..runtime.sessions.coreml import SPEC_FILE
+
+    with tempfile.TemporaryDirectory() as out:
+        package = exported_fsrcnn("coreml", out)
+        shutil.rmtree(COREML_SEED, ignore_errors=True)
+        shutil.copytree(package, COREML_SEED)
+        (folder / "model.mlmodel").write_bytes((package / SPEC_FILE).read_bytes())
+
+
+def coreml_harness() -> Callable[[bytes], None]:
+    """A Core ML package whose spec (``model.mlmodel``, protobuf) is mutated and resealed, its weights beside it
+    (``CoreMLSession(run=False)``: the seal, the weights' recorded sha256, coremltools' reader, the metadata): what
+    any machine reads of a package; running it needs macOS."""
+    import shutil
+
+    from ..runtime.errors import SrDeployError
+    from ..runtime.sessions.coreml import SPEC_FILE, CoreMLSession
+
+    package = SCRATCH / f"srdeploy-fuzz-{os.getpid()}.mlpackage"
+    if COREML_SEED.is_dir() and not package.exists():
+        shutil.copytree(COREML_SEED, package)
+
+    def one_input(data: bytes) -> None:
+        (package / SPEC_FILE).write_bytes(resealed(data))
+        try:
+            session = CoreMLSession(package, run=False)
+            assert session.scale >= 1 and session.input_name is not None
+        except SrDeployError as exc:
+            one_line(exc)
+
+    return one_input
+
+
 NCNN_SEED = SCRATCH / "srdeploy-fuzz-ncnn-seed"
 
 
@@ -408,6 +447,7 @@ HARNESSES: dict[str, tuple[Callable[[Path], None], Callable[[], Callable[[bytes]
     "cli": (fuzz_cli.cli_seeds, fuzz_cli.cli_harness, "the command line (argparse and cli.arguments)"),
     "openvino": (openvino_seeds, openvino_harness, "OpenVINO IR .xml, resealed (OpenVinoSession: digest, reader, metadata)"),
     "ncnn": (ncnn_seeds, ncnn_harness, "ncnn artifact folders, manifest resealed (NcnnSession: graphs, loaders, a run)"),
+    "coreml": (coreml_seeds, coreml_harness, "Core ML package specs, resealed (CoreMLSession read anywhere: seal, weights, metadata)"),
     "sidecar": (sidecar_seeds, sidecar_harness, "TensorRT engine sidecars (read_sidecar, incompatibility, metadata)"),
     "bundle": (bundle_seeds, bundle_harness, "Jetson bundle manifests (runtime.bundle_check.load_manifest)"),
 }
@@ -423,9 +463,12 @@ def fuzz_in_process(name: str, corpus: Path, libfuzzer_args: list[str]) -> None:
     seeds, harness, _ = HARNESSES[name]
     corpus.mkdir(parents=True, exist_ok=True)
     with atheris.instrument_imports(include=["srdeploy"]):  # before any srdeploy module the harness reaches loads
+        with tempfile.TemporaryDirectory() as fresh:  # every run: seeds also leave the files a harness reads beside
+            seeds(Path(fresh))
+            if not any(corpus.iterdir()):
+                for seed in Path(fresh).iterdir():
+                    (corpus / seed.name).write_bytes(seed.read_bytes())
         one_input = harness()
-        if not any(corpus.iterdir()):
-            seeds(corpus)
     atheris.Setup([sys.argv[0], *libfuzzer_args, str(corpus)], one_input)
     atheris.Fuzz()
 

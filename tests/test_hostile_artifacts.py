@@ -257,3 +257,20 @@ def test_an_ir_with_a_nested_section_in_its_metadata_opens_without_it(fsrcnn_ir,
     path = resealed_ir(fsrcnn_ir, tmp_path, b"<srdeploy>", b'<srdeploy><nested><inner value="1" /></nested>')
     session = OpenVinoSession(path, run=False, cache=False)
     assert session.scale == 2 and "nested" not in session.metadata
+
+
+def test_a_core_ml_package_whose_options_are_not_json_is_one_line(tmp_path):
+    """Found by fuzzing: a resealed spec whose coreml_options is not JSON (JSONDecodeError when read anywhere)."""
+    pytest.importorskip("coremltools", reason="coremltools is not installed: pip install -e '.[coreml]'")
+    from conftest import need_shared
+    from srdeploy.api import export_model
+    from srdeploy.benchmarks.fuzz import resealed
+    from srdeploy.runtime.sessions.coreml import SPEC_FILE, CoreMLSession
+
+    need_shared("weights", "fsrcnn_x2.pth")
+    package = export_model("fsrcnn", 2, target="coreml", out=tmp_path / "out", progress=False).artifacts[0]
+    spec = (package / SPEC_FILE).read_bytes()
+    assert b'{"compression": "none"' in spec
+    (package / SPEC_FILE).write_bytes(resealed(spec.replace(b'{"compression": "none"', b'{compression": "none""', 1)))
+    with pytest.raises(SrDeployError, match="coreml_options is not a JSON object"):
+        CoreMLSession(package, run=False)

@@ -91,7 +91,14 @@ class CoreMLSession(ArtifactSession):
                                 f"re-export it with {command('export --target coreml')}") from None
         self.metadata = srdeploy_metadata(spec.description.metadata.userDefined.items())
         self.check_metadata()
-        if json.loads(self.metadata.get("coreml_options", "{}")).get("image_io"):
+        try:
+            options = json.loads(self.metadata.get("coreml_options", "{}"))
+        except (ValueError, RecursionError):
+            options = None
+        if not isinstance(options, dict):  # found by fuzzing: options that are not a JSON object
+            raise SrDeployError(f"artifact {self.path} has unusable srdeploy metadata (coreml_options is not a JSON "
+                                f"object): {REEXPORT}")
+        if options.get("image_io"):
             raise SrDeployError(f"{self.path.name} takes images (--image-io), not arrays: re-export without --image-io "
                                 "to run it here, or feed it CVPixelBuffers from Swift")
         self.bounds = json.loads(self.metadata["shape_bounds"])
