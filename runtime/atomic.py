@@ -1,10 +1,9 @@
 """Atomic file writes: write to a temporary file in the target folder, then rename over the target. A temporary
-name carries its writer's process id and host, so the next write of the same target removes what a killed writer
-(``kill -9``, a power cut) left behind, and never a live writer's file."""
+name carries its writer's process id and host, so the next process writing into the same folder removes what a
+killed writer (``kill -9``, a power cut) left behind there, and never a live writer's file."""
 from __future__ import annotations
 
 import errno
-import glob
 import os
 import re
 import shutil
@@ -31,18 +30,26 @@ def scratch_prefix(name: str) -> str:
     return f".{name}.{os.getpid()}@{_HOST}."
 
 
-def remove_orphans(folder: Path, name: str) -> None:
-    """Temporary files and folders of target ``name`` in ``folder`` whose writer on this host no longer runs."""
-    pattern = re.compile(rf"\.{re.escape(name)}\.(\d+)@{re.escape(_HOST)}\.")
-    for path in folder.glob(f".{glob.escape(name)}.*@*"):
-        found = pattern.match(path.name)
+_SWEPT: set[Path] = set()
+_ORPHAN = re.compile(rf"\..+\.(\d+)@{re.escape(_HOST)}\.")
+
+
+def remove_orphans(folder: Path) -> None:
+    """The temporary files and folders in ``folder`` whose writer on this host no longer runs; once per folder and
+    process (a folder of 100,000 outputs is listed once, not once per output)."""
+    key = folder.resolve()
+    if key in _SWEPT or not folder.is_dir():
+        return
+    _SWEPT.add(key)
+    for path in folder.iterdir():
+        found = _ORPHAN.match(path.name)
         if found and not _running(int(found.group(1))):
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
 
 
 def scratch_dir(folder: Path, name: str) -> Path:
-    """A new hidden temporary folder in ``folder`` for work on target ``name`` (a dead writer's removed first)."""
-    remove_orphans(folder, name)
+    """A new hidden temporary folder in ``folder`` for work on target ``name`` (dead writers' removed first)."""
+    remove_orphans(folder)
     return Path(tempfile.mkdtemp(prefix=scratch_prefix(name), dir=folder))
 
 
@@ -62,7 +69,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     on any error it is removed and ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_orphans(path.parent, path.stem)
+    remove_orphans(path.parent)
     fd, name = tempfile.mkstemp(prefix=scratch_prefix(path.stem), suffix=path.suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)

@@ -48,11 +48,12 @@ def test_the_checks_see_a_damaged_output_and_a_leftover(bench, tmp_path):
 
 
 def test_a_killed_writers_temporary_file_is_removed_and_a_live_ones_kept(tmp_path):
+    """By the next write into the folder: any target's temporary file of a writer no longer running on this host."""
     from srdeploy.runtime.atomic import atomic_path, scratch_prefix
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     host = scratch_prefix("x").split("@")[1]
-    orphan = tmp_path / f".model.{dead.stdout.strip()}@{host}tmp.onnx"
+    orphan = tmp_path / f".other.{dead.stdout.strip()}@{host}tmp.onnx"  # another target's, in the same folder
     live = tmp_path / f".model.{os.getpid()}@{host}tmp.onnx"  # this process: a writer still running
     other_host = tmp_path / f".model.{dead.stdout.strip()}@another-host.tmp.onnx"
     for path in (orphan, live, other_host):
