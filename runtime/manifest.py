@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import digest
 from .atomic import inside
-from .errors import SrDeployError
+from .errors import SrDeployError, shown
 
 MANIFEST = "srdeploy.json"
 _DIGEST = '"sha256": "'
@@ -45,7 +45,7 @@ def read_manifest(folder: Path, fmt: str, reexport: str, runtime: str) -> tuple[
                             f"unread; {reexport}")
     missing = [name for name in names if not (folder / name).is_file()]
     if missing:
-        raise SrDeployError(f"artifact {folder} is incomplete ({', '.join(missing)} missing): {reexport}")
+        raise SrDeployError(f"artifact {folder} is incomplete ({shown(', '.join(missing), 120)} missing): {reexport}")
     files = {name: (folder / name).read_bytes() for name in names}
     at = data.find(_DIGEST.encode())
     if at < 0 or manifest.get("format") != fmt:

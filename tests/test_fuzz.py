@@ -216,3 +216,30 @@ def test_a_bundle_file_named_with_a_newline_is_one_line(tmp_path):
     with pytest.raises(SrDeployError) as caught:
         load_manifest(tmp_path)
     assert "\n" not in str(caught.value) and "bundle file model.on\\nx is missing" in str(caught.value)
+
+
+def test_a_sealed_manifest_naming_a_missing_file_with_a_newline_is_one_line(tmp_path):
+    """Found by fuzzing (the ncnn harness): the missing names were shown as they were."""
+    from srdeploy.runtime.errors import SrDeployError
+    from srdeploy.runtime.manifest import MANIFEST, read_manifest
+
+    (tmp_path / MANIFEST).write_text(json.dumps({"format": "srdeploy-ncnn-1", "files": ["model\n.param"]}))
+    with pytest.raises(SrDeployError) as caught:
+        read_manifest(tmp_path, "srdeploy-ncnn-1", "re-export it", "ncnn")
+    assert "\n" not in str(caught.value) and "(model\\n.param missing)" in str(caught.value)
+
+
+def test_a_sealed_executorch_manifest_without_the_program_is_one_line(tmp_path):
+    """By review: a sealed manifest listing other files only ended in KeyError('model.pte')."""
+    pytest.importorskip("executorch", reason="executorch is not installed: pip install executorch")
+    from srdeploy.runtime.errors import SrDeployError
+    from srdeploy.runtime.manifest import write_manifest
+    from srdeploy.runtime.sessions.executorch import ExecuTorchSession
+
+    metadata = {"model": "fsrcnn", "scale": "2", "colour": "y", "export_config": json.dumps({"receptive_radius": 8}),
+                "shape_bounds": json.dumps({"min": [1, 1, 8, 8], "max": [1, 1, 64, 64]})}
+    folder = tmp_path / "m.executorch"
+    folder.mkdir()
+    write_manifest(folder, {"format": "srdeploy-executorch-1", "metadata": metadata}, {"other.bin": b"x"})
+    with pytest.raises(SrDeployError, match="is damaged \\(it does not list model.pte\\)"):
+        ExecuTorchSession(folder)

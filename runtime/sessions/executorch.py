@@ -21,7 +21,7 @@ import numpy as np
 
 from ..artifact import ArtifactSession
 from ..errors import SrDeployError, command
-from ..manifest import read_manifest
+from ..manifest import MANIFEST, read_manifest
 from ..progress import native_stderr_silenced
 
 SUFFIX = ".executorch"
@@ -76,6 +76,8 @@ class ExecuTorchSession(ArtifactSession):
         torch, executorch_runtime = import_executorch_runtime()
         self.path = artifact_folder(path)
         manifest, files = read_manifest(self.path, FORMAT, REEXPORT, "ExecuTorch")
+        if PROGRAM not in files:  # a sealed manifest that does not list the program (else a KeyError below)
+            raise SrDeployError(f"{self.path / MANIFEST} is damaged (it does not list {PROGRAM}): {REEXPORT}")
         self.metadata = manifest["metadata"]
         self.check_metadata()
         self.bounds = json.loads(self.metadata["shape_bounds"])
