@@ -86,6 +86,15 @@ def exported_fsrcnn(target: str, out: str) -> Path:
     return main_export(ModelSpec("fsrcnn", 2), target, ExportOptions(), out, Progress(False)).artifacts[0]
 
 
+def kept_export(target: str, seed: Path) -> Path:
+    """FSRCNN ×2's artifact for ``target``, exported into the folder ``seed`` (made anew): the files a harness reads
+    beside the input it mutates."""
+    import shutil
+
+    shutil.rmtree(seed, ignore_errors=True)
+    return exported_fsrcnn(target, str(seed))
+
+
 def onnx_seeds(folder: Path) -> None:
     with tempfile.TemporaryDirectory() as out:
         (folder / "fsrcnn_x2_fp32.onnx").write_bytes(exported_fsrcnn("onnx", out).read_bytes())
@@ -233,11 +242,12 @@ def metadata_harness() -> Callable[[bytes], None]:
     return one_input
 
 
+OPENVINO_SEED = SCRATCH / "srdeploy-fuzz-openvino-seed"
+
+
 def openvino_seeds(folder: Path) -> None:
-    with tempfile.TemporaryDirectory() as out:
-        xml = exported_fsrcnn("openvino", out)
-        (folder / "fsrcnn_x2_fp32.xml").write_bytes(xml.read_bytes())
-        (SCRATCH / "srdeploy-fuzz-openvino-seed.bin").write_bytes(xml.with_suffix(".bin").read_bytes())
+    xml = kept_export("openvino", OPENVINO_SEED)
+    (folder / xml.name).write_bytes(xml.read_bytes())
 
 
 def openvino_harness() -> Callable[[bytes], None]:
@@ -248,8 +258,7 @@ def openvino_harness() -> Callable[[bytes], None]:
     from ..runtime import digest
 
     xml = SCRATCH / f"srdeploy-fuzz-{os.getpid()}.xml"
-    seed = SCRATCH / "srdeploy-fuzz-openvino-seed.bin"
-    weights = seed.read_bytes() if seed.is_file() else b""
+    weights = next(OPENVINO_SEED.glob("*.bin")).read_bytes()
     xml.with_suffix(".bin").write_bytes(weights)
 
     def one_input(data: bytes) -> None:
@@ -267,19 +276,13 @@ def openvino_harness() -> Callable[[bytes], None]:
     return one_input
 
 
-COREML_SEED = SCRATCH / "srdeploy-fuzz-coreml-seed.mlpackage"
+COREML_SEED = SCRATCH / "srdeploy-fuzz-coreml-seed"
 
 
 def coreml_seeds(folder: Path) -> None:
-    import shutil
-
     from ..runtime.sessions.coreml import SPEC_FILE
 
-    with tempfile.TemporaryDirectory() as out:
-        package = exported_fsrcnn("coreml", out)
-        shutil.rmtree(COREML_SEED, ignore_errors=True)
-        shutil.copytree(package, COREML_SEED)
-        (folder / "model.mlmodel").write_bytes((package / SPEC_FILE).read_bytes())
+    (folder / "model.mlmodel").write_bytes((kept_export("coreml", COREML_SEED) / SPEC_FILE).read_bytes())
 
 
 def coreml_harness() -> Callable[[bytes], None]:
@@ -292,8 +295,8 @@ def coreml_harness() -> Callable[[bytes], None]:
     from ..runtime.sessions.coreml import SPEC_FILE, CoreMLSession
 
     package = SCRATCH / f"srdeploy-fuzz-{os.getpid()}.mlpackage"
-    if COREML_SEED.is_dir() and not package.exists():
-        shutil.copytree(COREML_SEED, package)
+    shutil.rmtree(package, ignore_errors=True)
+    shutil.copytree(next(COREML_SEED.glob("*.mlpackage")), package)
 
     def one_input(data: bytes) -> None:
         (package / SPEC_FILE).write_bytes(resealed(data))
@@ -312,12 +315,7 @@ NCNN_SEED = SCRATCH / "srdeploy-fuzz-ncnn-seed"
 def ncnn_seeds(folder: Path) -> None:
     from ..runtime.manifest import MANIFEST
 
-    with tempfile.TemporaryDirectory() as out:
-        made = exported_fsrcnn("ncnn", out)
-        NCNN_SEED.mkdir(exist_ok=True)
-        for path in made.iterdir():
-            (NCNN_SEED / path.name).write_bytes(path.read_bytes())
-        (folder / MANIFEST).write_bytes((made / MANIFEST).read_bytes())
+    (folder / MANIFEST).write_bytes((kept_export("ncnn", NCNN_SEED) / MANIFEST).read_bytes())
 
 
 def ncnn_harness() -> Callable[[bytes], None]:
@@ -333,7 +331,7 @@ def ncnn_harness() -> Callable[[bytes], None]:
 
     folder = SCRATCH / f"srdeploy-fuzz-{os.getpid()}.ncnn"
     folder.mkdir(exist_ok=True)
-    for path in NCNN_SEED.iterdir() if NCNN_SEED.is_dir() else ():
+    for path in next(NCNN_SEED.glob("*.ncnn")).iterdir():
         if path.name != MANIFEST:
             (folder / path.name).write_bytes(path.read_bytes())
     mark = b'"sha256": "'

@@ -74,7 +74,7 @@ def run_upscale(source: Path, target: Path, artifact: str | Path | None, backend
                   else partial(_local_frames, setup, artifact, local_threads))
         return _upscale_video(source, target, options, progress, frames)
     if options.skip_existing and options.engine == "ray":
-        raise SrDeployError("--skip-existing is for a local run (drop it, or --engine ray)")
+        raise SrDeployError("--skip-existing is for a local run: drop it, or drop --engine ray")
     jobs = plan_jobs(source, target)  # paths checked before the model or artifact opens
     with local_threads(artifact) as tile_workers:
         if options.engine == "ray":
