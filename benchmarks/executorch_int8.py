@@ -30,7 +30,7 @@ from ..export.precision import VALIDATION_SPEC
 from ..models.spec import ModelSpec
 from ..models.torch_runner import TorchRunner
 from ..runtime.quality import crop_psnr, dataset_pairs, evaluate
-from ..runtime.sessions.executorch import ExecuTorchSession
+from ..runtime.sessions.executorch import ExecuTorchSession, ProgramRunner
 from ..runtime.sessions.onnxruntime import OnnxSession
 from ..runtime.tables import markdown_table
 from ..runtime.targets import target
@@ -42,22 +42,7 @@ DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 SIZE, TILE, CONTEXT, THREADS = 256, 256, 32, 2
 
 
-class Program:
-    """A ``.pte`` in memory run by ExecuTorch's runtime, image by image: ``infer`` as a session's."""
-
-    def __init__(self, buffer: bytes):
-        import torch
-        from executorch.runtime import Runtime
-
-        self.buffer, self.torch = buffer, torch
-        self.method = Runtime.get().load_program(buffer).load_method("forward")
-
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        return np.concatenate([self.method.execute([self.torch.from_numpy(np.ascontiguousarray(i[None]))])[0].numpy()
-                               for i in x.astype(np.float32)])
-
-
-def programs(net) -> tuple[Program, Program, dict]:
+def programs(net) -> tuple[ProgramRunner, ProgramRunner, dict]:
     """Ours (``pte_int8.int8_module`` at the default target, not gated here: the gate's verdict is measured) and the
     anchor (XNNPACKQuantizer's defaults on the same calibration crops), lowered alike; ours' report."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
@@ -73,7 +58,7 @@ def programs(net) -> tuple[Program, Program, dict]:
     calibration = network_batch(lr_hr_crops(source_images(None, "calibration"), info.scale, CropSpec()), info.colour)
     anchor = calibrated(module_of(subpixel_network(net.network)[0]),
                         XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True)), calibration)
-    return Program(lower(exported(ours))), Program(lower(exported(anchor))), asdict(report)
+    return ProgramRunner(lower(exported(ours))), ProgramRunner(lower(exported(anchor))), asdict(report)
 
 
 def measure(name: str, scale: int, folder: Path, rounds: int) -> dict:

@@ -150,8 +150,9 @@ BUILT_IN = (
            session="runtime.sessions.executorch:ExecuTorchSession", suffixes=(".executorch", ".pte"),
            artifact=".executorch (ExecuTorch)", runtime="executorch",
            requirement="runtime.sessions.executorch:unavailable", extra="executorch", package="executorch",
-           precisions=("fp32", "int8"), largest_input_only=True,
+           precisions=("fp32", "fp16", "int8"), largest_input_only=True,
            backends=(Backend("executorch", "ExecuTorch XNNPACK CPU, FP32 artifact", "fp32"),
+                     Backend("executorch-fp16", "ExecuTorch XNNPACK CPU, FP16 artifact", "fp16"),
                      Backend("executorch-int8", "ExecuTorch XNNPACK CPU, INT8 artifact", "int8"))),
     Target("android", "an Android bundle", "a folder with the ncnn model, a Kotlin/JNI sample app and the C++ "
            "upscaler it shares with a desktop build",

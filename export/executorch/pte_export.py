@@ -5,6 +5,7 @@ ExecuTorch's own runtime before anything is written.
   ran FSRCNN ×2 3× slower than ONNX Runtime; the same layer as a convolution computing every output phase, then
   ``PixelShuffle``, is exact (float rounding) and runs at convolution speed (FSRCNN ×2: 0.6× ONNX Runtime, 2-core
   Xeon, docs/executorch.md). The phases come from ``export.subpixel`` (the OpenVINO IR's rewrite).
+- **FP16** (``pte_fp16``) and **INT8** (``pte_int8``) are gated on the held-out PSNR drop through ExecuTorch.
 - **Shapes: a bounded range.** One input of N=1 and any height and width from the model's smallest to
   ``--max-shape`` (default 320×320: a 256-pixel tile with its context); the runtime's tiler fits its tiles to it, edge
   tiles smaller, so tiled outputs stay exactly those of a whole-image run (a fixed shape would pad the image's
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .pte_fp16 import fp16_program
 from .pte_int8 import int8_module, unshared_weights
 from ..accuracy_gate import DEFAULT_MAX_DROP, check_accuracy, limit_for
 from ..onnx.onnx_export import metadata
@@ -79,6 +81,39 @@ class SubPixelDeconv(nn.Module):
         return self.shuffle(self.conv(F.pad(x, self.pad)))
 
 
+class GateFeatures(nn.Module):
+    """A whole-image gate's first part (``runtime.global_gate``): the image → the features the gate averages."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network.gate_features(x)
+
+
+class GateMargin(nn.Module):
+    """A whole-image gate's decision: the features' mean, 1×C×1×1 → branch 1's logit margin (> 0: branch 1)."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, mean: torch.Tensor) -> torch.Tensor:
+        return self.network.gate_margin(mean.flatten(1))
+
+
+def gate_part_programs(network: nn.Module, channels: int, exported) -> dict[str, torch.export.ExportedProgram]:
+    """The four ``runtime.global_gate.GATE_PARTS`` of a network whose gate reads the whole image, each a method of
+    the program: the tiler averages the features over the whole image, decides once, and runs that branch."""
+    features = GateFeatures(network).eval()
+    with torch.no_grad():
+        width = features(torch.rand(1, channels, 16, 16)).shape[1]
+        margin = torch.export.export(GateMargin(network).eval(), (torch.rand(1, width, 1, 1),))
+    return {"gate_features": exported(features), "gate_margin": margin,
+            **{f"branch{b}": exported(subpixel_network(network.with_branch(b))[0]) for b in (0, 1)}}
+
+
 def _upsamples_exactly(layer: nn.ConvTranspose2d) -> bool:
     (stride, stride_w), (kernel, kernel_w) = layer.stride, layer.kernel_size
     return (stride == stride_w >= 2 and kernel == kernel_w and layer.groups == 1 and layer.dilation == (1, 1)
@@ -111,8 +146,9 @@ def exporter(channels: int, min_size: int, max_height: int, max_width: int):
     return exported
 
 
-def lower(program: torch.export.ExportedProgram) -> bytes:
-    """The ``.pte`` of an exported program, lowered to XNNPACK."""
+def lower(program: torch.export.ExportedProgram | dict[str, torch.export.ExportedProgram]) -> bytes:
+    """The ``.pte`` of an exported program (its method ``forward``) or of several (a method each), lowered to
+    XNNPACK."""
     to_edge_transform_and_lower, partitioner = import_executorch()
     return to_edge_transform_and_lower(program, partitioner=[partitioner()]).to_executorch().buffer
 
@@ -123,11 +159,12 @@ def export_executorch(net: SrModel, precision: Precision, out: Path, max_hw: tup
     """``out/MODEL_xSCALE_PRECISION.executorch``, written only once ExecuTorch computes it within the gate: (the
     folder, what was measured)."""
     info = net.info
-    if precision not in (Precision.FP32, Precision.INT8):
-        raise SrDeployError(f"--target executorch writes fp32 or int8, not {precision}: export with --precision int8")
-    if net.has_global_gate:
-        raise SrDeployError(f"{info.name}'s gate reads the whole image, which the executorch target does not cut into "
-                            "its parts yet: export it with --target onnx or --target ncnn")
+    if precision not in (Precision.FP32, Precision.FP16, Precision.INT8):
+        raise SrDeployError(f"--target executorch writes fp32, fp16 or int8, not {precision}: export with "
+                            "--precision fp16 or int8")
+    if net.has_global_gate and precision != Precision.FP32:
+        raise SrDeployError(f"{info.name}'s gate reads the whole image: the executorch target writes its gate parts in "
+                            f"FP32 only, not {precision}: export it with --precision fp32")
     max_height, max_width = max_hw or (DEFAULT_MAX_SIZE, DEFAULT_MAX_SIZE)
     if min(max_height, max_width) < info.export.min_size:
         raise SrDeployError(f"--max-shape {max_height}x{max_width}: below {info.name}'s smallest input "
@@ -137,11 +174,18 @@ def export_executorch(net: SrModel, precision: Precision, out: Path, max_hw: tup
                                  "srdeploy ExecuTorch artifact")
     network, swapped = subpixel_network(net.network)
     exported = exporter(info.channels, config.min_size, max_height, max_width)
-    int8 = None
+    int8 = fp16 = None
     if precision == Precision.INT8:
         network, int8 = int8_module(net, lambda n: subpixel_network(n)[0],
                                     lambda n: unshared_weights(exported(n).module()), calib, max_drop, progress)
-    program = lower(exported(network))
+        program = lower(exported(network))
+    elif precision == Precision.FP16:
+        limit = limit_for(DEFAULT_MAX_DROP, precision, max_drop)
+        program, fp16 = fp16_program(net, network, lambda n: lower(exported(n)), calib, limit, progress)
+    elif net.has_global_gate:
+        program = lower(gate_part_programs(net.network, info.channels, exported))
+    else:
+        program = lower(exported(network))
     entries = srdeploy_metadata(metadata(net, config, simplified=False).items())
     entries["precision"] = str(precision)
     entries["shape_bounds"] = json.dumps({"min": [1, info.channels, config.min_size, config.min_size],
@@ -150,13 +194,17 @@ def export_executorch(net: SrModel, precision: Precision, out: Path, max_hw: tup
         manifest = {"format": FORMAT, "metadata": entries, "exporter": versions, "subpixel_deconvolutions": swapped}
         write_manifest(work, manifest, {PROGRAM: program})
         measured = {"pte_bytes": len(program), "subpixel_deconvolutions": swapped, "max_hw": [max_height, max_width]}
-        if int8 is None:
+        if precision == Precision.FP32:
             measured["fp32_max_abs_vs_pytorch"] = gate(work, net, calib)
         else:
-            measured.update(int8_gate(work, net, calib, limit_for(DEFAULT_MAX_DROP, Precision.INT8, max_drop)))
+            measured.update(psnr_gate(work, net, calib, precision, limit_for(DEFAULT_MAX_DROP, precision, max_drop)))
+            entries["validation_drop_db"] = f"{measured['drop_db']:.4f}"
+        if fp16 is not None:
+            measured["fp16"] = asdict(fp16)
+            entries["kept_float"] = json.dumps(fp16.kept_float)
+        if int8 is not None:
             measured["int8"] = asdict(int8)
             entries["kept_float"] = json.dumps(int8.kept_float)
-            entries["validation_drop_db"] = f"{measured['drop_db']:.4f}"
             entries["int8_mac_fraction"] = f"{int8.int8_mac_fraction:.4f}"
         entries["executorch_report"] = json.dumps(measured)
         write_manifest(work, manifest, {PROGRAM: program})
@@ -177,24 +225,26 @@ def gate(folder: Path, net: SrModel, calib: str | None) -> float:
     return error
 
 
-def int8_gate(folder: Path, net: SrModel, calib: str | None, limit: float) -> dict:
-    """The held-out PSNR drop of the INT8 program run by ExecuTorch against PyTorch's FP32, or a one-line refusal
-    over ``limit`` dB (``accuracy_gate.check_accuracy``)."""
+def psnr_gate(folder: Path, net: SrModel, calib: str | None, precision: Precision, limit: float) -> dict:
+    """The held-out PSNR drop of the FP16 or INT8 program run by ExecuTorch against PyTorch's FP32, or a one-line
+    refusal over ``limit`` dB (``accuracy_gate.check_accuracy``)."""
     info = net.info
     crops = lr_hr_crops(source_images(calib, "validation"), info.scale, VALIDATION_SPEC)
     psnr = lambda infer: crop_psnr(infer, crops, info.scale, info.colour, info.eval_rounding)  # noqa: E731
     fp32, found = psnr(TorchRunner(net.network).infer), psnr(ExecuTorchSession(folder).infer)
-    report = GateReport(str(Precision.INT8), found, fp32, fp32 - found, None)
+    report = GateReport(str(precision), found, fp32, fp32 - found, None)
     check_accuracy(report, limit, f"{info.name} ×{info.scale} through ExecuTorch")
     return {"validation_psnr": round(found, 4), "validation_psnr_fp32": round(fp32, 4), "drop_db": round(fp32 - found, 4)}
 
 
-def gate_report(measured: dict) -> GateReport | None:
-    """What the INT8 gate measured (``ExportResult.report``, as the other targets' precision reports), or None."""
-    if "int8" not in measured:
+def gate_report(precision: Precision, measured: dict) -> GateReport | None:
+    """What the FP16 or INT8 gate measured (``ExportResult.report``, as the other targets' precision reports), or
+    None (FP32)."""
+    if "drop_db" not in measured:
         return None
-    return GateReport(str(Precision.INT8), measured["validation_psnr"], measured["validation_psnr_fp32"],
-                      measured["drop_db"], measured["int8"]["int8_mac_fraction"])
+    share = measured["int8"]["int8_mac_fraction"] if "int8" in measured else None
+    return GateReport(str(precision), measured["validation_psnr"], measured["validation_psnr_fp32"],
+                      measured["drop_db"], share)
 
 
 @dataclass

@@ -18,7 +18,7 @@ def check(options: ExportOptions, out: Path) -> None:
 
 
 def export(net: SrModel, options: ExportOptions, out: Path, progress: Progress) -> ExportResult:
-    """``out/MODEL_xSCALE_fp32.executorch``: the program for LR inputs up to ``--max-shape`` (default 320×320: a
+    """``out/MODEL_xSCALE_PRECISION.executorch``: the program for LR inputs up to ``--max-shape`` (default 320×320: a
     256-pixel tile and its context); what ExecuTorch measured on ``progress``."""
     precision = Precision.parse(options.precision)
     max_hw = tuple(parse_shape(options.max_shape, net.info.channels)[2:]) if options.max_shape else None
@@ -26,14 +26,18 @@ def export(net: SrModel, options: ExportOptions, out: Path, progress: Progress) 
     progress(f"executorch {version}: torch.export, XNNPACK lowering")
     folder, measured = export_executorch(net, precision, out, max_hw, options.calib, options.max_psnr_drop,
                                          {"executorch": version}, progress.shown)
-    if precision == Precision.INT8:
-        quality = (f"{measured['drop_db']:.3f} dB below PyTorch FP32 on held-out crops ({measured['validation_psnr']:.2f} "
-                   f"vs {measured['validation_psnr_fp32']:.2f} dB), {measured['int8']['int8_mac_fraction']:.1%} of "
-                   f"convolution MACs in INT8, {measured['int8']['activations']} activations")
-    else:
+    if precision == Precision.FP32:
         quality = f"{measured['fp32_max_abs_vs_pytorch']:.1e} from PyTorch on held-out crops"
+    else:
+        quality = (f"{measured['drop_db']:.3f} dB below PyTorch FP32 on held-out crops ({measured['validation_psnr']:.2f} "
+                   f"vs {measured['validation_psnr_fp32']:.2f} dB)")
+    if precision == Precision.FP16:
+        quality += f", {', '.join(measured['fp16']['kept_float']) or 'no convolution'} in FP32"
+    if precision == Precision.INT8:
+        quality += (f", {measured['int8']['int8_mac_fraction']:.1%} of convolution MACs in INT8, "
+                    f"{measured['int8']['activations']} activations")
     progress(f"executorch {precision}: {quality}, through ExecuTorch's runtime; LR inputs up to "
              f"{'×'.join(map(str, measured['max_hw']))}; {measured['pte_bytes'] / 1e6:.2f} MB")
-    result = result_for(net, "executorch", options, gate_report(measured), executorch=measured)
+    result = result_for(net, "executorch", options, gate_report(precision, measured), executorch=measured)
     result.artifacts.append(folder)
     return result

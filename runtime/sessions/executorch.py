@@ -2,7 +2,8 @@
 run by ExecuTorch's own runtime (XNNPACK on the CPU), as a phone runs it.
 
 The folder holds ``model.pte`` (the program, lowered to XNNPACK) and ``srdeploy.json``, the sealed manifest the
-``.pte`` has no room for (``runtime.manifest``). The program takes one image, N=1, of any size within the shape
+``.pte`` has no room for (``runtime.manifest``). The program's one method is ``forward``, or, for a network whose gate
+reads the whole image (DSRNet), the four gate parts (``runtime.global_gate``), so that tiles share one decision. The program takes one image, N=1, of any size within the shape
 bounds it was exported for (a bounded range: the tiler fits its tiles to the largest); a batch runs image by
 image.
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from ..artifact import ArtifactSession
 from ..errors import SrDeployError, command
+from ..global_gate import GATE_PARTS, GateSplit, one_decision, parts_split
 from ..manifest import MANIFEST, read_manifest
 from ..progress import native_stderr_silenced
 
@@ -67,13 +69,33 @@ def artifact_folder(path: str | Path) -> Path:
     return path
 
 
+class ProgramRunner:
+    """A ``.pte`` in memory, its methods run by ExecuTorch image by image (N=1 each); it keeps the program's bytes as
+    long as its methods."""
+
+    def __init__(self, program: bytes):
+        self._torch, executorch_runtime = import_executorch_runtime()
+        self.bytes = program
+        with native_stderr_silenced():  # ExecuTorch's CPU probing prints as XNNPACK starts
+            self.program = executorch_runtime.get().load_program(program)
+            self.methods = {name: self.program.load_method(name) for name in sorted(self.program.method_names)}
+
+    def run(self, name: str, x: np.ndarray) -> np.ndarray:
+        outputs = [self.methods[name].execute([self._torch.from_numpy(np.ascontiguousarray(image[None], np.float32))])
+                   for image in x]
+        return np.concatenate([output.numpy().astype(np.float32, copy=False) for (output,) in outputs])
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return self.run("forward", x)
+
+
 class ExecuTorchSession(ArtifactSession):
     """An ExecuTorch artifact ready to run, with its srdeploy metadata."""
 
     runtime_name = "ExecuTorch"
 
     def __init__(self, path: str | Path, threads: int | None = None):
-        torch, executorch_runtime = import_executorch_runtime()
+        import_executorch_runtime()
         self.path = artifact_folder(path)
         manifest, files = read_manifest(self.path, FORMAT, REEXPORT, "ExecuTorch")
         if PROGRAM not in files:  # a sealed manifest that does not list the program (else a KeyError below)
@@ -86,21 +108,24 @@ class ExecuTorchSession(ArtifactSession):
 
             _unsafe_reset_threadpool(threads)  # "unsafe" while another program runs: sessions open before they run
         try:
-            self._program_bytes = files[PROGRAM]  # the program and its bytes live as long as the method
-            with native_stderr_silenced():  # ExecuTorch's CPU probing prints as XNNPACK starts
-                self.program = executorch_runtime.get().load_program(self._program_bytes)
-                self.method = self.program.load_method("forward")
+            self.runner = ProgramRunner(files[PROGRAM])
         except (RuntimeError, ValueError) as exc:
             reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             raise SrDeployError(f"artifact {self.path} cannot be loaded by ExecuTorch ({reason}): {REEXPORT}") from None
-        self._torch = torch
+        names = list(self.runner.methods)
+        if names != (sorted(GATE_PARTS) if self.has_global_gate else ["forward"]):
+            raise SrDeployError(f"artifact {self.path}: its program's methods ({', '.join(names)[:80]}) are not the "
+                                f"{'four gate parts' if self.has_global_gate else 'forward method'} its manifest says: "
+                                f"{REEXPORT}")
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """N×C×H×W in [0, 1] → float32 N×C×(s·H)×(s·W), image by image."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         self.check_input(x)
-        outputs = []
-        for image in x:
-            (out,) = self.method.execute([self._torch.from_numpy(np.ascontiguousarray(image[None]))])
-            outputs.append(out.numpy())
-        return np.concatenate(outputs)
+        if self.has_global_gate:
+            return one_decision(self.gate_split())(x)
+        return self.runner.run("forward", x)
+
+    def gate_split(self) -> GateSplit:
+        """The gate's features, decision and branches: this program's four methods."""
+        return parts_split({name: (lambda name: lambda x: self.runner.run(name, x))(name) for name in self.runner.methods})
