@@ -63,20 +63,18 @@ def test_a_weight_read_twice_is_copied_so_xnnpack_takes_the_int8_program():
 
 
 def test_int8_is_gated_through_executorch(tmp_path):
-    """FSRCNN ×2 INT8: the default 0.1 dB gate refuses it in one line (XNNPACK's per-tensor int8 loses more than
-    the ONNX graph's float channels allow, docs/executorch.md), nothing written; with --max-psnr-drop 0.5 it is
-    written, and the drop it reports is what ExecuTorch computes on the held-out crops, measured here again."""
+    """FSRCNN ×2 INT8 with --max-psnr-drop 0.5 is written, and the drop it reports is what ExecuTorch computes on the
+    held-out crops, measured here again; the default 0.1 dB gate refuses that program in one line (XNNPACK's
+    per-tensor int8 loses more than the ONNX graph's float channels allow, docs/executorch.md)."""
     from srdeploy.calib.data import lr_hr_crops, source_images
+    from srdeploy.export.executorch.pte_export import psnr_gate
     from srdeploy.export.precision import VALIDATION_SPEC
     from srdeploy.models.torch_runner import TorchRunner
+    from srdeploy.runtime.errors import SrDeployError
+    from srdeploy.runtime.precision import Precision
     from srdeploy.runtime.quality import crop_psnr
 
     need_shared("weights", "fsrcnn_x2.pth")
-    refused = run_cli("export", "--model", "fsrcnn", "--target", "executorch", "--precision", "int8", "--out",
-                      str(tmp_path / "refused"))
-    assert refused.returncode == 2 and "through ExecuTorch loses" in refused.stderr, refused.stderr
-    assert "over the 0.1 dB limit: nothing written" in refused.stderr.splitlines()[-1]
-    assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").iterdir())
     written = run_cli("export", "--model", "fsrcnn", "--target", "executorch", "--precision", "int8",
                       "--max-psnr-drop", "0.5", "--out", str(tmp_path / "int8"))
     assert written.returncode == 0, written.stderr
@@ -87,7 +85,11 @@ def test_int8_is_gated_through_executorch(tmp_path):
     crops = lr_hr_crops(source_images(None, "validation"), 2, VALIDATION_SPEC)
     psnr = lambda infer: crop_psnr(infer, crops, 2, net.info.colour, net.info.eval_rounding)  # noqa: E731
     drop = psnr(TorchRunner(net.network).infer) - psnr(session.infer)
-    assert 0.0 < drop <= 0.5 and abs(drop - report["drop_db"]) <= 1e-3
+    assert 0.1 < drop <= 0.5 and abs(drop - report["drop_db"]) <= 1e-3
+    with pytest.raises(SrDeployError) as refused:
+        psnr_gate(session.path, net, None, Precision.INT8, 0.1)
+    assert "through ExecuTorch loses" in str(refused.value) and "\n" not in str(refused.value)
+    assert str(refused.value).endswith("over the 0.1 dB limit: nothing written; raise --max-psnr-drop to accept it")
     int8_bytes = len((tmp_path / "int8" / "fsrcnn_x2_int8.executorch" / "model.pte").read_bytes())
     fp32_weight_bytes = 4 * sum(p.numel() for p in net.network.parameters())
     assert int8_bytes < fp32_weight_bytes  # int8 weights: the program is smaller than its FP32 weights alone
