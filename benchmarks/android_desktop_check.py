@@ -6,14 +6,19 @@ build from source takes minutes).
 ``NCNN_INSTALL``: ncnn built from source and installed (``cmake -DNCNN_VULKAN=OFF … && cmake --install``). For
 FSRCNN ×2 (luma, Pillow's bicubic chroma), LESRCNN ×2 (RGB) and DSRNet ×2 (its gate parts, one decision for the
 whole image): the bundle is exported, its ``build_desktop.sh`` builds ``cpp/`` (the file the app's JNI library
-is built from), and the upscaler runs on a 96×80 crop of a held-out photo, whole and in 48-pixel tiles. Its
-network output (float) is compared with ``NcnnSession`` run the same way (``runtime.tiling.tiled_infer``), and its
-8-bit image with ``runtime.pipeline.upscale_rgb``. Writes ``android_desktop_check.{md,json}``.
+is built from), and the upscaler runs on a 96×80 crop of a held-out photo, whole and in 48-pixel tiles, with ncnn
+running the graphs and through a ``GraphRunner`` on flat floats (``SRDEPLOY_GRAPH_RUNNER=flat``: the path the app's
+ExecuTorch CPU path takes, here backed by ncnn's nets), the latter also with the facts capped at ``max_size 64`` (tiles
+cut to a program's largest input, as for the ExecuTorch program). Its network output (float) is compared with
+``NcnnSession`` run the same way (``runtime.tiling.tiled_infer``), and its 8-bit image with
+``runtime.pipeline.upscale_rgb``. Writes ``android_desktop_check.{md,json}``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,6 +40,7 @@ from ..runtime.tiling import tiled_infer
 
 MODELS = ("fsrcnn", "lesrcnn", "dsrnet")
 TILES = (0, 48)
+CAP = 64  # max_size written into the facts for the capped run
 
 
 def write_ppm(path: Path, rgb: np.ndarray) -> None:
@@ -54,21 +60,31 @@ def check_model(model: str, ncnn: Path, work: Path, photo: np.ndarray) -> list[d
     target("android").export(net, ExportOptions(precision="fp32"), bundle, Progress(False))
     session = NcnnSession(bundle / "assets" / "model")
     write_ppm(work / "in.ppm", photo)
+    capped = work / f"{model}_capped"
+    shutil.copytree(bundle / "assets" / "model", capped)
+    (capped / "srdeploy.txt").write_text((capped / "srdeploy.txt").read_text() + f"max_size {CAP}\n")
+    radius, least = session.receptive_radius, session.shape_bounds["min"][2]
+    runs = [(tile, "ncnn", bundle / "assets" / "model", tile) for tile in TILES]
+    runs += [(tile, "runner", bundle / "assets" / "model", tile) for tile in TILES]
+    runs += [(0, f"runner, max_size {CAP}", capped, max(CAP - 2 * radius, least))]
     rows = []
-    for tile in TILES:
+    for tile, path, model_dir, python_tile in runs:
         out_ppm, raw = work / f"{model}_{tile}.ppm", work / f"{model}_{tile}.f32"
-        done = subprocess.run(["bash", str(bundle / "build_desktop.sh"), str(ncnn), str(work / "in.ppm"), str(out_ppm),
-                               str(tile), str(raw)], capture_output=True, text=True, timeout=1800)
+        command = ["bash", str(bundle / "build_desktop.sh"), str(ncnn), str(work / "in.ppm"), str(out_ppm), str(tile),
+                   str(raw)] if not (bundle / "build" / "srdeploy_upscale").is_file() else \
+            [str(bundle / "build" / "srdeploy_upscale"), str(model_dir), str(work / "in.ppm"), str(out_ppm), str(tile),
+             str(raw)]
+        env = {**os.environ, "SRDEPLOY_GRAPH_RUNNER": "flat" if path.startswith("runner") else ""}
+        done = subprocess.run(command, capture_output=True, text=True, timeout=1800, env=env)
         if done.returncode != 0:
             raise SystemExit(f"the desktop build or run failed for {model}: {done.stderr[-2000:]}")
         x = network_input(photo, session.colour)
-        radius = session.receptive_radius
-        infer = (lambda t: (lambda v: tiled_infer(v, session.infer, session.scale, t, radius, session.shape_bounds["min"][2],
-                                                  gate=session.gate_split if session.has_global_gate else None)))(tile)
+        infer = (lambda t: (lambda v: tiled_infer(v, session.infer, session.scale, t, radius, least,
+                                                  gate=session.gate_split if session.has_global_gate else None)))(python_tile)
         expected = infer(x)
         found = np.fromfile(raw, dtype=np.float32).reshape(expected.shape)
         cpp_image, python_image = read_ppm(out_ppm), upscale_rgb(photo, infer, session.colour)
-        rows.append({"model": model, "colour": session.colour, "tile": tile, "graphs": len(session.nets),
+        rows.append({"model": model, "colour": session.colour, "tile": tile, "graphs": len(session.nets), "path": path,
                      "output_max_abs": float(np.abs(found - expected).max()),
                      "pixels_equal": float(np.mean(cpp_image == python_image)),
                      "pixels_max_level_diff": int(np.abs(cpp_image.astype(int) - python_image.astype(int)).max()),
@@ -89,12 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         for model in MODELS:
             report["rows"] += check_model(model, Path(args.ncnn), Path(folder), photo)
-    rows = [[r["model"], r["colour"], str(r["graphs"]), str(r["tile"]) or "whole", f"{r['output_max_abs']:.2e}",
+    rows = [[r["model"], r["colour"], str(r["graphs"]), r["path"], str(r["tile"]), f"{r['output_max_abs']:.2e}",
              f"{r['pixels_equal']:.4%}", str(r["pixels_max_level_diff"])] for r in report["rows"]]
     text = (f"`{report['command']}` — {report['date']}\n\nMachine: {cpu_text(report['machine'])}; the bundle's C++ "
             f"built against ncnn from source ({args.ncnn_source or args.ncnn}, CPU, no Vulkan); the Python side: "
             f"ncnn {report['machine']['libraries'].get('ncnn')} from PyPI. Input: a 96×80 crop of a held-out photo.\n\n"
-            + markdown_table(["model", "colour", "graphs", "tile (0: whole)", "network output max abs (C++ vs Python)",
+            + markdown_table(["model", "colour", "graphs", "graphs run by", "tile (0: whole)",
+                              "network output max abs (C++ vs Python)",
                               "8-bit pixels equal", "max level difference"], rows) + "\n")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """The Android bundle (``--target android``): its files and their sha256, the facts the C++ reads, the Kotlin and
 C++ parsed (tree-sitter), the Kotlin's native methods and the JNI functions one to one, and the build files'
-paths inside the bundle. Building the C++ against ncnn and comparing it with the Python session is a script, not
+paths inside the bundle; its ExecuTorch program for the CPU path (the gate parts as methods, the facts with the
+program's bound, the AAR pinned to the exporter's version). Building the C++ against ncnn and comparing it with the Python session is a script, not
 CI (``benchmarks/android_desktop_check.py``: ncnn's build takes long)."""
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ def test_each_native_method_has_its_jni_function(bundle):
     package = re.search(r"^package ([\w.]+)", kotlin_source, re.M).group(1)
     natives = set(re.findall(r"external fun (\w+)\(", kotlin_source))
     jni = set(re.findall(r"Java_(\w+?)_Upscaler_(\w+)\(", (bundle / APP / "cpp/jni_bridge.cpp").read_text()))
-    assert natives == {"load", "scale", "onVulkan", "upscale"}
+    assert natives == {"load", "loadExecuTorch", "scale", "onVulkan", "upscale"}
     assert jni == {(package.replace(".", "_"), name) for name in natives}
     assert 'System.loadLibrary("srdeploy")' in kotlin_source
     assert "add_library(srdeploy SHARED" in (bundle / APP / "cpp/CMakeLists.txt").read_text()
@@ -93,6 +94,35 @@ def test_the_build_files_point_inside_the_bundle(bundle):
     assert ((bundle / "android/app" / assets).resolve() / "input.png").is_file()
     desktop = (bundle / "cpp/CMakeLists.txt").read_text()
     assert "desktop_main.cpp srdeploy_sr.cpp" in desktop and (bundle / "build_desktop.sh").stat().st_mode & 0o100
+
+
+def test_the_cpu_path_is_the_executorch_program_of_the_same_network(bundle, tmp_path):
+    """assets/executorch: the FP32 program with DSRNet's four gate parts as methods (the names the C++ asks the
+    Kotlin runner for; "model" maps to forward), equal to the bundle's ncnn model; its facts are the ncnn model's plus
+    the program's largest input; Gradle compiles against the AAR of the version that lowered it."""
+    pytest.importorskip("executorch", reason="ExecuTorch is not installed: pip install executorch (the dev extra has it)")
+    import shutil
+    from importlib import metadata
+
+    from srdeploy.runtime.sessions.executorch import ExecuTorchSession
+    from srdeploy.runtime.sessions.ncnn import NcnnSession
+    from tests.conftest import held_out_batch
+
+    folder = bundle / "assets" / "executorch"
+    shutil.copytree(folder, tmp_path / "dsrnet.executorch")
+    session = ExecuTorchSession(tmp_path / "dsrnet.executorch")
+    assert sorted(session.runner.methods) == ["branch0", "branch1", "gate_features", "gate_margin"]
+    x = held_out_batch("rgb")
+    assert abs(session.infer(x) - NcnnSession(bundle / "assets" / "model").infer(x)).max() <= 1e-4
+    model_facts = (bundle / "assets" / "model" / "srdeploy.txt").read_text()
+    assert (folder / "srdeploy.txt").read_text() == model_facts + "max_size 320\n"
+    version = metadata.version("executorch")
+    assert f"executorchVersion={version}" in (bundle / "android" / "gradle.properties").read_text().splitlines()
+    assert 'implementation("org.pytorch:executorch-android:${property("executorchVersion")}")' in \
+        (bundle / "android/app/build.gradle.kts").read_text()
+    runner = (bundle / APP / "java/com/srdeploy/sample/ExecuTorchRunner.kt").read_text()
+    assert 'if (graph == "model") "forward" else graph' in runner and "module.execute(method," in runner
+    assert f"org.pytorch:executorch-android:{version}" in (bundle / "README.md").read_text()
 
 
 def test_a_foreign_folder_is_refused_and_left_alone(tmp_path):

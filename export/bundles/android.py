@@ -5,7 +5,10 @@ The bundle holds the ncnn model (``export.ncnn``: gated on ncnn itself) with its
 bridge, Gradle and CMake files) whose native library is the bundle's upscaler (``cpp/srdeploy_sr.cpp``: tiles with
 the receptive radius as context, DSRNet's gate decided once on the whole image, luma networks with Pillow's
 bicubic chroma), the desktop build of that same file (``cpp/``, ``build_desktop.sh``) and a README with the exact
-steps; ``srdeploy_bundle.json`` lists every file's sha256. The app's sources are files in ``android_app/``, copied
+steps; ``srdeploy_bundle.json`` lists every file's sha256. Where ExecuTorch is installed, the bundle also holds the
+FP32 ExecuTorch program (``assets/executorch/``, ``export.executorch``: gated on ExecuTorch itself) for phones
+without Vulkan: the app runs its graphs through ExecuTorch's Android AAR (``ExecuTorchRunner.kt``) under the same
+C++ tiling and colour. The app's sources are files in ``android_app/``, copied
 as they are; srdeploy's tests parse the Kotlin and C++ (tree-sitter), and ``benchmarks/android_desktop_check.py``
 builds the C++ against ncnn from source and compares its output with the Python session's.
 """
@@ -19,6 +22,7 @@ from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
+from ..executorch.pte_export import export_executorch
 from ..ncnn.ncnn_export import export_ncnn, import_pnnx
 from ..onnx.target import gated_onnx
 from ..options import ExportOptions, ExportResult, Progress, result_for
@@ -27,6 +31,7 @@ from ...models.loading import SrModel
 from ...runtime import images
 from ...runtime.atomic import atomic_dir, check_bundle_folder
 from ...runtime.precision import Precision
+from ...runtime.sessions.executorch import unavailable as executorch_unavailable
 from ...runtime.sessions.ncnn import MANIFEST, import_ncnn
 
 SKELETON = Path(__file__).resolve().parent / "android_app"
@@ -34,6 +39,8 @@ BUNDLE_MANIFEST = "srdeploy_bundle.json"
 FORMAT = "srdeploy-android-1"
 MODEL = Path("assets/model")
 SAMPLE = 128  # LR pixels of the sample image's side
+EXECUTORCH = Path("assets/executorch")
+DEFAULT_EXECUTORCH_AAR = "1.5.1"  # the AAR the app compiles against when no program is bundled (the tested version)
 
 
 def check(options: ExportOptions, out: Path) -> None:
@@ -51,6 +58,27 @@ def facts(manifest: dict) -> str:
              f"min_size {bounds['min'][2]}"]
     lines += [f"graph {name} {graph['input']} {graph['output']}" for name, graph in manifest["graphs"].items()]
     return "\n".join(lines) + "\n"
+
+
+def executorch_section(versions: dict) -> str:
+    if "executorch" not in versions:
+        return """
+## The CPU path on ExecuTorch
+
+This bundle has no ExecuTorch program (ExecuTorch was not installed where it was exported: `pip install
+executorch`, then export again); the app runs ncnn on the CPU where the phone has no Vulkan.
+"""
+    return f"""
+## The CPU path on ExecuTorch
+
+`assets/executorch/model.pte` is the same network as an ExecuTorch {versions['executorch']} program lowered to
+XNNPACK (FP32, checked by ExecuTorch's runtime against PyTorch when exported). Where the phone has no Vulkan the app
+runs it on the CPU with ExecuTorch's Android AAR, `org.pytorch:executorch-android:{versions['executorch']}` from Maven
+Central (`android/gradle.properties` pins it; keep it at the version the program was lowered with):
+`Upscaler(assets, ExecuTorchRunner(context)).upscale(bitmap)`. The C++ keeps the tiling (cut to the program's
+largest input, `max_size` in `assets/executorch/srdeploy.txt`), DSRNet's gate and the colour; `ExecuTorchRunner.run`
+calls `Module.execute(method, EValue.from(Tensor.fromBlob(floats, shape)))` for each tile.
+"""
 
 
 def readme(name: str, scale: int, precision: str, versions: dict) -> str:
@@ -80,7 +108,7 @@ one pass over the whole image).
 `bash build_desktop.sh NCNN_INSTALL IN.ppm OUT.ppm [TILE]` builds `cpp/` against an ncnn install (`cmake
 --install` of ncnn built from source) and upscales a binary PPM: the same C++ as the app, which srdeploy checks
 against its Python session (`benchmarks/android_desktop_check.py` in srdeploy).
-"""
+""" + executorch_section(versions)
 
 
 def export(net: SrModel, options: ExportOptions, out: Path, progress: Progress) -> ExportResult:
@@ -90,14 +118,32 @@ def export(net: SrModel, options: ExportOptions, out: Path, progress: Progress) 
     versions = {package: metadata.version(package) for package in ("pnnx", "ncnn")}
     versions["ncnn_release"] = versions["ncnn"].rsplit(".", 1)[-1]
     info = net.info
+    missing = executorch_unavailable()
+    if missing:
+        progress(f"android bundle: no ExecuTorch CPU path ({missing})")
+    else:
+        versions["executorch"] = metadata.version("executorch")
     with tempfile.TemporaryDirectory() as scratch:
         folder, measured = export_ncnn(proto, net, precision, Path(scratch), options.calib, options.max_psnr_drop,
                                        versions)
+        program = None
+        if not missing:
+            progress(f"android bundle: the ExecuTorch {versions['executorch']} program for the CPU path (FP32)")
+            program, executorch_measured = export_executorch(net, Precision.FP32, Path(scratch) / "executorch", None,
+                                                             options.calib, None, {"executorch": versions["executorch"]},
+                                                             progress.shown)
         with atomic_dir(check_bundle_folder(out, BUNDLE_MANIFEST, "srdeploy Android bundle")) as work:
             shutil.copytree(SKELETON, work, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
             shutil.copytree(folder, work / MODEL)
             manifest = json.loads((folder / MANIFEST).read_text())
             (work / MODEL / "srdeploy.txt").write_text(facts(manifest))
+            if program is not None:
+                shutil.copytree(program, work / EXECUTORCH)
+                largest = executorch_measured["max_hw"]
+                (work / EXECUTORCH / "srdeploy.txt").write_text(facts(manifest) + f"max_size {min(largest)}\n")
+            (work / "android" / "gradle.properties").write_text(
+                "android.useAndroidX=true\n"
+                f"executorchVersion={versions.get('executorch', DEFAULT_EXECUTORCH_AAR)}\n")
             photo = images.read_rgb(source_images(options.calib, "validation")[0])[:SAMPLE, :SAMPLE]
             images.write_image(work / "assets" / "input.png", photo)
             (work / "README.md").write_text(readme(info.name, info.scale, str(precision), versions))
@@ -105,8 +151,12 @@ def export(net: SrModel, options: ExportOptions, out: Path, progress: Progress) 
                      for p in sorted(work.rglob("*")) if p.is_file()}
             bundle = {"format": FORMAT, "model": info.name, "scale": info.scale, "precision": str(precision),
                       "colour": info.colour, "versions": versions, "ncnn_report": measured, "files": files}
+            if program is not None:
+                bundle["executorch_report"] = executorch_measured
             (work / BUNDLE_MANIFEST).write_text(json.dumps(bundle, indent=2))
-    progress(f"android bundle: ncnn {precision} model, the app (Kotlin + JNI), the C++ upscaler and its desktop build")
+    cpu_path = "" if missing else ", the ExecuTorch FP32 program for the CPU"
+    progress(f"android bundle: ncnn {precision} model{cpu_path}, the app (Kotlin + JNI), the C++ upscaler and its "
+             "desktop build")
     result = result_for(net, "android", replace(options, precision=str(precision)), report, ncnn=measured)
     result.artifacts.append(out)
     return result

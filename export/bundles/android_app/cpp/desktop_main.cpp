@@ -2,7 +2,10 @@
 // runs. Reads and writes binary PPM (P6), so it needs nothing beyond ncnn:
 //   srdeploy_upscale MODEL_DIR IN.ppm OUT.ppm [TILE] [RAW.f32]
 // RAW.f32: the network's output, float32 C×H×W, for comparing with srdeploy's Python session.
+// With SRDEPLOY_GRAPH_RUNNER=flat every graph runs through a GraphRunner on flat floats, the path the app's ExecuTorch
+// CPU path takes, here backed by ncnn's own nets (a check of that path's shapes and copies).
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -32,9 +35,16 @@ int main(int argc, char** argv) {
         return 2;
     }
     srdeploy::FolderFiles files(argv[1]);
-    srdeploy::Upscaler upscaler;
+    srdeploy::Upscaler upscaler, nets;
     std::string error;
-    if (!upscaler.load(files, true, 0, &error)) {
+    const char* runner = std::getenv("SRDEPLOY_GRAPH_RUNNER");
+    const bool flat = runner && std::string(runner) == "flat";
+    const bool loaded = flat ? nets.load(files, false, 0, &error) && upscaler.load(files,
+                                   [&nets](const std::string& graph, const std::vector<float>& input, int c, int h, int w) {
+                                       return nets.run_flat(graph, input, c, h, w);
+                                   }, &error)
+                             : upscaler.load(files, true, 0, &error);
+    if (!loaded) {
         std::fprintf(stderr, "error: %s\n", error.c_str());
         return 2;
     }
@@ -54,6 +64,6 @@ int main(int argc, char** argv) {
         file.write(reinterpret_cast<const char*>(raw.data()), static_cast<std::streamsize>(raw.size() * sizeof(float)));
     }
     std::printf("%s %dx%d -> %dx%d (%s, tile %d)\n", argv[3], w, h, w * s, h * s,
-                upscaler.on_vulkan() ? "Vulkan" : "CPU", tile);
+                flat ? "graph runner" : upscaler.on_vulkan() ? "Vulkan" : "CPU", tile);
     return 0;
 }

@@ -140,6 +140,7 @@ bool parse_facts(const std::string& text, Facts* facts, std::string* error) {
         else if (key == "colour") lines >> facts->colour;
         else if (key == "radius") lines >> facts->radius;
         else if (key == "min_size") lines >> facts->min_size;
+        else if (key == "max_size") lines >> facts->max_size;
         else if (key == "graph") {
             std::string name, input, output;
             lines >> name >> input >> output;
@@ -181,7 +182,46 @@ bool Upscaler::load(const Files& files, bool vulkan, int threads, std::string* e
     return true;
 }
 
+bool Upscaler::load(const Files& files, GraphRunner runner, std::string* error) {
+    std::string text;
+    if (!files.text("srdeploy.txt", &text)) {
+        *error = "the model's srdeploy.txt is missing";
+        return false;
+    }
+    runner_ = std::move(runner);
+    return parse_facts(text, &facts_, error);
+}
+
+namespace {
+
+std::vector<float> flat(const ncnn::Mat& m) {
+    std::vector<float> out(static_cast<size_t>(m.c) * m.h * m.w);
+    for (int c = 0; c < m.c; c++) std::copy_n(static_cast<const float*>(m.channel(c)), m.h * m.w, out.data() + static_cast<size_t>(c) * m.h * m.w);
+    return out;
+}
+
+ncnn::Mat shaped(const std::vector<float>& values, int h, int w) {
+    const int c = static_cast<int>(values.size() / (static_cast<size_t>(h) * w));
+    ncnn::Mat m(w, h, c);
+    for (int k = 0; k < c; k++) std::copy_n(values.data() + static_cast<size_t>(k) * h * w, h * w, static_cast<float*>(m.channel(k)));
+    return m;
+}
+
+}  // namespace
+
+std::vector<float> Upscaler::run_flat(const std::string& graph, const std::vector<float>& input, int c, int h, int w) {
+    ncnn::Mat in(w, h, c);
+    for (int k = 0; k < c; k++) std::copy_n(input.data() + static_cast<size_t>(k) * h * w, h * w, static_cast<float*>(in.channel(k)));
+    return flat(run(graph, in));
+}
+
 ncnn::Mat Upscaler::run(const std::string& graph, const ncnn::Mat& in) {
+    if (runner_) {
+        const std::vector<float> out = runner_(graph, flat(in), in.c, in.h, in.w);
+        if (graph == "gate_margin") return shaped(out, 1, 1);
+        const int s = graph == "gate_features" ? 1 : facts_.scale;
+        return shaped(out, in.h * s, in.w * s);
+    }
     ncnn::Extractor extractor = nets_.at(graph).create_extractor();
     extractor.input(facts_.blobs.at(graph).first.c_str(), in);
     ncnn::Mat out;
@@ -228,6 +268,8 @@ bool Upscaler::decide(const ncnn::Mat& in, int tile) {
 
 std::vector<unsigned char> Upscaler::upscale(const unsigned char* rgb, int w, int h, int tile, std::vector<float>* raw) {
     const bool luma = facts_.colour == "y";
+    const int largest = facts_.max_size - 2 * facts_.radius;  // the largest tile core whose window the graphs take
+    if (facts_.max_size > 0 && (tile <= 0 || tile > largest)) tile = std::max(largest, facts_.min_size);
     ncnn::Mat in(w, h, luma ? 1 : 3);
     std::vector<float> cb, cr;
     for (int y = 0; y < h; y++)
@@ -246,7 +288,7 @@ std::vector<unsigned char> Upscaler::upscale(const unsigned char* rgb, int w, in
             cr.push_back(static_cast<float>(ycc[2]));
         }
     ncnn::Mat out;
-    if (nets_.count("model")) {
+    if (facts_.blobs.count("model")) {
         out = tiled(in, tile, "model");
     } else {
         out = tiled(in, tile, decide(in, tile) ? "branch1" : "branch0");

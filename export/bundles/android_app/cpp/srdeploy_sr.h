@@ -1,10 +1,11 @@
 // srdeploy's upscaler on ncnn: the same file on Android (JNI, models from the APK's assets) and on a desktop
-// (models from a folder). It reproduces srdeploy's Python pipeline: tiles with the network's receptive radius as
+// (models from a folder); its graphs may also run elsewhere (``GraphRunner``: the app's ExecuTorch CPU path). It reproduces srdeploy's Python pipeline: tiles with the network's receptive radius as
 // context (so tiles equal the whole image), DSRNet's gate decided once on the whole image, luma networks
 // (FSRCNN) run on BT.601 Y with the chroma upscaled bicubically as Pillow does.
 #pragma once
 
 #include <array>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -19,6 +20,7 @@ struct Facts {
     std::string colour = "rgb";  // rgb, or y (the network sees BT.601 luma)
     int radius = 0;              // receptive radius in LR pixels: the context each tile gets
     int min_size = 1;            // smallest LR height/width the graphs accept
+    int max_size = 0;            // largest LR height/width they accept (0: any); tiles are cut to fit it
     std::vector<std::string> graphs;                                   // model, or the four gate parts
     std::map<std::string, std::pair<std::string, std::string>> blobs;  // graph -> (input, output) blob
 };
@@ -40,10 +42,21 @@ struct FolderFiles : Files {
 
 bool parse_facts(const std::string& text, Facts* facts, std::string* error);
 
+// Runs one graph outside ncnn on flat floats (C×H×W, channel after channel) and returns the output's floats; the
+// Upscaler gives them their shape (the graph's name says it: the input's size, ×scale, or 1×1 for gate_margin).
+using GraphRunner = std::function<std::vector<float>(const std::string& graph, const std::vector<float>& input, int c,
+                                                     int h, int w)>;
+
 class Upscaler {
 public:
     // Reads the facts and loads every graph; Vulkan where ncnn sees a device and ``vulkan`` asks for it.
     bool load(const Files& files, bool vulkan, int threads, std::string* error);
+
+    // Reads the facts only: every graph runs through ``runner`` (the tiles, the gate and the colour stay this file's).
+    bool load(const Files& files, GraphRunner runner, std::string* error);
+
+    // One of this upscaler's graphs on flat floats, as a GraphRunner runs it (for checking that path on a desktop).
+    std::vector<float> run_flat(const std::string& graph, const std::vector<float>& input, int c, int h, int w);
 
     // RGB uint8 (h×w×3, rows packed) → RGB uint8 (scale·h × scale·w × 3). ``tile``: LR pixels of each tile's core
     // (0: the whole image at once). ``raw``, when given, receives the network's output, float C×sH×sW.
@@ -61,6 +74,7 @@ private:
 
     Facts facts_;
     std::map<std::string, ncnn::Net> nets_;
+    GraphRunner runner_;
     bool vulkan_ = false;
 };
 

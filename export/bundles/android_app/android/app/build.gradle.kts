@@ -30,3 +30,9 @@ android {
     }
     kotlinOptions { jvmTarget = "17" }
 }
+
+dependencies {
+    // ExecuTorch's runtime (Module, XNNPACK) for the CPU path: the version the bundle's program was lowered with,
+    // written by srdeploy into gradle.properties
+    implementation("org.pytorch:executorch-android:${property("executorchVersion")}")
+}

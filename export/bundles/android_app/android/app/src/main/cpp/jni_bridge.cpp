@@ -1,11 +1,14 @@
 // The Android side of the bundle's upscaler: the model from the APK's assets (assets/model/), Bitmaps in and out
-// (ARGB_8888), Vulkan when the phone has it, ncnn's CPU path otherwise. The upscaling itself is cpp/srdeploy_sr.cpp,
-// the file the desktop check builds and compares with srdeploy's Python session.
+// (ARGB_8888), Vulkan when the phone has it, ncnn's CPU path otherwise; or the bundle's ExecuTorch program
+// (assets/executorch/) on the CPU, each graph run by the app's ExecuTorchRunner (Kotlin, ExecuTorch's AAR). The
+// upscaling itself is cpp/srdeploy_sr.cpp, the file the desktop check builds and compares with srdeploy's Python
+// session.
 #include <android/asset_manager_jni.h>
 #include <android/bitmap.h>
 #include <jni.h>
 
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -32,6 +35,29 @@ struct AssetFiles : srdeploy::Files {
 };
 
 std::unique_ptr<srdeploy::Upscaler> upscaler;
+JavaVM* vm = nullptr;
+jobject runner = nullptr;  // the app's ExecuTorchRunner (a global reference) while it runs the graphs
+
+// One graph through ExecuTorchRunner.run, on the thread that called upscale; a Kotlin exception stays pending (it is
+// what the app sees) and ends the upscale here.
+std::vector<float> run_in_executorch(const std::string& graph, const std::vector<float>& input, int c, int h, int w) {
+    JNIEnv* env = nullptr;
+    if (vm->GetEnv(reinterpret_cast<void**>(&env), JNI_VERSION_1_6) != JNI_OK) throw std::runtime_error("no JNIEnv");
+    jclass type = env->GetObjectClass(runner);
+    jmethodID run = env->GetMethodID(type, "run", "(Ljava/lang/String;[FIII)[F");
+    jstring name = env->NewStringUTF(graph.c_str());
+    jfloatArray values = env->NewFloatArray(static_cast<jsize>(input.size()));
+    env->SetFloatArrayRegion(values, 0, static_cast<jsize>(input.size()), input.data());
+    auto out = static_cast<jfloatArray>(env->CallObjectMethod(runner, run, name, values, c, h, w));
+    env->DeleteLocalRef(values);
+    env->DeleteLocalRef(name);
+    env->DeleteLocalRef(type);
+    if (env->ExceptionCheck() || out == nullptr) throw std::runtime_error("ExecuTorchRunner.run failed");
+    std::vector<float> result(static_cast<size_t>(env->GetArrayLength(out)));
+    env->GetFloatArrayRegion(out, 0, static_cast<jsize>(result.size()), result.data());
+    env->DeleteLocalRef(out);
+    return result;
+}
 
 }  // namespace
 
@@ -42,6 +68,22 @@ extern "C" JNIEXPORT jstring JNICALL Java_com_srdeploy_sample_Upscaler_load(JNIE
     auto loaded = std::make_unique<srdeploy::Upscaler>();
     std::string error;
     if (!loaded->load(files, vulkan, 0, &error)) return env->NewStringUTF(error.c_str());
+    upscaler = std::move(loaded);
+    return nullptr;
+}
+
+// The facts from assets/executorch/srdeploy.txt; every graph through ``executorch`` (an ExecuTorchRunner).
+extern "C" JNIEXPORT jstring JNICALL Java_com_srdeploy_sample_Upscaler_loadExecuTorch(JNIEnv* env, jobject, jobject assets,
+                                                                                    jobject executorch) {
+    AssetFiles files;
+    files.manager = AAssetManager_fromJava(env, assets);
+    files.folder = "executorch";
+    env->GetJavaVM(&vm);
+    if (runner) env->DeleteGlobalRef(runner);
+    runner = env->NewGlobalRef(executorch);
+    auto loaded = std::make_unique<srdeploy::Upscaler>();
+    std::string error;
+    if (!loaded->load(files, run_in_executorch, &error)) return env->NewStringUTF(error.c_str());
     upscaler = std::move(loaded);
     return nullptr;
 }
@@ -72,7 +114,12 @@ extern "C" JNIEXPORT jboolean JNICALL Java_com_srdeploy_sample_Upscaler_upscale(
             for (int c = 0; c < 3; c++) rgb[(static_cast<size_t>(y) * w + x) * 3 + c] = row[x * 4 + c];
     }
     AndroidBitmap_unlockPixels(env, input);
-    const std::vector<unsigned char> out = upscaler->upscale(rgb.data(), w, h, tile);
+    std::vector<unsigned char> out;
+    try {
+        out = upscaler->upscale(rgb.data(), w, h, tile);
+    } catch (const std::exception&) {  // a graph run by ExecuTorchRunner failed: its exception is pending in Kotlin
+        return JNI_FALSE;
+    }
     if (AndroidBitmap_lockPixels(env, output, &pixels) < 0) return JNI_FALSE;
     for (int y = 0; y < h * s; y++) {
         auto* row = static_cast<unsigned char*>(pixels) + static_cast<size_t>(y) * out_info.stride;
