@@ -358,6 +358,40 @@ def ncnn_harness() -> Callable[[bytes], None]:
     return one_input
 
 
+EXECUTORCH_SEED = SCRATCH / "srdeploy-fuzz-executorch-seed"
+
+
+def executorch_seeds(folder: Path) -> None:
+    from ..runtime.sessions.executorch import PROGRAM
+
+    (folder / PROGRAM).write_bytes((kept_export("executorch", EXECUTORCH_SEED) / PROGRAM).read_bytes())
+
+
+def executorch_harness() -> Callable[[bytes], None]:
+    """An ExecuTorch artifact folder (``ExecuTorchSession``: the seal, ExecuTorch's program loader with its
+    flatbuffer verification, the methods the manifest asks for, a run on 8×8) whose ``model.pte`` is mutated and
+    sealed again in FSRCNN ×2's manifest: a crafter can seal any program."""
+    import numpy as np
+
+    from ..runtime.errors import SrDeployError
+    from ..runtime.manifest import MANIFEST, write_manifest
+    from ..runtime.sessions.executorch import PROGRAM, ExecuTorchSession
+
+    folder = SCRATCH / f"srdeploy-fuzz-{os.getpid()}.executorch"
+    folder.mkdir(exist_ok=True)
+    manifest = json.loads((next(EXECUTORCH_SEED.glob("*.executorch")) / MANIFEST).read_text())
+
+    def one_input(data: bytes) -> None:
+        write_manifest(folder, manifest, {PROGRAM: data})
+        try:
+            session = ExecuTorchSession(folder)
+            session.infer(np.full((1, session.channels, 8, 8), 0.5, np.float32))
+        except SrDeployError as exc:
+            one_line(exc)
+
+    return one_input
+
+
 ENGINE_SHA = b"<the engine's sha256>"
 
 
@@ -445,6 +479,8 @@ HARNESSES: dict[str, tuple[Callable[[Path], None], Callable[[], Callable[[bytes]
     "cli": (fuzz_cli.cli_seeds, fuzz_cli.cli_harness, "the command line (argparse and cli.arguments)"),
     "openvino": (openvino_seeds, openvino_harness, "OpenVINO IR .xml, resealed (OpenVinoSession: digest, reader, metadata)"),
     "ncnn": (ncnn_seeds, ncnn_harness, "ncnn artifact folders, manifest resealed (NcnnSession: graphs, loaders, a run)"),
+    "executorch": (executorch_seeds, executorch_harness,
+                   "ExecuTorch programs, resealed (ExecuTorchSession: seal, program loader, methods, a run)"),
     "coreml": (coreml_seeds, coreml_harness, "Core ML package specs, resealed (CoreMLSession read anywhere: seal, weights, metadata)"),
     "sidecar": (sidecar_seeds, sidecar_harness, "TensorRT engine sidecars (read_sidecar, incompatibility, metadata)"),
     "bundle": (bundle_seeds, bundle_harness, "Jetson bundle manifests (runtime.bundle_check.load_manifest)"),

@@ -109,6 +109,42 @@ def test_damaged_or_foreign_folders_are_one_line(exported, tmp_path):
     assert not (tmp_path / "out.png").exists()
 
 
+def test_crafted_programs_are_one_line_not_an_abort(exported, tmp_path):
+    """Programs resealed with bytes that are not UTF-8 where ExecuTorch's C++ logs them (found by fuzzing: its
+    Python bindings then abort the process, which no exception reports): an operator name, refused by ExecuTorch's own
+    deserializer; a constant's data key in the XNNPACK payload, loaded first in a child process that ExecuTorch
+    aborts; and a program that loads and then fails in XNNPACK (the first 5×5 convolution's 56 output channels made
+    54: shapes no longer propagate; that image fails, after ExecuTorch's C++ prints its own diagnostics on stderr).
+    Each: exit 2, nothing written, one line of srdeploy's (and the batch's tally where an image failed); no
+    traceback, no abort."""
+    import re
+
+    from PIL import Image
+
+    from srdeploy.runtime.manifest import write_manifest
+
+    manifest = json.loads((exported["fsrcnn"] / "srdeploy.json").read_text())
+    program = (exported["fsrcnn"] / "model.pte").read_bytes()
+    operator = program.index(b"aten::")
+    key = [*re.finditer(rb"[0-9a-f]{64}", program)][-1].start()  # a constant's key in the XNNPACK payload
+    conv_5x5 = b"\x05\x00\x00\x00" * 2 + b"\x01\x00\x00\x00" * 4  # kernel 5×5, stride, dilation: then 56 (b"8")
+    assert program.count(conv_5x5 + b"8") == 1
+    crafted = {"operator": (program[:operator] + b"\xff" + program[operator + 1:], "not a readable ExecuTorch program"),
+               "data key": (program[:key + 40] + b"\x9c\xc8" + program[key + 42:],
+                            "ExecuTorch aborted the process that loaded it: signal 6"),
+               "channels": (program.replace(conv_5x5 + b"8", conv_5x5 + b"6", 1), "its program does not compute")}
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "photo.png")
+    for name, (data, message) in crafted.items():
+        folder = tmp_path / f"{name.replace(' ', '_')}.executorch"
+        folder.mkdir()
+        write_manifest(folder, manifest, {"model.pte": data})
+        result = run_cli("upscale", str(tmp_path / "photo.png"), str(tmp_path / "out.png"), "--artifact", str(folder))
+        ours = [line for line in result.stderr.splitlines() if not line.startswith("[")]  # not ExecuTorch's C++ log
+        assert result.returncode == 2 and message in ours[0] and len(ours) == (2 if name == "channels" else 1), (
+            name, result.stderr)
+        assert "Traceback" not in result.stderr and not (tmp_path / "out.png").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--model", "fsrcnn", "--precision", "bf16"], "--precision bf16 is not one --target executorch writes"),
     (["--model", "dsrnet", "--precision", "int8"], "writes its gate parts in FP32 only, not int8"),

@@ -19,16 +19,17 @@ SECONDS = 4  # each; with the start-up and the seeds, all eleven within about tw
 @pytest.mark.skipif(importlib.util.find_spec("atheris") is None, reason="atheris is not installed: pip install atheris")
 @pytest.mark.parametrize("harness", sorted(HARNESSES))
 def test_short_fuzz_run_finds_nothing(harness, tmp_path):
-    if harness in ("onnx", "openvino", "ncnn", "coreml"):
+    if harness in ("onnx", "openvino", "ncnn", "coreml", "executorch"):
         need_shared("weights", "fsrcnn_x2.pth")  # their seed is the exported FSRCNN ×2
-    needs = {"openvino": "openvino", "ncnn": "pnnx", "coreml": "coremltools"}.get(harness)
+    needs = {"openvino": "openvino", "ncnn": "pnnx", "coreml": "coremltools", "executorch": "executorch"}.get(harness)
     if needs:
         pytest.importorskip(needs, reason=f"{needs} is not installed: pip install -e '.[dev]'")
     done = subprocess.run([sys.executable, "-m", "srdeploy.benchmarks.fuzz", harness, "--seconds", str(SECONDS),
                            "--corpus", str(tmp_path / "corpus"), "--crashes", str(tmp_path / "crashes")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["crashes"] == [] and result["executions"] > 20, result
+    # each new ExecuTorch program is first loaded in a child process (~5 s: runtime.sessions.executorch.probed)
+    assert result["crashes"] == [] and result["executions"] > (1 if harness == "executorch" else 20), result
     assert result["coverage"] and result["coverage"] > 10, result  # srdeploy's code was instrumented and reached
 
 
@@ -129,7 +130,7 @@ def test_a_sidecar_missing_a_field_is_one_line(tmp_path, missing):
     from srdeploy.runtime.errors import SrDeployError
     from srdeploy.runtime.sessions.tensorrt_sidecar import read_sidecar
 
-    with pytest.raises(SrDeployError, match=f"is damaged \\(its engine, engine_sha256, target or metadata"):
+    with pytest.raises(SrDeployError, match="is damaged \\(its engine, engine_sha256, target or metadata"):
         read_sidecar(_sidecar(tmp_path, **{missing: None}))
 
 

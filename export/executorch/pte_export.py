@@ -39,7 +39,7 @@ from ...runtime.errors import SrDeployError
 from ...runtime.manifest import MANIFEST, write_manifest
 from ...runtime.precision import Precision
 from ...runtime.quality import crop_psnr
-from ...runtime.sessions.executorch import FORMAT, PROGRAM, SUFFIX, ExecuTorchSession, quiet_imports
+from ...runtime.sessions.executorch import FORMAT, PROGRAM, SUFFIX, ExecuTorchSession, quiet_imports, vouch
 
 DEFAULT_MAX_SIZE = 320  # LR pixels: a 256 tile and its context
 FP32_MAX_ABS = 1e-4  # relative to the output's peak, on held-out crops
@@ -186,6 +186,7 @@ def export_executorch(net: SrModel, precision: Precision, out: Path, max_hw: tup
         program = lower(gate_part_programs(net.network, info.channels, exported))
     else:
         program = lower(exported(network))
+    vouch(program)  # lowered here: the session loads it without a probe in a child process
     entries = srdeploy_metadata(metadata(net, config, simplified=False).items())
     entries["precision"] = str(precision)
     entries["shape_bounds"] = json.dumps({"min": [1, info.channels, config.min_size, config.min_size],
