@@ -20,29 +20,12 @@ from torch import nn
 
 from .coreml_export import CoreMLOptions, metadata, to_mlprogram, trace
 from .coreml_verify import verify_package
+from ..gate_modules import GateFeatures, GateMargin
 from ...models.loading import SrModel
 from ...runtime.errors import SrDeployError
 from ...runtime.global_gate import GATE_PARTS
 
 MEAN_INPUT = "gate_mean"
-
-
-class GateFeatures(nn.Module):
-    def __init__(self, network: nn.Module):
-        super().__init__()
-        self.network = network
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network.gate_features(x)
-
-
-class GateMargin(nn.Module):
-    def __init__(self, network: nn.Module):
-        super().__init__()
-        self.network = network
-
-    def forward(self, mean: torch.Tensor) -> torch.Tensor:
-        return self.network.gate_margin(mean.flatten(1))
 
 
 class Branch(nn.Module):

@@ -27,6 +27,7 @@ from torch import nn
 from .pte_fp16 import fp16_program
 from .pte_int8 import int8_module, unshared_weights
 from ..accuracy_gate import DEFAULT_MAX_DROP, check_accuracy, limit_for
+from ..gate_modules import GateFeatures, GateMargin
 from ..onnx.onnx_export import metadata
 from ..precision import VALIDATION_SPEC
 from ..subpixel import as_convolution
@@ -79,28 +80,6 @@ class SubPixelDeconv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.shuffle(self.conv(F.pad(x, self.pad)))
-
-
-class GateFeatures(nn.Module):
-    """A whole-image gate's first part (``runtime.global_gate``): the image → the features the gate averages."""
-
-    def __init__(self, network: nn.Module):
-        super().__init__()
-        self.network = network
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network.gate_features(x)
-
-
-class GateMargin(nn.Module):
-    """A whole-image gate's decision: the features' mean, 1×C×1×1 → branch 1's logit margin (> 0: branch 1)."""
-
-    def __init__(self, network: nn.Module):
-        super().__init__()
-        self.network = network
-
-    def forward(self, mean: torch.Tensor) -> torch.Tensor:
-        return self.network.gate_margin(mean.flatten(1))
 
 
 def gate_part_programs(network: nn.Module, channels: int, exported) -> dict[str, torch.export.ExportedProgram]:
