@@ -3,9 +3,9 @@ run by ExecuTorch's own runtime (XNNPACK on the CPU), as a phone runs it.
 
 The folder holds ``model.pte`` (the program, lowered to XNNPACK) and ``srdeploy.json``, the sealed manifest the
 ``.pte`` has no room for (``runtime.manifest``). The program's one method is ``forward``, or, for a network whose gate
-reads the whole image (DSRNet), the four gate parts (``runtime.global_gate``), so that tiles share one decision. The program takes one image, N=1, of any size within the shape
-bounds it was exported for (a bounded range: the tiler fits its tiles to the largest); a batch runs image by
-image.
+reads the whole image (DSRNet), the four gate parts (``runtime.global_gate``), so that tiles share one decision.
+Each takes one image, N=1, of any size within the shape bounds it was exported for (a bounded range: the tiler fits
+its tiles to the largest); a batch runs image by image.
 
 This session needs torch: ExecuTorch's Python runtime (``executorch.runtime``) takes and returns torch tensors.
 The torch-free ``executorch-numpy-runtime`` (PyPI) was measured and rejected: it needs Python ≥ 3.12 and runs
