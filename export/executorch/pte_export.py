@@ -154,12 +154,12 @@ def export_executorch(net: SrModel, precision: Precision, out: Path, max_hw: tup
     network, swapped = subpixel_network(net.network)
     exported = exporter(info.channels, config.min_size, max_height, max_width)
     int8 = fp16 = None
+    limit = limit_for(DEFAULT_MAX_DROP, precision, max_drop)  # dB, for the FP16 fallback and the FP16/INT8 gate
     if precision == Precision.INT8:
         network, int8 = int8_module(net, lambda n: subpixel_network(n)[0],
                                     lambda n: unshared_weights(exported(n).module()), calib, max_drop, progress)
         program = lower(exported(network))
     elif precision == Precision.FP16:
-        limit = limit_for(DEFAULT_MAX_DROP, precision, max_drop)
         program, fp16 = fp16_program(net, network, lambda n: lower(exported(n)), calib, limit, progress)
     elif net.has_global_gate:
         program = lower(gate_part_programs(net.network, info.channels, exported))
@@ -177,7 +177,7 @@ def export_executorch(net: SrModel, precision: Precision, out: Path, max_hw: tup
         if precision == Precision.FP32:
             measured["fp32_max_abs_vs_pytorch"] = gate(work, net, calib)
         else:
-            measured.update(psnr_gate(work, net, calib, precision, limit_for(DEFAULT_MAX_DROP, precision, max_drop)))
+            measured.update(psnr_gate(work, net, calib, precision, limit))
             entries["validation_drop_db"] = f"{measured['drop_db']:.4f}"
         if fp16 is not None:
             measured["fp16"] = asdict(fp16)

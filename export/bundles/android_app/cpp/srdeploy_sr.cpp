@@ -209,10 +209,8 @@ ncnn::Mat shaped(const std::vector<float>& values, int h, int w) {
 
 }  // namespace
 
-std::vector<float> Upscaler::run_flat(const std::string& graph, const std::vector<float>& input, int c, int h, int w) {
-    ncnn::Mat in(w, h, c);
-    for (int k = 0; k < c; k++) std::copy_n(input.data() + static_cast<size_t>(k) * h * w, h * w, static_cast<float*>(in.channel(k)));
-    return flat(run(graph, in));
+std::vector<float> Upscaler::run_flat(const std::string& graph, const std::vector<float>& input, int, int h, int w) {
+    return flat(run(graph, shaped(input, h, w)));  // the channels follow from the size
 }
 
 ncnn::Mat Upscaler::run(const std::string& graph, const ncnn::Mat& in) {

@@ -1,7 +1,8 @@
 // srdeploy's upscaler on ncnn: the same file on Android (JNI, models from the APK's assets) and on a desktop
-// (models from a folder); its graphs may also run elsewhere (``GraphRunner``: the app's ExecuTorch CPU path). It reproduces srdeploy's Python pipeline: tiles with the network's receptive radius as
-// context (so tiles equal the whole image), DSRNet's gate decided once on the whole image, luma networks
-// (FSRCNN) run on BT.601 Y with the chroma upscaled bicubically as Pillow does.
+// (models from a folder); its graphs may also run elsewhere (``GraphRunner``: the app's ExecuTorch CPU path). It
+// reproduces srdeploy's Python pipeline: tiles with the network's receptive radius as context (so tiles equal the
+// whole image), DSRNet's gate decided once on the whole image, luma networks (FSRCNN) run on BT.601 Y with the
+// chroma upscaled bicubically as Pillow does.
 #pragma once
 
 #include <array>
