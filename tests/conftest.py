@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -26,6 +29,33 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SRDEPLOY_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "checkpoint-cache"))
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """``python cli.py ARGS`` in its own process: for what only a process shows (its imports, its exit, a signal)."""
+    return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}, timeout=600)
+
+
+@pytest.fixture
+def cli(capfd):
+    """The command in this process (``srdeploy.cli.main``: the same code without a new interpreter's start-up, which
+    is most of a short command's time): ``cli(*ARGS)`` returns its exit code and what it wrote on stdout and stderr,
+    native libraries' output included, as ``run_cli`` does."""
+    from srdeploy.cli import main
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        capfd.readouterr()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                code = main(list(args))
+            except SystemExit as exited:  # argparse's refusals
+                code = exited.code
+        out, err = capfd.readouterr()
+        return subprocess.CompletedProcess(["srdeploy", *args], code, out, err)
+
+    return run
 
 
 def need_shared(*parts: str) -> Path:

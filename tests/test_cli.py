@@ -2,18 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO, need_shared
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "cli.py", *args], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=300)
+from tests.conftest import REPO, need_shared, run_cli
 
 
 def test_help_lists_commands():
@@ -77,10 +69,10 @@ def test_eval_json():
     assert abs(report["psnr"] - 32.57) <= 0.01 and 0.90 < report["ssim"] < 0.91
 
 
-def test_export_defaults_scale_2_and_a_printed_output_folder(tmp_path):
+def test_export_defaults_scale_2_and_a_printed_output_folder(tmp_path, monkeypatch, cli):
     need_shared("weights", "fsrcnn_x2.pth")
-    result = subprocess.run([sys.executable, str(REPO / "cli.py"), "export", "--model", "fsrcnn"], cwd=tmp_path,
-                            capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=300)
+    monkeypatch.chdir(tmp_path)
+    result = cli("export", "--model", "fsrcnn")
     assert result.returncode == 0, result.stderr
     assert "output folder: out/fsrcnn_x2_onnx (the default; choose another with --out DIR)" in result.stderr
     assert result.stdout.strip() == "out/fsrcnn_x2_onnx/fsrcnn_x2_fp32.onnx"
@@ -96,16 +88,16 @@ def test_export_defaults_scale_2_and_a_printed_output_folder(tmp_path):
     (["bench", "--model", "fsrcnn", "--budget", "0"], "argument --budget: must be > 0, not 0"),
     (["bench", "--model", "fsrcnn", "--threads", "x"], "argument --threads: 'x' is not an integer"),
 ])
-def test_numeric_options_are_checked_before_any_work(tmp_path, args, message):
-    result = subprocess.run([sys.executable, str(REPO / "cli.py"), *args], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=120)
+def test_numeric_options_are_checked_before_any_work(tmp_path, monkeypatch, args, message, cli):
+    monkeypatch.chdir(tmp_path)
+    result = cli(*args)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
-def test_export_reports_each_stage_from_its_first_second(tmp_path):
+def test_export_reports_each_stage_from_its_first_second(tmp_path, cli):
     need_shared("weights", "fsrcnn_x2.pth")
-    result = run_cli("export", "--model", "fsrcnn", "--precision", "fp16", "--out", str(tmp_path))
+    result = cli("export", "--model", "fsrcnn", "--precision", "fp16", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
     assert lines[0] == "exporting fsrcnn ×2 for onnx (fp16): loading the checkpoint"

@@ -199,13 +199,9 @@ def test_a_failed_check_writes_nothing(lesrcnn_x2, tmp_path, monkeypatch):
 
 # --- the exported package: spec, metadata, compression, gate ------------------------------------------------
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], capture_output=True, text=True, cwd=REPO)
-
-
-def test_cli_export_writes_a_flexible_fp16_package_with_metadata(tmp_path):
+def test_cli_export_writes_a_flexible_fp16_package_with_metadata(tmp_path, cli):
     need_shared("weights", "lesrcnn_x2.pth")
-    result = _cli("export", "--model", "lesrcnn", "--scale", "2", "--target", "coreml", "--json",
+    result = cli("export", "--model", "lesrcnn", "--scale", "2", "--target", "coreml", "--json",
                   "--min-shape", "16x16", "--opt-shape", "64x96", "--max-shape", "256x320", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
@@ -335,10 +331,10 @@ def test_compression_over_budget_fails_with_its_cost(lesrcnn_x2, tmp_path):
     assert not any((tmp_path / "out").iterdir())
 
 
-def test_bad_coreml_options_fail_before_any_work(tmp_path):
+def test_bad_coreml_options_fail_before_any_work(tmp_path, cli):
     for flags, message in ((["--precision", "int8"], "--compress linear8"), (["--shapes", "64"], "not HxW"),
                            (["--shapes", "4x4"], "at least 8")):
-        result = _cli("export", "--model", "lesrcnn", "--scale", "2", "--target", "coreml", *flags, "--out", str(tmp_path / "o"))
+        result = cli("export", "--model", "lesrcnn", "--scale", "2", "--target", "coreml", *flags, "--out", str(tmp_path / "o"))
         assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
     assert not (tmp_path / "o").exists()
 
@@ -403,9 +399,9 @@ def test_swift_tiles_a_whole_image_gate_with_its_parts():
     assert "gateChannels = 0" in other and "wholeImageOnly = false" in other and _swift_errors(other) == []
 
 
-def test_ios_bundle_swift_matches_the_package(tmp_path):
+def test_ios_bundle_swift_matches_the_package(tmp_path, cli):
     need_shared("weights", "fsrcnn_x2.pth")
-    result = _cli("export", "--model", "fsrcnn", "--scale", "2", "--target", "ios", "--shapes", "64x64,96x128",
+    result = cli("export", "--model", "fsrcnn", "--scale", "2", "--target", "ios", "--shapes", "64x64,96x128",
                   "--out", str(tmp_path / "ios"))
     assert result.returncode == 0, result.stderr
     bundle = tmp_path / "ios"
@@ -425,10 +421,10 @@ def test_ios_bundle_swift_matches_the_package(tmp_path):
     assert "64×64, 96×128" in readme and "held-out photo crops" in readme and packages[0].name in readme
 
 
-def test_ios_bundle_refuses_a_foreign_folder(tmp_path):
+def test_ios_bundle_refuses_a_foreign_folder(tmp_path, cli):
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "keep.txt").write_text("mine")
-    result = _cli("export", "--model", "fsrcnn", "--scale", "2", "--target", "ios", "--out", str(tmp_path / "photos"))
+    result = cli("export", "--model", "fsrcnn", "--scale", "2", "--target", "ios", "--out", str(tmp_path / "photos"))
     assert result.returncode == 2 and "not an srdeploy iOS bundle" in result.stderr
     assert (tmp_path / "photos" / "keep.txt").read_text() == "mine"
 

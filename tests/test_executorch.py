@@ -5,17 +5,14 @@ the bound without tiling, a precision it does not write: one line, nothing half-
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 from srdeploy import models
-from tests.conftest import REPO, held_out_batch, need_shared, weights
+from tests.conftest import held_out_batch, need_shared, weights
 
 pytest.importorskip("executorch", reason="ExecuTorch is not installed: pip install executorch (the dev extra has it)")
 
@@ -25,23 +22,15 @@ from srdeploy.runtime.sessions.executorch import ExecuTorchSession  # noqa: E402
 pytestmark = pytest.mark.slow  # each export lowers through torch.export and XNNPACK (5–15 s)
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=600)
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """FSRCNN ×2 (a transposed convolution) and LESRCNN ×2 (64 channels, RGB) exported through the CLI."""
+    """FSRCNN ×2 (a transposed convolution) and LESRCNN ×2 (64 channels, RGB), exported."""
+    from srdeploy import api
+
     need_shared("weights", "fsrcnn_x2.pth")
     out = tmp_path_factory.mktemp("executorch")
-    folders = {}
-    for model in ("fsrcnn", "lesrcnn"):
-        result = run_cli("export", "--model", model, "--target", "executorch", "--out", str(out))
-        assert result.returncode == 0, result.stderr
-        assert "from PyTorch on held-out crops, through ExecuTorch's runtime" in result.stderr
-        folders[model] = out / result.stdout.strip().splitlines()[-1].split("/")[-1]
-    return folders
+    return {model: api.export_model(model, 2, target="executorch", out=out, progress=False).artifacts[0]
+            for model in ("fsrcnn", "lesrcnn")}
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
@@ -69,7 +58,7 @@ def test_executorch_computes_what_pytorch_computes(exported, model):
         assert np.abs(session.infer(x) - expected).max() <= 1e-4 * max(1.0, np.abs(expected).max())
 
 
-def test_tiles_fit_the_bound_and_equal_onnx_runtime(exported, tmp_path):
+def test_tiles_fit_the_bound_and_equal_onnx_runtime(exported, tmp_path, cli):
     """A 700×500 photo is larger than the program's 320×320 bound: tiled to fit, the upscale equals ONNX Runtime's
     within one 8-bit level; without tiling it is refused in one line."""
     from PIL import Image
@@ -77,21 +66,21 @@ def test_tiles_fit_the_bound_and_equal_onnx_runtime(exported, tmp_path):
 
     photo = tmp_path / "photo.png"
     Image.fromarray(np.asarray(Image.fromarray(data.astronaut()).resize((700, 500)))).save(photo)
-    onnx = run_cli("export", "--model", "fsrcnn", "--out", str(tmp_path))
+    onnx = cli("export", "--model", "fsrcnn", "--out", str(tmp_path))
     assert onnx.returncode == 0, onnx.stderr
-    ours = run_cli("upscale", str(photo), str(tmp_path / "et.png"), "--artifact", str(exported["fsrcnn"]))
-    theirs = run_cli("upscale", str(photo), str(tmp_path / "ort.png"), "--artifact", onnx.stdout.strip())
+    ours = cli("upscale", str(photo), str(tmp_path / "et.png"), "--artifact", str(exported["fsrcnn"]))
+    theirs = cli("upscale", str(photo), str(tmp_path / "ort.png"), "--artifact", onnx.stdout.strip())
     assert ours.returncode == theirs.returncode == 0, ours.stderr
     a = np.asarray(Image.open(tmp_path / "et.png")).astype(int)
     b = np.asarray(Image.open(tmp_path / "ort.png")).astype(int)
     assert a.shape == b.shape == (1000, 1400, 3) and np.abs(a - b).max() <= 1
-    whole = run_cli("upscale", str(photo), str(tmp_path / "whole.png"), "--artifact", str(exported["fsrcnn"]),
+    whole = cli("upscale", str(photo), str(tmp_path / "whole.png"), "--artifact", str(exported["fsrcnn"]),
                     "--tile", "0")
     assert whole.returncode == 2 and "maximum 320 (bounds 8…320): tile the image (upscale --tile)" in whole.stderr
     assert whole.stderr.count("\n") == 2 and not (tmp_path / "whole.png").exists()  # the image, then the batch
 
 
-def test_damaged_or_foreign_folders_are_one_line(exported, tmp_path):
+def test_damaged_or_foreign_folders_are_one_line(exported, tmp_path, cli):
     damaged = tmp_path / "damaged.executorch"
     shutil.copytree(exported["fsrcnn"], damaged)
     program = bytearray((damaged / "model.pte").read_bytes())
@@ -104,12 +93,12 @@ def test_damaged_or_foreign_folders_are_one_line(exported, tmp_path):
 
     Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "photo.png")
     for folder, message in ((damaged, "re-export it"), (bare, "has no srdeploy.json")):
-        result = run_cli("upscale", str(tmp_path / "photo.png"), str(tmp_path / "out.png"), "--artifact", str(folder))
+        result = cli("upscale", str(tmp_path / "photo.png"), str(tmp_path / "out.png"), "--artifact", str(folder))
         assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
     assert not (tmp_path / "out.png").exists()
 
 
-def test_crafted_programs_are_one_line_not_an_abort(exported, tmp_path):
+def test_crafted_programs_are_one_line_not_an_abort(exported, tmp_path, cli):
     """Programs resealed with bytes that are not UTF-8 where ExecuTorch's C++ logs them (found by fuzzing: its
     Python bindings then abort the process, which no exception reports): an operator name, refused by ExecuTorch's own
     deserializer; a constant's data key in the XNNPACK payload, loaded first in a child process that ExecuTorch
@@ -138,7 +127,7 @@ def test_crafted_programs_are_one_line_not_an_abort(exported, tmp_path):
         folder = tmp_path / f"{name.replace(' ', '_')}.executorch"
         folder.mkdir()
         write_manifest(folder, manifest, {"model.pte": data})
-        result = run_cli("upscale", str(tmp_path / "photo.png"), str(tmp_path / "out.png"), "--artifact", str(folder))
+        result = cli("upscale", str(tmp_path / "photo.png"), str(tmp_path / "out.png"), "--artifact", str(folder))
         ours = [line for line in result.stderr.splitlines() if not line.startswith("[")]  # not ExecuTorch's C++ log
         assert result.returncode == 2 and message in ours[0] and len(ours) == (2 if name == "channels" else 1), (
             name, result.stderr)
@@ -151,33 +140,34 @@ def test_crafted_programs_are_one_line_not_an_abort(exported, tmp_path):
     (["--model", "fsrcnn", "--opt-shape", "100x100"], "--target executorch takes --max-shape alone"),
     (["--model", "fsrcnn", "--max-shape", "4x4"], "--max-shape 4x4: below fsrcnn's smallest input"),
 ])
-def test_what_it_does_not_write_is_one_line(tmp_path, args, message):
+def test_what_it_does_not_write_is_one_line(tmp_path, args, message, cli):
     need_shared("weights", f"{args[1]}_x2.pth")  # the refusals come once the checkpoint is loaded
-    result = run_cli("export", *args, "--target", "executorch", "--out", str(tmp_path / "out"))
+    result = cli("export", *args, "--target", "executorch", "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") <= 3, result.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_a_smaller_bound_is_the_programs_largest_input(tmp_path):
+def test_a_smaller_bound_is_the_programs_largest_input(tmp_path, cli):
     """--max-shape HxW (no optimization profile here): the program's bound, recorded, and the tiler's tiles fit it."""
     from PIL import Image
 
     need_shared("weights", "fsrcnn_x2.pth")
 
-    result = run_cli("export", "--model", "fsrcnn", "--target", "executorch", "--max-shape", "96x128", "--out",
+    result = cli("export", "--model", "fsrcnn", "--target", "executorch", "--max-shape", "96x128", "--out",
                      str(tmp_path))
     assert result.returncode == 0, result.stderr
+    assert "from PyTorch on held-out crops, through ExecuTorch's runtime" in result.stderr
     session = ExecuTorchSession(result.stdout.strip())
     assert session.shape_bounds["max"][2:] == [96, 128]
     Image.fromarray(np.full((150, 300, 3), 120, np.uint8)).save(tmp_path / "photo.png")
-    upscaled = run_cli("upscale", str(tmp_path / "photo.png"), str(tmp_path / "out.png"), "--artifact",
+    upscaled = cli("upscale", str(tmp_path / "photo.png"), str(tmp_path / "out.png"), "--artifact",
                        result.stdout.strip())
     assert upscaled.returncode == 0, upscaled.stderr
     assert Image.open(tmp_path / "out.png").size == (600, 300)
 
 
 
-def test_fp16_falls_back_to_fp32_at_the_ends_until_its_gate_passes(tmp_path):
+def test_fp16_falls_back_to_fp32_at_the_ends_until_its_gate_passes(tmp_path, cli):
     """FSRCNN ×2 in FP16: XNNPACK accumulates in FP16, so all-FP16 loses more than the 0.01 dB gate on the
     calibration crops and the output's convolution, then the input's, compute in FP32; the drop the manifest records
     is what ExecuTorch computes on the held-out crops, measured here again, within the gate."""
@@ -187,7 +177,7 @@ def test_fp16_falls_back_to_fp32_at_the_ends_until_its_gate_passes(tmp_path):
     from srdeploy.runtime.quality import crop_psnr
 
     need_shared("weights", "fsrcnn_x2.pth")
-    result = run_cli("export", "--model", "fsrcnn", "--target", "executorch", "--precision", "fp16", "--out",
+    result = cli("export", "--model", "fsrcnn", "--target", "executorch", "--precision", "fp16", "--out",
                      str(tmp_path))
     assert result.returncode == 0, result.stderr
     session = ExecuTorchSession(result.stdout.strip())

@@ -11,7 +11,6 @@ import torch
 
 from srdeploy import models
 from tests.conftest import need_shared, weights
-from tests.test_executorch import run_cli
 
 pytest.importorskip("executorch", reason="ExecuTorch is not installed: pip install executorch (the dev extra has it)")
 
@@ -62,7 +61,7 @@ def test_a_weight_read_twice_is_copied_so_xnnpack_takes_the_int8_program():
     assert float((found - expected).abs().max()) <= 0.05 * float(expected.abs().max())
 
 
-def test_int8_is_gated_through_executorch(tmp_path):
+def test_int8_is_gated_through_executorch(tmp_path, cli):
     """FSRCNN ×2 INT8 with --max-psnr-drop 0.5 is written, and the drop it reports is what ExecuTorch computes on the
     held-out crops, measured here again; the default 0.1 dB gate refuses that program in one line (XNNPACK's
     per-tensor int8 loses more than the ONNX graph's float channels allow, docs/executorch.md)."""
@@ -75,7 +74,7 @@ def test_int8_is_gated_through_executorch(tmp_path):
     from srdeploy.runtime.quality import crop_psnr
 
     need_shared("weights", "fsrcnn_x2.pth")
-    written = run_cli("export", "--model", "fsrcnn", "--target", "executorch", "--precision", "int8",
+    written = cli("export", "--model", "fsrcnn", "--target", "executorch", "--precision", "int8",
                       "--max-psnr-drop", "0.5", "--out", str(tmp_path / "int8"))
     assert written.returncode == 0, written.stderr
     session = ExecuTorchSession(written.stdout.strip())

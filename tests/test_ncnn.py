@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,7 @@ from srdeploy.models.torch_runner import TorchRunner
 from srdeploy.runtime import images, metrics
 from srdeploy.runtime.errors import SrDeployError
 from srdeploy.runtime.tiling import tiled_infer
-from tests.conftest import REPO, SHARED, ZOO_CHECKPOINTS, held_out_batch, need_shared, weights, zoo_checkpoint
+from tests.conftest import SHARED, ZOO_CHECKPOINTS, held_out_batch, need_shared, run_cli, weights, zoo_checkpoint
 from tests.gate_sensitive import TILE, butterfly, gate_sensitive_state
 
 ncnn = pytest.importorskip("ncnn", reason="ncnn is not installed: pip install ncnn pnnx (the dev extra has them)")
@@ -31,6 +29,12 @@ NO_VULKAN = "ncnn sees no Vulkan device: apt install mesa-vulkan-drivers libvulk
 def _export(model: str, precision: str, out: Path, **options) -> Path:
     return api.export_model(model, 2, target="ncnn", precision=precision, weights=str(zoo_checkpoint(model)), out=out,
                             options=api.ExportOptions(**options), progress=False).artifacts[0]
+
+
+@pytest.fixture(scope="module")
+def fsrcnn_ncnn(tmp_path_factory) -> Path:
+    """FSRCNN ×2's FP32 folder, read (never changed) by the tests of the commands and of bad input."""
+    return _export("fsrcnn", "fp32", tmp_path_factory.mktemp("fsrcnn"))
 
 
 def test_every_architecture_is_covered():
@@ -101,46 +105,41 @@ def test_a_batch_takes_each_image_s_own_branch(gate_sensitive):
 
 
 @pytest.mark.skipif(not vulkan_devices(), reason=NO_VULKAN)
-def test_the_vulkan_path_computes_what_the_cpu_path_computes(tmp_path, gate_sensitive):
+def test_the_vulkan_path_computes_what_the_cpu_path_computes(fsrcnn_ncnn, gate_sensitive, cli):
     """On lavapipe (Mesa's software Vulkan): the same parity as the CPU path; not a GPU timing."""
-    for folder in (_export("fsrcnn", "fp32", tmp_path), gate_sensitive[0]):
+    for folder in (fsrcnn_ncnn, gate_sensitive[0]):
         cpu, gpu = NcnnSession(folder), NcnnSession(folder, vulkan=True)
         x = held_out_batch(cpu.colour)
         assert np.abs(gpu.infer(x) - cpu.infer(x)).max() <= 1e-5
     report = api.parity(gate_sensitive[0], api.SessionOptions(vulkan=True), weights=str(gate_sensitive[4]),
                         progress=False)
     assert report.passed and report.backend == "NcnnSession"
-    refused = run_cli("eval", "--artifact", str(gate_sensitive[0]), "--dataset", "d", "--vulkan")
+    refused = cli("eval", "--artifact", str(gate_sensitive[0]), "--dataset", "d", "--vulkan")
     assert refused.returncode == 2 and "d is not a BasicSR-layout dataset" in refused.stderr
-    onnx = run_cli("parity", "x.onnx", "--vulkan")
+    onnx = cli("parity", "x.onnx", "--vulkan")
     assert onnx.returncode == 2 and onnx.stderr == "error: --vulkan is an ncnn setting: open an .ncnn\n"
 
 
-def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "cli.py", *args], cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
-
-
-def test_the_commands_take_ncnn_folders(tmp_path):
-    folder = _export("fsrcnn", "fp32", tmp_path)
+def test_the_commands_take_ncnn_folders(fsrcnn_ncnn, tmp_path, cli):
+    folder = fsrcnn_ncnn
     dataset = SHARED / "datasets" / "Set5"
     need_shared("datasets", "Set5")
-    evaluated = run_cli("eval", "--artifact", str(folder), "--dataset", str(dataset), "--json")
+    evaluated = cli("eval", "--artifact", str(folder), "--dataset", str(dataset), "--json")
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["psnr"] == pytest.approx(37.06, abs=0.01)  # the published FSRCNN score
     image = images.write_image(tmp_path / "in.png", images.read_rgb(butterfly(SHARED)))
-    tiled = run_cli("upscale", str(image), str(tmp_path / "tiled.png"), "--artifact", str(folder / "model.param"),
+    tiled = cli("upscale", str(image), str(tmp_path / "tiled.png"), "--artifact", str(folder / "model.param"),
                     "--tile", "40")
-    whole = run_cli("upscale", str(image), str(tmp_path / "whole.png"), "--artifact", str(folder), "--tile", "0")
+    whole = cli("upscale", str(image), str(tmp_path / "whole.png"), "--artifact", str(folder), "--tile", "0")
     assert tiled.returncode == whole.returncode == 0, tiled.stderr
     assert metrics.psnr(images.read_rgb(tmp_path / "tiled.png"), images.read_rgb(tmp_path / "whole.png")) >= 60
-    bench = run_cli("bench", str(folder), "--sizes", "64x48", "--runs", "3", "--budget", "0.5", "--json")
+    bench = cli("bench", str(folder), "--sizes", "64x48", "--runs", "3", "--budget", "0.5", "--json")
     row, = json.loads(bench.stdout)["results"]
     assert row["backend"] == "ncnn" and row["status"] == "ok" and row["median_ms"] > 0
 
 
-def test_bad_input_is_one_line(tmp_path):
-    folder = _export("fsrcnn", "fp32", tmp_path)
+def test_bad_input_is_one_line(fsrcnn_ncnn, tmp_path, cli):
+    folder = fsrcnn_ncnn
     damaged = tmp_path / "damaged.ncnn"
     damaged.mkdir()
     for name in os.listdir(folder):
@@ -153,13 +152,13 @@ def test_bad_input_is_one_line(tmp_path):
     (loose / "model.param").write_bytes((folder / "model.param").read_bytes())
     for artifact, message in ((damaged, "is damaged (its bytes no longer match the sha256 recorded at export)"),
                               (loose / "model.param", "has no srdeploy.json beside it")):
-        result = run_cli("upscale", str(butterfly(SHARED)), str(tmp_path / "out.png"), "--artifact", str(artifact))
+        result = cli("upscale", str(butterfly(SHARED)), str(tmp_path / "out.png"), "--artifact", str(artifact))
         assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
         assert not (tmp_path / "out.png").exists()
     with pytest.raises(SrDeployError, match="srdeploy.json"):
         os.remove(damaged / MANIFEST)
         NcnnSession(damaged)
-    int8 = run_cli("export", "--model", "fsrcnn", "--target", "ncnn", "--precision", "int8", "--out", str(tmp_path / "i"))
+    int8 = cli("export", "--model", "fsrcnn", "--target", "ncnn", "--precision", "int8", "--out", str(tmp_path / "i"))
     assert int8.returncode == 2 and "choose --precision fp32 or fp16" in int8.stderr and not (tmp_path / "i").exists()
 
 

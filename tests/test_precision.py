@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import onnx
@@ -20,7 +18,7 @@ from srdeploy.runtime import images
 from srdeploy.runtime.compare import TOLERANCES, compare
 from srdeploy.runtime.errors import SrDeployError
 from srdeploy.runtime.sessions.onnxruntime import OnnxSession
-from tests.conftest import REPO, SHARED, need_shared, weights
+from tests.conftest import need_shared, weights
 
 
 def test_calibration_crops_are_deterministic():
@@ -99,14 +97,10 @@ def test_overflow_preflight_keeps_large_activations_in_fp32(tmp_path):
     assert not np.isfinite(naive).all() or compare(naive, reference).psnr < 30
 
 
-def test_gate_failure_writes_nothing(tmp_path):
+def test_gate_failure_writes_nothing(tmp_path, cli):
     need_shared("weights", "fsrcnn_x2.pth")
-    result = subprocess.run(
-        [sys.executable, "cli.py", "export", "--model", "fsrcnn", "--scale", "2", "--precision", "fp16",
-         "--max-psnr-drop", "0", "--out", str(tmp_path / "out")],  # its drop is +0.005 dB
-        cwd=REPO, capture_output=True, text=True, env={"SRDEPLOY_WEIGHTS_DIR": str(SHARED / "weights"),
-                                                       "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
-    )
+    result = cli("export", "--model", "fsrcnn", "--scale", "2", "--precision", "fp16", "--max-psnr-drop", "0",
+                 "--out", str(tmp_path / "out"))  # its drop is +0.005 dB
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]  # after the progress lines
     assert errors == [result.stderr.splitlines()[-1]] and "loses 0.005 dB on the held-out photos (36.54 vs 36.54 dB " \

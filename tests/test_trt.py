@@ -393,12 +393,12 @@ def test_the_bundle_names_its_own_build_command_for_a_missing_engine(bundle, tmp
     assert not (tmp_path / "out.png").exists()
 
 
-def test_cli_jetson_bundle_end_to_end(tmp_path):
+def test_cli_jetson_bundle_end_to_end(tmp_path, cli):
     weights("fsrcnn_x3.pth")
     out = tmp_path / "jetson"
-    args = [sys.executable, "cli.py", "export", "--model", "fsrcnn", "--scale", "3", "--target", "jetson",
-            "--precisions", "fp32,fp16", "--max-shape", "200x200", "--opt-shape", "100x100", "--out", str(out), "--json"]
-    result = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
+    args = ["export", "--model", "fsrcnn", "--scale", "3", "--target", "jetson", "--precisions", "fp32,fp16",
+            "--max-shape", "200x200", "--opt-shape", "100x100", "--out", str(out), "--json"]
+    result = cli(*args)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["artifacts"] == [str(out)]
     manifest = json.loads((out / "manifest.json").read_text())
@@ -406,7 +406,7 @@ def test_cli_jetson_bundle_end_to_end(tmp_path):
     assert _bundle_check(out, "--backend", "onnxruntime", "--runs", "0").returncode == 0
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
-    result = subprocess.run([*args[:-3], "--out", str(tmp_path / "other")], cwd=REPO, capture_output=True, text=True)
+    result = cli(*args[:-3], "--out", str(tmp_path / "other"))
     assert result.returncode == 2 and "is not an srdeploy bundle" in result.stderr
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
 

@@ -3,9 +3,6 @@ photo: frames, size, rate and audio preserved, each frame within codec noise of 
 the same decoded frame, and every bad input one line with nothing left under the output's name."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -14,7 +11,7 @@ import pytest
 
 from srdeploy.runtime import images
 from srdeploy.runtime.errors import SrDeployError
-from tests.conftest import REPO, need_shared
+from tests.conftest import need_shared, run_cli
 
 av = pytest.importorskip("av", reason="PyAV is not installed: pip install av (the dev extra has it)")
 
@@ -57,23 +54,18 @@ def y_psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255.0 ** 2 / error))
 
 
-def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=600)
-
-
-def test_a_clip_keeps_its_frames_rate_and_audio_and_matches_the_image_path(clip, tmp_path):
+def test_a_clip_keeps_its_frames_rate_and_audio_and_matches_the_image_path(clip, tmp_path, cli):
     need_shared("weights", "fsrcnn_x2.pth")
     from srdeploy import models
     from srdeploy.runtime.pipeline import upscale_rgb
     from srdeploy.models.torch_runner import TorchRunner
 
     out = tmp_path / "big.mp4"
-    result = run_cli("upscale", str(clip), str(out), "--model", "fsrcnn", "--scale", "2", "--tile", "40")
+    result = cli("upscale", str(clip), str(out), "--model", "fsrcnn", "--scale", "2", "--tile", "40")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(out) and f"{FRAMES} frames at" in result.stderr and "audio aac" in result.stderr
     with av.open(str(clip)) as source, av.open(str(out)) as upscaled:
-        v_in, v_out = source.streams.video[0], upscaled.streams.video[0]
+        v_out = upscaled.streams.video[0]
         assert (v_out.codec_context.width, v_out.codec_context.height) == (2 * WIDTH, 2 * HEIGHT)
         assert v_out.codec_context.name == "h264" and v_out.average_rate == Fraction(RATE)
         a_in, a_out = source.streams.audio[0], upscaled.streams.audio[0]
@@ -152,7 +144,7 @@ def _bad_inputs(clip: Path, folder: Path) -> dict[str, Path]:
     ("codec", "--codec mpeg4 cannot be written into .webm ('webm' format does not support 'mpeg4' codec)"),
     ("audio", "its audio stream (aac) cannot be copied into .webm"),
 ])
-def test_bad_video_input_is_one_line_and_leaves_nothing(clip, tmp_path, case, message):
+def test_bad_video_input_is_one_line_and_leaves_nothing(clip, tmp_path, case, message, cli):
     need_shared("weights", "fsrcnn_x2.pth")
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -160,7 +152,7 @@ def test_bad_video_input_is_one_line_and_leaves_nothing(clip, tmp_path, case, me
     source = bad.get(case, clip)
     out = tmp_path / "out" / ("big.webm" if case in ("codec", "audio") else "big.mp4")
     extra = ["--codec", "mpeg4"] if case == "codec" else []  # WebM takes VP8/VP9/AV1 only
-    result = run_cli("upscale", str(source), str(out), "--model", "fsrcnn", "--scale", "2", *extra)
+    result = cli("upscale", str(source), str(out), "--model", "fsrcnn", "--scale", "2", *extra)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: ") and message in result.stderr and result.stderr.count("\n") == 1
     assert not out.exists() and (not out.parent.exists() or list(out.parent.iterdir()) == [])
