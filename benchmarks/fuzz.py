@@ -77,8 +77,18 @@ def image_harness() -> Callable[[bytes], None]:
     return one_input
 
 
+EXPORTED: Path | None = None  # --exported: FSRCNN ×2 already exported, a folder per target (export --out DIR/TARGET)
+
+
 def exported_fsrcnn(target: str, out: str) -> Path:
-    """FSRCNN ×2's artifact for ``target``, exported into ``out`` (a seed)."""
+    """FSRCNN ×2's artifact for ``target``, exported into ``out`` (a seed), or copied there from ``--exported``."""
+    if EXPORTED is not None and (EXPORTED / target).is_dir():
+        import shutil
+
+        from ..runtime.targets import target as find_target
+
+        shutil.copytree(EXPORTED / target, out, dirs_exist_ok=True)
+        return next(p for p in sorted(Path(out).iterdir()) if p.suffix in find_target(target).suffixes)
     from ..export.main import main_export
     from ..export.options import ExportOptions, Progress
     from ..models.spec import ModelSpec
@@ -297,6 +307,7 @@ def coreml_harness() -> Callable[[bytes], None]:
     package = SCRATCH / f"srdeploy-fuzz-{os.getpid()}.mlpackage"
     shutil.rmtree(package, ignore_errors=True)
     shutil.copytree(next(COREML_SEED.glob("*.mlpackage")), package)
+    CoreMLSession(package, run=False)  # coremltools' imports (seconds) before the fuzzing, not in its first input
 
     def one_input(data: bytes) -> None:
         (package / SPEC_FILE).write_bytes(resealed(data))
@@ -507,7 +518,8 @@ def fuzz_in_process(name: str, corpus: Path, libfuzzer_args: list[str]) -> None:
     atheris.Fuzz()
 
 
-def run(name: str, seconds: int | None, runs: int | None, corpus: Path, crashes: Path) -> dict:
+def run(name: str, seconds: int | None, runs: int | None, corpus: Path, crashes: Path,
+        exported: Path | None = None) -> dict:
     """One fuzzing run of ``name`` in a child process: executions, coverage, crashes (libFuzzer's numbers). A crash's
     input and the run's whole log (the traceback comes long before libFuzzer's summary) are kept in ``crashes``."""
     limits = [f"-max_total_time={seconds}"] if seconds else []
@@ -515,7 +527,8 @@ def run(name: str, seconds: int | None, runs: int | None, corpus: Path, crashes:
     artifacts = crashes / name
     artifacts.mkdir(parents=True, exist_ok=True)
     before = set(artifacts.iterdir())
-    command = [sys.executable, "-m", "srdeploy.benchmarks.fuzz", name, "--in-process", "--corpus", str(corpus), "--",
+    command = [sys.executable, "-m", "srdeploy.benchmarks.fuzz", name, "--in-process", "--corpus", str(corpus),
+               *(["--exported", str(exported)] if exported else []), "--",
                *limits, f"-artifact_prefix={artifacts}/", "-print_final_stats=1", "-rss_limit_mb=4096",
                "-timeout=60"]
     started = time.monotonic()
@@ -543,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, help="the corpus folder (default: a new temporary one)")
     parser.add_argument("--crashes", type=Path, default=Path("fuzz-crashes"),
                         help="where a crash's input and the run's log are kept, in a folder per harness (default: %(default)s)")
+    parser.add_argument("--exported", type=Path, help="FSRCNN ×2 already exported, a folder per target (export --out "
+                        "DIR/TARGET): the seeds are copied from there instead of exported again")
     parser.add_argument("--record", action="store_true", help=f"append the run to {RESULTS.name}")
     parser.add_argument("--table", action="store_true", help=f"write the recorded runs' table into {DOC.name}")
     parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
@@ -555,11 +570,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.harness is None:
         parser.error("name a harness, or --table")
     if args.in_process:
+        global EXPORTED
+        EXPORTED = args.exported
         fuzz_in_process(args.harness, args.corpus, libfuzzer)
         return 0
     with tempfile.TemporaryDirectory(prefix="srdeploy-fuzz-") as scratch:
         corpus = args.corpus or Path(scratch) / "corpus"
-        result = run(args.harness, args.seconds, args.runs, corpus, args.crashes.resolve())
+        result = run(args.harness, args.seconds, args.runs, corpus, args.crashes.resolve(),
+                     args.exported and args.exported.resolve())
     print(json.dumps({k: v for k, v in result.items() if k != "log_tail"}))
     if result["exit"] != 0 or result["crashes"]:
         print("\n".join(result["log_tail"]), file=sys.stderr)

@@ -10,22 +10,37 @@ import sys
 
 import pytest
 
-from conftest import need_shared
+from conftest import SHARED, need_shared
 from srdeploy.benchmarks.fuzz import HARNESSES
 
-SECONDS = 4  # each; with the start-up and the seeds, all eleven within about two minutes on 2 cores
+SECONDS = 4  # each; with the start-up and the seeds, all twelve within about two minutes on 2 cores
+SEEDED = {"onnx": "onnxruntime", "openvino": "openvino", "ncnn": "pnnx", "coreml": "coremltools",
+          "executorch": "executorch"}  # harnesses whose seed is the exported FSRCNN ×2, and the package each needs
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """FSRCNN ×2 exported here for the seeded harnesses (``--exported``): once, in this warm process, instead of in
+    each harness's new one."""
+    from srdeploy import api
+
+    folder = tmp_path_factory.mktemp("exported")
+    if (SHARED / "weights" / "fsrcnn_x2.pth").is_file():
+        for target, package in SEEDED.items():
+            if importlib.util.find_spec(package) is not None:
+                api.export_model("fsrcnn", 2, target=target, out=folder / target, progress=False)
+    return folder
 
 
 @pytest.mark.skipif(importlib.util.find_spec("atheris") is None, reason="atheris is not installed: pip install atheris")
 @pytest.mark.parametrize("harness", sorted(HARNESSES))
-def test_short_fuzz_run_finds_nothing(harness, tmp_path):
-    if harness in ("onnx", "openvino", "ncnn", "coreml", "executorch"):
-        need_shared("weights", "fsrcnn_x2.pth")  # their seed is the exported FSRCNN ×2
-    needs = {"openvino": "openvino", "ncnn": "pnnx", "coreml": "coremltools", "executorch": "executorch"}.get(harness)
-    if needs:
-        pytest.importorskip(needs, reason=f"{needs} is not installed: pip install -e '.[dev]'")
+def test_short_fuzz_run_finds_nothing(harness, exported, tmp_path):
+    if harness in SEEDED:
+        need_shared("weights", "fsrcnn_x2.pth")
+        pytest.importorskip(SEEDED[harness], reason=f"{SEEDED[harness]} is not installed: pip install -e '.[dev]'")
     done = subprocess.run([sys.executable, "-m", "srdeploy.benchmarks.fuzz", harness, "--seconds", str(SECONDS),
-                           "--corpus", str(tmp_path / "corpus"), "--crashes", str(tmp_path / "crashes")], capture_output=True, text=True, timeout=300)
+                           "--exported", str(exported), "--corpus", str(tmp_path / "corpus"), "--crashes",
+                           str(tmp_path / "crashes")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     # each new ExecuTorch program is first loaded in a child process (~5 s: runtime.sessions.executorch.probed)

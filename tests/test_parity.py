@@ -3,7 +3,6 @@ files without PyTorch."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -15,12 +14,7 @@ from onnx import numpy_helper
 from srdeploy import models
 from srdeploy.export.onnx.onnx_export import export_onnx, save
 from srdeploy.runtime.compare import TOLERANCES, Comparison, compare
-from tests.conftest import REPO, need_shared, weights
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "cli.py", *args], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=600)
+from tests.conftest import REPO, need_shared, run_cli, weights
 
 
 @pytest.fixture(scope="module")

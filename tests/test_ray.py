@@ -2,23 +2,14 @@
 that the command starts and stops itself; a bad image in the folder fails alone, as locally."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 from PIL import Image
 
 from srdeploy import models
 from srdeploy.export.onnx.onnx_export import export_onnx
-from tests.conftest import REPO, need_shared, weights
+from tests.conftest import need_shared, run_cli, weights
 
 pytest.importorskip("ray", reason="Ray is not installed: pip install 'ray[default]' (the dev extra has it)")
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}, timeout=600)
 
 
 def test_ray_writes_the_local_files_bit_for_bit(tmp_path):

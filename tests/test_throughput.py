@@ -2,9 +2,6 @@
 OpenVINO's requests run from several threads; the refusals are one line."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -13,12 +10,7 @@ from PIL import Image
 
 from srdeploy import models
 from srdeploy.export.onnx.onnx_export import export_onnx
-from tests.conftest import REPO, weights
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=600)
+from tests.conftest import run_cli, weights
 
 
 @pytest.fixture(scope="module")
