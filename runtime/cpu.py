@@ -18,6 +18,13 @@ def cpu_flags() -> set[str]:
     return set(line.partition(":")[2].split())
 
 
+def threads_cap() -> int | None:
+    """``OMP_NUM_THREADS`` when it names a positive count (the cap PyTorch and OpenMP builds honour; ONNX Runtime's
+    PyPI build does not read it, so srdeploy passes it on), else None: each library's own default."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def usable_cores() -> int:
     """The CPUs this process may run on (its affinity), not the machine's count."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

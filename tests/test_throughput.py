@@ -71,3 +71,16 @@ def test_throughput_refusals_are_one_line(fsrcnn_onnx, photos, tmp_path, extra, 
                      *extra)
     assert result.returncode == 2 and result.stderr.startswith("error: ") and message in result.stderr
     assert result.stderr.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+def test_omp_num_threads_caps_onnx_runtime(fsrcnn_onnx, monkeypatch):
+    """ONNX Runtime's PyPI build ignores OMP_NUM_THREADS; srdeploy's sessions take it as their thread count (two
+    processes at once on 2 cores, LESRCNN ×2: 7.2 s each with ONNX Runtime's 2 spinning threads, 5.5 s with 1)."""
+    from srdeploy.runtime.sessions.onnxruntime import OnnxSession
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert OnnxSession(fsrcnn_onnx)._options.intra_op_num_threads == 1
+    assert OnnxSession(fsrcnn_onnx, threads=2)._options.intra_op_num_threads == 2  # --threads wins
+    for unset in ("", "0", "four"):
+        monkeypatch.setenv("OMP_NUM_THREADS", unset)
+        assert OnnxSession(fsrcnn_onnx)._options.intra_op_num_threads == 0  # ONNX Runtime's own default

@@ -31,6 +31,7 @@ from ...models.loading import SrModel
 from ...models.registry import ExportConfig
 from ...runtime import digest
 from ...runtime.atomic import atomic_path
+from ...runtime.cpu import threads_cap
 from ...runtime.errors import SrDeployError
 
 SRDEPLOY_VERSION = "0.1.0"
@@ -87,6 +88,7 @@ def cpu_session(proto: onnx.ModelProto):
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.intra_op_num_threads = threads_cap() or 0  # 0: ONNX Runtime's own default
     return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 

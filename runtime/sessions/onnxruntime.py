@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import digest
 from ..artifact import ArtifactSession, refuse_external_data, srdeploy_metadata
-from ..cpu import usable_cores
+from ..cpu import threads_cap, usable_cores
 from ..errors import SrDeployError, command
 from ..global_gate import GateSplit, onnxruntime_split
 
@@ -55,6 +55,7 @@ class OnnxSession(ArtifactSession):
         if throughput:  # one thread per request, a request per core in flight (``in_flight``)
             self.in_flight = max(1, usable_cores() // (threads or 1))
             threads = threads or 1
+        threads = threads or threads_cap()
         if threads:
             options.intra_op_num_threads = threads
         data = self.path.read_bytes()
