@@ -73,14 +73,18 @@ def test_throughput_refusals_are_one_line(fsrcnn_onnx, photos, tmp_path, extra, 
     assert result.stderr.count("\n") == 1 and not (tmp_path / "out").exists()
 
 
-def test_omp_num_threads_caps_onnx_runtime(fsrcnn_onnx, monkeypatch):
-    """ONNX Runtime's PyPI build ignores OMP_NUM_THREADS; srdeploy's sessions take it as their thread count (two
-    processes at once on 2 cores, LESRCNN ×2: 7.2 s each with ONNX Runtime's 2 spinning threads, 5.5 s with 1)."""
+def test_omp_num_threads_caps_every_cpu_backend(fsrcnn_onnx, monkeypatch):
+    """ONNX Runtime's, OpenVINO's, ncnn's and ExecuTorch's PyPI builds ignore OMP_NUM_THREADS; srdeploy's sessions
+    take it as their thread count (two processes at once on 2 cores, LESRCNN ×2 on ONNX Runtime: 7.2 s each with its
+    2 spinning threads, 5.5 s with 1)."""
     from srdeploy.runtime.sessions.onnxruntime import OnnxSession
+    from srdeploy.runtime.sessions.openvino import compile_config
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert compile_config()["INFERENCE_NUM_THREADS"] == 1
     assert OnnxSession(fsrcnn_onnx)._options.intra_op_num_threads == 1
     assert OnnxSession(fsrcnn_onnx, threads=2)._options.intra_op_num_threads == 2  # --threads wins
     for unset in ("", "0", "four"):
         monkeypatch.setenv("OMP_NUM_THREADS", unset)
         assert OnnxSession(fsrcnn_onnx)._options.intra_op_num_threads == 0  # ONNX Runtime's own default
+        assert "INFERENCE_NUM_THREADS" not in compile_config()

@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import manifest
 from ..artifact import ArtifactSession
+from ..cpu import threads_cap
 from ..errors import SrDeployError, command
 from ..global_gate import GATE_PARTS, GateSplit, one_decision, parts_split
 from ..progress import native_stderr_silenced
@@ -108,6 +109,7 @@ class NcnnSession(ArtifactSession):
         for flag in ("use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic"):
             setattr(net.opt, flag, self.fp16)
         net.opt.use_bf16_storage = False  # FP32 artifacts compute in FP32 (ncnn would pick bf16 on AVX-512 BF16)
+        threads = threads or threads_cap()
         if threads:
             net.opt.num_threads = threads
         if net.load_param(str(self.path / graph["param"])) != 0 or net.load_model(str(self.path / graph["bin"])) != 0:

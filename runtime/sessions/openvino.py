@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import digest
 from ..artifact import ArtifactSession, refuse_external_data, srdeploy_metadata
+from ..cpu import threads_cap
 from ..errors import SrDeployError, command
 from ..global_gate import DECISION_OP, GateSplit
 
@@ -184,6 +185,7 @@ def compile_config(inference_precision: str = "f32", threads: int | None = None,
     requests in flight), the compile cache."""
     config = {"INFERENCE_PRECISION_HINT": inference_precision,
               "PERFORMANCE_HINT": "THROUGHPUT" if throughput else "LATENCY"}
+    threads = threads or threads_cap()
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     if cache:
