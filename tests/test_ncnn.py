@@ -175,3 +175,8 @@ def test_without_pnnx_the_export_is_refused_before_any_work(tmp_path):
         "error: --target ncnn converts with pnnx, which is not installed: pip install pnnx ncnn (or pip install -e "
         "'.[ncnn]')")
     assert not (tmp_path / "o").exists()
+
+
+def test_omp_num_threads_caps_ncnn(fsrcnn_ncnn, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # ncnn's own default is every big core
+    assert all(net.opt.num_threads == 1 for net in NcnnSession(fsrcnn_ncnn).nets.values())
