@@ -569,6 +569,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.harness is None:
         parser.error("name a harness, or --table")
+    if args.exported and not args.exported.is_dir():
+        parser.error(f"--exported {args.exported}: not a folder (export FSRCNN ×2 with --out DIR/TARGET first)")
     if args.in_process:
         global EXPORTED
         EXPORTED = args.exported
