@@ -31,9 +31,9 @@ def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SRDEPLOY_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "checkpoint-cache"))
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``python cli.py ARGS`` in its own process: for what only a process shows (its imports, its exit, a signal)."""
-    return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}, timeout=600)
 
 
