@@ -19,8 +19,8 @@ def cpu_flags() -> set[str]:
 
 
 def threads_cap() -> int | None:
-    """``OMP_NUM_THREADS`` when it names a positive count (the cap PyTorch honours; ONNX Runtime, OpenVINO, ncnn and
-    ExecuTorch do not read it, so their sessions are given it), else None: each library's own default."""
+    """``OMP_NUM_THREADS`` when it names a positive count (the cap PyTorch honours; ONNX Runtime, OpenVINO and ncnn do
+    not read it, so their sessions are given it), else None: each library's own default."""
     value = os.environ.get("OMP_NUM_THREADS", "").strip()
     return int(value) if value.isdigit() and int(value) > 0 else None
 

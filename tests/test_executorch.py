@@ -80,14 +80,6 @@ def test_tiles_fit_the_bound_and_equal_onnx_runtime(exported, tmp_path, cli):
     assert whole.stderr.count("\n") == 2 and not (tmp_path / "whole.png").exists()  # the image, then the batch
 
 
-def test_omp_num_threads_caps_xnnpack(exported, monkeypatch):
-    from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count
-
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # ExecuTorch's thread pool (XNNPACK's) is every core by default
-    ExecuTorchSession(exported["fsrcnn"])
-    assert _threadpool_get_thread_count() == 1
-
-
 def test_damaged_or_foreign_folders_are_one_line(exported, tmp_path, cli):
     damaged = tmp_path / "damaged.executorch"
     shutil.copytree(exported["fsrcnn"], damaged)

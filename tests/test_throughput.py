@@ -73,10 +73,10 @@ def test_throughput_refusals_are_one_line(fsrcnn_onnx, photos, tmp_path, extra, 
     assert result.stderr.count("\n") == 1 and not (tmp_path / "out").exists()
 
 
-def test_omp_num_threads_caps_every_cpu_backend(fsrcnn_onnx, monkeypatch):
-    """ONNX Runtime's, OpenVINO's, ncnn's and ExecuTorch's PyPI builds ignore OMP_NUM_THREADS; srdeploy's sessions
-    take it as their thread count (two processes at once on 2 cores, LESRCNN ×2 on ONNX Runtime: 7.2 s each with its
-    2 spinning threads, 5.5 s with 1)."""
+def test_omp_num_threads_caps_onnx_runtime_and_openvino(fsrcnn_onnx, monkeypatch):
+    """ONNX Runtime's, OpenVINO's and ncnn's PyPI builds ignore OMP_NUM_THREADS (ncnn's check: test_ncnn.py);
+    srdeploy's sessions take it as their thread count (two processes at once on 2 cores, LESRCNN ×2 on ONNX Runtime:
+    7.2 s each with its 2 spinning threads, 5.5 s with 1)."""
     from srdeploy.runtime.sessions.onnxruntime import OnnxSession
     from srdeploy.runtime.sessions.openvino import compile_config
 

@@ -25,7 +25,6 @@ import numpy as np
 
 from ..artifact import ArtifactSession
 from ..cache import cache_root
-from ..cpu import threads_cap
 from ..errors import SrDeployError, command
 from ..global_gate import GATE_PARTS, GateSplit, one_decision, parts_split
 from ..manifest import MANIFEST, read_manifest
@@ -158,7 +157,6 @@ class ExecuTorchSession(ArtifactSession):
         self.metadata = manifest["metadata"]
         self.check_metadata()
         self.bounds = json.loads(self.metadata["shape_bounds"])
-        threads = threads or threads_cap()
         if threads:  # ExecuTorch's one thread pool, which XNNPACK computes on (torch's thread count is not it)
             from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
 
