@@ -137,10 +137,11 @@ BUILT_IN = (
            exporter="export.ncnn.target:export", precheck="export.ncnn.target:check",
            session="runtime.sessions.ncnn:NcnnSession", suffixes=(".ncnn", ".param"), artifact=".ncnn (ncnn)",
            runtime="ncnn", requirement="runtime.sessions.ncnn:unavailable", extra="ncnn", package="ncnn",
-           precisions=("fp32", "fp16"), auto=("fp32", "fp16"),
+           precisions=("fp32", "fp16", "int8"), auto=("fp32", "fp16"),
            backends=(Backend("ncnn", "ncnn CPU, FP32 artifact", "fp32"),
                      Backend("ncnn-fp16", "ncnn CPU, FP16 artifact (FP16 storage and arithmetic where the CPU has "
                              "them)", "fp16"),
+                     Backend("ncnn-int8", "ncnn CPU, INT8 artifact (int8 convolutions)", "int8"),
                      Backend("ncnn-vulkan", "ncnn Vulkan (the machine's Vulkan device: a GPU, or Mesa's lavapipe "
                              "in software), FP32 artifact", "fp32", {"vulkan": True}),
                      Backend("ncnn-vulkan-fp16", "ncnn Vulkan, FP16 artifact", "fp16", {"vulkan": True}))),

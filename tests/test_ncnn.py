@@ -1,5 +1,5 @@
 """The ncnn target (Android, Vulkan GPUs) on ncnn's own runtime: every zoo architecture's FP32 folder within 1e-5
-of PyTorch, FP16 through its gate, DSRNet as its gate parts with tiles sharing the whole image's decision, the
+of PyTorch, FP16 and INT8 (the project's search in ncnn's INT8 layout) through their gates, DSRNet as its gate parts with tiles sharing the whole image's decision, the
 Vulkan path on Mesa's software device (lavapipe), the commands on .ncnn artifacts, and bad input in one line."""
 from __future__ import annotations
 
@@ -158,8 +158,45 @@ def test_bad_input_is_one_line(fsrcnn_ncnn, tmp_path, cli):
     with pytest.raises(SrDeployError, match="srdeploy.json"):
         os.remove(damaged / MANIFEST)
         NcnnSession(damaged)
-    int8 = cli("export", "--model", "fsrcnn", "--target", "ncnn", "--precision", "int8", "--out", str(tmp_path / "i"))
-    assert int8.returncode == 2 and "choose --precision fp32 or fp16" in int8.stderr and not (tmp_path / "i").exists()
+
+
+@pytest.fixture(scope="module")
+def fsrcnn_int8_ncnn(fsrcnn_int8, tmp_path_factory) -> Path:
+    """FSRCNN ×2's INT8 folder, from the session's INT8 search (the gated Q/DQ graph of ``conftest.fsrcnn_int8``)."""
+    return _export("fsrcnn", "int8", tmp_path_factory.mktemp("int8"), graphs={("int8", False, None): fsrcnn_int8})
+
+
+def test_int8_carries_the_search_into_ncnn_s_int8_layout(fsrcnn_int8, fsrcnn_int8_ncnn):
+    """The search's INT8 convolutions run as ncnn INT8 convolutions (its codes, its scales): ncnn computes what the
+    Q/DQ graph computes on ONNX Runtime, and the folder passes the 0.1 dB gate with ≥ 80 % of the MACs in INT8."""
+    from srdeploy.export.ncnn.ncnn_int8 import INT8_TAG, read_param
+    from srdeploy.export.onnx.onnx_export import cpu_session
+
+    proto, _ = fsrcnn_int8
+    folder = fsrcnn_int8_ncnn
+    quantized = [n for n in proto.graph.node if n.op_type in ("Conv", "ConvTranspose") and n.input[1].endswith(".dq")]
+    layers = read_param((folder / "model.param").read_text())
+    int8_layers = [l for l in layers if l.kind == "Convolution" and l.params.get("8") == "2"]
+    assert len(int8_layers) == len(quantized) == 7 and not any(l.kind == "Deconvolution" for l in layers)
+    assert (folder / "model.bin").read_bytes().count(INT8_TAG.to_bytes(4, "little")) >= len(quantized)
+    report = json.loads(json.loads((folder / MANIFEST).read_text())["metadata"]["ncnn_report"])
+    assert report["int8_convolutions"] == 7 and report["int8_mac_fraction"] >= 0.8
+    assert 0 <= report["drop_db_cpu"] <= 0.1 and report["drop_db"] <= 0.1
+    assert ("drop_db_vulkan" in report) == bool(vulkan_devices())
+    session = NcnnSession(folder)
+    x = held_out_batch(session.colour)
+    expected = cpu_session(proto).run(None, {proto.graph.input[0].name: x})[0]
+    found = session.infer(x)
+    assert np.abs(found - expected).mean() <= 2e-4 and np.abs(found - expected).max() <= 2 / 255
+    assert api.parity(folder, progress=False).passed
+
+
+def test_ncnn_s_own_int8_gate_refuses_in_one_line(fsrcnn_int8, tmp_path):
+    """A limit the Q/DQ graph is taken past (its cached gate) but ncnn's INT8 misses: refused, nothing written."""
+    with pytest.raises(SrDeployError) as refused:
+        _export("fsrcnn", "int8", tmp_path, max_psnr_drop=0.01, graphs={("int8", False, 0.01): fsrcnn_int8})
+    assert "ncnn int8 fsrcnn ×2 on cpu loses" in str(refused.value) and "\n" not in str(refused.value)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_without_pnnx_the_export_is_refused_before_any_work(tmp_path):

@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 
 from ..accuracy_gate import DEFAULT_MAX_DROP, limit_for
+from .ncnn_int8 import Int8Conv, int8_mac_fraction, quantize_graph
 from ..precision import VALIDATION_SPEC
 from ...calib.data import lr_hr_crops, network_batch, source_images
 from ...models.loading import SrModel
@@ -34,7 +35,7 @@ from ...runtime.global_gate import gate_parts
 from ...runtime.manifest import MANIFEST, seal_manifest
 from ...runtime.precision import Precision
 from ...runtime.quality import crop_psnr
-from ...runtime.sessions.ncnn import FORMAT, SUFFIX, NcnnSession, vulkan_devices
+from ...runtime.sessions.ncnn import FORMAT, SUFFIX, NcnnSession, import_ncnn, vulkan_devices
 
 FP32_MAX_ABS = 1e-5  # × max(1, max|PyTorch|): FP32 ncnn against PyTorch on the held-out crops
 _LAYER = re.compile(r"^(\S+)\s+(\S+)\s+(\d+)\s+(\d+)\s+(.*)$")
@@ -80,12 +81,33 @@ def convert(proto: onnx.ModelProto, shapes: list[list[int]], fp16_weights: bool,
     if done.returncode != 0 or not names["ncnnparam"].is_file():
         last = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()] or ["no output"]
         raise SrDeployError(f"pnnx could not convert the ONNX graph to ncnn ({last[-1][:160]})")
-    param = names["ncnnparam"].read_text()
-    unknown = sorted({m.group(1) for m in map(_LAYER.match, param.splitlines()[2:]) if m and "." in m.group(1)})
+    param = padding_layers(names["ncnnparam"].read_text(), names["pnnxparam"].read_text())
+    ncnn = import_ncnn()
+    unknown = sorted({m.group(1) for m in map(_LAYER.match, param.splitlines()[2:])
+                      if m and ncnn.layer_to_index(m.group(1)) < 0})
     if unknown:
         raise SrDeployError(f"pnnx left operators ncnn has no layer for ({', '.join(unknown)}): this graph cannot run "
                             "on ncnn")
     return param.encode(), names["ncnnbin"].read_bytes()
+
+
+def padding_layers(param: str, pnnx_param: str) -> str:
+    """``param`` with each ONNX ``Pad`` that pnnx left unconverted (zeros on H and W: the explicit padding of
+    centred INT8 inputs, ``export.quant.int8_centre``) as ncnn's ``Padding`` layer; pnnx's own graph has its pads."""
+    pads = dict(re.findall(r"^Pad\s+(\S+)\s.*\bpads=\(([-\d,]+)\)", pnnx_param, re.MULTILINE))
+    lines = param.splitlines()
+    for number, line in enumerate(lines):
+        match = _LAYER.match(line)
+        if not match or match.group(1) != "Pad":
+            continue
+        values = [int(v) for v in pads.get(match.group(2), "").split(",") if v]
+        if len(values) != 8 or any(values[i] for i in (0, 1, 4, 5)) or re.search(
+                rf"^Pad\s+{re.escape(match.group(2))}\s.*\b(mode|value)=", pnnx_param, re.MULTILINE):
+            continue  # left for the unknown-layer check
+        top, left, bottom, right = values[2], values[3], values[6], values[7]
+        lines[number] = (f"{'Padding':<24} {match.group(2):<24} {match.group(3)} {match.group(4)} {match.group(5)} "
+                         f"0={top} 1={bottom} 2={left} 3={right} 4=0 5=0.000000e+00")
+    return "\n".join(lines) + "\n"
 
 
 def graphs_of(proto: onnx.ModelProto, metadata: dict[str, str]) -> dict[str, tuple[onnx.ModelProto, str]]:
@@ -95,14 +117,16 @@ def graphs_of(proto: onnx.ModelProto, metadata: dict[str, str]) -> dict[str, tup
     return {name: (part, "mean" if name == "gate_margin" else "image") for name, part in gate_parts(proto).items()}
 
 
-def write_folder(proto: onnx.ModelProto, precision: Precision, work: Path, extra: dict) -> None:
-    """The artifact's files in ``work``: each graph's .param/.bin and the sealed manifest."""
+def write_folder(proto: onnx.ModelProto, precision: Precision, work: Path, extra: dict,
+                 int8: list[Int8Conv] | None = None) -> int:
+    """The artifact's files in ``work``: each graph's .param/.bin and the sealed manifest; with ``int8`` (``proto``
+    is then the INT8 graph's float twin) those convolutions in ncnn's INT8 layout. Returns how many there are."""
     metadata = {k: v for k, v in srdeploy_metadata((p.key, p.value) for p in proto.metadata_props).items()
                 if k != "sha256"}
     metadata["precision"] = str(precision)
     bounds = json.loads(metadata["shape_bounds"])
     channels, size = bounds["min"][1], max(bounds["min"][2], 32)
-    files, graphs = {}, {}
+    files, graphs, quantized = {}, {}, 0
     with tempfile.TemporaryDirectory() as scratch:
         for name, (graph, kind) in graphs_of(proto, metadata).items():
             if kind == "mean":  # the gate's mean feature, N×C×1×1
@@ -112,23 +136,27 @@ def write_folder(proto: onnx.ModelProto, precision: Precision, work: Path, extra
             folder = Path(scratch) / name
             folder.mkdir()
             param, weights = convert(graph, shapes, precision == Precision.FP16, folder)
-            files[f"{name}.param"], files[f"{name}.bin"] = param, weights
             source, target = blobs(param.decode())
+            if int8 is not None:
+                param, weights, count = quantize_graph(graph, int8, param, weights, source)
+                quantized += count
+            files[f"{name}.param"], files[f"{name}.bin"] = param, weights
             graphs[name] = {"param": f"{name}.param", "bin": f"{name}.bin", "input": source, "output": target}
     manifest = {"format": FORMAT, "metadata": metadata, "graphs": graphs,
                 "files": sorted(files), **extra}
     for name, data in files.items():
         (work / name).write_bytes(data)
     (work / MANIFEST).write_bytes(seal_manifest(manifest, files))
+    return quantized
 
 
 def gate(folder: Path, model: SrModel, precision: Precision, calib_dir: str | None, max_drop: float | None) -> dict:
     """The artifact in ``folder`` measured by ncnn on held-out crops, or a one-line refusal: FP32 within
-    ``FP32_MAX_ABS`` of PyTorch; FP16 within the PSNR limit, on the CPU and on each Vulkan device."""
+    ``FP32_MAX_ABS`` of PyTorch; FP16 and INT8 within their PSNR limits, on the CPU and on each Vulkan device."""
     info = model.info
     validation = lr_hr_crops(source_images(calib_dir, "validation"), info.scale, VALIDATION_SPEC)
     reference = TorchRunner(model.network).infer
-    devices = [("cpu", False)] + ([("vulkan", True)] if precision == Precision.FP16 and vulkan_devices() else [])
+    devices = [("cpu", False)] + ([("vulkan", True)] if precision != Precision.FP32 and vulkan_devices() else [])
     measured: dict = {"vulkan_device": (vulkan_devices() or [None])[0]}
     if precision == Precision.FP32:
         batch = network_batch(validation[:8], info.colour)
@@ -147,21 +175,24 @@ def gate(folder: Path, model: SrModel, precision: Precision, calib_dir: str | No
         measured[f"drop_db_{device}"] = drop
         if not drop <= limit:
             raise SrDeployError(f"ncnn {precision} {info.name} ×{info.scale} on {device} loses {drop:.4f} dB of "
-                                f"held-out PSNR against PyTorch FP32 (limit {limit} dB; FP16 arithmetic there): "
+                                f"held-out PSNR against PyTorch FP32 (limit {limit} dB; {precision} arithmetic there): "
                                 "nothing written; export fp32, or allow more with --max-psnr-drop")
     measured["drop_db"] = max(measured[f"drop_db_{device}"] for device, _ in devices)
     return measured
 
 
 def export_ncnn(proto: onnx.ModelProto, model: SrModel, precision: Precision, out: Path, calib_dir: str | None,
-                max_drop: float | None, versions: dict) -> tuple[Path, dict]:
-    """``out/MODEL_xSCALE_PRECISION.ncnn`` from the gated FP32 ONNX graph ``proto``, after ncnn's own gate:
-    (the folder, what the gate measured)."""
+                max_drop: float | None, versions: dict, int8: list[Int8Conv] | None = None) -> tuple[Path, dict]:
+    """``out/MODEL_xSCALE_PRECISION.ncnn`` from the gated FP32 ONNX graph ``proto`` (INT8: the gated INT8 graph's
+    float twin and its ``int8`` convolutions, ``ncnn_int8``), after ncnn's own gate: (the folder, what the gate
+    measured)."""
     target = check_bundle_folder(out / f"{model.info.name}_x{model.info.scale}_{precision}{SUFFIX}", MANIFEST,
                                  "srdeploy ncnn artifact")
     with atomic_dir(target) as work:
-        write_folder(proto, precision, work, {"converter": versions})
+        quantized = write_folder(proto, precision, work, {"converter": versions}, int8)
         measured = gate(work, model, precision, calib_dir, max_drop)
+        if int8 is not None:
+            measured.update(int8_convolutions=quantized, int8_mac_fraction=int8_mac_fraction(proto, model.info.scale))
         manifest = {k: v for k, v in json.loads((work / MANIFEST).read_text()).items() if k != "sha256"}
         manifest["metadata"].update(validation_drop_db=f"{measured.get('drop_db', 0.0):.4f}",
                                     ncnn_report=json.dumps(measured))

@@ -1,0 +1,276 @@
+"""ncnn INT8 from the gated INT8 ONNX graph: the project's own search (its equalized weights, weight codes,
+activation ranges, centring, and the layers and channels it keeps float), carried into ncnn's INT8 format.
+
+ncnn's own tools (``ncnn2table``, ``ncnn2int8``) are not in the pip packages and calibrate by themselves; what
+srdeploy needs is to write the search's numbers, so this module writes ncnn's INT8 layout directly, the layout
+``ncnn2int8`` writes (``tools/quantize/ncnn2int8.cpp``, ``tools/modelwriter.h``): a quantized ``Convolution``
+gets ``8=2`` (``int8_scale_term``) in the ``.param``; in the ``.bin`` its weight blob becomes the int8 tag
+``0x000D4B38`` and the codes (padded to 4 bytes), the float bias stays, and ``weight_data_int8_scales`` (one per
+output channel) and ``bottom_blob_int8_scales`` (one) follow as raw float32. ncnn's scales multiply
+(``code = round(x · scale)``, clamped to ±127): they are the reciprocals of ONNX's Q/DQ scales.
+
+1. ``float_twin``: the Q/DQ graph without its Q/DQ nodes (each INT8 convolution reads its float input and
+   ``codes × scale`` as its weight), with each INT8 transposed convolution in sub-pixel form first (ncnn's
+   ``Deconvolution`` has no INT8), and what each INT8 convolution reads: its input tensor, codes and scales.
+2. pnnx converts the twin like any FP32 graph.
+3. ``quantize_graph``: each ncnn ``Convolution`` is matched to its ONNX convolution by its float weights, and,
+   where several share them (LESRCNN's upsampler runs on two paths), by the values of its input blob, computed
+   by ncnn and by ONNX Runtime on one probe image; then its weights and scales are rewritten.
+Residual additions that read quantized copies in the Q/DQ graph read the float tensor here (ncnn quantizes
+convolution inputs only). The artifact is then gated by ncnn itself like the other precisions.
+"""
+from __future__ import annotations
+
+import re
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..onnx.graph_rewrite import drop_unused_initializers, graphs, walk
+from ..onnx.onnx_macs import onnx_macs_per_output_pixel
+from ..subpixel import subpixel_form
+from ...runtime.errors import SrDeployError
+
+FP32_TAG, FP16_TAG, INT8_TAG = 0, 0x01306B47, 0x000D4B38
+WEIGHTLESS = {"Input", "Split", "BinaryOp", "ReLU", "PixelShuffle", "Reshape", "Slice", "Concat", "Crop", "Padding",
+              "Eltwise", "UnaryOp", "Sigmoid", "Clip", "Permute", "Noop", "Interp", "Flatten", "Softmax", "Dropout"}
+MATCH_RTOL = 1e-3  # an ncnn input blob against the ONNX tensor it stands for (both FP32 on the probe)
+PROBE = 24  # side of the probe image the blobs are matched on
+
+
+@dataclass
+class Int8Conv:
+    """What one INT8 convolution of the Q/DQ graph reads: its input tensor (in the twin) and its numbers."""
+
+    input: str
+    codes: np.ndarray  # int8, Conv layout (C_out, C_in, kH, kW)
+    weight_scale: np.ndarray  # per output channel (ONNX: x ≈ code · scale)
+    input_scale: float
+
+    @property
+    def weight(self) -> np.ndarray:
+        return self.codes.astype(np.float32) * self.weight_scale.reshape(-1, 1, 1, 1)
+
+
+def float_twin(qdq: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Int8Conv]]:
+    """The Q/DQ graph ``qdq`` as FP32 (Q/DQ removed; INT8 weights as ``codes × scale``), and its INT8 convolutions."""
+    if any(n.op_type == "ConvTranspose" and n.input[1].endswith(".dq") for _, n, _ in walk(qdq.graph)):
+        qdq, _ = subpixel_form(qdq)
+    twin = onnx.ModelProto.FromString(qdq.SerializeToString())
+    weights = {t.name: numpy_helper.to_array(t) for t in twin.graph.initializer}
+    producer = {o: n for _, n, _ in walk(twin.graph) for o in n.output}
+    convs, added = [], {}
+    for _, node, _ in walk(twin.graph):
+        if node.op_type == "ConvTranspose" and node.input[1] in producer and \
+                producer[node.input[1]].op_type == "DequantizeLinear":
+            raise SrDeployError(f"ncnn has no INT8 transposed convolution and {node.name} has no sub-pixel form")
+        if node.op_type != "Conv" or node.input[1] not in producer:
+            continue
+        weight_dq, input_dq = producer[node.input[1]], producer.get(node.input[0])
+        if weight_dq.op_type != "DequantizeLinear" or input_dq is None or input_dq.op_type != "DequantizeLinear":
+            continue
+        quantize = producer[input_dq.input[0]]
+        codes = weights[weight_dq.input[0]]
+        scale = np.broadcast_to(weights[weight_dq.input[1]].astype(np.float32), (codes.shape[0],)).copy()
+        conv = Int8Conv(quantize.input[0], codes, scale, float(weights[quantize.input[1]]))
+        name = f"{weight_dq.input[0]}.twin"
+        if name not in added:
+            added[name] = numpy_helper.from_array(conv.weight, name)
+        node.input[0], node.input[1] = conv.input, name
+        convs.append(conv)
+    for _, node, _ in walk(twin.graph):  # residual additions read the float tensor
+        for i, name in enumerate(node.input):
+            dequantize = producer.get(name)
+            quantize = producer.get(dequantize.input[0]) if dequantize is not None else None
+            if dequantize is not None and dequantize.op_type == "DequantizeLinear" and quantize is not None and \
+                    quantize.op_type == "QuantizeLinear":
+                node.input[i] = quantize.input[0]
+    for graph in list(graphs(twin.graph)):
+        kept = [n for n in graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")]
+        del graph.node[:]
+        graph.node.extend(kept)
+    twin.graph.initializer.extend(added.values())
+    column_to_row_shuffles(twin, convs)
+    drop_unused_initializers(twin)
+    return twin, convs
+
+
+def column_to_row_shuffles(twin: onnx.ModelProto, convs: list[Int8Conv]) -> None:
+    """Each ``DepthToSpace`` in DCR order after a convolution (the sub-pixel form's) in CRD order, ncnn's
+    ``PixelShuffle``, by reordering the convolution's output channels: CRD channel ``c·s² + b`` is DCR channel
+    ``b·C + c`` (pnnx has no ncnn layer for DCR)."""
+    graph = twin.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    initializers = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        mode = next((a for a in node.attribute if a.name == "mode"), None)
+        conv = producer.get(node.input[0])
+        if node.op_type != "DepthToSpace" or mode is None or mode.s != b"DCR" or conv is None or conv.op_type != "Conv":
+            continue
+        blocks = next(a.i for a in node.attribute if a.name == "blocksize") ** 2
+        weight = numpy_helper.to_array(initializers[conv.input[1]])
+        channels = weight.shape[0] // blocks
+        order = np.array([b * channels + c for c in range(channels) for b in range(blocks)])
+        for name in conv.input[1:]:
+            initializers[name].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(initializers[name])[order], name))
+        for int8 in (c for c in convs if c.codes.shape == weight.shape and np.array_equal(c.weight, weight)):
+            int8.codes, int8.weight_scale = int8.codes[order], int8.weight_scale[order]
+        mode.s = b"CRD"
+
+
+@dataclass
+class Layer:
+    kind: str
+    name: str
+    bottoms: list[str]
+    tops: list[str]
+    params: dict[str, str]
+    line: int  # its line in the .param
+
+
+def read_param(param: str) -> list[Layer]:
+    """The layers of an ncnn ``.param`` (its text format: magic, counts, one layer per line)."""
+    layers = []
+    for number, line in enumerate(param.splitlines()):
+        fields = line.split()
+        if number < 2 or len(fields) < 4:
+            continue
+        bottoms, tops = int(fields[2]), int(fields[3])
+        names = fields[4:4 + bottoms + tops]
+        params = dict(item.split("=", 1) for item in fields[4 + bottoms + tops:])
+        layers.append(Layer(fields[0], fields[1], names[:bottoms], names[bottoms:], params, number))
+    return layers
+
+
+def _raw(count: int) -> int:
+    return 4 * count
+
+
+def _tagged(weights: bytes, offset: int, count: int) -> int:
+    """Bytes of a tagged weight blob at ``offset`` (tag, data, padding to 4 bytes)."""
+    tag = struct.unpack_from("<I", weights, offset)[0]
+    size = {FP32_TAG: 4 * count, FP16_TAG: 2 * count, INT8_TAG: count}.get(tag)
+    if size is None:
+        raise SrDeployError(f"an ncnn weight blob has the unknown tag {tag:#x}")
+    return 4 + -(-size // 4) * 4
+
+
+def weight_spans(layers: list[Layer], weights: bytes) -> dict[str, list[tuple[int, int]]]:
+    """Per layer name: the (offset, length) of each of its blobs in the ``.bin``, in order."""
+    spans, offset = {}, 0
+    for layer in layers:
+        p = lambda key, default=0: int(float(layer.params.get(key, default)))  # noqa: E731
+        if layer.kind in WEIGHTLESS:
+            continue
+        if layer.kind in ("Convolution", "Deconvolution", "InnerProduct"):
+            size_key, bias_key = ("6", "5") if layer.kind != "InnerProduct" else ("2", "1")
+            blobs = [_tagged(weights, offset, p(size_key))]
+            blobs += [_raw(p("0"))] if p(bias_key) else []
+            if layer.kind != "Deconvolution" and p("8"):
+                blobs += [_raw(p("0")), _raw(1)] + ([_raw(1)] if p("8") > 100 else [])
+        elif layer.kind == "PReLU":
+            blobs = [_raw(p("0"))]
+        elif layer.kind == "MemoryData":
+            blobs = [_raw(int(np.prod([d for d in (p("0"), p("1"), p("11"), p("2")) if d]) or 1))]
+        else:
+            raise SrDeployError(f"srdeploy cannot lay out the weights of ncnn's {layer.kind} layer for INT8")
+        spans[layer.name] = []
+        for length in blobs:
+            spans[layer.name].append((offset, length))
+            offset += length
+    if offset != len(weights):
+        raise SrDeployError(f"the ncnn weights are {len(weights)} bytes, their layers {offset}: not pnnx's layout")
+    return spans
+
+
+def _blob_values(param: bytes, weights: bytes, source: str, probe: np.ndarray, names: list[str]) -> dict:
+    """ncnn's FP32 values of the blobs ``names`` on ``probe`` (C×H×W)."""
+    import ncnn
+
+    with tempfile.TemporaryDirectory() as scratch:
+        (Path(scratch) / "m.param").write_bytes(param)
+        (Path(scratch) / "m.bin").write_bytes(weights)
+        net = ncnn.Net()
+        net.opt.use_bf16_storage = net.opt.use_fp16_storage = net.opt.use_fp16_arithmetic = False
+        net.opt.use_fp16_packed = False
+        net.load_param(str(Path(scratch) / "m.param"))
+        net.load_model(str(Path(scratch) / "m.bin"))
+        values = {}
+        with net.create_extractor() as extractor:
+            extractor.input(source, ncnn.Mat(probe).clone())
+            for name in names:
+                status, mat = extractor.extract(name)
+                values[name] = np.array(mat, dtype=np.float32) if status == 0 else None
+    return values
+
+
+def _tensor_values(proto: onnx.ModelProto, probe: np.ndarray, names: set[str]) -> dict[str, np.ndarray]:
+    """ONNX Runtime's values of the tensors ``names`` (those this graph computes) on ``probe`` (1×C×H×W)."""
+    from ..onnx.onnx_export import cpu_session
+
+    graph = onnx.ModelProto.FromString(proto.SerializeToString())
+    present = {o for n in graph.graph.node for o in n.output} | {i.name for i in graph.graph.input}
+    wanted = sorted(names & present - {o.name for o in graph.graph.output})
+    graph.graph.output.extend(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in wanted)
+    session = cpu_session(graph)
+    found = session.run(None, {graph.graph.input[0].name: probe})
+    return {o.name: v for o, v in zip(graph.graph.output, found) if o.name in names}
+
+
+def quantize_graph(proto: onnx.ModelProto, convs: list[Int8Conv], param: bytes, weights: bytes, source: str
+                   ) -> tuple[bytes, bytes, int]:
+    """One converted graph's ``.param``/``.bin`` with the INT8 convolutions of ``convs`` that it holds in ncnn's
+    INT8 layout; ``proto``: its ONNX graph (the twin, or one of its gate parts), ``source``: its input blob.
+    Returns the new files and how many convolutions became INT8."""
+    layers = read_param(param.decode())
+    spans = weight_spans(layers, weights)
+    candidates: dict[str, list[Int8Conv]] = {}
+    for layer in (l for l in layers if l.kind == "Convolution"):
+        offset, length = spans[layer.name][0]
+        if struct.unpack_from("<I", weights, offset)[0] != FP32_TAG:
+            raise SrDeployError("the twin graph's ncnn weights are not FP32: pnnx was asked for fp16=0")
+        found = np.frombuffer(weights, np.float32, count=(length - 4) // 4, offset=offset + 4)
+        candidates[layer.name] = [c for c in convs if c.codes.size == found.size
+                                  and np.array_equal(c.weight.ravel(), found)]
+    ambiguous = [n for n, c in candidates.items()
+                 if len({(x.input_scale, x.codes.tobytes(), x.weight_scale.tobytes()) for x in c}) > 1]
+    if ambiguous:
+        shape = [int(d.dim_value) or PROBE for d in proto.graph.input[0].type.tensor_type.shape.dim]
+        probe = np.random.default_rng(0).random([1, *shape[1:]], np.float32)
+        by_layer = {l.name: l for l in layers}
+        blobs = _blob_values(param, weights, source, probe[0], [by_layer[n].bottoms[0] for n in ambiguous])
+        tensors = _tensor_values(proto, probe, {c.input for n in ambiguous for c in candidates[n]})
+        for name in ambiguous:
+            blob = blobs[by_layer[name].bottoms[0]]
+            close = [c for c in candidates[name] if c.input in tensors and blob is not None
+                     and tensors[c.input][0].shape == blob.shape
+                     and np.abs(tensors[c.input][0] - blob).max() <= MATCH_RTOL * max(1.0, np.abs(blob).max())]
+            candidates[name] = close
+            if len({(x.input_scale, x.codes.tobytes()) for x in close}) != 1:
+                raise SrDeployError(f"ncnn layer {name} matches {len(close)} INT8 convolutions of the ONNX graph by "
+                                    "its input: this is a bug, please report it; export --precision fp16 meanwhile")
+    lines = param.decode().splitlines()
+    pieces, cursor, count = [], 0, 0
+    for layer in (l for l in layers if candidates.get(l.name)):
+        conv = candidates[layer.name][0]
+        lines[layer.line] += " 8=2"
+        offset, length = spans[layer.name][0]
+        codes = conv.codes.tobytes()
+        blob = struct.pack("<I", INT8_TAG) + codes + bytes(-len(codes) % 4)
+        end = spans[layer.name][-1][0] + spans[layer.name][-1][1]
+        scales = (1.0 / conv.weight_scale).astype("<f4").tobytes() + struct.pack("<f", 1.0 / conv.input_scale)
+        pieces += [weights[cursor:offset], blob, weights[offset + length:end], scales]
+        cursor, count = end, count + 1
+    pieces.append(weights[cursor:])
+    return ("\n".join(lines) + "\n").encode(), b"".join(pieces), count
+
+
+def int8_mac_fraction(twin: onnx.ModelProto, scale: int) -> float:
+    """The share of the twin's convolution MACs that ncnn runs in INT8 (an ``If`` counts its then-branch)."""
+    int8 = lambda node: node.op_type == "Conv" and node.input[1].endswith(".twin")  # noqa: E731
+    return onnx_macs_per_output_pixel(twin, scale, int8) / onnx_macs_per_output_pixel(twin, scale)
