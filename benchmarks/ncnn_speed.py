@@ -1,5 +1,6 @@
 """ncnn on this x86 CPU against ONNX Runtime, side by side in one run (issue 37's performance item): LESRCNN ×2 and
-FSRCNN ×2 at 256×256, 1 and 2 threads, FP32 and FP16 ncnn folders and the FP32 ONNX, exported here first.
+FSRCNN ×2 at 256×256, 1 and 2 threads, FP32, FP16 and INT8 ncnn folders and the FP32 ONNX, exported here first
+(INT8 through its own gate; its held-out drop is reported beside its time).
 
     python -m srdeploy.benchmarks.ncnn_speed --out benchmarks/results
 
@@ -11,6 +12,7 @@ are not reported. Writes ``ncnn_speed_<machine>.{md,json}``.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 
@@ -31,9 +33,10 @@ TARGET_RATIO = 1.5  # ncnn CPU FP32 / ONNX Runtime FP32
 
 
 def artifacts(model: str, scale: int, folder: Path) -> dict[str, Path]:
-    """The FP32 ONNX and the FP32 and FP16 ncnn folders of the official checkpoint, exported into ``folder``."""
+    """The FP32 ONNX and the FP32, FP16 and INT8 ncnn folders of the official checkpoint, exported into ``folder``."""
     net = ModelSpec(model, scale).load()
     made = {"onnx": target("onnx").export(net, ExportOptions(precision="fp32"), folder, Progress(False))}
+    made["ncnn-int8"] = target("ncnn").export(net, ExportOptions(precision="int8"), folder, Progress(False))
     for precision in ("fp32", "fp16"):
         made[f"ncnn-{precision}"] = target("ncnn").export(net, ExportOptions(precision=precision, max_psnr_drop=0.05),
                                                           folder, Progress(False))
@@ -44,7 +47,8 @@ def measure(paths: dict[str, Path], channels: int, threads: int, rounds: int) ->
     x = np.random.default_rng(0).random((1, channels, SIZE, SIZE), dtype=np.float32)
     infers = {"onnxruntime fp32": OnnxSession(paths["onnx"], providers=["CPUExecutionProvider"], threads=threads).infer,
               "ncnn fp32": NcnnSession(paths["ncnn-fp32"], threads=threads).infer,
-              "ncnn fp16": NcnnSession(paths["ncnn-fp16"], threads=threads).infer}
+              "ncnn fp16": NcnnSession(paths["ncnn-fp16"], threads=threads).infer,
+              "ncnn int8": NcnnSession(paths["ncnn-int8"], threads=threads).infer}
     return interleaved_medians(infers, x, rounds)
 
 
@@ -59,19 +63,23 @@ def main(argv: list[str] | None = None) -> int:
         for model, scale in MODELS:
             paths = artifacts(model, scale, Path(folder) / model)
             channels = NcnnSession(paths["ncnn-fp32"]).channels
+            int8 = json.loads(NcnnSession(paths["ncnn-int8"]).metadata["ncnn_report"])
             for threads in (1, 2):
                 medians = measure(paths, channels, threads, args.rounds)
                 base = medians["onnxruntime fp32"]
                 rows.append({"model": f"{model} ×{scale}", "threads": threads, **{k: round(v, 2) for k, v in medians.items()},
-                             "ncnn_fp32_ratio": medians["ncnn fp32"] / base, "ncnn_fp16_ratio": medians["ncnn fp16"] / base})
+                             "ncnn_fp32_ratio": medians["ncnn fp32"] / base, "ncnn_fp16_ratio": medians["ncnn fp16"] / base,
+                             "ncnn_int8_ratio": medians["ncnn int8"] / base, "int8_drop_db": round(int8["drop_db"], 4),
+                             "int8_mac_fraction": round(int8["int8_mac_fraction"], 4)})
                 print(rows[-1], flush=True)
     report["results"] = rows
     machine = report["machine"]
     table = markdown_table(
-        ["model", "threads", "ONNX Runtime FP32 ms", "ncnn FP32 ms", "ncnn FP16 ms", "ncnn FP32 / ORT", "ncnn FP16 / ORT",
-         f"FP32 target ≤ {TARGET_RATIO}×"],
+        ["model", "threads", "ONNX Runtime FP32 ms", "ncnn FP32 ms", "ncnn FP16 ms", "ncnn INT8 ms", "ncnn FP32 / ORT",
+         "ncnn FP16 / ORT", "ncnn INT8 / ORT", "INT8 held-out drop (MACs in INT8)", f"FP32 target ≤ {TARGET_RATIO}×"],
         [[r["model"], str(r["threads"]), f"{r['onnxruntime fp32']:.1f}", f"{r['ncnn fp32']:.1f}", f"{r['ncnn fp16']:.1f}",
-          f"{r['ncnn_fp32_ratio']:.2f}×", f"{r['ncnn_fp16_ratio']:.2f}×",
+          f"{r['ncnn int8']:.1f}", f"{r['ncnn_fp32_ratio']:.2f}×", f"{r['ncnn_fp16_ratio']:.2f}×",
+          f"{r['ncnn_int8_ratio']:.2f}×", f"{r['int8_drop_db']:.3f} dB ({r['int8_mac_fraction']:.1%})",
           "met" if r["ncnn_fp32_ratio"] <= TARGET_RATIO else "missed"] for r in rows])
     text = (f"`{report['command']}` — {report['date']}\n\nMachine: {cpu_text(machine)}, {machine['usable_cores']} usable "
             f"cores; {', '.join(f'{k} {v}' for k, v in machine['libraries'].items())}.\nLR {SIZE}×{SIZE}, batch 1, "

@@ -158,7 +158,7 @@ BUILT_IN = (
     Target("android", "an Android bundle", "a folder with the ncnn model, a Kotlin/JNI sample app and the C++ "
            "upscaler it shares with a desktop build",
            exporter="export.bundles.android:export", precheck="export.bundles.android:check", bundles="ncnn",
-           precisions=("fp32", "fp16")),
+           precisions=("fp32", "fp16", "int8")),
     Target("web", "a web page (browsers)", "a static folder: a page that upscales in the visitor's browser "
            "with onnxruntime-web (WebAssembly; WebGPU on request), its model checked by sha256",
            exporter="export.web.target:export", precheck="export.web.target:check", bundles="onnx"),

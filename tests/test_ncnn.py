@@ -217,3 +217,44 @@ def test_without_pnnx_the_export_is_refused_before_any_work(tmp_path):
 def test_omp_num_threads_caps_ncnn(fsrcnn_ncnn, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # ncnn's own default is every big core
     assert all(net.opt.num_threads == 1 for net in NcnnSession(fsrcnn_ncnn).nets.values())
+
+
+def test_a_float_convolution_with_an_int8_one_s_weights_stays_float(tmp_path):
+    """Two convolutions with equal weights, one INT8 and one float (DSRNet's mean shifts: an earlier build gave the
+    float one the INT8 one's input scale and lost 0.34 dB): told apart by their inputs, only the INT8 one is INT8."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from srdeploy.calib.data import held_out_photo
+    from srdeploy.export.ncnn.ncnn_export import blobs, convert
+    from srdeploy.export.ncnn.ncnn_int8 import float_twin, quantize_graph, read_param
+    from srdeploy.export.onnx.onnx_export import cpu_session
+    from srdeploy.export.quant.int8_qdq import quantize
+
+    codes = np.random.default_rng(0).integers(-127, 128, (3, 3, 3, 3)).astype(np.int8)
+    scale = np.array([0.004, 0.003, 0.005], np.float32)
+    weight = codes.astype(np.float32) * scale.reshape(-1, 1, 1, 1)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "a"], ["ya"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["ya"], ["r"]),
+         helper.make_node("Conv", ["r", "b"], ["y"], pads=[1, 1, 1, 1])], "two",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [numpy_helper.from_array(weight, "a"), numpy_helper.from_array(weight.copy(), "b")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    qdq = quantize(proto, {"x": 1.0}, {"a@x"}, {"a": (codes, scale)})
+    twin = float_twin(qdq)
+    param, weights = convert(twin.graph, [[1, 3, 32, 32], [1, 3, 48, 40]], False, tmp_path)
+    source, target = blobs(param.decode())
+    param, weights, count = quantize_graph(twin.graph, twin.convs, param, weights, source)
+    convolutions = [l for l in read_param(param.decode()) if l.kind == "Convolution"]
+    assert count == 1 and [l.params.get("8") for l in convolutions] == ["2", None]
+    (tmp_path / "m.param").write_bytes(param)
+    (tmp_path / "m.bin").write_bytes(weights)
+    net = ncnn.Net()
+    net.opt.use_bf16_storage = net.opt.use_fp16_storage = net.opt.use_fp16_arithmetic = False
+    assert net.load_param(str(tmp_path / "m.param")) == 0 and net.load_model(str(tmp_path / "m.bin")) == 0
+    x = np.ascontiguousarray(held_out_photo("rgb")[:, :40, :56])
+    with net.create_extractor() as extractor:
+        extractor.input(source, ncnn.Mat(x).clone())
+        found = np.array(extractor.extract(target)[1])
+    expected = cpu_session(qdq).run(None, {"x": x[None]})[0][0]
+    assert np.abs(found - expected).max() <= 1e-3 * np.abs(expected).max()

@@ -23,8 +23,8 @@ from importlib import metadata
 from pathlib import Path
 
 from ..executorch.pte_export import export_executorch
-from ..ncnn.ncnn_export import export_ncnn, import_pnnx
-from ..onnx.target import gated_onnx
+from ..ncnn.ncnn_export import import_pnnx
+from ..ncnn.target import gated_folder
 from ..options import ExportOptions, ExportResult, Progress, result_for
 from ...calib.data import source_images
 from ...models.loading import SrModel
@@ -114,7 +114,6 @@ against its Python session (`benchmarks/android_desktop_check.py` in srdeploy).
 def export(net: SrModel, options: ExportOptions, out: Path, progress: Progress) -> ExportResult:
     """The Android bundle in ``out`` (``export.main`` shape): the ncnn model through its gate, the app, the C++."""
     precision = Precision.parse(options.precision)
-    proto, report = gated_onnx(net, "fp32", options, progress, summary=False)
     versions = {package: metadata.version(package) for package in ("pnnx", "ncnn")}
     versions["ncnn_release"] = versions["ncnn"].rsplit(".", 1)[-1]
     info = net.info
@@ -124,8 +123,7 @@ def export(net: SrModel, options: ExportOptions, out: Path, progress: Progress) 
     else:
         versions["executorch"] = metadata.version("executorch")
     with tempfile.TemporaryDirectory() as scratch:
-        folder, measured = export_ncnn(proto, net, precision, Path(scratch), options.calib, options.max_psnr_drop,
-                                       versions)
+        folder, measured, report = gated_folder(net, options, Path(scratch), progress, versions)
         program = None
         if not missing:
             progress(f"android bundle: the ExecuTorch {versions['executorch']} program for the CPU path (FP32)")

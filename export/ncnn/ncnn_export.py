@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 
 from ..accuracy_gate import DEFAULT_MAX_DROP, limit_for
-from .ncnn_int8 import Int8Conv, int8_mac_fraction, quantize_graph
+from .ncnn_int8 import Int8Conv, Int8Twin, quantize_graph
 from ..precision import VALIDATION_SPEC
 from ...calib.data import lr_hr_crops, network_batch, source_images
 from ...models.loading import SrModel
@@ -182,17 +182,17 @@ def gate(folder: Path, model: SrModel, precision: Precision, calib_dir: str | No
 
 
 def export_ncnn(proto: onnx.ModelProto, model: SrModel, precision: Precision, out: Path, calib_dir: str | None,
-                max_drop: float | None, versions: dict, int8: list[Int8Conv] | None = None) -> tuple[Path, dict]:
-    """``out/MODEL_xSCALE_PRECISION.ncnn`` from the gated FP32 ONNX graph ``proto`` (INT8: the gated INT8 graph's
-    float twin and its ``int8`` convolutions, ``ncnn_int8``), after ncnn's own gate: (the folder, what the gate
-    measured)."""
+                max_drop: float | None, versions: dict, int8: Int8Twin | None = None) -> tuple[Path, dict]:
+    """``out/MODEL_xSCALE_PRECISION.ncnn`` from the gated FP32 ONNX graph ``proto`` (INT8: ``int8``, the gated INT8
+    graph's float twin, ``ncnn_int8``), after ncnn's own gate: (the folder, what the gate measured)."""
     target = check_bundle_folder(out / f"{model.info.name}_x{model.info.scale}_{precision}{SUFFIX}", MANIFEST,
                                  "srdeploy ncnn artifact")
     with atomic_dir(target) as work:
-        quantized = write_folder(proto, precision, work, {"converter": versions}, int8)
+        quantized = write_folder(int8.graph if int8 else proto, precision, work, {"converter": versions},
+                                 int8.convs if int8 else None)
         measured = gate(work, model, precision, calib_dir, max_drop)
         if int8 is not None:
-            measured.update(int8_convolutions=quantized, int8_mac_fraction=int8_mac_fraction(proto, model.info.scale))
+            measured.update(int8_convolutions=quantized, int8_mac_fraction=int8.mac_fraction)
         manifest = {k: v for k, v in json.loads((work / MANIFEST).read_text()).items() if k != "sha256"}
         manifest["metadata"].update(validation_drop_db=f"{measured.get('drop_db', 0.0):.4f}",
                                     ncnn_report=json.dumps(measured))

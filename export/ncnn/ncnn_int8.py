@@ -32,7 +32,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..onnx.graph_rewrite import drop_unused_initializers, graphs, walk
-from ..onnx.onnx_macs import onnx_macs_per_output_pixel
+from ..quant import int8_calibration, int8_graph
 from ..subpixel import subpixel_form
 from ...runtime.errors import SrDeployError
 
@@ -48,6 +48,7 @@ class Int8Conv:
     """What one INT8 convolution of the Q/DQ graph reads: its input tensor (in the twin) and its numbers."""
 
     input: str
+    weight_name: str  # the twin's float weight (codes × scale)
     codes: np.ndarray  # int8, Conv layout (C_out, C_in, kH, kW)
     weight_scale: np.ndarray  # per output channel (ONNX: x ≈ code · scale)
     input_scale: float
@@ -57,8 +58,18 @@ class Int8Conv:
         return self.codes.astype(np.float32) * self.weight_scale.reshape(-1, 1, 1, 1)
 
 
-def float_twin(qdq: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Int8Conv]]:
-    """The Q/DQ graph ``qdq`` as FP32 (Q/DQ removed; INT8 weights as ``codes × scale``), and its INT8 convolutions."""
+@dataclass
+class Int8Twin:
+    """The INT8 graph as ncnn gets it: its float twin, its INT8 convolutions, their share of the convolution MACs
+    (an ``If`` counts its then-branch)."""
+
+    graph: onnx.ModelProto
+    convs: list[Int8Conv]
+    mac_fraction: float
+
+
+def float_twin(qdq: onnx.ModelProto) -> Int8Twin:
+    """The Q/DQ graph ``qdq`` as FP32 (Q/DQ removed; INT8 weights as ``codes × scale``) and its INT8 convolutions."""
     if any(n.op_type == "ConvTranspose" and n.input[1].endswith(".dq") for _, n, _ in walk(qdq.graph)):
         qdq, _ = subpixel_form(qdq)
     twin = onnx.ModelProto.FromString(qdq.SerializeToString())
@@ -77,8 +88,8 @@ def float_twin(qdq: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Int8Conv]]:
         quantize = producer[input_dq.input[0]]
         codes = weights[weight_dq.input[0]]
         scale = np.broadcast_to(weights[weight_dq.input[1]].astype(np.float32), (codes.shape[0],)).copy()
-        conv = Int8Conv(quantize.input[0], codes, scale, float(weights[quantize.input[1]]))
         name = f"{weight_dq.input[0]}.twin"
+        conv = Int8Conv(quantize.input[0], name, codes, scale, float(weights[quantize.input[1]]))
         if name not in added:
             added[name] = numpy_helper.from_array(conv.weight, name)
         node.input[0], node.input[1] = conv.input, name
@@ -97,7 +108,21 @@ def float_twin(qdq: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Int8Conv]]:
     twin.graph.initializer.extend(added.values())
     column_to_row_shuffles(twin, convs)
     drop_unused_initializers(twin)
-    return twin, convs
+    return Int8Twin(twin, convs, mac_fraction(twin))
+
+
+def mac_fraction(twin: onnx.ModelProto) -> float:
+    """The share of the convolution MACs on the calibrated path (``If``: its then-branch) that read INT8 weights,
+    from the layer shapes of one probe run."""
+    sites = [s for s in int8_graph.layers(twin) if s.on_path]
+    channels = twin.graph.input[0].type.tensor_type.shape.dim[1].dim_value
+    probe = np.random.default_rng(0).random((1, channels, PROBE, PROBE), np.float32)
+    names = sorted({s.activation for s in sites} | {s.output for s in sites})
+    shapes = {name: value.shape for name, value in next(int8_calibration.tensor_runs(twin, names, probe)).items()}
+    weights = {w.name: w.dims for w in twin.graph.initializer}
+    macs = {s.weight + "@" + s.activation: int8_graph.layer_macs(s, weights[s.weight], shapes[s.activation],
+                                                                 shapes[s.output]) for s in sites}
+    return sum(m for key, m in macs.items() if key.split("@")[0].endswith(".twin")) / sum(macs.values())
 
 
 def column_to_row_shuffles(twin: onnx.ModelProto, convs: list[Int8Conv]) -> None:
@@ -118,7 +143,7 @@ def column_to_row_shuffles(twin: onnx.ModelProto, convs: list[Int8Conv]) -> None
         order = np.array([b * channels + c for c in range(channels) for b in range(blocks)])
         for name in conv.input[1:]:
             initializers[name].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(initializers[name])[order], name))
-        for int8 in (c for c in convs if c.codes.shape == weight.shape and np.array_equal(c.weight, weight)):
+        for int8 in (c for c in convs if c.weight_name == conv.input[1]):
             int8.codes, int8.weight_scale = int8.codes[order], int8.weight_scale[order]
         mode.s = b"CRD"
 
@@ -224,40 +249,47 @@ def _tensor_values(proto: onnx.ModelProto, probe: np.ndarray, names: set[str]) -
 
 def quantize_graph(proto: onnx.ModelProto, convs: list[Int8Conv], param: bytes, weights: bytes, source: str
                    ) -> tuple[bytes, bytes, int]:
-    """One converted graph's ``.param``/``.bin`` with the INT8 convolutions of ``convs`` that it holds in ncnn's
-    INT8 layout; ``proto``: its ONNX graph (the twin, or one of its gate parts), ``source``: its input blob.
-    Returns the new files and how many convolutions became INT8."""
+    """One converted graph's ``.param``/``.bin`` with its INT8 convolutions (of ``convs``) in ncnn's INT8 layout;
+    ``proto``: its ONNX graph (the twin, or one of its gate parts), ``source``: its input blob. Returns the new files
+    and how many convolutions became INT8."""
     layers = read_param(param.decode())
     spans = weight_spans(layers, weights)
-    candidates: dict[str, list[Int8Conv]] = {}
+    initializers = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    by_key = {(c.input, c.weight_name): c for c in convs}
+    # every convolution of the graph: (input tensor, float weight, its INT8 numbers or None when it stays float)
+    sites = [(n.input[0], initializers[n.input[1]], by_key[(n.input[0], n.input[1])] if n.input[1].endswith(".twin")
+              else None) for n in proto.graph.node if n.op_type == "Conv" and n.input[1] in initializers]
+    candidates: dict[str, list] = {}
     for layer in (l for l in layers if l.kind == "Convolution"):
         offset, length = spans[layer.name][0]
         if struct.unpack_from("<I", weights, offset)[0] != FP32_TAG:
             raise SrDeployError("the twin graph's ncnn weights are not FP32: pnnx was asked for fp16=0")
         found = np.frombuffer(weights, np.float32, count=(length - 4) // 4, offset=offset + 4)
-        candidates[layer.name] = [c for c in convs if c.codes.size == found.size
-                                  and np.array_equal(c.weight.ravel(), found)]
-    ambiguous = [n for n, c in candidates.items()
-                 if len({(x.input_scale, x.codes.tobytes(), x.weight_scale.tobytes()) for x in c}) > 1]
+        candidates[layer.name] = [s for s in sites if s[1].size == found.size and np.array_equal(s[1].ravel(), found)]
+    # the same weights read twice (a shared weight, equal mean shifts): told apart by the input, computed
+    outcome = lambda site: None if site[2] is None else (site[2].input_scale, site[2].codes.tobytes())  # noqa: E731
+    ambiguous = [n for n, c in candidates.items() if len({outcome(s) for s in c}) > 1]
     if ambiguous:
         shape = [int(d.dim_value) or PROBE for d in proto.graph.input[0].type.tensor_type.shape.dim]
         probe = np.random.default_rng(0).random([1, *shape[1:]], np.float32)
         by_layer = {l.name: l for l in layers}
         blobs = _blob_values(param, weights, source, probe[0], [by_layer[n].bottoms[0] for n in ambiguous])
-        tensors = _tensor_values(proto, probe, {c.input for n in ambiguous for c in candidates[n]})
+        tensors = _tensor_values(proto, probe, {s[0] for n in ambiguous for s in candidates[n]})
         for name in ambiguous:
             blob = blobs[by_layer[name].bottoms[0]]
-            close = [c for c in candidates[name] if c.input in tensors and blob is not None
-                     and tensors[c.input][0].shape == blob.shape
-                     and np.abs(tensors[c.input][0] - blob).max() <= MATCH_RTOL * max(1.0, np.abs(blob).max())]
-            candidates[name] = close
-            if len({(x.input_scale, x.codes.tobytes()) for x in close}) != 1:
-                raise SrDeployError(f"ncnn layer {name} matches {len(close)} INT8 convolutions of the ONNX graph by "
-                                    "its input: this is a bug, please report it; export --precision fp16 meanwhile")
+            candidates[name] = [s for s in candidates[name] if blob is not None and tensors[s[0]][0].shape == blob.shape
+                                and np.abs(tensors[s[0]][0] - blob).max() <= MATCH_RTOL * max(1.0, np.abs(blob).max())]
+            if len({outcome(s) for s in candidates[name]}) != 1:
+                raise SrDeployError(f"ncnn layer {name} matches no single convolution of the ONNX graph by its input: "
+                                    "this is a bug, please report it; export --precision fp16 meanwhile")
+    missing = sum(s[2] is not None for s in sites) - sum(bool(c) and c[0][2] is not None for c in candidates.values())
+    if missing:
+        raise SrDeployError(f"{missing} INT8 convolution(s) of the ONNX graph have no ncnn layer: this is a bug, "
+                            "please report it; export --precision fp16 meanwhile")
     lines = param.decode().splitlines()
     pieces, cursor, count = [], 0, 0
-    for layer in (l for l in layers if candidates.get(l.name)):
-        conv = candidates[layer.name][0]
+    for layer in (l for l in layers if candidates.get(l.name) and candidates[l.name][0][2] is not None):
+        conv = candidates[layer.name][0][2]
         lines[layer.line] += " 8=2"
         offset, length = spans[layer.name][0]
         codes = conv.codes.tobytes()
@@ -268,9 +300,3 @@ def quantize_graph(proto: onnx.ModelProto, convs: list[Int8Conv], param: bytes, 
         cursor, count = end, count + 1
     pieces.append(weights[cursor:])
     return ("\n".join(lines) + "\n").encode(), b"".join(pieces), count
-
-
-def int8_mac_fraction(twin: onnx.ModelProto, scale: int) -> float:
-    """The share of the twin's convolution MACs that ncnn runs in INT8 (an ``If`` counts its then-branch)."""
-    int8 = lambda node: node.op_type == "Conv" and node.input[1].endswith(".twin")  # noqa: E731
-    return onnx_macs_per_output_pixel(twin, scale, int8) / onnx_macs_per_output_pixel(twin, scale)

@@ -7,18 +7,15 @@ artifact's achieved GFLOP/s from it.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 import onnx
 
 PROBE = 24  # LR side of the counting probe: every layer is 'same'-padded, MACs grow with the pixel count
 
 
-def onnx_macs_per_output_pixel(proto: onnx.ModelProto, scale: int,
-                               counted: Callable[[onnx.NodeProto], bool] = lambda node: True) -> float:
+def onnx_macs_per_output_pixel(proto: onnx.ModelProto, scale: int) -> float:
     """MACs per output pixel of an exported graph (after its rewrites; Q/DQ and FP16 change nothing), from
-    ONNX shape inference at one probe size; of the convolutions ``counted`` picks. An ``If`` counts its then-branch
+    ONNX shape inference at one probe size. An ``If`` counts its then-branch
     (one image takes one gate branch; the PyTorch count takes one too)."""
     probe = onnx.ModelProto()
     probe.CopyFrom(proto)
@@ -41,7 +38,7 @@ def onnx_macs_per_output_pixel(proto: onnx.ModelProto, scale: int,
         shapes = {**shapes, **dims(graph)}
         total = 0
         for node in graph.node:
-            if node.op_type in ("Conv", "ConvTranspose") and counted(node):  # weight[1:]: Cin/g (Conv) or Cout/g (ConvTranspose), k, k
+            if node.op_type in ("Conv", "ConvTranspose"):  # weight[1:]: Cin/g (Conv) or Cout/g (ConvTranspose), k, k
                 # the probe is one image; a per-image selection (DSRNet's gate) leaves its batch size open
                 pixels = [1, *shapes[node.output[0] if node.op_type == "Conv" else node.input[0]][1:]]
                 if not all(pixels):
