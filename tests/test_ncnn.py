@@ -176,7 +176,7 @@ def test_int8_carries_the_search_into_ncnn_s_int8_layout(fsrcnn_int8, fsrcnn_int
     folder = fsrcnn_int8_ncnn
     quantized = [n for n in proto.graph.node if n.op_type in ("Conv", "ConvTranspose") and n.input[1].endswith(".dq")]
     layers = read_param((folder / "model.param").read_text())
-    int8_layers = [l for l in layers if l.kind == "Convolution" and l.params.get("8") == "2"]
+    int8_layers = [l for l in layers if l.kind == "Convolution" and l.params.get("8") in ("2", "102")]
     assert len(int8_layers) == len(quantized) == 7 and not any(l.kind == "Deconvolution" for l in layers)
     assert (folder / "model.bin").read_bytes().count(INT8_TAG.to_bytes(4, "little")) >= len(quantized)
     report = json.loads(json.loads((folder / MANIFEST).read_text())["metadata"]["ncnn_report"])
@@ -219,9 +219,12 @@ def test_omp_num_threads_caps_ncnn(fsrcnn_ncnn, monkeypatch):
     assert all(net.opt.num_threads == 1 for net in NcnnSession(fsrcnn_ncnn).nets.values())
 
 
-def test_a_float_convolution_with_an_int8_one_s_weights_stays_float(tmp_path):
-    """Two convolutions with equal weights, one INT8 and one float (DSRNet's mean shifts: an earlier build gave the
-    float one the INT8 one's input scale and lost 0.34 dB): told apart by their inputs, only the INT8 one is INT8."""
+@pytest.mark.parametrize("int8_keys, terms", [({"a@x"}, ["2", None]), ({"a@x", "b@r"}, ["102", "2"])])
+def test_int8_layers_are_told_apart_and_requantize_between_int8_convolutions(int8_keys, terms, tmp_path):
+    """Two convolutions with equal weights (DSRNet's mean shifts: an earlier build gave a float one the INT8 one's
+    input scale and lost 0.34 dB): told apart by their inputs, only INT8 ones become INT8; an INT8 convolution read
+    only by an INT8 one writes int8 for it (``8=102``, ncnn2int8's requantize). ncnn computes what the Q/DQ graph
+    computes on ONNX Runtime."""
     from onnx import TensorProto, helper, numpy_helper
 
     from srdeploy.calib.data import held_out_photo
@@ -240,13 +243,12 @@ def test_a_float_convolution_with_an_int8_one_s_weights_stays_float(tmp_path):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, "h", "w"])],
         [numpy_helper.from_array(weight, "a"), numpy_helper.from_array(weight.copy(), "b")])
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    qdq = quantize(proto, {"x": 1.0}, {"a@x"}, {"a": (codes, scale)})
+    qdq = quantize(proto, {"x": 1.0, "r": 0.5}, int8_keys, {"a": (codes, scale), "b": (codes, scale)})
     twin = float_twin(qdq)
     param, weights = convert(twin.graph, [[1, 3, 32, 32], [1, 3, 48, 40]], False, tmp_path)
     source, target = blobs(param.decode())
     param, weights, count = quantize_graph(twin.graph, twin.convs, param, weights, source)
     convolutions = [l for l in read_param(param.decode()) if l.kind == "Convolution"]
-    assert count == 1 and [l.params.get("8") for l in convolutions] == ["2", None]
     (tmp_path / "m.param").write_bytes(param)
     (tmp_path / "m.bin").write_bytes(weights)
     net = ncnn.Net()
@@ -257,4 +259,6 @@ def test_a_float_convolution_with_an_int8_one_s_weights_stays_float(tmp_path):
         extractor.input(source, ncnn.Mat(x).clone())
         found = np.array(extractor.extract(target)[1])
     expected = cpu_session(qdq).run(None, {"x": x[None]})[0][0]
-    assert np.abs(found - expected).max() <= 1e-3 * np.abs(expected).max()
+    # a chained INT8 input can round one code apart where ncnn's float sums differ from ONNX Runtime's by an ulp
+    assert np.abs(found - expected).mean() <= 1e-4 and np.abs(found - expected).max() <= 1e-2 * np.abs(expected).max()
+    assert count == len(int8_keys) and [l.params.get("8") for l in convolutions] == terms

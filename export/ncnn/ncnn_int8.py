@@ -286,17 +286,47 @@ def quantize_graph(proto: onnx.ModelProto, convs: list[Int8Conv], param: bytes, 
     if missing:
         raise SrDeployError(f"{missing} INT8 convolution(s) of the ONNX graph have no ncnn layer: this is a bug, "
                             "please report it; export --precision fp16 meanwhile")
+    int8 = {name: c[0][2] for name, c in candidates.items() if c and c[0][2] is not None}
+    requantized = requantize(layers, int8)
     lines = param.decode().splitlines()
-    pieces, cursor, count = [], 0, 0
-    for layer in (l for l in layers if candidates.get(l.name) and candidates[l.name][0][2] is not None):
-        conv = candidates[layer.name][0][2]
-        lines[layer.line] += " 8=2"
+    pieces, cursor = [], 0
+    for layer in (l for l in layers if l.name in int8):
+        conv = int8[layer.name]
+        lines[layer.line] += " 8=102" if layer.name in requantized else " 8=2"
         offset, length = spans[layer.name][0]
         codes = conv.codes.tobytes()
         blob = struct.pack("<I", INT8_TAG) + codes + bytes(-len(codes) % 4)
         end = spans[layer.name][-1][0] + spans[layer.name][-1][1]
         scales = (1.0 / conv.weight_scale).astype("<f4").tobytes() + struct.pack("<f", 1.0 / conv.input_scale)
+        if layer.name in requantized:
+            scales += struct.pack("<f", 1.0 / requantized[layer.name].input_scale)
         pieces += [weights[cursor:offset], blob, weights[offset + length:end], scales]
-        cursor, count = end, count + 1
+        cursor = end
     pieces.append(weights[cursor:])
-    return ("\n".join(lines) + "\n").encode(), b"".join(pieces), count
+    return ("\n".join(lines) + "\n").encode(), b"".join(pieces), len(int8)
+
+
+def requantize(layers: list[Layer], int8: dict[str, Int8Conv]) -> dict[str, Int8Conv]:
+    """INT8 convolutions whose output only INT8 convolutions read (directly, or all through one ``Split``), each with
+    the convolution whose input scale its output takes: ncnn then writes int8 between them (``int8_scale_term``
+    + 100), which is what the next one would quantize to. ``ncnn2int8``'s ``fuse_requantize`` rule."""
+    def first_reader(blob: str, after: int, kinds: tuple[str, ...]) -> Layer | None:
+        return next((l for l in layers[after + 1:] if l.kind in kinds and l.bottoms == [blob]), None)
+
+    fused = {}
+    for index, layer in enumerate(layers):
+        if layer.name not in int8:
+            continue
+        reader = first_reader(layer.tops[0], index, ("Convolution",))
+        if reader is not None:
+            if reader.name in int8:
+                fused[layer.name] = int8[reader.name]
+            continue
+        split = first_reader(layer.tops[0], index, ("Split",))
+        if split is None:
+            continue
+        readers = [first_reader(top, layers.index(split), ("Convolution",)) for top in split.tops]
+        if all(r is not None and r.name in int8 for r in readers) and \
+                len({int8[r.name].input_scale for r in readers}) == 1:
+            fused[layer.name] = int8[readers[0].name]
+    return fused
