@@ -9,7 +9,7 @@ twice: by srdeploy's writer, and by ``ncnn2int8`` from a calibration table holdi
 must carry the same ``int8_scale_term`` in the two ``.param``s (whose text differs: ncnn's writer leaves out
 default values), and each INT8 layer's bytes in the two ``.bin``s (int8 weights, bias, scales) must be equal.
 The float layers differ by design: ``ncnn2int8`` stores them in FP16, srdeploy keeps the search's float layers
-FP32. Writes ``ncnn_int8_layout_check.{md,json}``.
+FP32. Writes ``ncnn_int8_layout_check_<machine>.{md,json}``.
 """
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     text = (f"`{report['command']}` — {report['date']}\n\nMachine: {cpu_text(report['machine'])}; "
             f"ncnn2int8: `{args.ncnn2int8}`.\n\n" + markdown_table(
                 ["model", "INT8 convolutions", "same layers, same int8_scale_term", "INT8 layers byte-equal",
-                 "their bytes"],
+                 "INT8 layers' bytes"],
                 [[r["model"], str(r["int8_convolutions"]), "yes" if r["same_int8_terms"] else "no",
                   f"{r['layers_byte_equal']} of {r['int8_convolutions']}", str(r["int8_bytes"])] for r in rows]) + "\n")
     write_results(args.out, "ncnn_int8_layout_check", report, text)
