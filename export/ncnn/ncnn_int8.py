@@ -14,14 +14,14 @@ output channel) and ``bottom_blob_int8_scales`` (one) follow as raw float32. ncn
    ``Deconvolution`` has no INT8), and what each INT8 convolution reads: its input tensor, codes and scales.
 2. pnnx converts the twin like any FP32 graph.
 3. ``quantize_graph``: each ncnn ``Convolution`` is matched to its ONNX convolution by its float weights, and,
-   where several share them (LESRCNN's upsampler runs on two paths), by the values of its input blob, computed
-   by ncnn and by ONNX Runtime on one probe image; then its weights and scales are rewritten.
+   where several have equal weights (a weight read twice; DSRNet's two mean shifts, one INT8 and one float), by
+   the values of its input blob, computed by ncnn and by ONNX Runtime on one probe image; then its weights and
+   scales are rewritten, and INT8 convolutions read only by INT8 ones hand over int8 (``requantize``).
 Residual additions that read quantized copies in the Q/DQ graph read the float tensor here (ncnn quantizes
 convolution inputs only). The artifact is then gated by ncnn itself like the other precisions.
 """
 from __future__ import annotations
 
-import re
 import struct
 import tempfile
 from dataclasses import dataclass
@@ -120,9 +120,8 @@ def mac_fraction(twin: onnx.ModelProto) -> float:
     names = sorted({s.activation for s in sites} | {s.output for s in sites})
     shapes = {name: value.shape for name, value in next(int8_calibration.tensor_runs(twin, names, probe)).items()}
     weights = {w.name: w.dims for w in twin.graph.initializer}
-    macs = {s.weight + "@" + s.activation: int8_graph.layer_macs(s, weights[s.weight], shapes[s.activation],
-                                                                 shapes[s.output]) for s in sites}
-    return sum(m for key, m in macs.items() if key.split("@")[0].endswith(".twin")) / sum(macs.values())
+    macs = {s: int8_graph.layer_macs(s, weights[s.weight], shapes[s.activation], shapes[s.output]) for s in sites}
+    return sum(m for s, m in macs.items() if s.weight.endswith(".twin")) / sum(macs.values())
 
 
 def column_to_row_shuffles(twin: onnx.ModelProto, convs: list[Int8Conv]) -> None:
@@ -149,7 +148,7 @@ def column_to_row_shuffles(twin: onnx.ModelProto, convs: list[Int8Conv]) -> None
 
 
 @dataclass
-class Layer:
+class NcnnLayer:
     kind: str
     name: str
     bottoms: list[str]
@@ -158,7 +157,7 @@ class Layer:
     line: int  # its line in the .param
 
 
-def read_param(param: str) -> list[Layer]:
+def read_param(param: str) -> list[NcnnLayer]:
     """The layers of an ncnn ``.param`` (its text format: magic, counts, one layer per line)."""
     layers = []
     for number, line in enumerate(param.splitlines()):
@@ -168,7 +167,7 @@ def read_param(param: str) -> list[Layer]:
         bottoms, tops = int(fields[2]), int(fields[3])
         names = fields[4:4 + bottoms + tops]
         params = dict(item.split("=", 1) for item in fields[4 + bottoms + tops:])
-        layers.append(Layer(fields[0], fields[1], names[:bottoms], names[bottoms:], params, number))
+        layers.append(NcnnLayer(fields[0], fields[1], names[:bottoms], names[bottoms:], params, number))
     return layers
 
 
@@ -185,7 +184,7 @@ def _tagged(weights: bytes, offset: int, count: int) -> int:
     return 4 + -(-size // 4) * 4
 
 
-def weight_spans(layers: list[Layer], weights: bytes) -> dict[str, list[tuple[int, int]]]:
+def weight_spans(layers: list[NcnnLayer], weights: bytes) -> dict[str, list[tuple[int, int]]]:
     """Per layer name: the (offset, length) of each of its blobs in the ``.bin``, in order."""
     spans, offset = {}, 0
     for layer in layers:
@@ -306,11 +305,11 @@ def quantize_graph(proto: onnx.ModelProto, convs: list[Int8Conv], param: bytes, 
     return ("\n".join(lines) + "\n").encode(), b"".join(pieces), len(int8)
 
 
-def requantize(layers: list[Layer], int8: dict[str, Int8Conv]) -> dict[str, Int8Conv]:
+def requantize(layers: list[NcnnLayer], int8: dict[str, Int8Conv]) -> dict[str, Int8Conv]:
     """INT8 convolutions whose output only INT8 convolutions read (directly, or all through one ``Split``), each with
     the convolution whose input scale its output takes: ncnn then writes int8 between them (``int8_scale_term``
     + 100), which is what the next one would quantize to. ``ncnn2int8``'s ``fuse_requantize`` rule."""
-    def first_reader(blob: str, after: int, kinds: tuple[str, ...]) -> Layer | None:
+    def first_reader(blob: str, after: int, kinds: tuple[str, ...]) -> NcnnLayer | None:
         return next((l for l in layers[after + 1:] if l.kind in kinds and l.bottoms == [blob]), None)
 
     fused = {}
