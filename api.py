@@ -108,12 +108,12 @@ def evaluate(dataset: str | Path, artifact: str | Path | None = None, model: str
              scale: int | None = None, weights: str | None = None, session: SessionOptions | None = None,
              progress: bool = True) -> EvalReport:
     """PSNR/SSIM on Y of an artifact or a model (zoo or your own) on a BasicSR-layout dataset (``srdeploy eval``)."""
-    from .models.runners import runner
+    from .models.runners import fitting, runner
     from .runtime.quality import dataset_pairs
     from .runtime.quality import evaluate as evaluate_pairs
 
     run = runner("eval", artifact, _spec(model, scale, weights), session)
-    report = evaluate_pairs(run.infer, dataset_pairs(dataset, run.scale), model=run.name, scale=run.scale,
+    report = evaluate_pairs(fitting(run), dataset_pairs(dataset, run.scale), model=run.name, scale=run.scale,
                             colour=run.colour, rounding=run.rounding, dataset=Path(dataset).name,
                             progress=progress)
     return EvalReport(report, run.source)

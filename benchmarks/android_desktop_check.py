@@ -1,7 +1,8 @@
 """The Android bundle's C++ on this desktop against srdeploy's Python session (issue 37: a script, not CI; ncnn's
 build from source takes minutes).
 
-    python -m srdeploy.benchmarks.android_desktop_check --ncnn NCNN_INSTALL [--out benchmarks/results]
+    python -m srdeploy.benchmarks.android_desktop_check --ncnn NCNN_INSTALL [--precision fp32|fp16|int8]
+                                                        [--out benchmarks/results]
 
 ``NCNN_INSTALL``: ncnn built from source and installed (``cmake -DNCNN_VULKAN=OFF … && cmake --install``). For
 FSRCNN ×2 (luma, Pillow's bicubic chroma), LESRCNN ×2 (RGB) and DSRNet ×2 (its gate parts, one decision for the
@@ -11,7 +12,7 @@ running the graphs and through a ``GraphRunner`` on flat floats (``SRDEPLOY_GRAP
 ExecuTorch CPU path takes, here backed by ncnn's nets), the latter also with the facts capped at ``max_size 64`` (tiles
 cut to a program's largest input, as for the ExecuTorch program). Its network output (float) is compared with
 ``NcnnSession`` run the same way (``runtime.tiling.tiled_infer``), and its 8-bit image with
-``runtime.pipeline.upscale_rgb``. Writes ``android_desktop_check.{md,json}``.
+``runtime.pipeline.upscale_rgb``. Writes ``android_desktop_check[_PRECISION].{md,json}`` (no suffix for fp32).
 """
 from __future__ import annotations
 
@@ -54,10 +55,10 @@ def read_ppm(path: Path) -> np.ndarray:
     return np.frombuffer(pixels, dtype=np.uint8).reshape(int(height), int(width), 3)
 
 
-def check_model(model: str, ncnn: Path, work: Path, photo: np.ndarray) -> list[dict]:
+def check_model(model: str, ncnn: Path, work: Path, photo: np.ndarray, precision: str) -> list[dict]:
     bundle = work / f"{model}_android"
     net = ModelSpec(model, 2).load()
-    target("android").export(net, ExportOptions(precision="fp32"), bundle, Progress(False))
+    target("android").export(net, ExportOptions(precision=precision), bundle, Progress(False))
     session = NcnnSession(bundle / "assets" / "model")
     write_ppm(work / "in.ppm", photo)
     capped = work / f"{model}_capped"
@@ -97,17 +98,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ncnn", required=True, help="an ncnn install (lib/cmake/ncnn/ncnnConfig.cmake inside)")
     parser.add_argument("--ncnn-source", default="", help="what the install was built from, for the record")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"), help="the bundles' ncnn model")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     photo = images.read_rgb(source_images(None, "validation")[0])[:80, :96]
     report = {**report_header("python -m srdeploy.benchmarks.android_desktop_check", ", ".join(MODELS), 2, None),
-              "ncnn_source": args.ncnn_source, "rows": []}
+              "ncnn_source": args.ncnn_source, "precision": args.precision, "rows": []}
     with tempfile.TemporaryDirectory() as folder:
         for model in MODELS:
-            report["rows"] += check_model(model, Path(args.ncnn), Path(folder), photo)
+            report["rows"] += check_model(model, Path(args.ncnn), Path(folder), photo, args.precision)
     rows = [[r["model"], r["colour"], str(r["graphs"]), r["path"], str(r["tile"]), f"{r['output_max_abs']:.2e}",
              f"{r['pixels_equal']:.4%}", str(r["pixels_max_level_diff"])] for r in report["rows"]]
-    text = (f"`{report['command']}` — {report['date']}\n\nMachine: {cpu_text(report['machine'])}; the bundle's C++ "
+    text = (f"`{report['command']}` — {report['date']}\n\nMachine: {cpu_text(report['machine'])}; {args.precision} "
+            "ncnn models; the bundle's C++ "
             f"built against ncnn from source ({args.ncnn_source or args.ncnn}, CPU, no Vulkan); the Python side: "
             f"ncnn {report['machine']['libraries'].get('ncnn')} from PyPI. Input: a 96×80 crop of a held-out photo.\n\n"
             + markdown_table(["model", "colour", "graphs", "graphs run by", "tile (0: whole)",
@@ -115,9 +118,10 @@ def main(argv: list[str] | None = None) -> int:
                               "8-bit pixels equal", "max level difference"], rows) + "\n")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "android_desktop_check.json") as tmp:
+    stem = "android_desktop_check" + ("" if args.precision == "fp32" else f"_{args.precision}")
+    with atomic_path(out / f"{stem}.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2))
-    with atomic_path(out / "android_desktop_check.md") as tmp:
+    with atomic_path(out / f"{stem}.md") as tmp:
         tmp.write_text(text)
     print(text)
     return 0

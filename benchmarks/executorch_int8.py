@@ -54,7 +54,8 @@ def programs(net) -> tuple[ProgramRunner, ProgramRunner, dict]:
     info = net.info
     exported = exporter(info.channels, info.export.min_size, TILE + 2 * CONTEXT, TILE + 2 * CONTEXT)
     module_of = lambda network: unshared_weights(exported(network).module())  # noqa: E731
-    ours, report = int8_module(net, lambda n: subpixel_network(n)[0], module_of, None, None, progress=True)
+    parts, report = int8_module(net, lambda n: subpixel_network(n)[0], module_of, None, None, progress=True)
+    ours = parts["forward"]  # the models here have no whole-image gate
     calibration = network_batch(lr_hr_crops(source_images(None, "calibration"), info.scale, CropSpec()), info.colour)
     anchor = calibrated(module_of(subpixel_network(net.network)[0]),
                         XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True)), calibration)

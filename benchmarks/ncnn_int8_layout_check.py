@@ -32,7 +32,8 @@ MODELS = (("fsrcnn", 2), ("lesrcnn", 2))
 
 def int8_layers(param: str) -> dict[str, str]:
     """INT8 convolutions of an ncnn ``.param``: name → ``int8_scale_term``."""
-    return {l.name: l.params["8"] for l in read_param(param) if l.kind == "Convolution" and l.params.get("8", "0") != "0"}
+    return {l.name: l.params["8"] for l in read_param(param)
+            if l.kind == "Convolution" and l.params.get("8", "0") != "0"}
 
 
 def table(param: bytes, weights: bytes) -> str:

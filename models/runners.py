@@ -125,6 +125,19 @@ def _own_reference(session, source: dict, weights: str | None):
     return load_own(f"{where}:{source['name']}", weights, source["args"])
 
 
+def fitting(run: Runner) -> Callable:
+    """``run.infer``, tiled (the receptive radius as context: equal to a whole-image run) where an input is larger
+    than the artifact's largest input (an ExecuTorch program's bound); other inputs run whole, as before."""
+    if run.max_shape is None or run.whole_image:
+        return run.infer
+    from ..runtime.upscale import tiler, tiling
+
+    tile, overlap = tiling(run.name, None, None, run.receptive_radius, run.max_shape, run.whole_image)
+    tiled = tiler(run.infer, run.scale, tile, overlap, run.min_size, run.decision_split)
+    largest = run.max_shape
+    return lambda x: run.infer(x) if x.shape[2] <= largest[2] and x.shape[3] <= largest[3] else tiled(x)
+
+
 def tiled_runner(artifact: str | Path | None, spec: ModelSpec | None, session: SessionOptions | None = None,
                  tile: int | None = None, tile_overlap: int | None = None, threads: int | None = 1,
                  tile_workers: int = 1, throughput: bool = False) -> tuple[Callable, int, str]:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from srdeploy import models
-from tests.conftest import held_out_batch, need_shared, weights
+from tests.conftest import SHARED, held_out_batch, need_shared, weights
 
 pytest.importorskip("executorch", reason="ExecuTorch is not installed: pip install executorch (the dev extra has it)")
 
@@ -136,7 +136,7 @@ def test_crafted_programs_are_one_line_not_an_abort(exported, tmp_path, cli):
 
 @pytest.mark.parametrize("args, message", [
     (["--model", "fsrcnn", "--precision", "bf16"], "--precision bf16 is not one --target executorch writes"),
-    (["--model", "dsrnet", "--precision", "int8"], "writes its gate parts in FP32 only, not int8"),
+    (["--model", "dsrnet", "--precision", "fp16"], "writes its gate parts in FP32 or INT8, not fp16"),
     (["--model", "fsrcnn", "--opt-shape", "100x100"], "--target executorch takes --max-shape alone"),
     (["--model", "fsrcnn", "--max-shape", "4x4"], "--max-shape 4x4: below fsrcnn's smallest input"),
 ])
@@ -164,6 +164,11 @@ def test_a_smaller_bound_is_the_programs_largest_input(tmp_path, cli):
                        result.stdout.strip())
     assert upscaled.returncode == 0, upscaled.stderr
     assert Image.open(tmp_path / "out.png").size == (600, 300)
+    need_shared("datasets", "Set5")  # its images are larger than 96×128: eval tiles them, as upscale does
+    evaluated = cli("eval", "--artifact", result.stdout.strip(), "--dataset", str(SHARED / "datasets" / "Set5"),
+                    "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["psnr"] == pytest.approx(37.06, abs=0.01)  # the published FSRCNN score
 
 
 

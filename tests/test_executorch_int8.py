@@ -92,3 +92,27 @@ def test_int8_is_gated_through_executorch(tmp_path, cli):
     int8_bytes = len((tmp_path / "int8" / "fsrcnn_x2_int8.executorch" / "model.pte").read_bytes())
     fp32_weight_bytes = 4 * sum(p.numel() for p in net.network.parameters())
     assert int8_bytes < fp32_weight_bytes  # int8 weights: the program is smaller than its FP32 weights alone
+
+
+def test_a_whole_image_gate_is_quantized_as_its_parts_named_as_the_network():
+    """DSRNet INT8 (its gate reads the whole image): the features and the two branches are separate programs whose
+    modules carry the network's own names (the search's float layers are found by them), and the parts, run as
+    the runtime runs them (features → mean → float margin → the chosen branch), compute the network."""
+    from srdeploy.export.executorch.pte_export import exporter, subpixel_network
+    from srdeploy.export.executorch.pte_int8 import features_only, module_names, parts_runner
+    from srdeploy.export.gate_modules import GateMargin
+    from srdeploy.models.torch_runner import TorchRunner
+    from tests.conftest import held_out_batch
+
+    need_shared("weights", "dsrnet_x2.pth")
+    network = models.load("dsrnet", 2, weights("dsrnet_x2.pth")).network
+    exported = exporter(3, 8, 64, 64)
+    parts = {"gate_features": exported(features_only(network)).module(),
+             **{f"branch{b}": exported(subpixel_network(network.with_branch(b))[0]).module() for b in (0, 1)}}
+    names = set().union(*(module_names(n) for n in parts["gate_features"].graph.nodes if n.op == "call_function"))
+    convolutions = {name for name, m in network.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    assert names & convolutions and not {n for n in names if n.startswith("network.")}
+    x = held_out_batch("rgb")
+    expected = TorchRunner(network).infer(x)
+    found = parts_runner(parts, TorchRunner(GateMargin(network)).infer)(x)
+    assert np.abs(found - expected).max() <= 1e-4 * max(1.0, float(np.abs(expected).max()))

@@ -1,5 +1,6 @@
 """The ncnn target (Android, Vulkan GPUs) on ncnn's own runtime: every zoo architecture's FP32 folder within 1e-5
-of PyTorch, FP16 and INT8 (the project's search in ncnn's INT8 layout) through their gates, DSRNet as its gate parts with tiles sharing the whole image's decision, the
+of PyTorch, FP16 and INT8 (the project's search in ncnn's INT8 layout) through their gates, DSRNet as its gate
+parts with tiles sharing the whole image's decision, the
 Vulkan path on Mesa's software device (lavapipe), the commands on .ncnn artifacts, and bad input in one line."""
 from __future__ import annotations
 

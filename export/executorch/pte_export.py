@@ -85,12 +85,15 @@ class SubPixelDeconv(nn.Module):
 def gate_part_programs(network: nn.Module, channels: int, exported) -> dict[str, torch.export.ExportedProgram]:
     """The four ``runtime.global_gate.GATE_PARTS`` of a network whose gate reads the whole image, each a method of
     the program: the tiler averages the features over the whole image, decides once, and runs that branch."""
-    features = GateFeatures(network).eval()
-    with torch.no_grad():
-        width = features(torch.rand(1, channels, 16, 16)).shape[1]
-        margin = torch.export.export(GateMargin(network).eval(), (torch.rand(1, width, 1, 1),))
-    return {"gate_features": exported(features), "gate_margin": margin,
+    return {"gate_features": exported(GateFeatures(network).eval()), "gate_margin": margin_program(network, channels),
             **{f"branch{b}": exported(subpixel_network(network.with_branch(b))[0]) for b in (0, 1)}}
+
+
+def margin_program(network: nn.Module, channels: int) -> torch.export.ExportedProgram:
+    """The gate's margin (the features' mean, N×C×1×1 → branch 1's logit margin), in float: a few hundred MACs."""
+    with torch.no_grad():
+        width = GateFeatures(network).eval()(torch.rand(1, channels, 16, 16)).shape[1]
+        return torch.export.export(GateMargin(network).eval(), (torch.rand(1, width, 1, 1),))
 
 
 def _upsamples_exactly(layer: nn.ConvTranspose2d) -> bool:
@@ -141,9 +144,9 @@ def export_executorch(net: SrModel, precision: Precision, out: Path, max_hw: tup
     if precision not in (Precision.FP32, Precision.FP16, Precision.INT8):
         raise SrDeployError(f"--target executorch writes fp32, fp16 or int8, not {precision}: export with "
                             "--precision fp16 or int8")
-    if net.has_global_gate and precision != Precision.FP32:
+    if net.has_global_gate and precision == Precision.FP16:
         raise SrDeployError(f"{info.name}'s gate reads the whole image: the executorch target writes its gate parts in "
-                            f"FP32 only, not {precision}: export it with --precision fp32")
+                            f"FP32 or INT8, not {precision}: export it with --precision fp32 or int8")
     max_height, max_width = max_hw or (DEFAULT_MAX_SIZE, DEFAULT_MAX_SIZE)
     if min(max_height, max_width) < info.export.min_size:
         raise SrDeployError(f"--max-shape {max_height}x{max_width}: below {info.name}'s smallest input "
@@ -156,9 +159,10 @@ def export_executorch(net: SrModel, precision: Precision, out: Path, max_hw: tup
     int8 = fp16 = None
     limit = limit_for(DEFAULT_MAX_DROP, precision, max_drop)  # dB, for the FP16 fallback and the FP16/INT8 gate
     if precision == Precision.INT8:
-        network, int8 = int8_module(net, lambda n: subpixel_network(n)[0],
-                                    lambda n: unshared_weights(exported(n).module()), calib, max_drop, progress)
-        program = lower(exported(network))
+        parts, int8 = int8_module(net, lambda n: subpixel_network(n)[0],
+                                  lambda n: unshared_weights(exported(n).module()), calib, max_drop, progress)
+        program = lower(exported(parts["forward"])) if "forward" in parts else lower(
+            {**{name: exported(part) for name, part in parts.items()}, "gate_margin": margin_program(net.network, info.channels)})
     elif precision == Precision.FP16:
         program, fp16 = fp16_program(net, network, lambda n: lower(exported(n)), calib, limit, progress)
     elif net.has_global_gate:

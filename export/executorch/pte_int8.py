@@ -22,7 +22,10 @@ activation equalization, weight rounding (nearest or GPTQ) and the layers kept i
    ExecuTorch matches to ~0.002 dB) is over the target, the layer most sensitive per MAC in the search's own
    measurement goes to float, never taking the INT8 share of convolution MACs below ``INT8_MIN_MAC_FRACTION``.
 
-The gate itself (held-out crops through ExecuTorch's runtime) is ``pte_export``'s.
+A network whose gate reads the whole image (DSRNet) is quantized as its parts: the gate's features and the two
+branches are PT2E programs of their own (calibrated on every crop), the margin stays float, and the drop is that
+of the parts run as the runtime runs them (``parts_runner``). The gate itself (held-out crops through ExecuTorch's
+runtime) is ``pte_export``'s.
 """
 from __future__ import annotations
 
@@ -35,12 +38,14 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from ..gate_modules import GateMargin
 from ..precision import INT8_MIN_MAC_FRACTION, INT8_SEARCH_CROPS, INT8_TARGET_SHARE, int8_search_for
 from ..accuracy_gate import DEFAULT_MAX_DROP, limit_for
 from ..quant import int8_channels, int8_graph
 from ...models.loading import SrModel
 from ...models.torch_runner import TorchRunner
 from ...runtime.errors import SrDeployError
+from ...runtime.global_gate import one_decision, parts_split
 from ...runtime.precision import Precision
 from ...runtime.progress import Stages
 from ...runtime.quality import pooled_psnr
@@ -193,11 +198,15 @@ def calibrated(model: torch.fx.GraphModule, quantizer, batch: np.ndarray) -> tor
     return convert_pt2e(prepared)
 
 
+Parts = dict[str, torch.fx.GraphModule]  # "forward", or a whole-image gate's features and branches
+
+
 def int8_module(net: SrModel, deployed: Callable[[nn.Module], nn.Module], exported: Callable, calib: str | None,
-                max_drop: float | None, progress: bool) -> tuple[torch.fx.GraphModule, Int8Report]:
-    """The INT8 module of ``net``'s network whose calibration drop meets the search's target, and its report.
-    ``deployed(network)``: the form that is lowered (sub-pixel deconvolutions); ``exported(module)``: its
-    ``torch.export`` module."""
+                max_drop: float | None, progress: bool) -> tuple[Parts, Int8Report]:
+    """The INT8 modules of ``net``'s network whose calibration drop meets the search's target, and its report:
+    ``forward``, or for a network whose gate reads the whole image its ``gate_features``, ``branch0`` and
+    ``branch1`` (the gate's margin stays float: ``gate_margin_program``). ``deployed(network)``: the form that is
+    lowered (sub-pixel deconvolutions); ``exported(module)``: its ``torch.export`` module."""
     info = net.info
     stage = Stages(f"int8 executorch {info.name} ×{info.scale}", progress)
     plan, variant, pairs, batch = int8_search_for(net, calib, max_drop, progress, stage)
@@ -215,10 +224,15 @@ def int8_module(net: SrModel, deployed: Callable[[nn.Module], nn.Module], export
     target = INT8_TARGET_SHARE * limit
     search_pairs = pairs[:INT8_SEARCH_CROPS]
     reference = pooled_psnr(TorchRunner(net.network).infer, search_pairs, info.scale, info.colour, info.eval_rounding)
-    module = exported(deployed(carried))
+    if net.has_global_gate:
+        module = {"gate_features": exported(features_only(carried)),
+                  **{f"branch{b}": exported(deployed(carried.with_branch(b))) for b in (0, 1)}}
+    else:
+        module = {"forward": exported(deployed(carried))}
+    margin = TorchRunner(GateMargin(carried)).infer if net.has_global_gate else None
     fraction = lambda modules: 1 - sum(c for m, c in macs.items() if modules & prefixes(m)) / total  # noqa: E731
-    score = lambda converted: reference - pooled_psnr(batch_runner(converted), search_pairs, info.scale,  # noqa: E731
-                                                      info.colour, info.eval_rounding)
+    score = lambda converted: reference - pooled_psnr(parts_runner(converted, margin), search_pairs,  # noqa: E731
+                                                      info.scale, info.colour, info.eval_rounding)
     layer_macs = {m: sum(c for n, c in macs.items() if m in prefixes(n)) for m in map(module_of, plan.sensitivity_db)}
     sensitivity = {module_of(key): db for key, db in plan.sensitivity_db.items() if layer_macs[module_of(key)]}
     order = sorted((m for m in sensitivity if m not in float_modules), reverse=True,
@@ -260,9 +274,17 @@ def float_layers_of(plan) -> tuple[set[str], dict[str, list[int]]]:
     return whole, {m: c for m, c in channels.items() if m not in whole}
 
 
-def fallback(module: torch.fx.GraphModule, float_modules: set[str], order: list[str], batch: np.ndarray,
+def features_only(network: nn.Module) -> nn.Module:
+    """A copy of a whole-image-gated ``network`` whose forward is its gate's features, its modules named as in
+    ``network`` (the search's float layers are found by those names)."""
+    features = copy.deepcopy(network).eval()
+    features.forward = features.gate_features
+    return features
+
+
+def fallback(module: Parts, float_modules: set[str], order: list[str], batch: np.ndarray,
              activations: str, score: Callable, fraction: Callable, target: float, stage: Callable
-             ) -> tuple[float, torch.fx.GraphModule, set[str]]:
+             ) -> tuple[float, Parts, set[str]]:
     """PT2E INT8 of ``module`` with ``float_modules`` float, then layers of ``order`` to float while the
     calibration drop is over ``target`` (at most ``FALLBACK_STEPS``, INT8 share ≥ ``INT8_MIN_MAC_FRACTION``):
     the lowest (drop, module, float modules) seen."""
@@ -270,7 +292,7 @@ def fallback(module: torch.fx.GraphModule, float_modules: set[str], order: list[
     for _ in range(FALLBACK_STEPS + 1):
         stage(f"PT2E INT8, {activations} activations, {len(float_modules)} layer(s) float "
               f"({fraction(float_modules):.1%} of MACs INT8): calibrating on {len(batch)} crops")
-        converted = quantized(module, float_modules, batch, activations)
+        converted = {name: quantized(part, float_modules, batch, activations) for name, part in module.items()}
         drop = score(converted)
         stage(f"{drop:.3f} dB on the calibration crops (target {target:.3f})")
         if best is None or drop < best[0]:
@@ -289,3 +311,12 @@ def batch_runner(module):
         with torch.no_grad():
             return np.concatenate([module(torch.from_numpy(image[None])).numpy() for image in batch])
     return infer
+
+
+def parts_runner(parts: Parts, margin: Callable | None) -> Callable[[np.ndarray], np.ndarray]:
+    """The network the converted ``parts`` compute, as numpy: ``forward``, or features → their mean → the float
+    ``margin`` → the chosen branch, as the runtime runs the program's gate parts."""
+    if "forward" in parts:
+        return batch_runner(parts["forward"])
+    run = {name: batch_runner(part) for name, part in parts.items()}
+    return one_decision(parts_split({**run, "gate_margin": margin}))

@@ -9,7 +9,8 @@ replaces it for OpenVINO (256×256, 1 and 2 threads, Xeon with AVX-512; docs/ncn
 
 Each graph goes through ncnn itself before anything is written: the whole folder is built in a temporary folder,
 opened by ``NcnnSession`` (the seal, the metadata), and gated on held-out photo crops (FP32: within 1e-5 of
-PyTorch; FP16: the PSNR drop against PyTorch FP32, on the CPU and, where ncnn sees one, on a Vulkan device).
+PyTorch; FP16 and INT8: the PSNR drop against PyTorch FP32, on the CPU and, where ncnn sees one, on a Vulkan
+device). INT8 (``ncnn_int8``) carries the gated INT8 ONNX graph's search into ncnn's INT8 layout.
 """
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..accuracy_gate import DEFAULT_MAX_DROP, limit_for
 from .ncnn_int8 import Int8Conv, Int8Twin, quantize_graph
+from ..accuracy_gate import DEFAULT_MAX_DROP, limit_for
 from ..precision import VALIDATION_SPEC
 from ...calib.data import lr_hr_crops, network_batch, source_images
 from ...models.loading import SrModel

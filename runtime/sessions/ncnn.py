@@ -101,8 +101,8 @@ class NcnnSession(ArtifactSession):
         self.vulkan, self.fp16 = vulkan, fp16
         # ncnn's pool allocators (benchncnn's and the apps' setting) reuse the feature maps' memory between calls
         # instead of allocating it afresh. Where the allocator hands such blocks back to the kernel each call, that
-        # costs: LESRCNN ×2 at 256² 720 → 623 ms, FSRCNN ×2 95 → 54 ms with pools (2 threads, Xeon); where it keeps
-        # them (the ncnn_speed benchmark's process) the times stay within 1 %.
+        # costs: LESRCNN ×2 at 256² 720 → 623 ms, FSRCNN ×2 95 → 54 ms with pools (2 threads, Xeon); where it
+        # keeps them (the ncnn_speed benchmark's process) the times stay within 1 %.
         # The nets go before the pools when the session does (an attribute set later is released later).
         pools = (ncnn.PoolAllocator(), ncnn.PoolAllocator())
         self.nets = {name: self._load(ncnn, graph, threads, pools) for name, graph in contents["graphs"].items()}
