@@ -220,18 +220,21 @@ def test_omp_num_threads_caps_ncnn(fsrcnn_ncnn, monkeypatch):
     assert all(net.opt.num_threads == 1 for net in NcnnSession(fsrcnn_ncnn).nets.values())
 
 
-@pytest.mark.parametrize("int8_keys, terms", [({"a@x"}, ["2", None]), ({"a@x", "b@r"}, ["102", "2"])])
-def test_int8_layers_are_told_apart_and_requantize_between_int8_convolutions(int8_keys, terms, tmp_path):
+@pytest.mark.parametrize("int8_keys, centred, terms", [
+    ({"a@x"}, False, ["2", None]), ({"a@x", "b@r"}, False, ["102", "2"]), ({"a@x", "b@r"}, True, ["2", "2"])])
+def test_int8_layers_are_told_apart_and_requantize_between_int8_convolutions(int8_keys, centred, terms, tmp_path):
     """Two convolutions with equal weights (DSRNet's mean shifts: an earlier build gave a float one the INT8 one's
     input scale and lost 0.34 dB): told apart by their inputs, only INT8 ones become INT8; an INT8 convolution read
-    only by an INT8 one writes int8 for it (``8=102``, ncnn2int8's requantize). ncnn computes what the Q/DQ graph
-    computes on ONNX Runtime."""
+    only by an INT8 one writes int8 for it (``8=102``, ncnn2int8's requantize); a centred input (``int8_centre``:
+    an explicit ``Pad``, which pnnx leaves unconverted, and a subtraction) becomes ncnn's ``Padding``. ncnn
+    computes what the Q/DQ graph computes on ONNX Runtime."""
     from onnx import TensorProto, helper, numpy_helper
 
     from srdeploy.calib.data import held_out_photo
     from srdeploy.export.ncnn.ncnn_export import blobs, convert
     from srdeploy.export.ncnn.ncnn_int8 import float_twin, quantize_graph, read_param
     from srdeploy.export.onnx.onnx_export import cpu_session
+    from srdeploy.export.quant.int8_centre import centre, centred_keys
     from srdeploy.export.quant.int8_qdq import quantize
 
     codes = np.random.default_rng(0).integers(-127, 128, (3, 3, 3, 3)).astype(np.int8)
@@ -244,12 +247,20 @@ def test_int8_layers_are_told_apart_and_requantize_between_int8_convolutions(int
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, "h", "w"])],
         [numpy_helper.from_array(weight, "a"), numpy_helper.from_array(weight.copy(), "b")])
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    qdq = quantize(proto, {"x": 1.0, "r": 0.5}, int8_keys, {"a": (codes, scale), "b": (codes, scale)})
+    amax = {"x": 1.0, "r": 0.5}
+    if centred:  # r is post-ReLU: read as r − m (m per channel), with its padding made explicit
+        centres = {"r": [0.2, 0.1, 0.25]}
+        renamed = centred_keys(proto, centres)
+        proto, int8_keys = centre(proto, centres), {renamed.get(k, k) for k in int8_keys}
+        amax.update({k.split("@")[1]: 0.3 for k in renamed.values()})
+    qdq = quantize(proto, amax, int8_keys, {"a": (codes, scale), "b": (codes, scale)})
     twin = float_twin(qdq)
     param, weights = convert(twin.graph, [[1, 3, 32, 32], [1, 3, 48, 40]], False, tmp_path)
     source, target = blobs(param.decode())
     param, weights, count = quantize_graph(twin.graph, twin.convs, param, weights, source)
-    convolutions = [l for l in read_param(param.decode()) if l.kind == "Convolution"]
+    layers = read_param(param.decode())
+    convolutions = [l for l in layers if l.kind == "Convolution"]
+    assert ("Padding" in {l.kind for l in layers}) == centred and "Pad" not in {l.kind for l in layers}
     (tmp_path / "m.param").write_bytes(param)
     (tmp_path / "m.bin").write_bytes(weights)
     net = ncnn.Net()

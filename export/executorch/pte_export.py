@@ -161,8 +161,10 @@ def export_executorch(net: SrModel, precision: Precision, out: Path, max_hw: tup
     if precision == Precision.INT8:
         parts, int8 = int8_module(net, lambda n: subpixel_network(n)[0],
                                   lambda n: unshared_weights(exported(n).module()), calib, max_drop, progress)
-        program = lower(exported(parts["forward"])) if "forward" in parts else lower(
-            {**{name: exported(part) for name, part in parts.items()}, "gate_margin": margin_program(net.network, info.channels)})
+        methods = {name: exported(part) for name, part in parts.items()}
+        if net.has_global_gate:
+            methods["gate_margin"] = margin_program(net.network, info.channels)
+        program = lower(methods["forward"] if "forward" in methods else methods)
     elif precision == Precision.FP16:
         program, fp16 = fp16_program(net, network, lambda n: lower(exported(n)), calib, limit, progress)
     elif net.has_global_gate:

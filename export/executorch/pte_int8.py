@@ -205,8 +205,8 @@ def int8_module(net: SrModel, deployed: Callable[[nn.Module], nn.Module], export
                 max_drop: float | None, progress: bool) -> tuple[Parts, Int8Report]:
     """The INT8 modules of ``net``'s network whose calibration drop meets the search's target, and its report:
     ``forward``, or for a network whose gate reads the whole image its ``gate_features``, ``branch0`` and
-    ``branch1`` (the gate's margin stays float: ``gate_margin_program``). ``deployed(network)``: the form that is
-    lowered (sub-pixel deconvolutions); ``exported(module)``: its ``torch.export`` module."""
+    ``branch1`` (the gate's margin stays float: ``pte_export.margin_program``). ``deployed(network)``: the form
+    that is lowered (sub-pixel deconvolutions); ``exported(module)``: its ``torch.export`` module."""
     info = net.info
     stage = Stages(f"int8 executorch {info.name} ×{info.scale}", progress)
     plan, variant, pairs, batch = int8_search_for(net, calib, max_drop, progress, stage)
