@@ -20,7 +20,7 @@ from ..calib.cache import cached_stats
 from ..calib.data import CropSpec, fingerprint, lr_hr_crops, network_batch, source_images
 from .accuracy_gate import DEFAULT_MAX_DROP, check_accuracy, limit_for, passes
 from .onnx import fp16
-from .quant import int8_calibration, int8_channels, int8_checker, int8_search
+from .quant import int8_calibration, int8_channels, int8_checker, int8_search, int8_store
 from .onnx.onnx_export import proto_infer, set_metadata, to_onnx
 from ..models.loading import ModelInfo, SrModel
 from ..runtime.errors import SrDeployError
@@ -191,8 +191,15 @@ def search_int8(
         return cached_stats({"stat": stat, "graph": graph_digest(graph), **data_key},
                             lambda: int8_calibration.activation_histograms(graph, batch, histograms))
 
-    converted, plan, variant = int8_search.plan(proto, batch, score, INT8_TARGET_SHARE * limit, stats_for, method, INT8_ALPHAS,
-                                       INT8_MIN_MAC_FRACTION, progress, stage)
+    key = {"graph": graph_digest(proto), **data_key, "limit": limit, "method": method}
+    stored = int8_store.load(key)
+    if stored is not None:
+        stage("INT8 search: this graph's result on these crops at this limit, stored by an earlier export")
+        converted, plan, variant = stored
+    else:
+        converted, plan, variant = int8_search.plan(proto, batch, score, INT8_TARGET_SHARE * limit, stats_for, method,
+                                                    INT8_ALPHAS, INT8_MIN_MAC_FRACTION, progress, stage)
+        int8_store.save(key, converted, plan, variant)
     problems = int8_checker.check_qdq(converted)
     if problems:
         raise SrDeployError(f"the INT8 graph breaks TensorRT's Q/DQ rules ({problems[0]}): this is a bug, please report it")
