@@ -29,13 +29,13 @@ FILES = ("plan.json", "variant.json", "codes.npz", "variant.onnx", "graph.onnx")
 def search_code() -> str:
     """sha256 of the code that decides a search's result (the search, how it scores and runs graphs) and of the
     versions of the libraries it computes with."""
-    from importlib import metadata
+    import onnxruntime
 
     here = Path(__file__).resolve().parent
     package = here.parent.parent
     sources = sorted(here.glob("*.py")) + [package / "export" / name for name in (
         "precision.py", "accuracy_gate.py", "onnx/onnx_export.py")] + [package / "runtime" / "quality.py"]
-    versions = " ".join(metadata.version(name) for name in ("numpy", "onnx", "onnxruntime"))
+    versions = " ".join(module.__version__ for module in (np, onnx, onnxruntime))
     return hashlib.sha256(b"".join(p.read_bytes() for p in sources) + versions.encode()).hexdigest()
 
 
