@@ -21,7 +21,8 @@ from pathlib import Path
 
 from .bench import cpu_text, report_header, write_results
 from ..export.ncnn.ncnn_export import blobs, convert
-from ..export.ncnn.ncnn_int8 import float_twin, quantize_graph, read_param, weight_spans
+from ..export.ncnn.ncnn_int8 import float_twin, quantize_graph, weight_spans
+from ..export.ncnn.ncnn_param import read_param
 from ..export.onnx.target import gated_onnx
 from ..export.options import ExportOptions, Progress
 from ..models.spec import ModelSpec

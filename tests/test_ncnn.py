@@ -170,7 +170,8 @@ def fsrcnn_int8_ncnn(fsrcnn_int8, tmp_path_factory) -> Path:
 def test_int8_carries_the_search_into_ncnn_s_int8_layout(fsrcnn_int8, fsrcnn_int8_ncnn):
     """The search's INT8 convolutions run as ncnn INT8 convolutions (its codes, its scales): ncnn computes what the
     Q/DQ graph computes on ONNX Runtime, and the folder passes the 0.1 dB gate with ≥ 80 % of the MACs in INT8."""
-    from srdeploy.export.ncnn.ncnn_int8 import INT8_TAG, read_param
+    from srdeploy.export.ncnn.ncnn_int8 import INT8_TAG
+    from srdeploy.export.ncnn.ncnn_param import read_param
     from srdeploy.export.onnx.onnx_export import cpu_session
 
     proto, _ = fsrcnn_int8
@@ -232,7 +233,8 @@ def test_int8_layers_are_told_apart_and_requantize_between_int8_convolutions(int
 
     from srdeploy.calib.data import held_out_photo
     from srdeploy.export.ncnn.ncnn_export import blobs, convert
-    from srdeploy.export.ncnn.ncnn_int8 import float_twin, quantize_graph, read_param
+    from srdeploy.export.ncnn.ncnn_int8 import float_twin, quantize_graph
+    from srdeploy.export.ncnn.ncnn_param import read_param
     from srdeploy.export.onnx.onnx_export import cpu_session
     from srdeploy.export.quant.int8_centre import centre, centred_keys
     from srdeploy.export.quant.int8_qdq import quantize

@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 
 from .ncnn_int8 import Int8Conv, Int8Twin, quantize_graph
+from .ncnn_param import read_param
 from ..accuracy_gate import DEFAULT_MAX_DROP, limit_for
 from ..precision import VALIDATION_SPEC
 from ...calib.data import lr_hr_crops, network_batch, source_images
@@ -39,7 +40,6 @@ from ...runtime.quality import crop_psnr
 from ...runtime.sessions.ncnn import FORMAT, SUFFIX, NcnnSession, import_ncnn, vulkan_devices
 
 FP32_MAX_ABS = 1e-5  # × max(1, max|PyTorch|): FP32 ncnn against PyTorch on the held-out crops
-_LAYER = re.compile(r"^(\S+)\s+(\S+)\s+(\d+)\s+(\d+)\s+(.*)$")
 
 
 def import_pnnx():
@@ -53,18 +53,10 @@ def import_pnnx():
 
 def blobs(param: str) -> tuple[str, str]:
     """(input, output) blob of an ncnn ``.param``: the Input layer's top, and the one blob no layer reads."""
-    produced, consumed, inputs = [], set(), []
-    for line in param.splitlines()[2:]:
-        match = _LAYER.match(line)
-        if not match:
-            continue
-        kind, _, bottoms, tops, rest = match.groups()
-        names = rest.split()
-        consumed.update(names[:int(bottoms)])
-        produced += names[int(bottoms):int(bottoms) + int(tops)]
-        if kind == "Input":
-            inputs += names[int(bottoms):int(bottoms) + int(tops)]
-    outputs = [b for b in produced if b not in consumed and b not in inputs]
+    layers = read_param(param)
+    consumed = {name for layer in layers for name in layer.bottoms}
+    inputs = [name for layer in layers if layer.kind == "Input" for name in layer.tops]
+    outputs = [b for layer in layers for b in layer.tops if b not in consumed and b not in inputs]
     if len(inputs) != 1 or len(outputs) != 1:
         raise SrDeployError(f"pnnx made an ncnn graph with inputs {inputs} and outputs {outputs}, not one of each")
     return inputs[0], outputs[0]
@@ -84,8 +76,7 @@ def convert(proto: onnx.ModelProto, shapes: list[list[int]], fp16_weights: bool,
         raise SrDeployError(f"pnnx could not convert the ONNX graph to ncnn ({last[-1][:160]})")
     param = padding_layers(names["ncnnparam"].read_text(), names["pnnxparam"].read_text())
     ncnn = import_ncnn()
-    unknown = sorted({m.group(1) for m in map(_LAYER.match, param.splitlines()[2:])
-                      if m and ncnn.layer_to_index(m.group(1)) < 0})
+    unknown = sorted({layer.kind for layer in read_param(param) if ncnn.layer_to_index(layer.kind) < 0})
     if unknown:
         raise SrDeployError(f"pnnx left operators ncnn has no layer for ({', '.join(unknown)}): this graph cannot run "
                             "on ncnn")
@@ -97,17 +88,15 @@ def padding_layers(param: str, pnnx_param: str) -> str:
     centred INT8 inputs, ``export.quant.int8_centre``) as ncnn's ``Padding`` layer; pnnx's own graph has its pads."""
     pads = dict(re.findall(r"^Pad\s+(\S+)\s.*\bpads=\(([-\d,]+)\)", pnnx_param, re.MULTILINE))
     lines = param.splitlines()
-    for number, line in enumerate(lines):
-        match = _LAYER.match(line)
-        if not match or match.group(1) != "Pad":
-            continue
-        values = [int(v) for v in pads.get(match.group(2), "").split(",") if v]
+    for layer in (layer for layer in read_param(param) if layer.kind == "Pad"):
+        values = [int(v) for v in pads.get(layer.name, "").split(",") if v]
         if len(values) != 8 or any(values[i] for i in (0, 1, 4, 5)) or re.search(
-                rf"^Pad\s+{re.escape(match.group(2))}\s.*\b(mode|value)=", pnnx_param, re.MULTILINE):
+                rf"^Pad\s+{re.escape(layer.name)}\s.*\b(mode|value)=", pnnx_param, re.MULTILINE):
             continue  # left for the unknown-layer check
         top, left, bottom, right = values[2], values[3], values[6], values[7]
-        lines[number] = (f"{'Padding':<24} {match.group(2):<24} {match.group(3)} {match.group(4)} {match.group(5)} "
-                         f"0={top} 1={bottom} 2={left} 3={right} 4=0 5=0.000000e+00")
+        lines[layer.line] = (f"{'Padding':<24} {layer.name:<24} {len(layer.bottoms)} {len(layer.tops)} "
+                             f"{' '.join(layer.bottoms + layer.tops)} 0={top} 1={bottom} 2={left} 3={right} 4=0 "
+                             "5=0.000000e+00")
     return "\n".join(lines) + "\n"
 
 

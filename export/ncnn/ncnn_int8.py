@@ -31,6 +31,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .ncnn_param import NcnnLayer, read_param
 from ..onnx.graph_rewrite import drop_unused_initializers, graphs, walk
 from ..quant import int8_calibration, int8_graph
 from ..subpixel import subpixel_form
@@ -145,30 +146,6 @@ def column_to_row_shuffles(twin: onnx.ModelProto, convs: list[Int8Conv]) -> None
         for int8 in (c for c in convs if c.weight_name == conv.input[1]):
             int8.codes, int8.weight_scale = int8.codes[order], int8.weight_scale[order]
         mode.s = b"CRD"
-
-
-@dataclass
-class NcnnLayer:
-    kind: str
-    name: str
-    bottoms: list[str]
-    tops: list[str]
-    params: dict[str, str]
-    line: int  # its line in the .param
-
-
-def read_param(param: str) -> list[NcnnLayer]:
-    """The layers of an ncnn ``.param`` (its text format: magic, counts, one layer per line)."""
-    layers = []
-    for number, line in enumerate(param.splitlines()):
-        fields = line.split()
-        if number < 2 or len(fields) < 4:
-            continue
-        bottoms, tops = int(fields[2]), int(fields[3])
-        names = fields[4:4 + bottoms + tops]
-        params = dict(item.split("=", 1) for item in fields[4 + bottoms + tops:])
-        layers.append(NcnnLayer(fields[0], fields[1], names[:bottoms], names[bottoms:], params, number))
-    return layers
 
 
 def _raw(count: int) -> int:
