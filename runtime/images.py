@@ -182,20 +182,32 @@ def write_picture(path: str | Path, picture: Picture) -> Path:
 PNG_COMPRESSION = 1
 
 
+def _deflate():
+    """The compressor of streamed PNGs: ISA-L's (``isal``, a dependency where it has wheels), 4× as fast as the
+    standard library's zlib at level 1 for files no larger (a 1224×816 photo's rows: 7 against 30 ms of CPU,
+    49.0 against 50.1 % of the raw size); the standard library's where it is not installed. Both write the
+    same zlib stream format, so the pixels read back are the same."""
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        return zlib.compressobj(PNG_COMPRESSION)
+    return isal_zlib.compressobj(PNG_COMPRESSION)
+
+
 def write_png_rows(path: str | Path, width: int, height: int, bands: Iterable[np.ndarray],
                    icc_profile: bytes | None = None) -> Path:
     """A PNG written atomically from bands of uint8 rows (rows×W×3, or ×4 with alpha), as they come: only one band
     and the compressor's window are held, whatever the image's size (Pillow encodes a PNG from a whole image).
-    Each row Up-filtered (files within 2 % of Paeth's at zlib level 1, at a tenth of its time in numpy), zlib at
-    ``PNG_COMPRESSION``, the colour profile as an iCCP chunk: four chunk types of the PNG specification, written
-    with the standard library's zlib."""
+    Each row Up-filtered (files within 2 % of Paeth's at zlib level 1, at a tenth of its time in numpy), deflated
+    at ``PNG_COMPRESSION`` (``_deflate``), the colour profile as an iCCP chunk: four chunk types of the PNG
+    specification."""
     path = Path(path)
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     with atomic_path(path) as tmp, open(tmp, "wb") as out:
-        previous, written, compressor = None, 0, zlib.compressobj(PNG_COMPRESSION)
+        previous, written, compressor = None, 0, _deflate()
         for band in bands:
             if written == 0:
                 channels = band.shape[2]

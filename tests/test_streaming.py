@@ -2,6 +2,8 @@
 that equals the whole-image one pixel for pixel."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image, ImageCms
@@ -39,8 +41,15 @@ def test_bicubic_in_bands_is_pillow_to_the_bit(in_size, out_size, band):
         assert max(b - a for a, b in read) <= 4
 
 
+@pytest.mark.parametrize("compressor", ["isal", "zlib"])
 @pytest.mark.parametrize("channels", [3, 4])
-def test_png_written_in_bands_reads_back_exactly(tmp_path, channels):
+def test_png_written_in_bands_reads_back_exactly(tmp_path, monkeypatch, channels, compressor):
+    """Read back by Pillow, with ISA-L's deflate (where installed) and with the standard library's (where it is not)."""
+    if compressor == "isal":
+        pytest.importorskip("isal", reason="isal is not installed (pip install isal)")
+    else:
+        monkeypatch.setitem(sys.modules, "isal", None)  # what `import isal` meets where it is not installed
+    assert type(images._deflate()).__module__ == ("isal_zlib" if compressor == "isal" else "zlib")
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     picture = RNG.integers(0, 256, (37, 23, channels), dtype=np.uint8)
     bands = (picture[a:a + 10] for a in range(0, 37, 10))
