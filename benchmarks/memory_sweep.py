@@ -140,16 +140,16 @@ def fit_line(rows: list[dict]) -> tuple[float, float]:
 
 
 def summary(rows: list[dict]) -> list[str]:
-    """Per model and content: the largest peak RSS against the goal, the line time follows (``fit_line``) and how
-    far each size's seconds per output Mpx (its start-up taken off) stray from the line's."""
+    """Per model and content: the largest peak RSS against the goal, the line time follows (``fit_line``, in each
+    row) and how far each size's seconds per output Mpx (the line's start-up taken off) stray from the line's."""
     lines = []
     for series in dict.fromkeys(_series(r) for r in rows):
         mine = [r for r in rows if _series(r) == series]
         peak = max(r["peak_rss_mb"] for r in mine)
         lines.append(f"{series}: peak RSS at most {peak:.0f} MB up to {max(r['output_mpx'] for r in mine):.0f} Mpx out "
                      f"(goal ≤ {GOAL_MB} MB: {'met' if peak <= GOAL_MB else 'missed'})")
-        startup, per_mpx = fit_line(mine)
-        spread = max(abs((r["seconds"] - startup) / r["output_mpx"] / per_mpx - 1) for r in mine)
+        startup, per_mpx = mine[0]["fitted_startup_s"], mine[0]["fitted_seconds_per_output_mpx"]
+        spread = max(abs(r["seconds_per_output_mpx"] / per_mpx - 1) for r in mine)
         lines.append(f"{series}: time = {startup:.2f} s + {per_mpx:.3f} s per output Mpx (a 64×64 upscale takes "
                      f"{mine[0]['startup_s']:.2f} s), every size within ±{100 * spread:.0f} % of that rate "
                      f"(goal ±15 %: {'met' if spread <= 0.15 else 'missed'})")
@@ -190,10 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = report["rows"]
     for series in dict.fromkeys(_series(r) for r in rows):
         mine = [r for r in rows if _series(r) == series]
-        startup, _ = fit_line(mine)
+        startup, per_mpx = fit_line(mine)
         for row in mine:
-            row["fitted_startup_s"] = startup
-            row["seconds_per_output_mpx"] = (row["seconds"] - startup) / row["output_mpx"]
+            row.update(fitted_startup_s=startup, fitted_seconds_per_output_mpx=per_mpx,
+                       seconds_per_output_mpx=(row["seconds"] - startup) / row["output_mpx"])
     report["summary"] = summary(rows)
     lines = [f"`{report['command']}` — {report['date']}", "",
              f"Machine: {cpu_text(report['machine'])}, {report['machine']['usable_cores']} cores; the FP32 ONNX on ONNX "
