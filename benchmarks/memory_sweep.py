@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +59,7 @@ def mosaic(path: Path, pixels: float) -> tuple[int, int]:
     """About ``pixels`` (3:2) of ``MOSAIC_BLOCK``-pixel crops of the project's photos (calibration and held-out) at
     their own resolution, each from a random photo, place and mirroring (seeded), written as PNG: (width,
     height). Every size has the same mix of detail per pixel."""
-    photos = [np.asarray(Image.open(p).convert("RGB")) for split in ("calibration", "validation")
-              for p in source_images(None, split)]
+    photos = _photos()
     rng = np.random.default_rng(0)
     height = int(round((pixels / 1.5) ** 0.5))
     width = int(round(height * 1.5))
@@ -73,6 +73,13 @@ def mosaic(path: Path, pixels: float) -> tuple[int, int]:
             image[top:top + MOSAIC_BLOCK, left:left + MOSAIC_BLOCK] = crop[:height - top, :width - left]
     Image.fromarray(image).save(path)
     return width, height
+
+
+@cache
+def _photos() -> list[np.ndarray]:
+    """The project's photos (calibration and held-out), RGB uint8, read once."""
+    return [np.asarray(Image.open(p).convert("RGB")) for split in ("calibration", "validation")
+            for p in source_images(None, split)]
 
 
 CONTENTS = {"mosaic": mosaic, "resized": resized}
