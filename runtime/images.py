@@ -17,7 +17,7 @@ import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
@@ -233,14 +233,42 @@ def write_image(path: str | Path, rgb: np.ndarray) -> Path:
     return write_picture(path, Picture(rgb))
 
 
-def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
-    """RGB in [0, 1] (float) → YCbCr in [0, 1] units (Y in [16/255, 235/255]), BT.601 as MATLAB."""
-    return (np.asarray(rgb, dtype=np.float64) @ _RGB_TO_YCBCR + _YCBCR_OFFSET) / 255.0
+def rgb_to_ycbcr(rgb: np.ndarray, channels: Sequence[int] = (0, 1, 2)) -> np.ndarray:
+    """RGB in [0, 1] (float) → YCbCr in [0, 1] units (Y in [16/255, 235/255]), BT.601 as MATLAB; ``channels``:
+    which of Y, Cb, Cr (…×len(channels)). Plane by plane in numpy's elementwise float64 (no BLAS: the same bits on
+    every machine); as float32, equal to the 3×3 matrix product over pixels for every 8-bit colour (tested)."""
+    x = np.asarray(rgb, dtype=np.float64)
+    return np.stack([_ycbcr_plane(x, channel) for channel in channels], -1)
+
+
+def _ycbcr_plane(x: np.ndarray, channel: int) -> np.ndarray:
+    plane = _combine((x[..., 0], x[..., 1], x[..., 2]), _RGB_TO_YCBCR[:, channel])
+    plane += _YCBCR_OFFSET[channel]
+    plane /= 255.0
+    return plane
 
 
 def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
     """Inverse of :func:`rgb_to_ycbcr` (no clipping)."""
-    return (np.asarray(ycbcr, dtype=np.float64) * 255.0 - _YCBCR_OFFSET) @ _YCBCR_TO_RGB
+    x = np.asarray(ycbcr, dtype=np.float64)
+    return planes_to_rgb(x[..., 0], x[..., 1], x[..., 2], np.float64)
+
+
+def planes_to_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    """:func:`ycbcr_to_rgb` of three planes (float64 arithmetic, as ``dtype`` H×W×3): no stacked copy of them."""
+    shifted = [np.asarray(plane, dtype=np.float64) * 255.0 - offset for plane, offset in zip((y, cb, cr), _YCBCR_OFFSET)]
+    rgb = np.empty(np.shape(y) + (3,), dtype)
+    for channel in range(3):
+        rgb[..., channel] = _combine(shifted, _YCBCR_TO_RGB[:, channel])
+    return rgb
+
+
+def _combine(planes: Sequence[np.ndarray], weights: np.ndarray) -> np.ndarray:
+    """Σ planes[k]·weights[k] in float64, summed in order k = 0, 1, 2 (a matrix product's column, elementwise)."""
+    total = planes[0] * weights[0]
+    for plane, weight in zip(planes[1:], weights[1:]):
+        total += plane * weight
+    return total
 
 
 def luma_uint8(rgb: np.ndarray) -> np.ndarray:
@@ -284,9 +312,12 @@ def bicubic_rows(rows: Callable[[int, int], np.ndarray], in_width: int, in_heigh
     # the horizontal pass is Pillow's own: a resize to the same height makes it alone, row by row, in float32
     wide = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(planes[..., c]))  # mode F
                                 .resize((width, planes.shape[0]), Image.BICUBIC)) for c in range(planes.shape[2])], -1)
+    wide = wide.astype(np.float64)
     out = np.zeros((y1 - y0, width, planes.shape[2]), dtype=np.float64)
-    for k in range(weights_y.shape[1]):
-        out += wide[taps_y[:, k] - first] * weights_y[:, k, None, None]
+    term = np.empty(out.shape[1:])
+    for row, taps, weights in zip(out, taps_y - first, weights_y):  # row by row, in cache: 2× whole-band gathers
+        for tap, weight in zip(taps, weights):
+            row += np.multiply(wide[tap], weight, out=term)
     return out.astype(np.float32).reshape((y1 - y0, width, *source.shape[2:]))
 
 

@@ -14,7 +14,7 @@ Window = Callable[[int, int, int, int], np.ndarray]  # (ya, yb, xa, xb) → floa
 def network_input(rgb: np.ndarray, colour: str) -> np.ndarray:
     """RGB uint8 H×W×3 → the network's float32 1×C×H×W input in [0, 1] (C = 3 RGB, or 1 = BT.601 Y)."""
     if colour == "y":
-        return images.rgb_to_ycbcr(rgb / 255.0)[..., 0].astype(np.float32)[None, None]
+        return images.rgb_to_ycbcr(rgb / 255.0, channels=(0,))[..., 0].astype(np.float32)[None, None]
     return images.to_unit_float(rgb)
 
 
@@ -64,9 +64,9 @@ def upscale_bands(picture: images.Picture, bands: Bands, colour: str) -> Iterato
             if colour == "rgb":
                 colours = images.to_uint8(rows.transpose(1, 2, 0))
             else:
-                chroma = images.bicubic_rows(lambda a, b: images.rgb_to_ycbcr(rgb[a:b] / 255.0)[..., 1:], width,
-                                             height, out_width, out_height, y0, y1).astype(np.float64)
-                colours = images.to_uint8(images.ycbcr_to_rgb(np.dstack([rows[0].astype(np.float64), chroma])))
+                chroma = images.bicubic_rows(lambda a, b: images.rgb_to_ycbcr(rgb[a:b] / 255.0, channels=(1, 2)),
+                                             width, height, out_width, out_height, y0, y1)
+                colours = images.to_uint8(images.planes_to_rgb(rows[0], chroma[..., 0], chroma[..., 1]))
             if picture.alpha is None:
                 yield colours
                 continue

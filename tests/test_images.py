@@ -116,6 +116,26 @@ def test_ycbcr_matches_matlab_and_round_trips():
     assert images.luma_uint8(np.array([[[255, 0, 0]]], np.uint8))[0, 0] == round(16 + 65.481)
 
 
+def test_colour_conversions_equal_the_matrix_product():
+    """The elementwise conversions give what the 3×3 matrix product over pixels gives (the earlier form): forward,
+    as the float32 the network and the chroma resize take, for every 8-bit colour; back, to the 8-bit output, on
+    a real image's chroma with a network-like luma."""
+    matrix, offset = images._RGB_TO_YCBCR, images._YCBCR_OFFSET
+    levels = np.arange(256, dtype=np.uint8)
+    colours = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(4096, 4096, 3)
+    for rows in range(0, 4096, 512):
+        rgb = colours[rows:rows + 512] / 255.0
+        expected = ((rgb @ matrix + offset) / 255.0).astype(np.float32)
+        assert np.array_equal(images.rgb_to_ycbcr(rgb).astype(np.float32), expected)
+        assert np.array_equal(images.rgb_to_ycbcr(rgb, channels=(1, 2)).astype(np.float32), expected[..., 1:])
+    photo = images.read_rgb(need_shared("datasets", "Set14", "HR", "baboon.png"))
+    ycbcr = images.rgb_to_ycbcr(photo / 255.0).astype(np.float32)
+    luma = ycbcr[..., 0] + RNG.normal(0, 0.02, ycbcr.shape[:2]).astype(np.float32)  # a network's output strays
+    expected = images.to_uint8((np.dstack([luma, ycbcr[..., 1:]]).astype(np.float64) * 255.0 - offset)
+                               @ np.linalg.inv(matrix))
+    assert np.array_equal(images.to_uint8(images.planes_to_rgb(luma, ycbcr[..., 1], ycbcr[..., 2])), expected)
+
+
 def test_fsrcnn_rgb_path_beats_bicubic():
     """Y through FSRCNN, Cb/Cr bicubic: a real RGB image comes out sharper than plain bicubic."""
     root = need_shared("datasets", "Set5")
