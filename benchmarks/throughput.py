@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from .video_bench import make_clip
 from ..export.options import ExportOptions, Progress
 from ..models.spec import ModelSpec
 from ..runtime.atomic import atomic_path
+from ..runtime.pipeline import CHUNK
 from ..runtime.tables import markdown_table
 from ..runtime.targets import target
 
@@ -60,6 +62,51 @@ def network_alone(tiled, colour: str, frames: list[np.ndarray], in_flight: int) 
         with ThreadPoolExecutor(in_flight) as threads:
             list(threads.map(tiled, inputs))
     return len(inputs) / (time.perf_counter() - started)
+
+
+@dataclass
+class Replay:
+    """A ``FrameUpscaler`` that hands back outputs computed beforehand: ``upscale_video`` with no network and no
+    colour work, its decoding, conversions, encoding and muxing only."""
+
+    outputs: list[np.ndarray]
+    scale: int = 2
+    in_flight: int = 0
+
+    def submit(self, rgb: np.ndarray) -> np.ndarray:
+        return self.outputs.pop(0)
+
+    def result(self, handle: np.ndarray) -> np.ndarray:
+        return handle
+
+
+def codec_cpu(clip: Path, folder: Path, upscaled: Path, work: Path) -> dict:
+    """CPU milliseconds (every thread of this process) per frame of what the pipelines do besides the network and
+    the colour: the video's decoding, pixel-format conversions, H.264 encoding (upscale's defaults) and muxing; the
+    folder's PNG decoding and streamed PNG writing, each on the outputs the folder run wrote (``upscaled``)."""
+    from ..runtime import images
+    from ..runtime.video import upscale_video
+
+    inputs = sorted(folder.glob("*.png"))
+    outputs = [images.read_rgb(upscaled / f"{path.stem}_x2.png") for path in inputs]
+    started = time.process_time()
+    upscale_video(clip, work / "codec.mp4", Replay(list(outputs)))
+    video = (time.process_time() - started) / len(outputs)
+    started = time.process_time()
+    for path, rgb in zip(inputs, outputs):
+        images.read_picture(path)
+        images.write_png_rows(work / "codec.png", rgb.shape[1], rgb.shape[0],
+                              (rgb[row:row + CHUNK] for row in range(0, rgb.shape[0], CHUNK)))
+    folder_ms = (time.process_time() - started) / len(outputs)
+    return {"video_ms": 1e3 * video, "folder_ms": 1e3 * folder_ms}
+
+
+def ceiling(codec_ms: float, network_fps: float, cores: int) -> float:
+    """The highest share of the network-alone rate a pipeline can reach when the network keeps every core busy
+    (``cores`` / ``network_fps`` of CPU per frame) and the codecs' ``codec_ms`` of CPU per frame come on top, all
+    other work free."""
+    network_ms = 1e3 * cores / network_fps
+    return network_ms / (network_ms + codec_ms)
 
 
 def measure(model: str, artifact: Path, backend: str, mode: str, clip: Path, folder: Path, frames: list[np.ndarray],
@@ -138,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             for backend in args.backends.split(","):
                 for mode in MODES:
                     report["rows"].append(measure(model, artifact, backend, mode, clip, work / "frames", frames, work))
+            report.setdefault("codecs", {})[f"{model} ×2"] = codec_cpu(clip, work / "frames", work / "out", work)
     rows = report["rows"]
     best = {r["model"]: max(x["network_alone_fps"] for x in rows if x["model"] == r["model"]) for r in rows}
     table = [[r["model"], r["backend"], r["mode"], str(r["in_flight"]), f"{r['network_alone_fps']:.2f}",
@@ -151,6 +199,17 @@ def main(argv: list[str] | None = None) -> int:
              markdown_table(["model", "runtime", "mode", "in flight", "network alone frames/s", "video frames/s",
                              "video / alone", "folder images/s", "folder / alone", "best pipeline / best alone"],
                             table)]
+    cores = report["machine"]["usable_cores"]
+    floors = [[model, f"{1e3 * cores / best[model]:.0f}", f"{codec['video_ms']:.0f}",
+               f"{ceiling(codec['video_ms'], best[model], cores):.0%}", f"{codec['folder_ms']:.0f}",
+               f"{ceiling(codec['folder_ms'], best[model], cores):.0%}"] for model, codec in report["codecs"].items()]
+    lines += ["", "The codecs' share: CPU per frame of what the pipelines do besides the network and the colour "
+              "(video: decoding, pixel-format conversions, H.264 encoding at upscale's defaults, muxing; folder: PNG "
+              "decoding and writing), measured on the folder run's outputs, against the network's CPU per frame "
+              "(cores / best network-alone rate). Ceiling: the best share of the network-alone rate a pipeline "
+              "could reach with everything else free.", "",
+              markdown_table(["model", "network CPU ms/frame", "video codec CPU ms/frame", "video ceiling",
+                              "folder codec CPU ms/image", "folder ceiling"], floors)]
     base = write_results(args.out, "throughput", report, "\n".join(lines))
     chart(rows, base.with_suffix(".png"))
     return 0
