@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{r['ncnn fp16']:.1f}", f"{r['ncnn int8']:.1f}", f"{r['ncnn_fp32_ratio']:.2f}×", f"{r['ncnn_fp16_ratio']:.2f}×",
           f"{r['ncnn_int8_ratio']:.2f}×", f"{r['int8_drop_db']:.3f} dB ({r['int8_mac_fraction']:.1%})",
           "met" if r["ncnn_fp32_ratio"] <= TARGET_RATIO else "missed",
-          f"{r['huge_pages']['onnxruntime fp32']:.1f} / {r['huge_pages']['ncnn fp32']:.1f}" if r["huge_pages"] else "–",
+          (f"{r['huge_pages']['onnxruntime fp32']:.1f} / {r['huge_pages']['ncnn fp32']:.1f}" if r["huge_pages"]
+           else "–"),
           f"{r['huge_pages_fp32_ratio']:.2f}×" if r["huge_pages"] else "–"] for r in rows])
     text = (f"`{report['command']}` — {report['date']}\n\nMachine: {cpu_text(machine)}, {machine['usable_cores']} usable "
             f"cores; {', '.join(f'{k} {v}' for k, v in machine['libraries'].items())}.\nLR {SIZE}×{SIZE}, batch 1, "

@@ -256,7 +256,8 @@ def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
 
 def planes_to_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, dtype: type = np.float32) -> np.ndarray:
     """:func:`ycbcr_to_rgb` of three planes (float64 arithmetic, as ``dtype`` H×W×3): no stacked copy of them."""
-    shifted = [np.asarray(plane, dtype=np.float64) * 255.0 - offset for plane, offset in zip((y, cb, cr), _YCBCR_OFFSET)]
+    shifted = [np.asarray(plane, dtype=np.float64) * 255.0 - offset
+               for plane, offset in zip((y, cb, cr), _YCBCR_OFFSET)]
     rgb = np.empty(np.shape(y) + (3,), dtype)
     for channel in range(3):
         rgb[..., channel] = _combine(shifted, _YCBCR_TO_RGB[:, channel])
@@ -315,7 +316,7 @@ def bicubic_rows(rows: Callable[[int, int], np.ndarray], in_width: int, in_heigh
     wide = wide.astype(np.float64)
     out = np.zeros((y1 - y0, width, planes.shape[2]), dtype=np.float64)
     term = np.empty(out.shape[1:])
-    for row, taps, weights in zip(out, taps_y - first, weights_y):  # row by row, in cache: 2× whole-band gathers
+    for row, taps, weights in zip(out, taps_y - first, weights_y):  # row by row, in cache: half the time of gathers
         for tap, weight in zip(taps, weights):
             row += np.multiply(wide[tap], weight, out=term)
     return out.astype(np.float32).reshape((y1 - y0, width, *source.shape[2:]))
