@@ -4,8 +4,9 @@ The search (``export.precision.int8_search_for``: the ONNX targets' search, on t
 activation equalization, weight rounding (nearest or GPTQ) and the layers kept in float. Here:
 
 1. Its equalized weights, with its weight codes, go back into the PyTorch network; the equalized network alone is
-   checked against the original (equalization is exact in float). XNNPACK's per-channel weight scale is the
-   search's (max |w| / 127), so the codes survive quantization unchanged.
+   checked against the original (equalization is exact in float). With dynamic activations each convolution is
+   quantized on the search's own per-channel weight scales (``search_scales``), so the codes survive unchanged
+   also where a layer is split or in sub-pixel form (XNNPACK's observer would take max |w| / 127 of the part).
 2. ``XNNPACKQuantizer`` (weights int8 per output channel, activations int8 per tensor with a zero point) quantizes
    every convolution except the layers the search keeps float and those under 1 % of the MACs (first and last
    layers, mean shifts: the search's own rule). Activations are static first: min/max ranges over the calibration
@@ -13,11 +14,11 @@ activation equalization, weight rounding (nearest or GPTQ) and the layers kept i
    its cheap layers float lost 0.71 dB with it, 0.20 with min/max, before the search's weights), int8 between
    layers. Where that misses the target, dynamic: each convolution quantizes its input on the input's own range
    at run time and writes float, which no calibrated range can clip (docs/executorch.md has both, with speed).
-   Not carried over: centring (the zero points do that job) and single float channels. The quantizer quantizes
-   whole tensors, so float channels need the layer split in two over its input channels; XNNPACK (ExecuTorch
-   1.5.1) crashes on a channel slice once the input size varies (a segmentation fault, or "Propagating input
-   shapes failed" with a gather), so the split cannot be lowered. Measured in PyTorch, the split would take
-   FSRCNN ×2 from 0.27 to 0.12 dB on the held-out crops: still over 0.1. The report lists the channels.
+   Centring is not carried over (the zero points do that job). Float channels are, where the layer that makes
+   them is a convolution and an activation (FSRCNN): ``split_float_channels`` computes them as separate
+   convolutions, so no channel slice reaches XNNPACK (ExecuTorch 1.5.1 crashes on one once the input size varies:
+   a segmentation fault, or "Propagating input shapes failed" with a gather); elsewhere their layers are handled
+   whole, and the report lists those channels.
 3. Float fallback, as in the search: while the calibration drop (PT2E's reference graph run by PyTorch, which
    ExecuTorch matches to ~0.002 dB) is over the target, the layer most sensitive per MAC in the search's own
    measurement goes to float, never taking the INT8 share of convolution MACs below ``INT8_MIN_MAC_FRACTION``.
@@ -30,6 +31,7 @@ runtime) is ``pte_export``'s.
 from __future__ import annotations
 
 import copy
+import operator
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -97,8 +99,10 @@ def is_convolution(node: torch.fx.Node) -> bool:
 
 
 def module_names(node: torch.fx.Node) -> set[str]:
-    """The module paths a traced node was called in, outermost first ("", "upsample", "upsample.branches.x2.0")."""
-    return {path for path, _ in node.meta.get("nn_module_stack", {}).values()}
+    """The module paths a traced node was called in ("", "upsample", "upsample.branches.x2.0"), with the paths of
+    the modules those lie in (a graph module calls "map.0.out0_in1" without entering "map.0")."""
+    paths = {path for path, _ in node.meta.get("nn_module_stack", {}).values()}
+    return paths | set().union(*map(prefixes, paths - {""}))
 
 
 def carried_weights(network: nn.Module, variant, probe: np.ndarray) -> nn.Module:
@@ -167,11 +171,12 @@ def unshared_weights(model: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return model
 
 
-def quantized(model: torch.fx.GraphModule, float_modules: set[str], batch: np.ndarray, activations: str
-              ) -> torch.fx.GraphModule:
+def quantized(model: torch.fx.GraphModule, float_modules: set[str], batch: np.ndarray, activations: str,
+              weight_scales: Callable[[torch.fx.Node], torch.Tensor | None] | None = None) -> torch.fx.GraphModule:
     """``model`` (a ``torch.export`` module) with PT2E INT8 for XNNPACK, calibrated on ``batch`` image by image;
     ``activations``: ``"static"`` (calibrated ranges, int8 between layers) or ``"dynamic"`` (each convolution's
-    input quantized at run time on its own range, float outputs)."""
+    input quantized at run time on its own range, float outputs). ``weight_scales(convolution)``: the per-output-
+    channel weight scales to quantize it with (dynamic only; None: XNNPACK's own, max |w| / 127)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
                                                                          get_symmetric_quantization_config)
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer_utils import QuantizationConfig
@@ -183,8 +188,44 @@ def quantized(model: torch.fx.GraphModule, float_modules: set[str], batch: np.nd
                               is_dynamic=False, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
     config = QuantizationConfig(static, static, default.weight, default.bias) if activations == "static" else \
         get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)
-    quantizer = ComposableQuantizer([float_layers(float_modules), XNNPACKQuantizer().set_global(config)])
+    given = [given_weight_scales(weight_scales)] if weight_scales and activations == "dynamic" else []
+    quantizer = ComposableQuantizer([float_layers(float_modules), XNNPACKQuantizer().set_global(config), *given])
     return calibrated(copy.deepcopy(model), quantizer, batch)
+
+
+def given_weight_scales(weight_scales: Callable[[torch.fx.Node], torch.Tensor | None]):
+    """A PT2E quantizer that runs after ``XNNPACKQuantizer`` and puts, in each convolution it quantized whose
+    scales ``weight_scales`` knows, int8 weights on exactly those per-channel scales (the rest of its annotation,
+    what XNNPACK takes, is kept)."""
+    from torchao.quantization.pt2e import PerChannelMinMaxObserver
+    from torchao.quantization.pt2e.quantizer import QuantizationSpec, Quantizer
+
+    class GivenScales(PerChannelMinMaxObserver):
+        def __init__(self, scales: torch.Tensor, **kwargs):
+            super().__init__(**kwargs)
+            self.register_buffer("given", scales.clone())
+
+        def calculate_qparams(self):
+            return self.given, torch.zeros(len(self.given), dtype=torch.int64)
+
+    class WeightScales(Quantizer):
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            for node in model.graph.nodes:
+                annotation = node.meta.get("quantization_annotation")
+                if (node.op != "call_function" or not is_convolution(node) or annotation is None
+                        or node.args[1] not in annotation.input_qspec_map or (scales := weight_scales(node)) is None):
+                    continue
+                measured = annotation.input_qspec_map[node.args[1]]
+                annotation.input_qspec_map[node.args[1]] = QuantizationSpec(
+                    dtype=measured.dtype, quant_min=measured.quant_min, quant_max=measured.quant_max,
+                    qscheme=measured.qscheme, ch_axis=measured.ch_axis, is_dynamic=False,
+                    observer_or_fake_quant_ctr=GivenScales.with_args(scales=scales))
+            return model
+
+        def validate(self, model: torch.fx.GraphModule) -> None:
+            pass
+
+    return WeightScales()
 
 
 def calibrated(model: torch.fx.GraphModule, quantizer, batch: np.ndarray) -> torch.fx.GraphModule:
@@ -214,12 +255,16 @@ def int8_module(net: SrModel, deployed: Callable[[nn.Module], nn.Module], export
           f"{plan.calibration_drop_db:.3f} dB on the calibration crops; carrying it over to XNNPACK")
     whole, channels = float_layers_of(plan)
     carried = carried_weights(net.network, variant, batch[:1])
-    macs = convolution_macs(carried, info.channels)
+    split = ChannelSplit(carried, convolution_origins(carried), set(), channels) if net.has_global_gate else \
+        split_float_channels(carried, channels)  # a gated network's parts are its own methods: not traced
+    macs = convolution_macs(split.network, info.channels)  # split layers: per part, the same in all
     total = sum(macs.values())
-    float_modules = whole | {name for name, count in macs.items() if count < CHEAP_SHARE * total}
+    cheap = {name for name, count in convolution_macs(carried, info.channels).items() if count < CHEAP_SHARE * total}
+    float_modules = whole | split.float_readers | cheap
     report = Int8Report(search={"alpha": plan.alpha, "rounding": plan.rounding, "kept_float": plan.kept_float,
                                 "calibration_drop_db": round(plan.calibration_drop_db, 4),
-                                "not_carried": {"centred": plan.centred, "float_channels": channels}})
+                                "float_channels": {name: channels[name] for name in channels if name not in split.left},
+                                "not_carried": {"centred": plan.centred, "float_channels": split.left}})
     limit = limit_for(DEFAULT_MAX_DROP, Precision.INT8, max_drop)
     target = INT8_TARGET_SHARE * limit
     search_pairs = pairs[:INT8_SEARCH_CROPS]
@@ -228,7 +273,7 @@ def int8_module(net: SrModel, deployed: Callable[[nn.Module], nn.Module], export
         module = {"gate_features": exported(features_only(carried)),
                   **{f"branch{b}": exported(deployed(carried.with_branch(b))) for b in (0, 1)}}
     else:
-        module = {"forward": exported(deployed(carried))}
+        module = {"forward": exported(deployed(split.network))}
     margin = TorchRunner(GateMargin(carried)).infer if net.has_global_gate else None
     fraction = lambda modules: 1 - sum(c for m, c in macs.items() if modules & prefixes(m)) / total  # noqa: E731
     score = lambda converted: reference - pooled_psnr(parts_runner(converted, margin), search_pairs,  # noqa: E731
@@ -239,7 +284,8 @@ def int8_module(net: SrModel, deployed: Callable[[nn.Module], nn.Module], export
                    key=lambda m: sensitivity[m] / max(layer_macs[m] / total, 0.01))
     best = None
     for scheme in ACTIVATION_SCHEMES:
-        found = fallback(module, set(float_modules), order, batch, scheme, score, fraction, target, stage)
+        found = fallback(module, set(float_modules), order, batch, scheme, score, fraction, target, stage,
+                         search_scales(variant, split.origins))
         report.drops_by_activations[scheme] = round(found[0], 4)
         if best is None or found[0] < best[0]:
             best = (*found, scheme)
@@ -274,6 +320,146 @@ def float_layers_of(plan) -> tuple[set[str], dict[str, list[int]]]:
     return whole, {m: c for m, c in channels.items() if m not in whole}
 
 
+ACTIVATIONS = (nn.PReLU, nn.ReLU)  # per-channel or pointwise: what may sit between a split producer and its reader
+
+
+@dataclass
+class ChannelSplit:
+    """A network with the search's float channels split out (``split_float_channels``)."""
+
+    network: nn.Module
+    origins: dict[str, tuple[str, list[int] | None]]  # convolution path → (its weight's name, output channels)
+    float_readers: set[str]  # the convolutions that read float channels
+    left: dict[str, list[int]]  # float channels that did not fit the form: their layers are handled whole
+
+
+def convolution_origins(network: nn.Module) -> dict[str, tuple[str, list[int] | None]]:
+    """Each convolution of ``network`` as its own origin: its path → (its weight's name, all channels)."""
+    return {name: (f"{name}.weight", None) for name, module in network.named_modules()
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d))}
+
+
+def split_float_channels(network: nn.Module, channels: dict[str, list[int]]) -> ChannelSplit:
+    """The search's float channels without channel slices (XNNPACK crashes on those once the input size varies):
+    where a convolution reads ``channels[name]`` in float from ``producer → PReLU/ReLU → it``, the producer is
+    split over its output channels (int8 ones, float ones), the activation with it, and the reader over its input
+    channels, ``reader(x) = reader_int8(x_int8) + reader_float(x_float)`` (exact in float; a chain of such layers
+    splits each); the network is a graph module where anything was split."""
+    unsplit = ChannelSplit(network, convolution_origins(network), set(), channels)
+    if not channels:
+        return unsplit
+    try:
+        graph = torch.fx.symbolic_trace(copy.deepcopy(network))
+    except Exception:  # noqa: BLE001 - control flow symbolic tracing cannot follow: nothing split
+        return unsplit
+    modules = dict(graph.named_modules())
+    nodes = {node.target: node for node in graph.graph.nodes if node.op == "call_module"}
+    readers, producers, left = {}, {}, {}
+    for name, floats in channels.items():
+        reader = nodes.get(name)
+        activation = reader.args[0] if reader is not None and reader.args else None
+        producer = activation.args[0] if isinstance(activation, torch.fx.Node) and activation.args else None
+        if (isinstance(producer, torch.fx.Node) and producer.op == activation.op == "call_module"
+                and isinstance(modules[activation.target], ACTIVATIONS) and len(activation.users) == 1
+                and type(modules[producer.target]) is nn.Conv2d and len(producer.users) == 1
+                and isinstance(modules[name], (nn.Conv2d, nn.ConvTranspose2d)) and modules[name].groups == 1
+                and modules[producer.target].groups == 1):
+            readers[name], producers[producer.target] = sorted(floats), sorted(floats)
+        else:
+            left[name] = floats
+    if not readers:
+        return unsplit
+    origins: dict[str, tuple[str, list[int] | None]] = {}
+    float_readers: set[str] = set()
+    parts: dict[torch.fx.Node, list[torch.fx.Node]] = {}  # a split activation → its int8 and float parts
+    for node in list(graph.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules[node.target], (nn.Conv2d, nn.ConvTranspose2d)):
+            continue
+        layer = modules[node.target]
+        transposed = isinstance(layer, nn.ConvTranspose2d)
+        ins = _channel_parts(readers.get(node.target), layer.in_channels)
+        outs = _channel_parts(producers.get(node.target), layer.out_channels)
+        if len(ins) == len(outs) == 1:
+            origins[node.target] = (f"{node.target}.weight", None)
+            continue
+        container, sums = nn.Module(), []
+        graph.add_submodule(node.target, container)  # in place of the layer
+        inputs = parts[node.args[0]] if len(ins) == 2 else [node.args[0]]
+        with graph.graph.inserting_before(node):
+            for o, out_channels in enumerate(outs):
+                total = None
+                for i, in_channels in enumerate(ins):
+                    piece = _piece(layer, out_channels, in_channels, bias=i == 0)
+                    container.add_module(f"out{o}_in{i}", piece)
+                    origins[f"{node.target}.out{o}_in{i}"] = (f"{node.target}.weight", None if transposed else out_channels)
+                    if i == 1:
+                        float_readers.add(f"{node.target}.out{o}_in{i}")
+                    term = graph.graph.call_module(f"{node.target}.out{o}_in{i}", (inputs[i],))
+                    total = term if total is None else graph.graph.call_function(operator.add, (total, term))
+                sums.append(total)
+        if len(outs) == 1:
+            node.replace_all_uses_with(sums[0])
+        else:
+            activation = next(iter(node.users))
+            function, split = modules[activation.target], nn.Module()
+            graph.add_submodule(activation.target, split)
+            with graph.graph.inserting_before(activation):
+                for o, (out_channels, total) in enumerate(zip(outs, sums)):
+                    split.add_module(f"out{o}", _activation_part(function, out_channels))
+                    parts.setdefault(activation, []).append(graph.graph.call_module(f"{activation.target}.out{o}", (total,)))
+    graph.graph.eliminate_dead_code()
+    graph.delete_all_unused_submodules()
+    graph.recompile()
+    return ChannelSplit(graph, origins, float_readers, left)
+
+
+def _channel_parts(floats: list[int] | None, count: int) -> list[list[int]]:
+    """[int8 channels, float channels], or [all] where none is float."""
+    if not floats:
+        return [list(range(count))]
+    return [[c for c in range(count) if c not in floats], floats]
+
+
+def _piece(layer: nn.Module, out_channels: list[int], in_channels: list[int], bias: bool) -> nn.Module:
+    """The part of a convolution from ``in_channels`` to ``out_channels`` (a transposed one keeps all outputs)."""
+    piece = copy.deepcopy(layer)
+    weight = layer.weight.detach()
+    weight = weight[in_channels] if isinstance(layer, nn.ConvTranspose2d) else weight[out_channels][:, in_channels]
+    piece.weight = nn.Parameter(weight.clone())
+    piece.in_channels, piece.out_channels = len(in_channels), weight.shape[1 if isinstance(layer, nn.ConvTranspose2d) else 0]
+    if layer.bias is not None:
+        kept = layer.bias.detach() if isinstance(layer, nn.ConvTranspose2d) else layer.bias.detach()[out_channels]
+        piece.bias = nn.Parameter(kept.clone()) if bias else None
+    return piece
+
+
+def _activation_part(function: nn.Module, channels: list[int]) -> nn.Module:
+    """The activation of ``channels`` alone (a per-channel PReLU's slopes of those channels)."""
+    if isinstance(function, nn.PReLU) and function.num_parameters > 1:
+        part = nn.PReLU(len(channels))
+        part.weight = nn.Parameter(function.weight.detach()[channels].clone())
+        return part
+    return copy.deepcopy(function)
+
+
+def search_scales(variant, origins: dict[str, tuple[str, list[int] | None]]
+                  ) -> Callable[[torch.fx.Node], torch.Tensor | None]:
+    """For a traced convolution: the search's per-channel weight scales of the weight it came from (its
+    ``origins`` entry, found by module path; a sub-pixel form's phases share their channel's scale), or None."""
+    codes = variant.codes or {}
+
+    def scales(node: torch.fx.Node) -> torch.Tensor | None:
+        paths = sorted((p for p in module_names(node) if p in origins), key=len)
+        if not paths or origins[paths[-1]][0] not in codes:
+            return None
+        name, channels = origins[paths[-1]]
+        scale = np.asarray(codes[name][1], dtype=np.float32).reshape(-1)
+        scale = scale[channels] if channels is not None and len(scale) > 1 else scale
+        outputs = node.args[1].meta["val"].shape[1 if node.target == torch.ops.aten.conv_transpose2d.input else 0]
+        return torch.from_numpy(np.repeat(scale, outputs // len(scale))) if outputs % len(scale) == 0 else None
+    return scales
+
+
 def features_only(network: nn.Module) -> nn.Module:
     """A copy of a whole-image-gated ``network`` whose forward is its gate's features, its modules named as in
     ``network`` (the search's float layers are found by those names)."""
@@ -283,16 +469,18 @@ def features_only(network: nn.Module) -> nn.Module:
 
 
 def fallback(module: Parts, float_modules: set[str], order: list[str], batch: np.ndarray,
-             activations: str, score: Callable, fraction: Callable, target: float, stage: Callable
+             activations: str, score: Callable, fraction: Callable, target: float, stage: Callable,
+             weight_scales: Callable[[torch.fx.Node], torch.Tensor | None] | None = None
              ) -> tuple[float, Parts, set[str]]:
-    """PT2E INT8 of ``module`` with ``float_modules`` float, then layers of ``order`` to float while the
-    calibration drop is over ``target`` (at most ``FALLBACK_STEPS``, INT8 share ≥ ``INT8_MIN_MAC_FRACTION``):
-    the lowest (drop, module, float modules) seen."""
+    """PT2E INT8 of ``module`` with ``float_modules`` float (weights on ``weight_scales``: ``quantized``), then
+    layers of ``order`` to float while the calibration drop is over ``target`` (at most ``FALLBACK_STEPS``, INT8
+    share ≥ ``INT8_MIN_MAC_FRACTION``): the lowest (drop, module, float modules) seen."""
     best = None
     for _ in range(FALLBACK_STEPS + 1):
         stage(f"PT2E INT8, {activations} activations, {len(float_modules)} layer(s) float "
               f"({fraction(float_modules):.1%} of MACs INT8): calibrating on {len(batch)} crops")
-        converted = {name: quantized(part, float_modules, batch, activations) for name, part in module.items()}
+        converted = {name: quantized(part, float_modules, batch, activations, weight_scales)
+                     for name, part in module.items()}
         drop = score(converted)
         stage(f"{drop:.3f} dB on the calibration crops (target {target:.3f})")
         if best is None or drop < best[0]:
