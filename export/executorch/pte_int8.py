@@ -255,45 +255,57 @@ def int8_module(net: SrModel, deployed: Callable[[nn.Module], nn.Module], export
           f"{plan.calibration_drop_db:.3f} dB on the calibration crops; carrying it over to XNNPACK")
     whole, channels = float_layers_of(plan)
     carried = carried_weights(net.network, variant, batch[:1])
-    split = ChannelSplit(carried, convolution_origins(carried), set(), channels) if net.has_global_gate else \
-        split_float_channels(carried, channels)  # a gated network's parts are its own methods: not traced
-    macs = convolution_macs(split.network, info.channels)  # split layers: per part, the same in all
-    total = sum(macs.values())
-    cheap = {name for name, count in convolution_macs(carried, info.channels).items() if count < CHEAP_SHARE * total}
-    float_modules = whole | split.float_readers | cheap
-    report = Int8Report(search={"alpha": plan.alpha, "rounding": plan.rounding, "kept_float": plan.kept_float,
-                                "calibration_drop_db": round(plan.calibration_drop_db, 4),
-                                "float_channels": {name: channels[name] for name in channels if name not in split.left},
-                                "not_carried": {"centred": plan.centred, "float_channels": split.left}})
     limit = limit_for(DEFAULT_MAX_DROP, Precision.INT8, max_drop)
     target = INT8_TARGET_SHARE * limit
     search_pairs = pairs[:INT8_SEARCH_CROPS]
     reference = pooled_psnr(TorchRunner(net.network).infer, search_pairs, info.scale, info.colour, info.eval_rounding)
-    if net.has_global_gate:
-        module = {"gate_features": exported(features_only(carried)),
-                  **{f"branch{b}": exported(deployed(carried.with_branch(b))) for b in (0, 1)}}
-    else:
-        module = {"forward": exported(deployed(split.network))}
     margin = TorchRunner(GateMargin(carried)).infer if net.has_global_gate else None
-    fraction = lambda modules: 1 - sum(c for m, c in macs.items() if modules & prefixes(m)) / total  # noqa: E731
     score = lambda converted: reference - pooled_psnr(parts_runner(converted, margin), search_pairs,  # noqa: E731
                                                       info.scale, info.colour, info.eval_rounding)
-    layer_macs = {m: sum(c for n, c in macs.items() if m in prefixes(n)) for m in map(module_of, plan.sensitivity_db)}
-    sensitivity = {module_of(key): db for key, db in plan.sensitivity_db.items() if layer_macs[module_of(key)]}
-    order = sorted((m for m in sensitivity if m not in float_modules), reverse=True,
-                   key=lambda m: sensitivity[m] / max(layer_macs[m] / total, 0.01))
-    best = None
-    for scheme in ACTIVATION_SCHEMES:
-        found = fallback(module, set(float_modules), order, batch, scheme, score, fraction, target, stage,
-                         search_scales(variant, split.origins))
-        report.drops_by_activations[scheme] = round(found[0], 4)
-        if best is None or found[0] < best[0]:
-            best = (*found, scheme)
-        if found[0] <= target:
-            break
-    drop, converted, float_modules, report.activations = best
-    report.kept_float, report.int8_mac_fraction = sorted(float_modules), fraction(float_modules)
-    report.calibration_drop_db = round(drop, 4)
+    total = sum(convolution_macs(carried, info.channels).values())
+    cheap = {name for name, count in convolution_macs(carried, info.channels).items() if count < CHEAP_SHARE * total}
+
+    def carry(form: ChannelSplit) -> tuple[float, Parts, set[str], str, dict[str, float], Callable]:
+        """The lowest calibration drop of ``form`` (activation schemes in turn, then float fallback): (drop, the
+        converted parts, float modules, scheme, each scheme's drop, the INT8 MAC share of a float set)."""
+        if net.has_global_gate:
+            module = {"gate_features": exported(features_only(form.network)),
+                      **{f"branch{b}": exported(deployed(form.network.with_branch(b))) for b in (0, 1)}}
+        else:
+            module = {"forward": exported(deployed(form.network))}
+        macs = convolution_macs(form.network, info.channels)  # split layers: per part, the same in all
+        fraction = lambda modules: 1 - sum(c for m, c in macs.items() if modules & prefixes(m)) / total  # noqa: E731
+        float_modules = whole | form.float_readers | cheap
+        layer_macs = {m: sum(c for n, c in macs.items() if m in prefixes(n)) for m in map(module_of, plan.sensitivity_db)}
+        sensitivity = {module_of(key): db for key, db in plan.sensitivity_db.items() if layer_macs[module_of(key)]}
+        order = sorted((m for m in sensitivity if m not in float_modules), reverse=True,
+                       key=lambda m: sensitivity[m] / max(layer_macs[m] / total, 0.01))
+        best, drops = None, {}
+        for scheme in ACTIVATION_SCHEMES:
+            found = fallback(module, set(float_modules), order, batch, scheme, score, fraction, target, stage,
+                             search_scales(variant, form.origins))
+            drops[scheme] = round(found[0], 4)
+            if best is None or found[0] < best[0]:
+                best = (*found, scheme)
+            if found[0] <= target:
+                break
+        return (*best, drops, fraction)
+
+    form = ChannelSplit(carried, convolution_origins(carried), set(), channels)
+    drop, converted, float_modules, scheme, drops, fraction = carry(form)
+    if drop > limit and channels and not net.has_global_gate:  # a gated network's parts are its methods: not traced
+        split = split_float_channels(carried, channels)
+        if split.float_readers:  # many small convolutions: slower, so only where whole layers miss the limit
+            stage(f"{drop:.3f} dB with the float channels' layers whole: splitting the float channels out")
+            found = carry(split)
+            if found[0] < drop:
+                form, (drop, converted, float_modules, scheme, drops, fraction) = split, found
+    report = Int8Report(activations=scheme, drops_by_activations=drops, calibration_drop_db=round(drop, 4),
+                        kept_float=sorted(float_modules), int8_mac_fraction=fraction(float_modules),
+                        search={"alpha": plan.alpha, "rounding": plan.rounding, "kept_float": plan.kept_float,
+                                "calibration_drop_db": round(plan.calibration_drop_db, 4),
+                                "float_channels": {n: channels[n] for n in channels if n not in form.left},
+                                "not_carried": {"centred": plan.centred, "float_channels": form.left}})
     return converted, report
 
 
