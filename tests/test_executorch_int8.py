@@ -125,7 +125,8 @@ def test_float_channels_are_split_out_without_slices():
     assert split.left == {"side": [0]}
     assert split.float_readers == {"shrink.out0_in1", "shrink.out1_in1", "body.out0_in1", "body.out1_in1",
                                    "up.out0_in1"}
-    assert split.origins["body.out1_in0"] == ("body.weight", [2]) and split.origins["up.out0_in1"] == ("up.weight", None)
+    assert split.origins["body.out1_in0"] == ("body.weight", [2])
+    assert split.origins["up.out0_in1"] == ("up.weight", None)
     x = torch.rand(2, 1, 24, 20)
     with torch.no_grad():
         assert float((split.network(x) - network(x)).abs().max()) <= 1e-6

@@ -17,8 +17,9 @@ activation equalization, weight rounding (nearest or GPTQ) and the layers kept i
    Centring is not carried over (the zero points do that job). Float channels are, where the layer that makes
    them is a convolution and an activation (FSRCNN): ``split_float_channels`` computes them as separate
    convolutions, so no channel slice reaches XNNPACK (ExecuTorch 1.5.1 crashes on one once the input size varies:
-   a segmentation fault, or "Propagating input shapes failed" with a gather); elsewhere their layers are handled
-   whole, and the report lists those channels.
+   a segmentation fault, or "Propagating input shapes failed" with a gather). The parts run slower than whole
+   layers, so the split is made only where whole layers miss the gate's limit on the calibration crops; a reader
+   the form does not fit is handled whole, and the report lists those channels.
 3. Float fallback, as in the search: while the calibration drop (PT2E's reference graph run by PyTorch, which
    ExecuTorch matches to ~0.002 dB) is over the target, the layer most sensitive per MAC in the search's own
    measurement goes to float, never taking the INT8 share of convolution MACs below ``INT8_MIN_MAC_FRACTION``.
@@ -276,7 +277,8 @@ def int8_module(net: SrModel, deployed: Callable[[nn.Module], nn.Module], export
         macs = convolution_macs(form.network, info.channels)  # split layers: per part, the same in all
         fraction = lambda modules: 1 - sum(c for m, c in macs.items() if modules & prefixes(m)) / total  # noqa: E731
         float_modules = whole | form.float_readers | cheap
-        layer_macs = {m: sum(c for n, c in macs.items() if m in prefixes(n)) for m in map(module_of, plan.sensitivity_db)}
+        layer_macs = {m: sum(c for n, c in macs.items() if m in prefixes(n))
+                      for m in map(module_of, plan.sensitivity_db)}
         sensitivity = {module_of(key): db for key, db in plan.sensitivity_db.items() if layer_macs[module_of(key)]}
         order = sorted((m for m in sensitivity if m not in float_modules), reverse=True,
                        key=lambda m: sensitivity[m] / max(layer_macs[m] / total, 0.01))
@@ -403,7 +405,8 @@ def split_float_channels(network: nn.Module, channels: dict[str, list[int]]) -> 
                 for i, in_channels in enumerate(ins):
                     piece = _piece(layer, out_channels, in_channels, bias=i == 0)
                     container.add_module(f"out{o}_in{i}", piece)
-                    origins[f"{node.target}.out{o}_in{i}"] = (f"{node.target}.weight", None if transposed else out_channels)
+                    origins[f"{node.target}.out{o}_in{i}"] = (f"{node.target}.weight",
+                                                              None if transposed else out_channels)
                     if i == 1:
                         float_readers.add(f"{node.target}.out{o}_in{i}")
                     term = graph.graph.call_module(f"{node.target}.out{o}_in{i}", (inputs[i],))
@@ -418,7 +421,8 @@ def split_float_channels(network: nn.Module, channels: dict[str, list[int]]) -> 
             with graph.graph.inserting_before(activation):
                 for o, (out_channels, total) in enumerate(zip(outs, sums)):
                     split.add_module(f"out{o}", _activation_part(function, out_channels))
-                    parts.setdefault(activation, []).append(graph.graph.call_module(f"{activation.target}.out{o}", (total,)))
+                    part = graph.graph.call_module(f"{activation.target}.out{o}", (total,))
+                    parts.setdefault(activation, []).append(part)
     graph.graph.eliminate_dead_code()
     graph.delete_all_unused_submodules()
     graph.recompile()
@@ -438,7 +442,8 @@ def _piece(layer: nn.Module, out_channels: list[int], in_channels: list[int], bi
     weight = layer.weight.detach()
     weight = weight[in_channels] if isinstance(layer, nn.ConvTranspose2d) else weight[out_channels][:, in_channels]
     piece.weight = nn.Parameter(weight.clone())
-    piece.in_channels, piece.out_channels = len(in_channels), weight.shape[1 if isinstance(layer, nn.ConvTranspose2d) else 0]
+    piece.in_channels = len(in_channels)
+    piece.out_channels = weight.shape[1 if isinstance(layer, nn.ConvTranspose2d) else 0]
     if layer.bias is not None:
         kept = layer.bias.detach() if isinstance(layer, nn.ConvTranspose2d) else layer.bias.detach()[out_channels]
         piece.bias = nn.Parameter(kept.clone()) if bias else None
