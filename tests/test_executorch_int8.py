@@ -90,9 +90,6 @@ def test_int8_is_gated_through_executorch(tmp_path, cli):
         psnr_gate(session.path, net, None, Precision.INT8, 0.05)
     assert "through ExecuTorch loses" in str(refused.value) and "\n" not in str(refused.value)
     assert str(refused.value).endswith("over the 0.05 dB limit: nothing written; raise --max-psnr-drop to accept it")
-    int8_bytes = len((tmp_path / "int8" / "fsrcnn_x2_int8.executorch" / "model.pte").read_bytes())
-    fp32_weight_bytes = 4 * sum(p.numel() for p in net.network.parameters())
-    assert int8_bytes < fp32_weight_bytes  # int8 weights: the program is smaller than its FP32 weights alone
 
 
 class Chain(torch.nn.Module):
