@@ -263,8 +263,9 @@ def int8_module(net: SrModel, deployed: Callable[[nn.Module], nn.Module], export
     margin = TorchRunner(GateMargin(carried)).infer if net.has_global_gate else None
     score = lambda converted: reference - pooled_psnr(parts_runner(converted, margin), search_pairs,  # noqa: E731
                                                       info.scale, info.colour, info.eval_rounding)
-    total = sum(convolution_macs(carried, info.channels).values())
-    cheap = {name for name, count in convolution_macs(carried, info.channels).items() if count < CHEAP_SHARE * total}
+    layers = convolution_macs(carried, info.channels)
+    total = sum(layers.values())
+    cheap = {name for name, count in layers.items() if count < CHEAP_SHARE * total}
 
     def carry(form: ChannelSplit) -> tuple[float, Parts, set[str], str, dict[str, float], Callable]:
         """The lowest calibration drop of ``form`` (activation schemes in turn, then float fallback): (drop, the
