@@ -117,8 +117,7 @@ def chart(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (rss, seconds) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for series in dict.fromkeys(_series(r) for r in rows):
-        mine = [r for r in rows if _series(r) == series]
+    for series, mine in by_series(rows).items():
         rss.plot([r["output_mpx"] for r in mine], [r["peak_rss_mb"] for r in mine], "o-", label=series)
         seconds.plot([r["output_mpx"] for r in mine], [r["seconds"] for r in mine], "o-", label=series)
     rss.axhline(GOAL_MB, color="grey", linestyle="--", label="1 GB goal")
@@ -132,8 +131,12 @@ def chart(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _series(row: dict) -> str:
-    return f"{row['model']}, {row['content']}"
+def by_series(rows: list[dict]) -> dict[str, list[dict]]:
+    """The rows of each model and content ("fsrcnn ×2, mosaic"), in their order."""
+    series: dict[str, list[dict]] = {}
+    for row in rows:
+        series.setdefault(f"{row['model']}, {row['content']}", []).append(row)
+    return series
 
 
 def fit_line(rows: list[dict]) -> tuple[float, float]:
@@ -150,8 +153,7 @@ def summary(rows: list[dict]) -> list[str]:
     """Per model and content: the largest peak RSS against the goal, the line time follows (``fit_line``, in each
     row) and how far each size's seconds per output Mpx (the line's start-up taken off) stray from the line's."""
     lines = []
-    for series in dict.fromkeys(_series(r) for r in rows):
-        mine = [r for r in rows if _series(r) == series]
+    for series, mine in by_series(rows).items():
         peak = max(r["peak_rss_mb"] for r in mine)
         lines.append(f"{series}: peak RSS at most {peak:.0f} MB up to {max(r['output_mpx'] for r in mine):.0f} Mpx out "
                      f"(goal ≤ {GOAL_MB} MB: {'met' if peak <= GOAL_MB else 'missed'})")
@@ -195,8 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(report["rows"][-1], flush=True)
                     (work / "out.png").unlink()
     rows = report["rows"]
-    for series in dict.fromkeys(_series(r) for r in rows):
-        mine = [r for r in rows if _series(r) == series]
+    for mine in by_series(rows).values():
         startup, per_mpx = fit_line(mine)
         for row in mine:
             row.update(fitted_startup_s=startup, fitted_seconds_per_output_mpx=per_mpx,

@@ -33,6 +33,7 @@ from ..runtime.timing import interleaved_medians
 MODELS = (("lesrcnn", 2), ("fsrcnn", 2))
 SIZE = 256
 TARGET_RATIO = 1.5  # ncnn CPU FP32 / ONNX Runtime FP32
+LABELS = {"onnx": "onnxruntime fp32", "ncnn-fp32": "ncnn fp32", "ncnn-fp16": "ncnn fp16", "ncnn-int8": "ncnn int8"}
 
 
 def artifacts(model: str, scale: int, folder: Path) -> dict[str, Path]:
@@ -47,28 +48,19 @@ def artifacts(model: str, scale: int, folder: Path) -> dict[str, Path]:
 
 
 def measure(paths: dict[str, Path], channels: int, threads: int, rounds: int) -> dict[str, float]:
+    """Median ms of each artifact in ``paths`` (``artifacts``' names, or some of them), interleaved."""
     x = np.random.default_rng(0).random((1, channels, SIZE, SIZE), dtype=np.float32)
-    infers = {"onnxruntime fp32": OnnxSession(paths["onnx"], providers=["CPUExecutionProvider"], threads=threads).infer,
-              "ncnn fp32": NcnnSession(paths["ncnn-fp32"], threads=threads).infer,
-              "ncnn fp16": NcnnSession(paths["ncnn-fp16"], threads=threads).infer,
-              "ncnn int8": NcnnSession(paths["ncnn-int8"], threads=threads).infer}
+    infers = {LABELS[name]: (OnnxSession(path, providers=["CPUExecutionProvider"], threads=threads) if name == "onnx"
+                             else NcnnSession(path, threads=threads)).infer for name, path in paths.items()}
     return interleaved_medians(infers, x, rounds)
 
 
 HUGE_PAGES = "glibc.malloc.hugetlb=1"  # glibc ≥ 2.35: malloc asks for transparent huge pages (madvise)
 
 
-def measure_fp32(onnx: Path, ncnn_folder: Path, channels: int, threads: int, rounds: int) -> dict[str, float]:
-    """ONNX Runtime FP32 and ncnn FP32 alone, interleaved (what the huge-page run measures)."""
-    x = np.random.default_rng(0).random((1, channels, SIZE, SIZE), dtype=np.float32)
-    return interleaved_medians({"onnxruntime fp32": OnnxSession(onnx, providers=["CPUExecutionProvider"],
-                                                                 threads=threads).infer,
-                                "ncnn fp32": NcnnSession(ncnn_folder, threads=threads).infer}, x, rounds)
-
-
 def with_huge_pages(paths: dict[str, Path], channels: int, threads: int, rounds: int) -> dict[str, float] | None:
-    """``measure_fp32`` in a fresh process whose malloc takes transparent huge pages (``GLIBC_TUNABLES``, read
-    only when a process starts); None where the C library is not glibc ≥ 2.35."""
+    """``measure`` of the FP32 ONNX and the FP32 ncnn folder in a fresh process whose malloc takes transparent huge
+    pages (``GLIBC_TUNABLES``, read only when a process starts); None where the C library is not glibc ≥ 2.35."""
     try:
         version = os.confstr("CS_GNU_LIBC_VERSION") or ""
     except (ValueError, OSError):
@@ -87,11 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="benchmarks/results", help="folder for the .md and .json")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--pair", nargs=5, metavar=("ONNX", "NCNN", "CHANNELS", "THREADS", "ROUNDS"),
-                        help=argparse.SUPPRESS)  # the huge-page child process: prints measure_fp32's JSON
+                        help=argparse.SUPPRESS)  # the huge-page child process: prints measure's JSON
     args = parser.parse_args(argv)
     if args.pair:
         onnx, ncnn_folder, channels, threads, rounds = args.pair
-        print(json.dumps(measure_fp32(Path(onnx), Path(ncnn_folder), int(channels), int(threads), int(rounds))))
+        fp32 = {"onnx": Path(onnx), "ncnn-fp32": Path(ncnn_folder)}
+        print(json.dumps(measure(fp32, int(channels), int(threads), int(rounds))))
         return 0
     report = report_header("python -m srdeploy.benchmarks.ncnn_speed", "lesrcnn, fsrcnn", 2, None)
     rows = []

@@ -294,7 +294,7 @@ def int8_module(net: SrModel, deployed: Callable[[nn.Module], nn.Module], export
                 break
         return (*best, drops, fraction)
 
-    form = ChannelSplit(carried, convolution_origins(carried), set(), channels)
+    form = whole_layers(carried, channels)
     drop, converted, float_modules, scheme, drops, fraction = carry(form)
     if drop > limit and channels and not net.has_global_gate:  # a gated network's parts are its methods: not traced
         split = split_float_channels(carried, channels)
@@ -348,10 +348,12 @@ class ChannelSplit:
     left: dict[str, list[int]]  # float channels that did not fit the form: their layers are handled whole
 
 
-def convolution_origins(network: nn.Module) -> dict[str, tuple[str, list[int] | None]]:
-    """Each convolution of ``network`` as its own origin: its path → (its weight's name, all channels)."""
-    return {name: (f"{name}.weight", None) for name, module in network.named_modules()
-            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d))}
+def whole_layers(network: nn.Module, channels: dict[str, list[int]]) -> ChannelSplit:
+    """``network`` unsplit: each convolution its own origin (its weight, all channels), ``channels`` left to their
+    layers whole."""
+    origins = {name: (f"{name}.weight", None) for name, module in network.named_modules()
+               if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d))}
+    return ChannelSplit(network, origins, set(), channels)
 
 
 def split_float_channels(network: nn.Module, channels: dict[str, list[int]]) -> ChannelSplit:
@@ -360,7 +362,7 @@ def split_float_channels(network: nn.Module, channels: dict[str, list[int]]) -> 
     split over its output channels (int8 ones, float ones), the activation with it, and the reader over its input
     channels, ``reader(x) = reader_int8(x_int8) + reader_float(x_float)`` (exact in float; a chain of such layers
     splits each); the network is a graph module where anything was split."""
-    unsplit = ChannelSplit(network, convolution_origins(network), set(), channels)
+    unsplit = whole_layers(network, channels)
     if not channels:
         return unsplit
     try:
